@@ -1,0 +1,20 @@
+"""Database engines, chosen from the URL."""
+
+from __future__ import annotations
+
+from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats
+from strongroom.engines.urls import EngineKind, engine_kind
+
+__all__ = ["DumpResult", "Engine", "EngineKind", "RunningDump", "TableStats", "engine_kind", "open_engine"]
+
+
+def open_engine(url: str) -> Engine:
+    """Return the engine that serves ``url`` (raises ``UnsupportedDatabaseUrl``)."""
+    kind = engine_kind(url)
+    if kind is EngineKind.POSTGRESQL:
+        from strongroom.engines.postgres import PostgresEngine
+
+        return PostgresEngine(url)
+    from strongroom.engines.sqlite import SqliteEngine
+
+    return SqliteEngine(url)

@@ -1,0 +1,73 @@
+"""What every database engine can do. Engines never know about storage or the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """Statistics of one table, taken in the dump's snapshot (or read after a restore)."""
+
+    name: str  # qualified where the engine has schemas: "public.users"
+    rows: int
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    """What a finished dump tells about itself; it goes into the manifest."""
+
+    engine: str  # "postgresql", "sqlite"
+    database: str
+    server_version: str
+    tool_version: str
+    dump_format: str  # "pg_dump-custom", "sqlite3-database"
+    tables: list[TableStats] = field(default_factory=list)
+
+
+class RunningDump(Protocol):
+    """A dump in progress: read ``stream`` to EOF, then call ``finish``."""
+
+    @property
+    def stream(self) -> BinaryIO:
+        """The raw, uncompressed dump bytes."""
+
+    def finish(self) -> DumpResult:
+        """Wait for the dump to end; raise ``DumpFailed`` if it did not succeed."""
+
+
+class Engine(Protocol):
+    """A database reachable through one URL."""
+
+    kind: str
+
+    def describe(self) -> str:
+        """The URL with any password redacted."""
+
+    def database_name(self) -> str:
+        """The database's name (the default backup target name)."""
+
+    def check(self) -> None:
+        """Raise ``ToolMissing``, ``DatabaseUnreachable`` or ``DatabaseAuthFailed`` early."""
+
+    def estimated_size(self) -> int | None:
+        """Rough size of a dump in bytes, for progress display; ``None`` if unknown."""
+
+    def dump(self) -> AbstractContextManager[RunningDump]:
+        """Start a consistent dump; leaving the context stops the dump tool if still running."""
+
+    def check_restore_target(self) -> None:
+        """Raise ``TargetNotEmpty`` unless the target is missing or empty."""
+
+    def restore(self, source: Iterable[bytes]) -> None:
+        """Restore the dump read from ``source`` into the target (a new or empty database).
+
+        ``source`` raises if the stored data is damaged; the engine then leaves no
+        half-restored target behind (it drops what it created) and re-raises.
+        """
+
+    def table_stats(self) -> list[TableStats]:
+        """Row counts of the database's tables now (used to verify a restore)."""

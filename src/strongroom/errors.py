@@ -1,0 +1,138 @@
+"""One exception tree. Every error carries a stable exit code and a one-line message.
+
+The CLI prints ``error: <message>`` and exits with ``exit_code``; messages never contain
+secrets (callers pass URLs through :func:`strongroom.redaction.redact_url` first).
+"""
+
+from __future__ import annotations
+
+
+class StrongroomError(Exception):
+    """Base of every error strongroom reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- usage and configuration (exit 2) -------------------------------------------------
+class UsageError(StrongroomError):
+    """The command line or environment does not say what is needed."""
+
+    exit_code = 2
+
+
+# --- repository (exit 3) ---------------------------------------------------------------
+class RepositoryError(StrongroomError):
+    exit_code = 3
+
+
+class RepositoryNotInitialised(RepositoryError):
+    pass
+
+
+class RepositoryAlreadyInitialised(RepositoryError):
+    pass
+
+
+class BackupNotFound(RepositoryError):
+    pass
+
+
+class UnsupportedFormat(RepositoryError):
+    pass
+
+
+# --- keys (exit 4) ---------------------------------------------------------------------
+class KeyError_(StrongroomError):
+    """A key is missing, unreadable, or does not open this repository."""
+
+    exit_code = 4
+
+
+class WrongKey(KeyError_):
+    pass
+
+
+class KeyMissing(KeyError_):
+    pass
+
+
+# --- database side (exit 5) ------------------------------------------------------------
+class DatabaseError(StrongroomError):
+    exit_code = 5
+
+
+class DatabaseUnreachable(DatabaseError):
+    pass
+
+
+class DatabaseAuthFailed(DatabaseError):
+    pass
+
+
+class ToolMissing(DatabaseError):
+    pass
+
+
+class DumpFailed(DatabaseError):
+    pass
+
+
+class RestoreFailed(DatabaseError):
+    pass
+
+
+class TargetNotEmpty(DatabaseError):
+    pass
+
+
+class UnsupportedDatabaseUrl(DatabaseError):
+    pass
+
+
+# --- storage (exit 6) ------------------------------------------------------------------
+class StorageError(StrongroomError):
+    exit_code = 6
+
+
+class StorageTransientError(StorageError):
+    """A failure worth retrying (network, throttling, 5xx)."""
+
+
+class StorageFull(StorageError):
+    pass
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+# --- integrity (exit 7) ----------------------------------------------------------------
+class IntegrityError(StrongroomError):
+    """Stored data does not match what was recorded: a damaged chunk, a wrong checksum,
+    or restored row counts that differ from the manifest."""
+
+    exit_code = 7
+
+
+class ChunkDamaged(IntegrityError):
+    pass
+
+
+class ChunkMissing(IntegrityError):
+    pass
+
+
+class VerificationMismatch(IntegrityError):
+    pass
+
+
+# --- interrupted (exit 130) ------------------------------------------------------------
+class Interrupted(StrongroomError):
+    exit_code = 130

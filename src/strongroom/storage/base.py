@@ -1,0 +1,35 @@
+"""The storage protocol: a flat key -> bytes object store. Storage knows nothing of databases.
+
+Keys are ``/``-separated relative paths such as ``config`` or ``chunks/ab/ab12...``.
+Every backend must make ``put`` atomic: a reader sees either the whole object or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class Storage(Protocol):
+    """A place where the repository's objects live (local folder, S3 bucket, memory)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically, replacing any existing object."""
+
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes; raise ``ObjectNotFound`` if there is none."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield the keys that start with ``prefix`` (any order, no temp objects)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+
+    def size(self, key: str) -> int:
+        """Size in bytes of a stored object; raise ``ObjectNotFound`` if there is none."""
+
+    def describe(self) -> str:
+        """Where this storage points, safe to show (no credentials)."""

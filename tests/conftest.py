@@ -1,0 +1,6 @@
+"""Shared test harness: real servers started by the tests, stopped by the tests."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.s3",
+]
