@@ -5,7 +5,15 @@ from __future__ import annotations
 from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats
 from strongroom.engines.urls import EngineKind, engine_kind
 
-__all__ = ["DumpResult", "Engine", "EngineKind", "RunningDump", "TableStats", "engine_kind", "open_engine"]
+__all__ = [
+    "DumpResult",
+    "Engine",
+    "EngineKind",
+    "RunningDump",
+    "TableStats",
+    "engine_kind",
+    "open_engine",
+]
 
 
 def open_engine(url: str) -> Engine:

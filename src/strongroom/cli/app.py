@@ -1,0 +1,89 @@
+"""The strongroom command line: one Typer app, thin commands calling services."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from strongroom import __version__
+from strongroom.cli.backup_cmd import backup
+from strongroom.cli.cat_cmd import cat
+from strongroom.cli.catalog_cmd import list_backups, show
+from strongroom.cli.init_cmd import init
+from strongroom.cli.logs import configure_logging
+from strongroom.cli.output import stderr
+from strongroom.cli.restore_cmd import restore
+from strongroom.cli.verify_cmd import verify
+from strongroom.errors import StrongroomError
+from strongroom.redaction import redact_text
+
+log = logging.getLogger("strongroom.cli")
+
+UNEXPECTED_EXIT = 70
+
+app = typer.Typer(
+    name="strongroom",
+    help="Encrypted, deduplicated, verified database backups.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    configure_logging(logging.INFO if verbose else logging.WARNING)
+    if version:
+        typer.echo(f"strongroom {__version__}")
+        raise typer.Exit(0)
+
+
+app.command()(init)
+app.command()(backup)
+app.command("list")(list_backups)
+app.command()(show)
+app.command()(restore)
+app.command()(verify)
+app.command()(cat)
+
+
+def _fail(message: str, code: int) -> None:
+    stderr.print(f"error: {redact_text(message)}", markup=False)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Entry point: run the app; turn every failure into one line and an exit code."""
+    try:
+        result = app(standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except StrongroomError as exc:
+        _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; no backup was recorded for unfinished work", 130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as exc:
+        log.debug("unexpected failure:\n%s", redact_text(traceback.format_exc()))
+        _fail(
+            f"unexpected failure ({type(exc).__name__}): {exc}; run with -v for details",
+            UNEXPECTED_EXIT,
+        )
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

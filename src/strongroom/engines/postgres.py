@@ -1,0 +1,721 @@
+"""PostgreSQL engine: ``pg_dump -Fc -Z0`` sharing a snapshot with the row counts; ``pg_restore``.
+
+The password never reaches a command line: child tools get a conninfo string without it and
+``PGPASSWORD`` in their environment. Every message this module raises or logs is redacted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from strongroom.engines.base import DumpResult, RunningDump, TableStats
+from strongroom.errors import (
+    DatabaseAuthFailed,
+    DatabaseUnreachable,
+    DumpFailed,
+    RestoreFailed,
+    TargetNotEmpty,
+    ToolMissing,
+    UnsupportedDatabaseUrl,
+)
+from strongroom.redaction import redact_text, redact_url
+
+logger = logging.getLogger("strongroom.engines.postgres")
+
+KIND = "postgresql"
+DUMP_FORMAT = "pg_dump-custom"
+LARGE_OBJECTS = "(large objects)"
+CONNECT_TIMEOUT = 10
+PIPE_BUFFER = 1 << 20
+DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+INSTALL_HINT = "install the PostgreSQL client tools (Debian: apt-get install postgresql-client)"
+_STOP_TIMEOUT = 10.0
+
+# Schemas that are never user data.
+_USER_NAMESPACES = """
+    SELECT n.oid, n.nspname FROM pg_namespace n
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%'
+      AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+"""
+
+# Ordinary tables (partitions included, partitioned parents not: they hold no rows of
+# their own), skipping temporary tables and tables that belong to an extension.
+_TABLES_SQL = f"""
+    WITH ns AS ({_USER_NAMESPACES})
+    SELECT ns.nspname, c.relname
+    FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+      AND NOT EXISTS (
+        SELECT 1 FROM pg_depend d
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+    ORDER BY 1, 2
+"""
+
+# What makes a database "not empty": user relations, types, functions, schemas.
+_CONTENTS_SQL = f"""
+    WITH ns AS ({_USER_NAMESPACES}),
+    ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
+    SELECT
+      (SELECT count(*) FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'f')
+          AND NOT EXISTS (SELECT 1 FROM ext
+                          WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)),
+      (SELECT count(*) FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+        WHERE c.relkind NOT IN ('r', 'p', 'f')
+          AND NOT EXISTS (SELECT 1 FROM ext
+                          WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid))
+      + (SELECT count(*) FROM pg_type t JOIN ns ON ns.oid = t.typnamespace
+        WHERE t.typrelid = 0 AND t.typcategory <> 'A'
+          AND NOT EXISTS (SELECT 1 FROM ext
+                          WHERE ext.classid = 'pg_type'::regclass AND ext.objid = t.oid))
+      + (SELECT count(*) FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+        WHERE NOT EXISTS (SELECT 1 FROM ext
+                          WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid))
+      + (SELECT count(*) FROM ns
+        WHERE ns.nspname <> 'public'
+          AND NOT EXISTS (SELECT 1 FROM ext
+                          WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = ns.oid))
+      + (SELECT count(*) FROM pg_largeobject_metadata)
+"""
+
+_VERSION_CACHE: dict[Path, str | None] = {}
+_VERSION_LOCK = threading.Lock()
+
+
+def _tool_version(path: Path) -> str | None:
+    """``<tool> --version`` output (cached), or ``None`` if the tool does not run."""
+    with _VERSION_LOCK:
+        if path in _VERSION_CACHE:
+            return _VERSION_CACHE[path]
+    try:
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        version: str | None = out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        version = None
+    with _VERSION_LOCK:
+        _VERSION_CACHE[path] = version or None
+    return version or None
+
+
+def _major(version_text: str | None) -> int | None:
+    """The major version in ``pg_dump (PostgreSQL) 15.4 (Debian …)``."""
+    if not version_text:
+        return None
+    match = re.search(r"\)\s*(\d+)", version_text) or re.search(r"(\d+)", version_text)
+    return int(match.group(1)) if match else None
+
+
+def _server_major(server_version_num: int) -> int:
+    """150004 -> 15, 90624 -> 9."""
+    return server_version_num // 10000
+
+
+def _debian_bin_dirs() -> list[Path]:
+    """``/usr/lib/postgresql/*/bin``, newest major version first."""
+
+    def key(path: str) -> int:
+        name = Path(path).parent.name
+        return int(name) if name.isdigit() else -1
+
+    return [Path(p) for p in sorted(glob.glob(DEBIAN_BIN_GLOB), key=key, reverse=True)]
+
+
+def _first_line(text: str, prefer: str | None = None) -> str:
+    """The first non-blank line of ``text`` (the first containing ``prefer`` if any does)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if prefer is not None:
+        for line in lines:
+            if prefer in line.lower():
+                return line
+    return lines[0] if lines else ""
+
+
+def _exit_description(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class _RowCounter(threading.Thread):
+    """Counts rows of every user table on the control connection (inside its snapshot)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        super().__init__(name="strongroom-pg-rowcount", daemon=True)
+        self._conn = conn
+        self._stop_event = threading.Event()
+        self.tables: list[TableStats] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.tables = _count_rows(self._conn, self._stop_event.is_set)
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def stop(self) -> None:
+        """Ask the thread to stop and cancel a running count."""
+        self._stop_event.set()
+        if self.is_alive():
+            try:
+                if hasattr(self._conn, "cancel_safe"):
+                    self._conn.cancel_safe(timeout=5)
+                else:  # psycopg < 3.2
+                    self._conn.cancel()
+            except psycopg.Error:
+                logger.debug("could not cancel the row count", exc_info=True)
+
+
+def _count_rows(
+    conn: psycopg.Connection[Any], should_stop: Callable[[], bool] = lambda: False
+) -> list[TableStats]:
+    """Row counts of all user tables (``schema.table``) plus ``(large objects)`` if any."""
+    stats: list[TableStats] = []
+    with conn.cursor() as cur:
+        tables = cur.execute(_TABLES_SQL).fetchall()
+        for schema, name in tables:
+            if should_stop():
+                return stats
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(name)
+            )
+            row = cur.execute(query).fetchone()
+            stats.append(TableStats(name=f"{schema}.{name}", rows=int(row[0]) if row else 0))
+        row = cur.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+        large_objects = int(row[0]) if row else 0
+        if large_objects > 0:
+            stats.append(TableStats(name=LARGE_OBJECTS, rows=large_objects))
+    return sorted(stats, key=lambda s: s.name)
+
+
+class PostgresRunningDump:
+    """A running ``pg_dump``; ``stream`` is its stdout."""
+
+    def __init__(
+        self,
+        *,
+        engine: PostgresEngine,
+        proc: subprocess.Popen[bytes],
+        stderr_file: IO[bytes],
+        conn: psycopg.Connection[Any],
+        counter: _RowCounter,
+        server_version: str,
+        tool_version: str,
+    ) -> None:
+        self._engine = engine
+        self._proc = proc
+        self._stderr_file = stderr_file
+        self._conn = conn
+        self._counter = counter
+        self._server_version = server_version
+        self._tool_version = tool_version
+        self._result: DumpResult | None = None
+        self._closed = False
+
+    @property
+    def stream(self) -> BinaryIO:
+        """The raw, uncompressed ``pg_dump -Fc -Z0`` bytes."""
+        return cast(BinaryIO, self._proc.stdout)
+
+    @property
+    def pid(self) -> int:
+        """The process id of ``pg_dump`` (for diagnostics and tests)."""
+        return self._proc.pid
+
+    def finish(self) -> DumpResult:
+        """Wait for ``pg_dump`` and the row counts; raise ``DumpFailed`` on any failure."""
+        if self._result is not None:
+            return self._result
+        if self._closed:
+            raise DumpFailed(f"the dump of {self._engine.where()} was already stopped")
+        try:
+            self._result = self._wait()
+        finally:
+            self.close()
+        return self._result
+
+    def _wait(self) -> DumpResult:
+        where = self._engine.where()
+        stdout = self._proc.stdout
+        if stdout is not None and stdout.read(1):
+            raise DumpFailed(
+                f"the dump of {where} was not read to the end; read the stream to EOF first"
+            )
+        returncode = self._proc.wait()
+        self._counter.join()
+        if returncode != 0:
+            self._stderr_file.seek(0)
+            stderr = self._stderr_file.read().decode("utf-8", "replace")
+            reason = _first_line(stderr, prefer="error") or _exit_description(returncode)
+            raise DumpFailed(
+                f"pg_dump failed for {where}: {self._engine.redact(reason)}"
+                f" ({_exit_description(returncode)})"
+            )
+        if self._counter.error is not None:
+            reason = self._engine.redact(_first_line(str(self._counter.error)))
+            raise DumpFailed(f"counting rows of {where} failed: {reason}")
+        try:
+            self._conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            reason = self._engine.redact(_first_line(str(exc)))
+            raise DumpFailed(f"the snapshot of {where} could not be released: {reason}") from None
+        return DumpResult(
+            engine=KIND,
+            database=self._engine.database_name(),
+            server_version=self._server_version,
+            tool_version=self._tool_version,
+            dump_format=DUMP_FORMAT,
+            tables=self._counter.tables,
+        )
+
+    def close(self) -> None:
+        """Stop ``pg_dump`` if still running, stop the row count, close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc.poll() is None:
+            logger.debug("stopping pg_dump (pid %d)", self._proc.pid)
+            self._proc.kill()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        try:
+            self._proc.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            logger.warning("pg_dump (pid %d) did not exit after kill", self._proc.pid)
+        self._counter.stop()
+        self._counter.join(timeout=_STOP_TIMEOUT)
+        try:
+            self._conn.close()
+        except psycopg.Error:
+            logger.debug("closing the control connection failed", exc_info=True)
+        self._stderr_file.close()
+
+
+class PostgresEngine:
+    """A PostgreSQL database reachable through a ``postgres(ql)://`` URL."""
+
+    kind = KIND
+
+    def __init__(self, url: str, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None):
+        """``tool_dirs``: look for ``pg_dump``/``pg_restore`` only there (default: ``PATH``,
+        then ``/usr/lib/postgresql/*/bin``, newest first)."""
+        self._url = url
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            reason = redact_text(_first_line(str(exc)), self._secrets_of(url))
+            raise UnsupportedDatabaseUrl(
+                f"invalid PostgreSQL URL {redact_url(url)}: {reason}"
+            ) from None
+        self._params: dict[str, str] = {k: str(v) for k, v in params.items() if v is not None}
+        self._password = self._params.pop("password", None)
+        self._tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
+
+    # --- naming and redaction ---------------------------------------------------------
+    @staticmethod
+    def _secrets_of(url: str) -> tuple[str, ...]:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        return tuple(s for s in (password, os.environ.get("PGPASSWORD")) if s)
+
+    def redact(self, text: str) -> str:
+        """``text`` with URL passwords and this engine's password removed."""
+        secrets = tuple(s for s in (self._password, os.environ.get("PGPASSWORD")) if s)
+        return redact_text(text, secrets + self._secrets_of(self._url))
+
+    def describe(self) -> str:
+        """The URL with its password redacted."""
+        return self.redact(redact_url(self._url))
+
+    def database_name(self) -> str:
+        """The database named by the URL (libpq's defaults when it names none)."""
+        return self._params.get("dbname") or os.environ.get("PGDATABASE") or self._user()
+
+    def _user(self) -> str:
+        return self._params.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+
+    def host_port(self) -> str:
+        """``host:port`` of the server, for messages."""
+        host = self._params.get("host") or os.environ.get("PGHOST") or "localhost"
+        port = self._params.get("port") or os.environ.get("PGPORT") or "5432"
+        return f"{host}:{port}"
+
+    def where(self) -> str:
+        """``database X at host:port``."""
+        return f"database {self.database_name()} at {self.host_port()}"
+
+    def _url_with_dbname(self, dbname: str) -> str:
+        try:
+            parts = urlsplit(self._url)
+            return self.redact(redact_url(urlunsplit(parts._replace(path="/" + quote(dbname)))))
+        except ValueError:
+            return dbname
+
+    # --- connections and tools --------------------------------------------------------
+    def _conninfo(self, *, dbname: str | None = None, with_password: bool) -> str:
+        params: dict[str, Any] = dict(self._params)
+        if dbname is not None:
+            params["dbname"] = dbname
+        params.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
+        if with_password and self._password is not None:
+            params["password"] = self._password
+        return make_conninfo(**params)
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self._password is not None:
+            env["PGPASSWORD"] = self._password
+        return env
+
+    def _connect_raw(self, dbname: str | None = None) -> psycopg.Connection[Any]:
+        """An autocommit connection; raises psycopg's own errors."""
+        conninfo = self._conninfo(dbname=dbname, with_password=True)
+        if "application_name" not in self._params:
+            conninfo = make_conninfo(conninfo, application_name="strongroom")
+        return psycopg.connect(conninfo, autocommit=True)
+
+    def _connect(self, dbname: str | None = None) -> psycopg.Connection[Any]:
+        """An autocommit connection; connection failures become strongroom errors."""
+        try:
+            return self._connect_raw(dbname)
+        except psycopg.OperationalError as exc:
+            raise self._connect_error(exc, dbname or self.database_name()) from None
+
+    @staticmethod
+    def _is_missing_database(exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return 'database "' in text and "does not exist" in text
+
+    def _connect_error(
+        self, exc: psycopg.OperationalError, dbname: str
+    ) -> DatabaseAuthFailed | DatabaseUnreachable:
+        text = str(exc)
+        lowered = text.lower()
+        hp = self.host_port()
+        if (
+            "password authentication failed" in lowered
+            or "no password supplied" in lowered
+            or "authentication failed" in lowered
+            or ('role "' in lowered and "does not exist" in lowered)
+        ):
+            return DatabaseAuthFailed(
+                f"authentication failed for user {self._user()} at {self.describe()}"
+            )
+        if self._is_missing_database(exc):
+            return DatabaseUnreachable(f"database {dbname} does not exist at {hp}")
+        line = _first_line(text)
+        if " failed: " in line:
+            line = line.rsplit(" failed: ", 1)[1]
+        line = re.sub(r"^(FATAL|ERROR):\s*", "", line) or "unknown error"
+        return DatabaseUnreachable(f"cannot reach PostgreSQL at {hp}: {self.redact(line)}")
+
+    def _candidates(self, name: str) -> list[Path]:
+        found: list[Path] = []
+        if self._tool_dirs is not None:
+            dirs = list(self._tool_dirs)
+        else:
+            which = shutil.which(name)
+            if which:
+                found.append(Path(which))
+            dirs = _debian_bin_dirs()
+        for directory in dirs:
+            path = directory / name
+            if path.is_file() and os.access(path, os.X_OK):
+                found.append(path)
+        unique: list[Path] = []
+        seen: set[Path] = set()
+        for path in found:
+            real = path.resolve()
+            if real not in seen:
+                seen.add(real)
+                unique.append(path)
+        return unique
+
+    def _tool(self, name: str, server_major: int | None) -> tuple[Path, str]:
+        """The tool to run and its ``--version`` text, preferring one as new as the server."""
+        candidates = self._candidates(name)
+        if not candidates:
+            raise ToolMissing(f"{name} not found: {INSTALL_HINT}")
+        versions = [(path, _tool_version(path)) for path in candidates]
+        runnable = [(path, text) for path, text in versions if text is not None]
+        if not runnable:
+            raise ToolMissing(f"{name} found at {candidates[0]} does not run: {INSTALL_HINT}")
+        if server_major is None:
+            return runnable[0]
+        for path, text in runnable:
+            major = _major(text)
+            if major is not None and major >= server_major:
+                return path, text
+        if name == "pg_dump":
+            newest = max((_major(text) or 0) for _, text in runnable)
+            raise ToolMissing(
+                f"pg_dump {newest} cannot dump the PostgreSQL {server_major} server at "
+                f"{self.host_port()}: install the client tools of version {server_major} "
+                f"or newer (Debian: apt-get install postgresql-client-{server_major})"
+            )
+        return max(runnable, key=lambda pt: _major(pt[1]) or 0)
+
+    # --- Engine protocol --------------------------------------------------------------
+    def check(self) -> None:
+        """Raise ``ToolMissing``, ``DatabaseUnreachable`` or ``DatabaseAuthFailed`` early."""
+        self._tool("pg_dump", None)
+        with self._connect() as conn:
+            self._tool("pg_dump", _server_major(conn.info.server_version))
+
+    def estimated_size(self) -> int | None:
+        """``pg_database_size`` of the database (the dump is usually smaller)."""
+        with self._connect() as conn:
+            try:
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            except psycopg.Error:
+                logger.debug("pg_database_size failed", exc_info=True)
+                return None
+        return int(row[0]) if row and row[0] is not None else None
+
+    @contextmanager
+    def dump(self) -> Iterator[RunningDump]:
+        """Start ``pg_dump`` on a snapshot exported by a control connection."""
+        self._tool("pg_dump", None)
+        running = self._start_dump()
+        try:
+            yield running
+        finally:
+            running.close()
+
+    def _start_dump(self) -> PostgresRunningDump:
+        conn = self._connect()
+        try:
+            tool, tool_version = self._tool("pg_dump", _server_major(conn.info.server_version))
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            version_row = conn.execute("SHOW server_version").fetchone()
+            snapshot_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            reason = self.redact(_first_line(str(exc)))
+            raise DumpFailed(f"cannot start the dump of {self.where()}: {reason}") from None
+        except BaseException:
+            conn.close()
+            raise
+        server_version = str(version_row[0]) if version_row else ""
+        snapshot = str(snapshot_row[0]) if snapshot_row else ""
+        command = [
+            str(tool),
+            "-Fc",
+            "-Z0",
+            f"--snapshot={snapshot}",
+            "--no-password",
+            "-d",
+            self._conninfo(with_password=False),
+        ]
+        logger.info("dumping %s with %s", self.where(), tool)
+        stderr_file = tempfile.TemporaryFile(prefix="strongroom-pg_dump-")  # noqa: SIM115 (owned by the dump)
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                bufsize=PIPE_BUFFER,
+                env=self._child_env(),
+            )
+        except BaseException:
+            stderr_file.close()
+            conn.close()
+            raise
+        counter = _RowCounter(conn)
+        running = PostgresRunningDump(
+            engine=self,
+            proc=proc,
+            stderr_file=stderr_file,
+            conn=conn,
+            counter=counter,
+            server_version=server_version,
+            tool_version=tool_version,
+        )
+        try:
+            counter.start()
+        except BaseException:
+            running.close()
+            raise
+        return running
+
+    def _target_exists(self) -> bool:
+        """Whether the target database exists; raise ``TargetNotEmpty`` if it holds anything."""
+        try:
+            conn = self._connect_raw()
+        except psycopg.OperationalError as exc:
+            if self._is_missing_database(exc):
+                return False
+            raise self._connect_error(exc, self.database_name()) from None
+        with conn:
+            row = conn.execute(_CONTENTS_SQL).fetchone()
+        tables, others = (int(row[0]), int(row[1])) if row else (0, 0)
+        if tables or others:
+            what = f"{tables} tables" + (f", {others} other objects" if others else "")
+            raise TargetNotEmpty(
+                f"{self.where()} is not empty ({what}); restore into a new database, e.g. "
+                f"{self._url_with_dbname(self.database_name() + '_restored')} — replacing a "
+                "live database arrives with safe restore"
+            )
+        return True
+
+    def check_restore_target(self) -> None:
+        """Raise ``TargetNotEmpty`` unless the target database is missing or empty."""
+        self._target_exists()
+
+    def _maintenance_connect(self) -> psycopg.Connection[Any]:
+        try:
+            return self._connect_raw("postgres")
+        except psycopg.OperationalError as exc:
+            if not self._is_missing_database(exc):
+                raise self._connect_error(exc, "postgres") from None
+        return self._connect("template1")
+
+    def _create_database(self, conn: psycopg.Connection[Any]) -> None:
+        name = self.database_name()
+        logger.info("creating database %s at %s", name, self.host_port())
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise RestoreFailed(
+                f"cannot create {self.where()}: {self.redact(_first_line(str(exc)))}; "
+                "create it (empty) first or grant the user CREATEDB"
+            ) from None
+
+    def _drop_database(self) -> str | None:
+        """Drop the target database; return ``None`` on success, else the reason."""
+        name = self.database_name()
+        logger.warning("dropping the partially restored %s", self.where())
+        try:
+            with self._maintenance_connect() as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+                if conn.info.server_version >= 130000:
+                    drop = sql.SQL("{} WITH (FORCE)").format(drop)
+                conn.execute(drop)
+        except (psycopg.Error, DatabaseAuthFailed, DatabaseUnreachable) as exc:
+            reason = self.redact(_first_line(str(exc)))
+            logger.error("could not drop %s: %s", self.where(), reason)
+            return reason
+        return None
+
+    def restore(self, source: Iterable[bytes]) -> None:
+        """Restore a ``pg_dump -Fc`` stream into a new (created here) or empty database."""
+        exists = self._target_exists()
+        if exists:
+            with self._connect() as conn:
+                server_major = _server_major(conn.info.server_version)
+            tool, _ = self._tool("pg_restore", server_major)
+        else:
+            with self._maintenance_connect() as conn:
+                tool, _ = self._tool("pg_restore", _server_major(conn.info.server_version))
+                self._create_database(conn)
+        created = not exists
+        try:
+            returncode, stderr = self._run_pg_restore(tool, source)
+        except BaseException as exc:
+            outcome = self._after_failure(created)
+            exc.add_note(f"restore into {self.where()} stopped; {outcome}")
+            logger.error("restore into %s stopped; %s", self.where(), outcome)
+            raise
+        if returncode != 0:
+            reason = _first_line(stderr, prefer="error") or _exit_description(returncode)
+            outcome = self._after_failure(created)
+            raise RestoreFailed(
+                f"pg_restore failed for {self.where()}: {self.redact(reason)}; {outcome}"
+            )
+        logger.info("restored %s", self.where())
+
+    def _after_failure(self, created: bool) -> str:
+        if not created:
+            return "the database existed before and was left as it is (partially restored)"
+        problem = self._drop_database()
+        if problem is None:
+            return "the new database was dropped"
+        return f"the new database could not be dropped ({problem})"
+
+    def _run_pg_restore(self, tool: Path, source: Iterable[bytes]) -> tuple[int, str]:
+        """Feed ``source`` to ``pg_restore``; return its exit status and stderr."""
+        command = [
+            str(tool),
+            "--no-owner",
+            "--exit-on-error",
+            "--no-password",
+            "-d",
+            self._conninfo(with_password=False),
+        ]
+        logger.info("restoring into %s with %s", self.where(), tool)
+        with tempfile.TemporaryFile(prefix="strongroom-pg_restore-") as stderr_file:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                env=self._child_env(),
+            )
+            try:
+                stdin = cast(IO[bytes], proc.stdin)
+                iterator = iter(source)
+                try:
+                    for chunk in iterator:
+                        try:
+                            stdin.write(chunk)
+                        except BrokenPipeError:
+                            logger.debug("pg_restore closed its input early")
+                            break
+                finally:
+                    close = getattr(iterator, "close", None)
+                    if callable(close):
+                        close()
+                with suppress(BrokenPipeError):
+                    stdin.close()
+                returncode = proc.wait()
+            except BaseException:
+                if proc.poll() is None:
+                    proc.kill()
+                try:
+                    proc.wait(timeout=_STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    logger.warning("pg_restore (pid %d) did not exit after kill", proc.pid)
+                raise
+            finally:
+                if proc.stdin is not None and not proc.stdin.closed:
+                    with suppress(BrokenPipeError):
+                        proc.stdin.close()
+            stderr_file.seek(0)
+            stderr = stderr_file.read().decode("utf-8", "replace")
+        return returncode, stderr
+
+    def table_stats(self) -> list[TableStats]:
+        """Row counts of the database's tables now (same names as a dump's)."""
+        with self._connect() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                return _count_rows(conn)
+            finally:
+                conn.execute("ROLLBACK")

@@ -1,0 +1,30 @@
+"""Opening a repository from what the user typed (location, endpoint, key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from strongroom.errors import UsageError
+from strongroom.repository.keys import KeySource
+from strongroom.repository.repository import Repository
+from strongroom.storage.base import Storage
+from strongroom.storage.factory import open_storage
+
+
+@dataclass(frozen=True)
+class RepositoryLocation:
+    """The repository a command works on, and how to unlock it."""
+
+    location: str | None
+    s3_endpoint: str | None = None
+    key_file: Path | None = None
+    passphrase: str | None = None
+
+    def storage(self) -> Storage:
+        if not self.location:
+            raise UsageError("no repository given: use --repo PATH_OR_URL or set STRONGROOM_REPO")
+        return open_storage(self.location, self.s3_endpoint)
+
+    def open(self) -> Repository:
+        return Repository.open(self.storage(), KeySource(self.key_file, self.passphrase))

@@ -1,0 +1,183 @@
+"""Storage in a local (or mounted) directory, with atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from strongroom.errors import ObjectNotFound, StorageError, StorageFull
+
+TEMP_PREFIX = ".tmp-"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def validate_key(key: str) -> list[str]:
+    """Return the parts of ``key``; raise ``ValueError`` if it could escape the root."""
+    if not key:
+        raise ValueError("storage key must not be empty")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"storage key {key!r} must be a relative '/'-separated path")
+    parts = key.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValueError(f"storage key {key!r} has an empty, '.' or '..' part")
+        if part.startswith(TEMP_PREFIX):
+            raise ValueError(f"storage key {key!r} uses the reserved prefix {TEMP_PREFIX!r}")
+    return parts
+
+
+def _validate_prefix(prefix: str) -> None:
+    """A list prefix may be empty or end in '/', but must not escape the root."""
+    if not prefix:
+        return
+    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
+        raise ValueError(f"storage prefix {prefix!r} must be a relative '/'-separated path")
+    parts = prefix.split("/")
+    if parts[-1] == "":
+        parts.pop()
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"storage prefix {prefix!r} has an empty, '.' or '..' part")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+class LocalStorage:
+    """Objects stored as files under ``root``; ``put`` writes a temp file then renames it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        """The root directory, as a string."""
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key))
+
+    def _not_found(self, key: str) -> ObjectNotFound:
+        return ObjectNotFound(f"object {key} not found in {self.describe()}")
+
+    def _write_error(self, key: str, exc: OSError) -> StorageError:
+        if exc.errno in _FULL_ERRNOS:
+            return StorageFull(
+                f"repository disk is full at {self.root}: no space left while writing {key}"
+            )
+        return StorageError(f"cannot write {key} to {self.root}: {_reason(exc)}")
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, fsyncing each new entry's parent."""
+        missing: list[Path] = []
+        current = directory
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir()
+            _fsync_dir(path.parent)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` to a temp file, fsync it, rename it onto ``key``, fsync the dir."""
+        final = self._path(key)
+        directory = final.parent
+        tmp: Path | None = None
+        try:
+            self._makedirs(directory)
+            tmp = directory / f"{TEMP_PREFIX}{final.name}-{secrets.token_hex(8)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            tmp = None
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise self._write_error(key, exc) from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    def get(self, key: str) -> bytes:
+        """Read the whole object."""
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise self._not_found(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} from {self.root}: {_reason(exc)}") from exc
+
+    def exists(self, key: str) -> bool:
+        """Whether a regular file is stored under ``key``."""
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        """Size of the stored file in bytes."""
+        path = self._path(key)
+        try:
+            if not path.is_file():
+                raise self._not_found(key)
+            return path.stat().st_size
+        except FileNotFoundError as exc:
+            raise self._not_found(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot stat {key} in {self.root}: {_reason(exc)}") from exc
+
+    def delete(self, key: str) -> None:
+        """Remove the file; a missing file is fine."""
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} in {self.root}: {_reason(exc)}") from exc
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield stored keys starting with ``prefix``, skipping temp files."""
+        _validate_prefix(prefix)
+        if not self.root.is_dir():
+            raise StorageError(f"storage location {self.root} does not exist")
+        base = prefix.rpartition("/")[0]
+        start = self.root.joinpath(*base.split("/")) if base else self.root
+        stack: list[tuple[Path, str]] = [(start, f"{base}/" if base else "")]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot list {directory}: {_reason(exc)}") from exc
+            for entry in entries:
+                if entry.name.startswith(TEMP_PREFIX):
+                    continue
+                key = rel + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    sub = key + "/"
+                    if sub.startswith(prefix) or prefix.startswith(sub):
+                        stack.append((Path(entry.path), sub))
+                elif entry.is_file() and key.startswith(prefix):
+                    yield key

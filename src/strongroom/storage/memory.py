@@ -1,0 +1,65 @@
+"""Thread-safe in-memory storage, for unit tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from strongroom.errors import ObjectNotFound
+from strongroom.storage.local import validate_key
+
+
+class MemoryStorage:
+    """A dict of key -> bytes guarded by a lock.
+
+    Data is copied to immutable ``bytes`` on the way in (a caller's ``bytearray`` cannot
+    change a stored object), so handing out the stored ``bytes`` is safe.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name if name is not None else f"{id(self):x}"
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        """``memory://<name>``."""
+        return f"memory://{self.name}"
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store a copy of ``data``."""
+        validate_key(key)
+        copy = bytes(data)
+        with self._lock:
+            self._objects[key] = copy
+
+    def get(self, key: str) -> bytes:
+        """Return the stored (immutable) bytes."""
+        with self._lock:
+            data = self._objects.get(key)
+        if data is None:
+            raise ObjectNotFound(f"object {key} not found in {self.describe()}")
+        return data
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        with self._lock:
+            return key in self._objects
+
+    def size(self, key: str) -> int:
+        """Length of the stored bytes."""
+        with self._lock:
+            data = self._objects.get(key)
+        if data is None:
+            raise ObjectNotFound(f"object {key} not found in {self.describe()}")
+        return len(data)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        with self._lock:
+            self._objects.pop(key, None)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield a snapshot of the keys starting with ``prefix``."""
+        with self._lock:
+            keys = [key for key in self._objects if key.startswith(prefix)]
+        yield from keys
