@@ -262,17 +262,22 @@ class PostgresRunningDump:
             )
         returncode = self._proc.wait()
         self._counter.join()
+        count_error = None
+        if self._counter.error is not None:
+            count_error = self._engine.redact(_first_line(str(self._counter.error)))
         if returncode != 0:
             self._stderr_file.seek(0)
             stderr = self._stderr_file.read().decode("utf-8", "replace")
             reason = _first_line(stderr, prefer="error") or _exit_description(returncode)
+            # A failed count aborts the snapshot's transaction, so pg_dump may then only
+            # say it cannot import the snapshot: the count's error is the cause.
+            cause = f"{count_error}; " if count_error else ""
             raise DumpFailed(
-                f"pg_dump failed for {where}: {self._engine.redact(reason)}"
+                f"pg_dump failed for {where}: {cause}{self._engine.redact(reason)}"
                 f" ({_exit_description(returncode)})"
             )
-        if self._counter.error is not None:
-            reason = self._engine.redact(_first_line(str(self._counter.error)))
-            raise DumpFailed(f"counting rows of {where} failed: {reason}")
+        if count_error is not None:
+            raise DumpFailed(f"counting rows of {where} failed: {count_error}")
         try:
             self._conn.execute("COMMIT")
         except psycopg.Error as exc:

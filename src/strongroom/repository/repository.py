@@ -179,6 +179,7 @@ class Repository:
     def list_backups(self, target: str | None = None) -> list[Manifest]:
         """Every complete backup, oldest first (optionally of one target)."""
         manifests = [self.load_manifest(backup_id) for backup_id in self.backup_ids()]
+        manifests.sort(key=lambda m: (m.finished_at, m.backup_id))  # ids share a second
         return [m for m in manifests if target is None or m.target == target]
 
     def resolve(self, reference: str, target: str | None = None) -> Manifest:

@@ -137,7 +137,7 @@ def run_backup(
         dump_format=result.dump_format,
         started_at=started_at,
         finished_at=utc_now_iso(),
-        duration_seconds=time.monotonic() - clock,
+        duration_seconds=round(time.monotonic() - clock, 3),
         tags=tags,
         status=STATUS_COMPLETE,
         created_by=_creator(),

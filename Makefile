@@ -1,0 +1,39 @@
+# strongroom: `make demo` runs a backup/restore demo, `make test` runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit venv system-tools bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-tools:
+	@bash scripts/ensure-system-tools.sh
+
+demo: venv
+	@bash scripts/demo.sh
+
+lint: venv
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff format --check src tests scripts bench
+
+typecheck: venv
+	$(BIN)/mypy src
+
+unit: venv system-tools
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: venv system-tools
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+import io
+import random
+
+from strongroom.pipeline.chunking import ChunkerParams, iter_chunks
+
+SMALL = ChunkerParams(min_size=4096, avg_size=16384, max_size=65536)
+
+
+def _data(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def test_chunks_reassemble_to_the_input_and_respect_size_bounds():
+    data = _data(2_000_000)
+    chunks = list(iter_chunks(io.BytesIO(data), SMALL))
+    assert b"".join(chunks) == data
+    assert all(len(c) <= SMALL.max_size for c in chunks)
+    assert all(len(c) >= SMALL.min_size for c in chunks[:-1])
+    assert 20 < len(chunks) < 200
+
+
+def test_boundaries_are_content_defined_so_an_insert_changes_only_nearby_chunks():
+    data = _data(3_000_000, seed=2)
+    edited = data[:1_500_000] + b"a few inserted bytes" + data[1_500_000:]
+    before = list(iter_chunks(io.BytesIO(data), SMALL))
+    after = list(iter_chunks(io.BytesIO(edited), SMALL))
+    changed = set(after) - set(before)
+    assert 1 <= len(changed) <= 3
+    assert sum(len(c) for c in changed) < 0.05 * len(edited)
+
+
+def test_the_same_stream_cuts_the_same_way_whatever_the_read_sizes():
+    data = _data(1_000_000, seed=3)
+
+    class Trickle(io.RawIOBase):
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), 7777, len(data) - self.pos)
+            buffer[:n] = data[self.pos : self.pos + n]
+            self.pos += n
+            return n
+
+    assert list(iter_chunks(Trickle(), SMALL)) == list(iter_chunks(io.BytesIO(data), SMALL))
+
+
+def test_empty_stream_gives_no_chunks():
+    assert list(iter_chunks(io.BytesIO(b""), SMALL)) == []
+
+
+def test_params_round_trip_through_the_config_dict():
+    params = ChunkerParams(min_size=1024, avg_size=8192, max_size=32768, seed=5)
+    assert ChunkerParams.from_dict(params.to_dict()) == params
