@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import sys
@@ -18,7 +19,21 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_user ON orders(user_id);
 """
 
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+]
 
 
 def grow(path: str, users: int, orders: int, seed: int) -> None:
@@ -33,10 +48,11 @@ def grow(path: str, users: int, orders: int, seed: int) -> None:
                 start + i,
                 f"user{start + i}@example.com",
                 " ".join(rng.choice(WORDS).title() for _ in range(2)),
-                '{"bio": "%s", "score": %d}'
-                % (
-                    " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))),
-                    rng.randint(0, 999),
+                json.dumps(
+                    {
+                        "bio": " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))),
+                        "score": rng.randint(0, 999),
+                    }
                 ),
                 f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}",
             )

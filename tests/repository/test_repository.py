@@ -28,7 +28,7 @@ def test_init_writes_a_0600_key_file_and_a_config_without_secrets(home):
     result = Repository.init(storage, key_file=key)
     assert result.key_file == key
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    identity_line = [line for line in key.read_text().splitlines() if line.startswith("AGE-")][0]
+    identity_line = next(line for line in key.read_text().splitlines() if line.startswith("AGE-"))
     config = storage.get("config")
     assert identity_line.encode() not in config
     document = json.loads(config)
