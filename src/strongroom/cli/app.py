@@ -7,8 +7,8 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from strongroom import __version__
 from strongroom.cli.backup_cmd import backup
@@ -35,15 +35,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"strongroom {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
     configure_logging(logging.INFO if verbose else logging.WARNING)
-    if version:
-        typer.echo(f"strongroom {__version__}")
-        raise typer.Exit(0)
 
 
 app.command()(init)
@@ -64,11 +72,17 @@ def main() -> None:
     """Entry point: run the app; turn every failure into one line and an exit code."""
     try:
         result = app(standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except TyperException as exc:  # usage errors: Typer prints them with the usage line
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            stderr.print(f"error: {exc}", markup=False)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
     except StrongroomError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:

@@ -13,7 +13,6 @@ from strongroom.storage.base import Storage
 from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
 from strongroom.storage.retry import RetryingStorage
-from strongroom.storage.s3 import S3Storage
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _memory: dict[str, MemoryStorage] = {}
@@ -31,6 +30,8 @@ def _open_s3(location: str, s3_endpoint: str | None) -> Storage:
     bucket = parts.netloc
     if not bucket or ":" in bucket:
         raise UsageError(f"S3 location {shown} has no bucket name; use s3://BUCKET[/PREFIX]")
+    from strongroom.storage.s3 import S3Storage  # boto3 is slow to import: only when used
+
     return RetryingStorage(S3Storage(bucket, unquote(parts.path), endpoint_url=s3_endpoint))
 
 
