@@ -21,8 +21,8 @@ demo: venv
 	@bash scripts/demo.sh
 
 lint: venv
-	$(BIN)/ruff check src tests scripts bench
-	$(BIN)/ruff format --check src tests scripts bench
+	$(BIN)/ruff check src tests scripts $(wildcard bench)
+	$(BIN)/ruff format --check src tests scripts $(wildcard bench)
 
 typecheck: venv
 	$(BIN)/mypy src

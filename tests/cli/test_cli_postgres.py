@@ -28,7 +28,8 @@ def _fill(pg_server, dbname, users, start=0, seed=0.5):
                  jsonb_build_object('bio', md5(random()::text) || md5(random()::text), 'n', g)
           FROM generate_series({start + 1}, {start + users}) g;
         INSERT INTO billing.invoices (user_id, pdf, amount, note)
-          SELECT u.id, decode(md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex'),
+          SELECT u.id,
+                 decode(md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex'),
                  round((random() * 1000)::numeric, 2),
                  repeat(md5(random()::text), 3)
           FROM public.users u WHERE u.id > {start};

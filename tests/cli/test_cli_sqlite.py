@@ -48,7 +48,7 @@ def test_full_cycle(tmp_path, env):
     assert "nothing new" in out
 
     listed = json.loads(_ok(run_cli("list", "--json", env=env)))
-    assert [b["id"] for b in listed][0] == backup_id
+    assert listed[0]["id"] == backup_id
     assert listed[0]["tags"] == ["daily"] and listed[0]["target"] == "shop"
     assert backup_id in _ok(run_cli("list", "--target", "shop", env=env))
     assert "no backups" in _ok(run_cli("list", "--target", "other", env=env))
