@@ -153,3 +153,33 @@ def test_a_damaged_chunk_fails_verify_and_is_named(tmp_path, env):
     assert not (tmp_path / "r.db").exists()
     chunk.unlink()
     _fails(run_cli("verify", "--all", env=env), 7, "missing")
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs mounted for the repository (needs root, as in CI)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_at_the_repository_fails_clearly_and_lists_nothing(tmp_path, tiny_disk):
+    env = {
+        "STRONGROOM_REPO": str(tiny_disk / "repo"),
+        "STRONGROOM_KEY_FILE": str(tmp_path / "k"),
+    }
+    db = make_sqlite_db(tmp_path / "big.db", users=6000, orders=20000)
+    _ok(run_cli("init", env=env))
+    _fails(run_cli("backup", str(db), env=env), 6, "disk is full")
+    assert json.loads(_ok(run_cli("list", "--json", env=env))) == []
+    leftovers = [p.name for p in (tiny_disk / "repo").rglob(".tmp-*")]
+    assert leftovers == []

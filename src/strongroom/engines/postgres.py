@@ -315,14 +315,18 @@ class PostgresRunningDump:
         self._stderr_file.close()
 
 
+BINDIR_ENV = "STRONGROOM_PG_BINDIR"
+
+
 class PostgresEngine:
     """A PostgreSQL database reachable through a ``postgres(ql)://`` URL."""
 
     kind = KIND
 
     def __init__(self, url: str, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None):
-        """``tool_dirs``: look for ``pg_dump``/``pg_restore`` only there (default: ``PATH``,
-        then ``/usr/lib/postgresql/*/bin``, newest first)."""
+        """``tool_dirs``: look for ``pg_dump``/``pg_restore`` only there (default: the folder
+        in ``$STRONGROOM_PG_BINDIR``, else ``PATH``, then ``/usr/lib/postgresql/*/bin``,
+        newest first)."""
         self._url = url
         try:
             params = conninfo_to_dict(url)
@@ -333,6 +337,8 @@ class PostgresEngine:
             ) from None
         self._params: dict[str, str] = {k: str(v) for k, v in params.items() if v is not None}
         self._password = self._params.pop("password", None)
+        if tool_dirs is None and os.environ.get(BINDIR_ENV):
+            tool_dirs = [os.environ[BINDIR_ENV]]
         self._tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
 
     # --- naming and redaction ---------------------------------------------------------
