@@ -1,11 +1,11 @@
 """The command line as a user runs it, on SQLite and a local repository."""
 
-import hashlib
 import json
 import re
 import stat
 
 import pytest
+from blake3 import blake3
 
 from tests.helpers import make_sqlite_db, run_cli, sqlite_counts
 
@@ -67,7 +67,7 @@ def test_full_cycle(tmp_path, env):
 
     dump = run_cli("cat", backup_id, env=env)
     assert dump.returncode == 0
-    assert hashlib.sha256(dump.stdout).hexdigest() == shown["stream_sha256"]
+    assert blake3(dump.stdout).hexdigest() == shown["stream_checksum"]
     (tmp_path / "raw.db").write_bytes(dump.stdout)
     assert sqlite_counts(tmp_path / "raw.db") == sqlite_counts(db)
 

@@ -59,7 +59,7 @@ def test_a_second_backup_of_an_unchanged_database_stores_nothing_new(repo, shop)
     assert first.manifest.new_chunk_count == first.manifest.chunk_count
     assert second.manifest.new_chunk_count == 0
     assert second.manifest.stored_new_bytes == 0
-    assert second.manifest.stream_sha256 == first.manifest.stream_sha256
+    assert second.manifest.stream_checksum == first.manifest.stream_checksum
 
 
 def test_dedup_works_across_targets(repo, shop):
@@ -96,7 +96,7 @@ def test_whole_stream_checksum_mismatch_is_caught(repo, shop, tmp_path):
     m = run_backup(repo, SqliteEngine(str(shop))).manifest
     from dataclasses import replace
 
-    tampered = replace(m, stream_sha256="0" * 64)
+    tampered = replace(m, stream_checksum="0" * 64)
     with pytest.raises(IntegrityError, match="whole-stream"):
         list(repo.read_stream(tampered))
     with pytest.raises(IntegrityError):

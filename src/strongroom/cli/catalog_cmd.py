@@ -39,7 +39,7 @@ def manifest_summary(m: Manifest) -> dict[str, Any]:
         "stored_new_bytes": m.stored_new_bytes,
         "chunk_count": m.chunk_count,
         "new_chunk_count": m.new_chunk_count,
-        "stream_sha256": m.stream_sha256,
+        "stream_checksum": m.stream_checksum,
     }
 
 

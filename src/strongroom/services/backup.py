@@ -27,7 +27,7 @@ from strongroom.services.progress import NoProgress, ProgressSink
 
 log = logging.getLogger("strongroom.backup")
 
-DEFAULT_UPLOAD_WORKERS = 4
+DEFAULT_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -41,40 +41,61 @@ class BackupReport:
         return self.manifest.raw_size / max(self.new_plain_bytes, 1)
 
 
-class _Uploader:
-    """Compress, encrypt and store chunks on a thread pool, with bounded chunks in flight."""
+@dataclass(frozen=True)
+class _ChunkOutcome:
+    ref: ChunkRef
+    new: bool
+    stored_bytes: int
 
-    def __init__(self, repo: Repository, workers: int) -> None:
+
+class _ChunkWriter:
+    """Names, deduplicates, compresses, encrypts and stores chunks on a thread pool.
+
+    The reading thread only cuts chunks and feeds the stream checksum; everything else runs
+    here, on all cores (BLAKE3, zstd and storage I/O release the GIL). At most
+    ``2 x workers`` chunks are in flight, so memory stays bounded.
+    """
+
+    def __init__(self, repo: Repository, known: set[str], workers: int) -> None:
         self._store = repo.chunks
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-upload")
+        self._known = known
+        self._claimed: set[str] = set()
+        self._claim_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-chunk")
         self._slots = threading.BoundedSemaphore(workers * 2)
-        self._futures: list[Future[int]] = []
+        self._futures: list[Future[_ChunkOutcome]] = []
         self._failure: BaseException | None = None
 
-    def submit(self, chunk_id: str, data: bytes) -> None:
-        """Queue one chunk; blocks while too many are in flight; raises an earlier failure."""
+    def submit(self, data: bytes) -> None:
+        """Queue one chunk (in stream order); blocks while too many are in flight."""
         self._slots.acquire()
         if self._failure is not None:
             self._slots.release()
             raise self._failure
-        future = self._pool.submit(self._store.store, chunk_id, data)
+        future = self._pool.submit(self._process, data)
         future.add_done_callback(self._on_done)
         self._futures.append(future)
 
-    def _on_done(self, future: Future[int]) -> None:
+    def _process(self, data: bytes) -> _ChunkOutcome:
+        chunk_id = self._store.name(data)
+        with self._claim_lock:
+            is_new = chunk_id not in self._known and chunk_id not in self._claimed
+            if is_new:
+                self._claimed.add(chunk_id)
+        stored = self._store.store(chunk_id, data) if is_new else 0
+        return _ChunkOutcome(ChunkRef(chunk_id, len(data)), is_new, stored)
+
+    def _on_done(self, future: Future[_ChunkOutcome]) -> None:
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
         self._slots.release()
 
-    def drain(self) -> int:
-        """Wait for every upload; return the stored bytes, or raise the first failure."""
+    def results(self) -> list[_ChunkOutcome]:
+        """Wait for every chunk; return outcomes in stream order, or raise the first failure."""
         wait(self._futures, return_when=FIRST_EXCEPTION)
         if self._failure is not None:
             raise self._failure
-        wait(self._futures)
-        if self._failure is not None:
-            raise self._failure
-        return sum(f.result() for f in self._futures)
+        return [future.result() for future in self._futures]
 
     def close(self) -> None:
         for future in self._futures:
@@ -89,40 +110,31 @@ def run_backup(
     target: str | None = None,
     tags: tuple[str, ...] = (),
     progress: ProgressSink | None = None,
-    workers: int = DEFAULT_UPLOAD_WORKERS,
+    workers: int = DEFAULT_WORKERS,
 ) -> BackupReport:
     """Take one backup; the manifest is written only after every chunk is stored."""
     progress = progress or NoProgress()
     engine.check()
-    store = repo.chunks
-    known = store.known_ids()
+    writer = _ChunkWriter(repo, repo.chunks.known_ids(), workers)
     started_at = utc_now_iso()
     clock = time.monotonic()
     backup_id = new_backup_id()
-    refs: list[ChunkRef] = []
-    scheduled: set[str] = set()
     checksum = StreamChecksum()
     raw_size = 0
-    new_plain = 0
-    uploader = _Uploader(repo, workers)
     progress.start("backup", engine.estimated_size())
     try:
         with engine.dump() as dump:
             for data in iter_chunks(dump.stream, repo.config.chunker):
                 checksum.update(data)
-                chunk_id = store.name(data)
-                refs.append(ChunkRef(chunk_id, len(data)))
                 raw_size += len(data)
-                if chunk_id not in known and chunk_id not in scheduled:
-                    scheduled.add(chunk_id)
-                    new_plain += len(data)
-                    uploader.submit(chunk_id, data)
+                writer.submit(data)
                 progress.advance(raw_size)
             result = dump.finish()
-        stored_bytes = uploader.drain()
+        outcomes = writer.results()
     finally:
-        uploader.close()
+        writer.close()
         progress.finish()
+    new = [o for o in outcomes if o.new]
     private = PrivateSection(
         database=result.database,
         source=engine.describe(),
@@ -142,15 +154,15 @@ def run_backup(
         status=STATUS_COMPLETE,
         created_by=_creator(),
         raw_size=raw_size,
-        stored_new_bytes=stored_bytes,
-        new_chunk_count=len(scheduled),
-        stream_sha256=checksum.hexdigest(),
-        chunks=tuple(refs),
+        stored_new_bytes=sum(o.stored_bytes for o in new),
+        new_chunk_count=len(new),
+        stream_checksum=checksum.hexdigest(),
+        chunks=tuple(o.ref for o in outcomes),
         private_sealed=seal_private(private, repo.keyring.sealer(for_reading=False)),
     )
     repo.write_manifest(manifest)
     log.info("backup %s of %s complete", backup_id, manifest.target)
-    return BackupReport(manifest, new_plain)
+    return BackupReport(manifest, sum(o.ref.size for o in new))
 
 
 def _creator() -> str:

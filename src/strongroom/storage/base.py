@@ -31,5 +31,8 @@ class Storage(Protocol):
     def size(self, key: str) -> int:
         """Size in bytes of a stored object; raise ``ObjectNotFound`` if there is none."""
 
+    def sync(self) -> None:
+        """Make every object put so far durable (a barrier before a commit point)."""
+
     def describe(self) -> str:
         """Where this storage points, safe to show (no credentials)."""

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._unsynced_dirs: set[Path] = set()
+        self._lock = threading.Lock()
 
     def describe(self) -> str:
         """The root directory, as a string."""
@@ -93,7 +96,10 @@ class LocalStorage:
             _fsync_dir(path.parent)
 
     def put(self, key: str, data: bytes) -> None:
-        """Write ``data`` to a temp file, fsync it, rename it onto ``key``, fsync the dir."""
+        """Write ``data`` to a temp file, fsync it, rename it onto ``key``.
+
+        The rename is atomic at once; it is durable after the next ``sync()``, which fsyncs
+        the directories touched since (one fsync per directory, not one per object)."""
         final = self._path(key)
         directory = final.parent
         tmp: Path | None = None
@@ -111,13 +117,26 @@ class LocalStorage:
                 os.close(fd)
             os.replace(tmp, final)
             tmp = None
-            _fsync_dir(directory)
+            with self._lock:
+                self._unsynced_dirs.add(directory)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+
+    def sync(self) -> None:
+        """fsync every directory that received an object since the last sync."""
+        with self._lock:
+            directories, self._unsynced_dirs = self._unsynced_dirs, set()
+        try:
+            for directory in sorted(directories):
+                _fsync_dir(directory)
+        except OSError as exc:
+            with self._lock:
+                self._unsynced_dirs |= directories
+            raise StorageError(f"cannot sync {self.root}: {_reason(exc)}") from exc
 
     def get(self, key: str) -> bytes:
         """Read the whole object."""

@@ -25,6 +25,9 @@ class MemoryStorage:
         """``memory://<name>``."""
         return f"memory://{self.name}"
 
+    def sync(self) -> None:
+        """Nothing to flush in memory."""
+
     def put(self, key: str, data: bytes) -> None:
         """Store a copy of ``data``."""
         validate_key(key)

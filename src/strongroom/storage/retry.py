@@ -96,6 +96,9 @@ class RetryingStorage:
         """The wrapped storage's description."""
         return self.inner.describe()
 
+    def sync(self) -> None:
+        self.inner.sync()
+
     def put(self, key: str, data: bytes) -> None:
         """``put`` with retries."""
         self._call("put", key, lambda: self.inner.put(key, data))

@@ -174,6 +174,9 @@ class S3Storage:
         return " ".join(redact_text(text, secrets).split())
 
     # --- operations -----------------------------------------------------------------
+    def sync(self) -> None:
+        """A completed PUT is already durable."""
+
     def put(self, key: str, data: bytes) -> None:
         """Upload ``data`` in one PUT (atomic on S3)."""
         try:
