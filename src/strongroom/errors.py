@@ -48,6 +48,14 @@ class UnsupportedFormat(RepositoryError):
     pass
 
 
+class RepositoryBusy(RepositoryError):
+    """Another process holds a repository lock this operation must wait for."""
+
+
+class LockLost(RepositoryError):
+    """This process's repository lock expired or was removed while it worked."""
+
+
 # --- keys (exit 4) ---------------------------------------------------------------------
 class KeyError_(StrongroomError):
     """A key is missing, unreadable, or does not open this repository."""

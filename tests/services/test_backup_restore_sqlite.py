@@ -7,7 +7,7 @@ import time
 import pytest
 
 from strongroom.engines.sqlite import SqliteEngine
-from strongroom.errors import ChunkMissing, IntegrityError, StorageError, TargetNotEmpty
+from strongroom.errors import ChunkMissing, IntegrityError, StorageError
 from strongroom.repository.keys import KeySource
 from strongroom.repository.layout import chunk_key
 from strongroom.repository.repository import Repository
@@ -102,14 +102,6 @@ def test_whole_stream_checksum_mismatch_is_caught(repo, shop, tmp_path):
     with pytest.raises(IntegrityError):
         run_restore(repo, tampered, SqliteEngine(str(tmp_path / "t.db")))
     assert not (tmp_path / "t.db").exists()
-
-
-def test_restore_refuses_an_existing_file(repo, shop):
-    m = run_backup(repo, SqliteEngine(str(shop))).manifest
-    before = shop.read_bytes()
-    with pytest.raises(TargetNotEmpty):
-        run_restore(repo, m, SqliteEngine(str(shop)))
-    assert shop.read_bytes() == before
 
 
 class FailingPuts(MemoryStorage):

@@ -17,7 +17,7 @@ from strongroom.cli.catalog_cmd import list_backups, show
 from strongroom.cli.init_cmd import init
 from strongroom.cli.logs import configure_logging
 from strongroom.cli.output import stderr
-from strongroom.cli.restore_cmd import restore
+from strongroom.cli.restore_cmd import restore, rollback
 from strongroom.cli.verify_cmd import verify
 from strongroom.errors import StrongroomError
 from strongroom.redaction import redact_text
@@ -59,6 +59,7 @@ app.command()(backup)
 app.command("list")(list_backups)
 app.command()(show)
 app.command()(restore)
+app.command()(rollback)
 app.command()(verify)
 app.command()(cat)
 

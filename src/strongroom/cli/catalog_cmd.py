@@ -19,9 +19,36 @@ from strongroom.cli.output import human_bytes, human_seconds, stdout
 from strongroom.errors import KeyMissing
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.repository.verifications import (
+    VerificationRecord,
+    last_verification,
+    last_verifications,
+)
 
 
-def manifest_summary(m: Manifest) -> dict[str, Any]:
+def verification_summary(record: VerificationRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "verified_at": record.verified_at,
+        "kind": record.kind,
+        "ok": record.ok,
+        "restore_seconds": record.restore_seconds,
+        "tables_checked": record.tables_checked,
+        "checks_run": record.checks_run,
+        "problem": record.problem,
+    }
+
+
+def verification_text(record: VerificationRecord | None) -> str:
+    if record is None:
+        return "never"
+    outcome = "ok" if record.ok else "FAILED"
+    rto = f", restore {human_seconds(record.restore_seconds)}" if record.restore_seconds else ""
+    return f"{outcome} {record.verified_at}{rto}"
+
+
+def manifest_summary(m: Manifest, record: VerificationRecord | None = None) -> dict[str, Any]:
     return {
         "id": m.backup_id,
         "target": m.target,
@@ -40,6 +67,7 @@ def manifest_summary(m: Manifest) -> dict[str, Any]:
         "chunk_count": m.chunk_count,
         "new_chunk_count": m.new_chunk_count,
         "stream_checksum": m.stream_checksum,
+        "last_verification": verification_summary(record),
     }
 
 
@@ -53,14 +81,28 @@ def list_backups(
     """List the backups in the repository, oldest first."""
     repository = location(repo, key_file, s3_endpoint).open()
     backups = repository.list_backups(target)
+    records = last_verifications(repository.storage)
     if as_json:
-        stdout.print_json(json.dumps([manifest_summary(m) for m in backups]))
+        stdout.print_json(
+            json.dumps([manifest_summary(m, records.get(m.backup_id)) for m in backups])
+        )
         return
     if not backups:
         stdout.print("no backups" + (f" of target {target!r}" if target else ""))
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "TARGET", "ENGINE", "TAGS", "FINISHED", "RAW", "NEW STORED", "TIME"):
+    columns = (
+        "ID",
+        "TARGET",
+        "ENGINE",
+        "TAGS",
+        "FINISHED",
+        "RAW",
+        "NEW STORED",
+        "TIME",
+        "VERIFIED",
+    )
+    for column in columns:
         table.add_column(column)
     for m in backups:
         table.add_row(
@@ -72,6 +114,7 @@ def list_backups(
             human_bytes(m.raw_size),
             human_bytes(m.stored_new_bytes),
             human_seconds(m.duration_seconds),
+            verification_text(records.get(m.backup_id)),
         )
     stdout.print(table)
 
@@ -86,12 +129,15 @@ def show(
     """Show one backup, with the per-table row counts recorded at dump time."""
     repository = location(repo, key_file, s3_endpoint).open()
     m = repository.resolve(backup_id)
-    details = manifest_summary(m)
+    record = last_verification(repository.storage, m.backup_id)
+    details = manifest_summary(m, record)
     tables = _tables(repository, m)
     if as_json:
         details["database"] = tables[0] if tables else None
         details["tables"] = (
-            [{"name": n, "rows": r} for n, r in tables[1]] if tables is not None else None
+            [{"name": n, "rows": r, "checksum": c} for n, r, c in tables[1]]
+            if tables is not None
+            else None
         )
         stdout.print_json(json.dumps(details))
         return
@@ -102,6 +148,8 @@ def show(
             value = ", ".join(value) or "-"
         elif key == "duration_seconds":
             value = human_seconds(float(value))
+        elif key == "last_verification":
+            value = verification_text(record)
         stdout.print(f"{key:<18} {value}")
     if tables is None:
         stdout.print("tables             (encrypted: give the key to see table statistics)")
@@ -110,14 +158,17 @@ def show(
     table = Table(box=None, pad_edge=False)
     table.add_column("TABLE")
     table.add_column("ROWS", justify="right")
-    for name, rows in tables[1]:
-        table.add_row(name, str(rows))
+    table.add_column("CHECKSUM")
+    for name, rows, checksum in tables[1]:
+        table.add_row(name, str(rows), checksum or "-")
     stdout.print(table)
 
 
-def _tables(repository: Repository, m: Manifest) -> tuple[str, list[tuple[str, int]]] | None:
+def _tables(
+    repository: Repository, m: Manifest
+) -> tuple[str, list[tuple[str, int, str | None]]] | None:
     try:
         private = repository.private_section(m)
     except KeyMissing:
         return None
-    return private.database, [(t.name, t.rows) for t in private.tables]
+    return private.database, [(t.name, t.rows, t.checksum) for t in private.tables]

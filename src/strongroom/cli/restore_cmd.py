@@ -1,7 +1,11 @@
-"""strongroom restore"""
+"""strongroom restore / rollback"""
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,44 +14,252 @@ from rich.table import Table
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
-from strongroom.errors import VerificationMismatch
-from strongroom.services.restore import RestoreReport, run_restore
+from strongroom.engines.base import Engine
+from strongroom.errors import BackupNotFound, UsageError, VerificationMismatch
+from strongroom.repository.ids import parse_iso
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.repository import Repository
+from strongroom.repository.verifications import last_verifications
+from strongroom.services.restore import (
+    RestorePlan,
+    RestoreReport,
+    find_rollback_backup,
+    plan_restore,
+    run_restore,
+)
+
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+YesOption = Annotated[
+    bool, typer.Option("--yes", help="Replace without the typed confirmation (for scripts).")
+]
+NoSafetyOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-safety-backup", help="Do not back up the target before replacing it (not advised)."
+    ),
+]
+DropOldOption = Annotated[
+    bool,
+    typer.Option("--drop-old", help="Drop the replaced database instead of keeping it renamed."),
+]
 
 
 def restore(
-    backup_id: Annotated[str, typer.Argument(metavar="ID", help="Backup id, prefix, or latest.")],
-    to: Annotated[str, typer.Option("--to", help="Database URL to restore into (new or empty).")],
-    yes: Annotated[
-        bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
-    ] = False,
+    backup_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="Backup id, prefix, or latest (or use --before)."),
+    ] = None,
+    to: Annotated[str, typer.Option("--to", help="Database URL to restore into.")] = "",
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    no_safety_backup: NoSafetyOption = False,
+    drop_old: DropOldOption = False,
+    before: Annotated[
+        str | None,
+        typer.Option(
+            "--before",
+            help='The newest good backup started before this time, e.g. "2026-11-20 14:00" '
+            "(local time unless it names an offset, e.g. +01:00 or Z).",
+        ),
+    ] = None,
     target: Annotated[
-        str | None, typer.Option("--target", help="With 'latest': the newest of this target.")
+        str | None,
+        typer.Option("--target", help="With latest/--before: only backups of this target."),
+    ] = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", help="Restore only this table (repeatable), e.g. public.users."),
+    ] = None,
+    into_schema: Annotated[
+        str | None,
+        typer.Option("--into-schema", help="With --table: restore into this side schema."),
     ] = None,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
-    """Restore a backup into a new or empty database, then compare row counts."""
-    del yes  # a new or empty target needs no confirmation; safe replace will use it
+    """Restore a backup: plan, confirmation, safety backup, staged restore, verification, swap."""
+    if not to:
+        raise UsageError("say where to restore: --to DATABASE_URL")
+    if (backup_id is None) == (before is None):
+        raise UsageError("give a backup ID (or latest), or --before TIME")
+    if into_schema and not table:
+        raise UsageError("--into-schema goes with --table")
     repository = location(repo, key_file, s3_endpoint).open()
-    manifest = repository.resolve(backup_id, target)
-    engine = open_engine(to)
-    engine.check_restore_target()
-    stdout.print(
-        f"restoring {manifest.backup_id} ({manifest.target}, {human_bytes(manifest.raw_size)}) "
-        f"into {engine.describe()}"
+    manifest = (
+        newest_good_before(repository, before, target)
+        if before is not None
+        else repository.resolve(str(backup_id), target)
     )
-    report = run_restore(repository, manifest, engine, progress=progress_sink())
+    engine = open_engine(to)
+    if table:
+        _restore_tables(repository, manifest, engine, table, into_schema, dry_run)
+        return
+    perform_restore(
+        repository,
+        manifest,
+        engine,
+        dry_run=dry_run,
+        yes=yes,
+        safety_backup=not no_safety_backup,
+        drop_old=drop_old,
+    )
+
+
+def rollback(
+    to: Annotated[str, typer.Option("--to", help="The database to roll back.")] = "",
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    no_safety_backup: NoSafetyOption = False,
+    drop_old: DropOldOption = False,
+    repo: RepoOption = None,
+    key_file: KeyFileOption = None,
+    s3_endpoint: S3EndpointOption = None,
+) -> None:
+    """Restore the newest pre-restore safety backup of a database (undo the last restore)."""
+    if not to:
+        raise UsageError("say which database to roll back: --to DATABASE_URL")
+    repository = location(repo, key_file, s3_endpoint).open()
+    engine = open_engine(to)
+    manifest = find_rollback_backup(repository, engine)
+    perform_restore(
+        repository,
+        manifest,
+        engine,
+        dry_run=dry_run,
+        yes=yes,
+        safety_backup=not no_safety_backup,
+        drop_old=drop_old,
+    )
+
+
+def newest_good_before(repository: Repository, when: str, target: str | None) -> Manifest:
+    """The newest backup started before ``when`` whose last verification did not fail."""
+    try:
+        instant = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f'--before {when!r} is not a time like "2026-11-20 14:00"') from exc
+    if instant.tzinfo is None:
+        instant = instant.astimezone()  # the machine's local time zone
+    verdicts = last_verifications(repository.storage)
+    candidates = [
+        m
+        for m in repository.list_backups(target)
+        if parse_iso(m.started_at) < instant
+        and not (m.backup_id in verdicts and not verdicts[m.backup_id].ok)
+    ]
+    if not candidates:
+        raise BackupNotFound(f"no good backup started before {instant.isoformat()}")
+    return max(candidates, key=lambda m: m.started_at)
+
+
+def perform_restore(
+    repository: Repository,
+    manifest: Manifest,
+    engine: Engine,
+    *,
+    dry_run: bool,
+    yes: bool,
+    safety_backup: bool,
+    drop_old: bool,
+) -> None:
+    """The restore contract shared by restore and rollback."""
+    plan = plan_restore(repository, manifest, engine, safety_backup=safety_backup)
+    print_plan(plan, drop_old=drop_old)
+    if dry_run:
+        stdout.print("dry run: nothing was changed")
+        return
+    if plan.will_replace:
+        confirm_replacement(engine, yes)
+    report = run_restore(
+        repository,
+        manifest,
+        engine,
+        safety_backup=safety_backup,
+        keep_old=not drop_old,
+        progress=progress_sink(),
+        plan=plan,
+    )
+    if report.safety_backup_id:
+        stdout.print(f"safety backup {report.safety_backup_id} taken (tag pre-restore)")
     print_comparison(report)
     if not report.ok:
         bad = sum(1 for c in report.comparisons if not c.matches)
+        untouched = "untouched" if plan.state.exists else "not created"
         raise VerificationMismatch(
-            f"restored {engine.describe()} but {bad} table(s) differ from the backup's row counts"
+            f"the restored copy differs from the backup in {bad} table(s); "
+            f"{engine.describe()} is {untouched}"
         )
     stdout.print(
         f"restore complete and verified: {len(report.comparisons)} tables match "
         f"({human_seconds(report.duration_seconds)})"
     )
+    if report.old_kept_as:
+        stdout.print(
+            f"the replaced database is kept as {report.old_kept_as}; drop it when satisfied "
+            "(or restore with --drop-old)"
+        )
+
+
+def confirm_replacement(engine: Engine, yes: bool) -> None:
+    """A typed confirmation naming the database; ``--yes`` for scripts; refuse otherwise."""
+    if yes:
+        return
+    name = engine.database_name()
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"refusing to replace {engine.describe()} without confirmation: run on a terminal "
+            "to type its name, or pass --yes"
+        )
+    typed = typer.prompt(f"This replaces the database {name!r}. Type its name to go on")
+    if typed.strip() != name:
+        raise UsageError(f"confirmation did not match {name!r}; nothing was changed")
+
+
+def print_plan(plan: RestorePlan, *, drop_old: bool) -> None:
+    m = plan.manifest
+    state = plan.state
+    stdout.print("restore plan")
+    stdout.print(
+        f"  backup         {m.backup_id} ({m.target}, {m.engine} {m.engine_version}, "
+        f"{human_bytes(m.raw_size)} raw, taken {m.started_at})"
+    )
+    if not state.exists:
+        now = "does not exist: it will be created"
+    elif state.empty:
+        now = "exists and is empty"
+    else:
+        size = human_bytes(state.size_bytes) if state.size_bytes is not None else "?"
+        now = f"exists: {size}, {len(state.tables)} tables"
+    stdout.print(f"  target         {plan.target} ({now})")
+    if plan.will_replace:
+        fate = "dropped (--drop-old)" if drop_old else "kept under a dated name"
+        stdout.print(
+            f"  replaces       the current database; it is swapped out only after the "
+            f"restored copy verifies, then {fate}"
+        )
+        safety = (
+            "a pre-restore backup of the target is taken first (rollback returns to it)"
+            if plan.safety_backup
+            else "NONE (--no-safety-backup)"
+        )
+        stdout.print(f"  safety backup  {safety}")
+    stdout.print(
+        f"  estimate       ~{human_seconds(plan.estimated_seconds)} ({plan.estimate_basis})"
+    )
+    table = Table(box=None, pad_edge=False)
+    table.add_column("TABLE")
+    table.add_column("NOW", justify="right")
+    table.add_column("IN BACKUP", justify="right")
+    now_rows = {t.name: t.rows for t in state.tables}
+    backup_rows = {t.name: t.rows for t in plan.backup_tables}
+    for name in sorted(set(now_rows) | set(backup_rows)):
+        table.add_row(
+            name,
+            str(now_rows[name]) if name in now_rows else "-",
+            str(backup_rows[name]) if name in backup_rows else "-",
+        )
+    stdout.print(table)
 
 
 def print_comparison(report: RestoreReport) -> None:
@@ -55,12 +267,48 @@ def print_comparison(report: RestoreReport) -> None:
     table.add_column("TABLE")
     table.add_column("IN BACKUP", justify="right")
     table.add_column("RESTORED", justify="right")
+    table.add_column("CHECKSUM")
     table.add_column("")
     for c in report.comparisons:
         table.add_row(
             c.name,
-            "-" if c.expected is None else str(c.expected),
-            "-" if c.actual is None else str(c.actual),
+            "-" if c.expected_rows is None else str(c.expected_rows),
+            "-" if c.actual_rows is None else str(c.actual_rows),
+            ("same" if c.expected_checksum == c.actual_checksum else "DIFFERS")
+            if c.checksum_checked
+            else "-",
             "ok" if c.matches else "MISMATCH",
         )
     stdout.print(table)
+
+
+def _restore_tables(
+    repository: Repository,
+    manifest: Manifest,
+    engine: Engine,
+    tables: list[str],
+    into_schema: str | None,
+    dry_run: bool,
+) -> None:
+    """Restore selected tables (PostgreSQL) from a verified, materialised dump."""
+    if manifest.engine != "postgresql" or engine.kind != "postgresql":
+        raise UsageError("--table works with PostgreSQL backups and targets")
+    where = f"{into_schema}." if into_schema else "their own schemas in "
+    stdout.print(
+        f"restore tables {', '.join(tables)} of {manifest.backup_id} into {where}"
+        f"{engine.describe()}; existing tables are never overwritten"
+    )
+    if dry_run:
+        stdout.print("dry run: nothing was changed")
+        return
+    from strongroom.engines.postgres import PostgresEngine
+    from strongroom.engines.postgres_tables import restore_tables
+
+    assert isinstance(engine, PostgresEngine)
+    with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as workdir:
+        dump_file = Path(workdir) / "dump"
+        with dump_file.open("wb") as handle:
+            for data in repository.read_stream(manifest):  # verified chunk by chunk
+                handle.write(data)
+        restored = restore_tables(engine, dump_file, tables, into_schema)
+    stdout.print(f"restored {', '.join(restored)}")

@@ -14,6 +14,17 @@ class TableStats:
 
     name: str  # qualified where the engine has schemas: "public.users"
     rows: int
+    checksum: str | None = None  # order-independent content checksum, None if not computed
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What a restore target holds now (for the restore plan)."""
+
+    exists: bool
+    empty: bool
+    size_bytes: int | None
+    tables: list[TableStats] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -70,4 +81,21 @@ class Engine(Protocol):
         """
 
     def table_stats(self) -> list[TableStats]:
-        """Row counts of the database's tables now (used to verify a restore)."""
+        """Row counts and content checksums of the tables now (used to verify a restore)."""
+
+    def inspect(self) -> TargetState:
+        """Whether the target exists, is empty, its size and its tables (row counts)."""
+
+    def staging(self) -> Engine:
+        """A new, not yet existing target beside this one (same server or folder), into
+        which a restore is staged and verified before it is swapped in."""
+
+    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
+        """Put ``staged`` in this target's place. The old target, if any, is kept under a
+        dated name (returned) or dropped when ``keep_old`` is false."""
+
+    def drop(self) -> None:
+        """Remove this target (database or file); missing is fine."""
+
+    def count_result_rows(self, query: str) -> int:
+        """Run a read-only check query; return how many rows it returned (at most 1000)."""

@@ -11,10 +11,12 @@ import glob
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -25,7 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from strongroom.engines.base import DumpResult, RunningDump, TableStats
+from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,
@@ -34,6 +36,7 @@ from strongroom.errors import (
     TargetNotEmpty,
     ToolMissing,
     UnsupportedDatabaseUrl,
+    UsageError,
 )
 from strongroom.redaction import redact_text, redact_url
 
@@ -185,21 +188,30 @@ class _RowCounter(threading.Thread):
                 logger.debug("could not cancel the row count", exc_info=True)
 
 
+# One scan per table gives the row count and an order-independent content checksum: the
+# sum (numeric, so it cannot overflow) of a 64-bit hash of each row's text form.
+_COUNT_AND_CHECKSUM = (
+    "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {}.{} AS t"
+)
+
+
 def _count_rows(
     conn: psycopg.Connection[Any], should_stop: Callable[[], bool] = lambda: False
 ) -> list[TableStats]:
-    """Row counts of all user tables (``schema.table``) plus ``(large objects)`` if any."""
+    """Row counts and checksums of all user tables (``schema.table``), plus
+    ``(large objects)`` (count only) if any."""
     stats: list[TableStats] = []
     with conn.cursor() as cur:
         tables = cur.execute(_TABLES_SQL).fetchall()
         for schema, name in tables:
             if should_stop():
                 return stats
-            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            query = sql.SQL(_COUNT_AND_CHECKSUM).format(
                 sql.Identifier(schema), sql.Identifier(name)
             )
             row = cur.execute(query).fetchone()
-            stats.append(TableStats(name=f"{schema}.{name}", rows=int(row[0]) if row else 0))
+            rows, checksum = (int(row[0]), f"h64sum:{row[1]}") if row else (0, None)
+            stats.append(TableStats(name=f"{schema}.{name}", rows=rows, checksum=checksum))
         row = cur.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
         large_objects = int(row[0]) if row else 0
         if large_objects > 0:
@@ -316,6 +328,19 @@ class PostgresRunningDump:
 
 
 BINDIR_ENV = "STRONGROOM_PG_BINDIR"
+
+
+def _limit_name(base: str, suffix: str) -> str:
+    """``base + suffix`` cut to PostgreSQL's 63-byte identifier limit (suffix kept)."""
+    room = 63 - len(suffix.encode())
+    encoded = base.encode()[:room].decode("utf-8", "ignore")
+    return encoded + suffix
+
+
+def _rename(conn: psycopg.Connection[Any], old: str, new: str) -> None:
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+    )
 
 
 class PostgresEngine:
@@ -571,17 +596,25 @@ class PostgresEngine:
             raise
         return running
 
-    def _target_exists(self) -> bool:
-        """Whether the target database exists; raise ``TargetNotEmpty`` if it holds anything."""
+    def _contents(self) -> tuple[bool, int, int, int | None]:
+        """(exists, tables, other objects, size in bytes) of the target database."""
         try:
             conn = self._connect_raw()
         except psycopg.OperationalError as exc:
             if self._is_missing_database(exc):
-                return False
+                return False, 0, 0, None
             raise self._connect_error(exc, self.database_name()) from None
         with conn:
             row = conn.execute(_CONTENTS_SQL).fetchone()
+            size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         tables, others = (int(row[0]), int(row[1])) if row else (0, 0)
+        return True, tables, others, int(size_row[0]) if size_row else None
+
+    def _target_exists(self) -> bool:
+        """Whether the target database exists; raise ``TargetNotEmpty`` if it holds anything."""
+        exists, tables, others, _ = self._contents()
+        if not exists:
+            return False
         if tables or others:
             what = f"{tables} tables" + (f", {others} other objects" if others else "")
             raise TargetNotEmpty(
@@ -617,7 +650,7 @@ class PostgresEngine:
     def _drop_database(self) -> str | None:
         """Drop the target database; return ``None`` on success, else the reason."""
         name = self.database_name()
-        logger.warning("dropping the partially restored %s", self.where())
+        logger.warning("dropping %s", self.where())
         try:
             with self._maintenance_connect() as conn:
                 conn.execute(
@@ -721,6 +754,125 @@ class PostgresEngine:
             stderr_file.seek(0)
             stderr = stderr_file.read().decode("utf-8", "replace")
         return returncode, stderr
+
+    # --- safe restore: staging beside the target, then a swap ---------------------------
+    def inspect(self) -> TargetState:
+        """Whether the database exists, is empty, its size and its tables."""
+        exists, tables, others, size = self._contents()
+        if not exists:
+            return TargetState(exists=False, empty=True, size_bytes=None)
+        stats = self.table_stats() if tables else []
+        return TargetState(True, not (tables or others), size, stats)
+
+    def sibling(self, dbname: str) -> PostgresEngine:
+        """The same server and credentials, another database."""
+        return PostgresEngine(self._url_with_dbname(dbname), tool_dirs=self._tool_dirs)
+
+    def staging(self) -> PostgresEngine:
+        """A new database beside the target: ``<name>_sr_<random>`` (dropped on failure)."""
+        return self.sibling(_limit_name(self.database_name(), f"_sr_{secrets.token_hex(4)}"))
+
+    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
+        """Rename the target to ``<name>_old_<UTC time>`` (terminating its sessions) and the
+        staged database to the target's name; drop the old one unless ``keep_old``."""
+        if not isinstance(staged, PostgresEngine):
+            raise TypeError("a PostgreSQL target can only take a PostgreSQL staged database")
+        name = self.database_name()
+        old_name = _limit_name(name, f"_old_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        with self._maintenance_connect() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists:
+                self._check_may_rename(conn, name)
+                self._rename_away(conn, name, old_name)
+            try:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(staged.database_name()), sql.Identifier(name)
+                    )
+                )
+            except psycopg.Error as exc:
+                if exists:
+                    with suppress(psycopg.Error):
+                        _rename(conn, old_name, name)
+                raise RestoreFailed(
+                    f"could not rename the restored database into place: "
+                    f"{self.redact(_first_line(str(exc)))}; the original {name} is unchanged"
+                ) from None
+        logger.warning("swapped the restored database into %s (old: %s)", self.where(), old_name)
+        if exists and not keep_old:
+            self.sibling(old_name).drop()
+            return None
+        return old_name if exists else None
+
+    def _check_may_rename(self, conn: psycopg.Connection[Any], name: str) -> None:
+        row = conn.execute(
+            "SELECT r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'), r.rolcreatedb"
+            " FROM pg_database d, pg_roles r WHERE d.datname = %s AND r.rolname = current_user",
+            (name,),
+        ).fetchone()
+        if not row or not row[0] or not (row[1] or row[0]):
+            raise RestoreFailed(
+                f"user {self._user()} may not replace {self.where()}: it must own the database "
+                "(with CREATEDB) or be a superuser; the original database is unchanged"
+            )
+
+    def _rename_away(self, conn: psycopg.Connection[Any], name: str, old_name: str) -> None:
+        """Close the target to new sessions, end the current ones, rename it."""
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+        )
+        try:
+            for attempt in range(10):
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                try:
+                    _rename(conn, name, old_name)
+                    break
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.2)
+        except psycopg.Error as exc:
+            with suppress(psycopg.Error):
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                        sql.Identifier(name)
+                    )
+                )
+            raise RestoreFailed(
+                f"could not take {self.where()} out of service: "
+                f"{self.redact(_first_line(str(exc)))}; the original database is unchanged"
+            ) from None
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                sql.Identifier(old_name)
+            )
+        )
+
+    def count_result_rows(self, query: str) -> int:
+        """Run ``query`` in a read-only transaction; the number of rows it returned."""
+        with self._connect() as conn:
+            conn.execute("BEGIN READ ONLY")
+            try:
+                cursor = conn.execute(query.encode())
+                return len(cursor.fetchmany(1000)) if cursor.description else 0
+            except psycopg.Error as exc:
+                raise UsageError(
+                    f"check query failed: {self.redact(_first_line(str(exc)))}"
+                ) from None
+            finally:
+                conn.execute("ROLLBACK")
+
+    def drop(self) -> None:
+        """Drop this database (terminating its sessions); missing is fine."""
+        problem = self._drop_database()
+        if problem is not None:
+            raise RestoreFailed(f"could not drop {self.where()}: {problem}")
 
     def table_stats(self) -> list[TableStats]:
         """Row counts of the database's tables now (same names as a dump's)."""

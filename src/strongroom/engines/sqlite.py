@@ -5,27 +5,60 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from strongroom.engines.base import DumpResult, RunningDump, TableStats
+from blake3 import blake3
+
+from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
 from strongroom.engines.urls import sqlite_path
-from strongroom.errors import DatabaseUnreachable, DumpFailed, RestoreFailed, TargetNotEmpty
+from strongroom.errors import (
+    DatabaseUnreachable,
+    DumpFailed,
+    RestoreFailed,
+    TargetNotEmpty,
+    UsageError,
+)
 
 log = logging.getLogger("strongroom.engines.sqlite")
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+_CHECKSUM_MODULUS = 1 << 64
+
+
+def _table_stats(connection: sqlite3.Connection, name: str) -> TableStats:
+    """Row count and an order-independent checksum: the sum, modulo 2**64, of a 64-bit
+    BLAKE3 hash of each row's values."""
+    rows = 0
+    total = 0
+    for row in connection.execute(f"SELECT * FROM {_quote(name)}"):
+        rows += 1
+        digest = blake3(repr(row).encode()).digest(length=8)
+        total = (total + int.from_bytes(digest, "big")) % _CHECKSUM_MODULUS
+    return TableStats(name, rows, f"b3sum64:{total:016x}")
+
+
 def count_tables(connection: sqlite3.Connection) -> list[TableStats]:
-    """Row counts of every user table, by name."""
+    """Row counts and checksums of every user table, by name."""
     names = [
         row[0]
         for row in connection.execute(
@@ -33,12 +66,7 @@ def count_tables(connection: sqlite3.Connection) -> list[TableStats]:
             "ORDER BY name"
         )
     ]
-    return [
-        TableStats(
-            name, int(connection.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0])
-        )
-        for name in names
-    ]
+    return [_table_stats(connection, name) for name in names]
 
 
 class _SqliteDump:
@@ -172,6 +200,73 @@ class SqliteEngine:
             ) from exc
         if result != "ok":
             raise RestoreFailed(f"the restored database fails PRAGMA integrity_check: {result}")
+
+    # --- safe restore: a temp file beside the target, then an atomic rename -------------
+    def inspect(self) -> TargetState:
+        if not self.path.exists():
+            return TargetState(exists=False, empty=True, size_bytes=None)
+        size = self.path.stat().st_size
+        if size == 0:
+            return TargetState(exists=True, empty=True, size_bytes=0)
+        tables = self.table_stats()
+        return TargetState(True, not tables, size, tables)
+
+    def staging(self) -> SqliteEngine:
+        """A new file beside the target (same folder, so the swap is a rename)."""
+        name = f".{self.path.name}.sr-{secrets.token_hex(4)}.restoring"
+        return SqliteEngine(str(self.path.with_name(name)))
+
+    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
+        """Atomically rename the staged file over the target.
+
+        Before the rename the target's WAL is checkpointed into it; after the rename the
+        old ``-wal`` and ``-shm`` files are removed, so new connections open the restored
+        file with fresh ones. A process that still holds the old file open keeps reading
+        the old database (its inode) and whatever it writes from then on is lost with it:
+        stop or restart the application around a restore."""
+        if not isinstance(staged, SqliteEngine):
+            raise TypeError("a SQLite target can only take a SQLite staged file")
+        old_path: Path | None = None
+        if self.path.exists():
+            self._checkpoint()
+            if keep_old:
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                old_path = self.path.with_name(f"{self.path.name}.old-{stamp}")
+                os.link(self.path, old_path)
+        os.replace(staged.path, self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+        log.warning("swapped the restored database into %s", self.path)
+        return str(old_path) if old_path else None
+
+    def _checkpoint(self) -> None:
+        try:
+            connection = sqlite3.connect(self.path, timeout=30)
+            try:
+                mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            raise RestoreFailed(
+                f"cannot checkpoint {self.path} before replacing it: {exc}; it is unchanged"
+            ) from exc
+
+    def count_result_rows(self, query: str) -> int:
+        """Run ``query`` read-only; the number of rows it returned (at most 1000)."""
+        connection = self._open_readonly()
+        try:
+            return len(connection.execute(query).fetchmany(1000))
+        except sqlite3.Error as exc:
+            raise UsageError(f"check query failed: {exc}") from exc
+        finally:
+            connection.close()
+
+    def drop(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def table_stats(self) -> list[TableStats]:
         connection = self._open_readonly()

@@ -19,3 +19,15 @@ def chunk_id_of_key(key: str) -> str:
 
 def manifest_key(backup_id: str) -> str:
     return f"{BACKUPS_PREFIX}{backup_id}{MANIFEST_SUFFIX}"
+
+
+LOCKS_PREFIX = "locks/"
+PINS_PREFIX = "pins/"
+
+
+def lock_key(lock_id: str) -> str:
+    return f"{LOCKS_PREFIX}{lock_id}.json"
+
+
+def pin_key(backup_id: str) -> str:
+    return f"{PINS_PREFIX}{backup_id}.json"

@@ -32,6 +32,7 @@ class ChunkRef:
 class TableRecord:
     name: str
     rows: int
+    checksum: str | None = None  # order-independent content checksum (engine-specific form)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,11 @@ class PrivateSection:
         return {
             "database": self.database,
             "source": self.source,
-            "tables": [{"name": t.name, "rows": t.rows} for t in self.tables],
+            "tables": [
+                {"name": t.name, "rows": t.rows}
+                | ({"checksum": t.checksum} if t.checksum is not None else {})
+                for t in self.tables
+            ],
         }
 
     @classmethod
@@ -54,7 +59,10 @@ class PrivateSection:
         return cls(
             database=str(data.get("database", "")),
             source=str(data.get("source", "")),
-            tables=[TableRecord(str(t["name"]), int(t["rows"])) for t in data.get("tables", [])],
+            tables=[
+                TableRecord(str(t["name"]), int(t["rows"]), t.get("checksum"))
+                for t in data.get("tables", [])
+            ],
         )
 
 

@@ -138,7 +138,7 @@ def run_backup(
     private = PrivateSection(
         database=result.database,
         source=engine.describe(),
-        tables=[TableRecord(t.name, t.rows) for t in result.tables],
+        tables=[TableRecord(t.name, t.rows, t.checksum) for t in result.tables],
     )
     manifest = Manifest(
         backup_id=backup_id,

@@ -1,4 +1,10 @@
-"""The restore use case: read back, check every chunk, restore, compare row counts."""
+"""The restore use case: plan, safety backup, staged restore, verification, swap.
+
+A restore never writes into the target directly. It restores into a new database (or file)
+beside the target, compares every table's row count and content checksum with what the
+backup recorded, and only then swaps it into the target's place. Any failure before the
+swap leaves the target exactly as it was.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,54 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from strongroom.engines.base import Engine
-from strongroom.errors import UsageError
-from strongroom.repository.manifest import Manifest
+from strongroom.engines.base import Engine, TableStats, TargetState
+from strongroom.errors import StrongroomError, UsageError
+from strongroom.repository.manifest import Manifest, TableRecord
 from strongroom.repository.repository import Repository
+from strongroom.repository.verifications import last_verifications
+from strongroom.services.backup import run_backup
 from strongroom.services.progress import NoProgress, ProgressSink
 
 log = logging.getLogger("strongroom.restore")
+
+PRE_RESTORE_TAG = "pre-restore"
+ASSUMED_RESTORE_RATE = 40 * 1024 * 1024  # bytes/s, until a verify --restore measured one
 
 
 @dataclass(frozen=True)
 class TableComparison:
     name: str
-    expected: int | None  # recorded in the manifest at dump time
-    actual: int | None  # counted in the restored database
+    expected_rows: int | None  # recorded in the manifest at dump time
+    actual_rows: int | None  # counted in the restored database
+    expected_checksum: str | None = None
+    actual_checksum: str | None = None
+
+    @property
+    def checksum_checked(self) -> bool:
+        return self.expected_checksum is not None and self.actual_checksum is not None
 
     @property
     def matches(self) -> bool:
-        return self.expected == self.actual
+        if self.expected_rows != self.actual_rows:
+            return False
+        return not self.checksum_checked or self.expected_checksum == self.actual_checksum
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore will do; shown by ``--dry-run`` and before the confirmation."""
+
+    manifest: Manifest
+    target: str
+    state: TargetState
+    backup_tables: list[TableRecord]
+    safety_backup: bool
+    estimated_seconds: float
+    estimate_basis: str
+
+    @property
+    def will_replace(self) -> bool:
+        return self.state.exists and not self.state.empty
 
 
 @dataclass(frozen=True)
@@ -33,16 +69,32 @@ class RestoreReport:
     target: str
     comparisons: list[TableComparison]
     duration_seconds: float
+    swapped: bool
+    old_kept_as: str | None = None
+    safety_backup_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return all(c.matches for c in self.comparisons)
 
 
-def compare_tables(expected: dict[str, int], actual: dict[str, int]) -> list[TableComparison]:
-    """Line up recorded and restored row counts, table by table (missing sides are None)."""
-    names = sorted(set(expected) | set(actual))
-    return [TableComparison(n, expected.get(n), actual.get(n)) for n in names]
+def compare_tables(expected: list[TableRecord], actual: list[TableStats]) -> list[TableComparison]:
+    """Line up recorded and restored tables by name (a missing side is None)."""
+    recorded = {t.name: t for t in expected}
+    restored = {t.name: t for t in actual}
+    result = []
+    for name in sorted(set(recorded) | set(restored)):
+        e, a = recorded.get(name), restored.get(name)
+        result.append(
+            TableComparison(
+                name,
+                e.rows if e else None,
+                a.rows if a else None,
+                e.checksum if e else None,
+                a.checksum if a else None,
+            )
+        )
+    return result
 
 
 def with_progress(stream: Iterable[bytes], progress: ProgressSink) -> Iterator[bytes]:
@@ -53,37 +105,118 @@ def with_progress(stream: Iterable[bytes], progress: ProgressSink) -> Iterator[b
         yield data
 
 
-def run_restore(
-    repo: Repository,
-    manifest: Manifest,
-    engine: Engine,
-    *,
-    progress: ProgressSink | None = None,
-) -> RestoreReport:
-    """Restore ``manifest`` into the engine's (new or empty) target and verify row counts."""
-    progress = progress or NoProgress()
+def safety_target_name(engine: Engine) -> str:
+    """The target name safety backups of this database are filed under."""
+    return engine.database_name()
+
+
+def _restore_rate(repo: Repository, manifest: Manifest) -> tuple[float, str]:
+    """Bytes per second measured by the newest restore drill of this target, if any."""
+    records = last_verifications(repo.storage)
+    best: tuple[str, float, str] | None = None
+    for m in repo.list_backups(manifest.target):
+        record = records.get(m.backup_id)
+        if record and record.ok and record.restore_seconds:
+            rate = m.raw_size / max(record.restore_seconds, 0.001)
+            if best is None or record.verified_at > best[0]:
+                best = (record.verified_at, rate, m.backup_id)
+    if best is None:
+        return ASSUMED_RESTORE_RATE, "assumed 40 MiB/s (no verify --restore measured yet)"
+    return best[1], f"measured by verify --restore of {best[2]}"
+
+
+def plan_restore(
+    repo: Repository, manifest: Manifest, engine: Engine, *, safety_backup: bool = True
+) -> RestorePlan:
+    """Look at the target and the backup; change nothing."""
     if manifest.engine != engine.kind:
         raise UsageError(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; it cannot be restored "
             f"into a {engine.kind} database"
         )
-    engine.check_restore_target()
+    state = engine.inspect()
     private = repo.private_section(manifest)
-    _ = repo.chunks  # load the key before touching the target
+    rate, basis = _restore_rate(repo, manifest)
+    return RestorePlan(
+        manifest=manifest,
+        target=engine.describe(),
+        state=state,
+        backup_tables=private.tables,
+        safety_backup=safety_backup and state.exists and not state.empty,
+        estimated_seconds=manifest.raw_size / rate,
+        estimate_basis=basis,
+    )
+
+
+def _untouched(plan: RestorePlan) -> str:
+    if plan.state.exists:
+        return f"the original database {plan.target} is untouched"
+    return f"nothing was created at {plan.target}"
+
+
+def _discard(staged: Engine) -> None:
+    try:
+        staged.drop()
+    except StrongroomError as exc:
+        log.error("could not remove the staged restore %s: %s", staged.describe(), exc)
+
+
+def run_restore(
+    repo: Repository,
+    manifest: Manifest,
+    engine: Engine,
+    *,
+    safety_backup: bool = True,
+    keep_old: bool = True,
+    progress: ProgressSink | None = None,
+    plan: RestorePlan | None = None,
+) -> RestoreReport:
+    """Restore ``manifest`` safely into ``engine``'s target (see the module docstring)."""
+    progress = progress or NoProgress()
+    plan = plan or plan_restore(repo, manifest, engine, safety_backup=safety_backup)
+    _ = repo.chunks  # load the key before touching anything
+    safety_id = None
+    if plan.safety_backup:
+        log.info("taking a safety backup of %s before restoring", plan.target)
+        safety = run_backup(
+            repo, engine, target=safety_target_name(engine), tags=(PRE_RESTORE_TAG,)
+        )
+        safety_id = safety.manifest.backup_id
+    staged = engine.staging()
     clock = time.monotonic()
     progress.start("restore", manifest.raw_size)
     try:
-        engine.restore(with_progress(repo.read_stream(manifest), progress))
+        staged.restore(with_progress(repo.read_stream(manifest), progress))
+        comparisons = compare_tables(plan.backup_tables, staged.table_stats())
+    except StrongroomError as exc:
+        _discard(staged)
+        raise type(exc)(f"{exc.message}; {_untouched(plan)}") from exc
+    except BaseException:
+        _discard(staged)
+        raise
     finally:
         progress.finish()
     duration = time.monotonic() - clock
-    expected = {t.name: t.rows for t in private.tables}
-    actual = {t.name: t.rows for t in engine.table_stats()}
-    report = RestoreReport(manifest, engine.describe(), compare_tables(expected, actual), duration)
-    log.info(
-        "restore of %s into %s: %s",
-        manifest.backup_id,
-        engine.describe(),
-        "verified" if report.ok else "MISMATCH",
-    )
-    return report
+    report = RestoreReport(manifest, plan.target, comparisons, duration, False, None, safety_id)
+    if not report.ok:
+        _discard(staged)
+        log.error("restore of %s did not verify; %s", manifest.backup_id, _untouched(plan))
+        return report
+    try:
+        old = engine.swap_in(staged, keep_old=keep_old)
+    except BaseException:
+        _discard(staged)
+        raise
+    log.warning("restored %s into %s (verified)", manifest.backup_id, plan.target)
+    return RestoreReport(manifest, plan.target, comparisons, duration, True, old, safety_id)
+
+
+def find_rollback_backup(repo: Repository, engine: Engine) -> Manifest:
+    """The newest ``pre-restore`` safety backup taken of this target."""
+    name = safety_target_name(engine)
+    candidates = [m for m in repo.list_backups(name) if PRE_RESTORE_TAG in m.tags]
+    if not candidates:
+        raise UsageError(
+            f"there is no {PRE_RESTORE_TAG} safety backup of {engine.describe()} to roll back to"
+        )
+    return candidates[-1]

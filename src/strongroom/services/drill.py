@@ -1,0 +1,120 @@
+"""Restore drills (``verify --restore``): restore into a throwaway database, verify it,
+run the user's check queries, record the outcome and the measured restore time (RTO)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from strongroom.engines.base import Engine
+from strongroom.errors import StrongroomError, UsageError
+from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.repository import Repository
+from strongroom.repository.verifications import VerificationRecord, record_verification
+from strongroom.services.progress import NoProgress, ProgressSink
+from strongroom.services.restore import TableComparison, compare_tables, with_progress
+
+log = logging.getLogger("strongroom.drill")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    query: str
+    rows: int  # rows returned: a passing check returns none
+
+    @property
+    def ok(self) -> bool:
+        return self.rows == 0
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    manifest: Manifest
+    comparisons: list[TableComparison]
+    checks: list[CheckResult]
+    restore_seconds: float
+    record: VerificationRecord
+    detail: str | None = None  # full problem text for the user (the record keeps no names)
+
+    @property
+    def ok(self) -> bool:
+        return self.record.ok
+
+
+def read_check_queries(path: Path) -> list[str]:
+    """Queries from a SQL file: statements separated by ``;`` (``--`` comments ignored)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read check file {path}: {exc.strerror}") from exc
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    queries = [q.strip() for q in "\n".join(lines).split(";")]
+    queries = [q for q in queries if q]
+    if not queries:
+        raise UsageError(f"check file {path} holds no query")
+    return queries
+
+
+def verify_by_restore(
+    repo: Repository,
+    manifest: Manifest,
+    scratch: Engine,
+    *,
+    checks: list[str] | None = None,
+    progress: ProgressSink | None = None,
+) -> DrillResult:
+    """Restore into ``scratch`` (must not exist or be empty), verify, check, drop it."""
+    progress = progress or NoProgress()
+    if manifest.engine != scratch.kind:
+        raise UsageError(
+            f"backup {manifest.backup_id} is a {manifest.engine} backup; the scratch database "
+            f"must be {manifest.engine} too"
+        )
+    scratch.check_restore_target()
+    private = repo.private_section(manifest)
+    clock = time.monotonic()
+    progress.start(f"verify --restore {manifest.backup_id}", manifest.raw_size)
+    problem: str | None = None
+    detail: str | None = None
+    comparisons: list[TableComparison] = []
+    results: list[CheckResult] = []
+    try:
+        try:
+            scratch.restore(with_progress(repo.read_stream(manifest), progress))
+        finally:
+            progress.finish()
+        restore_seconds = time.monotonic() - clock
+        comparisons = compare_tables(private.tables, scratch.table_stats())
+        results = [CheckResult(q, scratch.count_result_rows(q)) for q in checks or []]
+    except StrongroomError as exc:
+        restore_seconds = time.monotonic() - clock
+        problem = f"restore failed ({type(exc).__name__})"
+        detail = exc.message
+    finally:
+        try:
+            scratch.drop()
+        except StrongroomError as exc:
+            log.error("could not drop the scratch database %s: %s", scratch.describe(), exc)
+    bad_tables = [c.name for c in comparisons if not c.matches]
+    bad_checks = [c for c in results if not c.ok]
+    if problem is None and bad_tables:
+        problem = f"{len(bad_tables)} table(s) differ from the backup"
+        detail = f"{problem}: {', '.join(bad_tables[:10])}"
+    if problem is None and bad_checks:
+        problem = f"{len(bad_checks)} check query(ies) returned rows"
+        detail = problem
+    record = VerificationRecord(
+        backup_id=manifest.backup_id,
+        verified_at=utc_now_iso(),
+        kind="restore",
+        ok=problem is None,
+        restore_seconds=round(restore_seconds, 3),
+        tables_checked=len(comparisons),
+        checks_run=len(results),
+        problem=problem,
+    )
+    record_verification(repo.storage, record)
+    return DrillResult(manifest, comparisons, results, restore_seconds, record, detail)
