@@ -90,7 +90,7 @@ def test_postgres_backup_restore_and_dedup_after_one_percent_more_rows(
     assert "TABLE DATA billing invoices" in listing
 
     again = run_cli("restore", "latest", "--to", pg_new_db, env=env)
-    assert again.returncode == 5 and "not empty" in again.stderr.decode()
+    assert again.returncode == 2 and "without confirmation" in again.stderr.decode()
 
 
 def test_postgres_bad_input(pg_server, pg_db, env, tmp_path):

@@ -116,7 +116,7 @@ def test_bad_input_gets_one_line_and_an_exit_code(tmp_path, env):
     _ok(run_cli("backup", str(db), env=env))
     _fails(run_cli("show", "20990101T000000Z-00000000", env=env), 3, "no backup")
     _fails(run_cli("restore", "nope", "--to", str(tmp_path / "x.db"), env=env), 3, "no backup")
-    _fails(run_cli("restore", "latest", "--to", str(db), env=env), 5, "already exists")
+    _fails(run_cli("restore", "latest", "--to", str(db), env=env), 2, "without confirmation")
     _fails(run_cli("verify", env=env), 2, "--all")
 
     other = tmp_path / "other"

@@ -766,7 +766,12 @@ class PostgresEngine:
 
     def sibling(self, dbname: str) -> PostgresEngine:
         """The same server and credentials, another database."""
-        return PostgresEngine(self._url_with_dbname(dbname), tool_dirs=self._tool_dirs)
+        parts = urlsplit(self._url)
+        if parts.scheme.startswith("postgres"):
+            url = urlunsplit(parts._replace(path="/" + quote(dbname)))
+        else:  # a key=value conninfo string
+            url = make_conninfo(self._conninfo(dbname=dbname, with_password=True))
+        return PostgresEngine(url, tool_dirs=self._tool_dirs)
 
     def staging(self) -> PostgresEngine:
         """A new database beside the target: ``<name>_sr_<random>`` (dropped on failure)."""
