@@ -128,7 +128,7 @@ def test_restore_swaps_keeps_the_old_database_and_rollback_returns(pg_server, li
 
 
 def test_a_role_that_does_not_own_the_target_gets_a_clear_error(pg_server, live, env):
-    url, name = live
+    _, name = live
     pg_server.psql(
         "postgres", "DROP ROLE IF EXISTS helper; CREATE ROLE helper LOGIN CREATEDB PASSWORD 'pw';"
     )
@@ -146,7 +146,7 @@ def test_a_role_that_does_not_own_the_target_gets_a_clear_error(pg_server, live,
 
 
 def test_verify_by_restore_records_the_outcome_and_rto(pg_server, live, env, tmp_path):
-    url, name = live
+    del live  # a backup exists
     checks = tmp_path / "checks.sql"
     checks.write_text(
         "-- orphans\nSELECT e.id FROM events e LEFT JOIN accounts a ON a.id = e.account_id"

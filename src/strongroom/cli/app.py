@@ -16,8 +16,10 @@ from strongroom.cli.cat_cmd import cat
 from strongroom.cli.catalog_cmd import list_backups, show
 from strongroom.cli.init_cmd import init
 from strongroom.cli.logs import configure_logging
+from strongroom.cli.maintenance_cmd import check, prune, stats
 from strongroom.cli.output import stderr
 from strongroom.cli.restore_cmd import restore, rollback
+from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.verify_cmd import verify
 from strongroom.errors import StrongroomError
 from strongroom.redaction import redact_text
@@ -62,6 +64,12 @@ app.command()(restore)
 app.command()(rollback)
 app.command()(verify)
 app.command()(cat)
+app.command("forget")(forget_cmd)
+app.command()(pin)
+app.command()(unpin)
+app.command()(prune)
+app.command()(check)
+app.command()(stats)
 
 
 def _fail(message: str, code: int) -> None:

@@ -14,6 +14,7 @@ from strongroom.engines.base import Engine
 from strongroom.pipeline.chunking import iter_chunks
 from strongroom.pipeline.hashing import StreamChecksum
 from strongroom.repository.ids import new_backup_id, utc_now_iso
+from strongroom.repository.locks import BACKUP_WAIT, RepositoryLock, acquire_shared
 from strongroom.repository.manifest import (
     STATUS_COMPLETE,
     ChunkRef,
@@ -111,10 +112,32 @@ def run_backup(
     tags: tuple[str, ...] = (),
     progress: ProgressSink | None = None,
     workers: int = DEFAULT_WORKERS,
+    lock_wait: float = BACKUP_WAIT,
 ) -> BackupReport:
-    """Take one backup; the manifest is written only after every chunk is stored."""
+    """Take one backup; the manifest is written only after every chunk is stored.
+
+    A shared repository lock is held from before ``chunks/`` is listed until the manifest
+    is written, so ``prune`` never deletes a chunk this backup counts on.
+    """
     progress = progress or NoProgress()
     engine.check()
+    purpose = f"backup of {target or engine.database_name()}"
+    lock = acquire_shared(repo.storage, purpose, wait=lock_wait)
+    try:
+        return _back_up(repo, engine, lock, target, tags, progress, workers)
+    finally:
+        lock.release()
+
+
+def _back_up(
+    repo: Repository,
+    engine: Engine,
+    lock: RepositoryLock,
+    target: str | None,
+    tags: tuple[str, ...],
+    progress: ProgressSink,
+    workers: int,
+) -> BackupReport:
     writer = _ChunkWriter(repo, repo.chunks.known_ids(), workers)
     started_at = utc_now_iso()
     clock = time.monotonic()
@@ -160,6 +183,7 @@ def run_backup(
         chunks=tuple(o.ref for o in outcomes),
         private_sealed=seal_private(private, repo.keyring.sealer(for_reading=False)),
     )
+    lock.ensure_held()  # a lease that lapsed may have let prune delete chunks we use
     repo.write_manifest(manifest)
     log.info("backup %s of %s complete", backup_id, manifest.target)
     return BackupReport(manifest, sum(o.ref.size for o in new))
