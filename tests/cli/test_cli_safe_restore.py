@@ -270,3 +270,37 @@ def test_a_lost_connection_during_restore_leaves_the_original_untouched(pg_serve
     assert "untouched" in err and "Traceback" not in err
     assert _count(pg_server, name) == 300000
     assert not any(d.startswith(f"{name}_sr_") for d in _databases(pg_server))
+
+
+def test_single_table_into_a_side_schema_next_to_the_live_data(pg_server, live, env):
+    url, name = live
+    out = _ok(
+        run_cli(
+            "restore",
+            "latest",
+            "--to",
+            url,
+            "--table",
+            "public.events",
+            "--into-schema",
+            "restored",
+            env=env,
+        )
+    )
+    assert "restored.events" in out
+    assert _count(pg_server, name, "restored.events") == 6000
+    assert _count(pg_server, name, "public.events") == 5000  # live data untouched
+    again = run_cli(
+        "restore",
+        "latest",
+        "--to",
+        url,
+        "--table",
+        "public.events",
+        "--into-schema",
+        "restored",
+        env=env,
+    )
+    assert again.returncode == 5 and "Traceback" not in again.stderr.decode()
+    unknown = run_cli("restore", "latest", "--to", url, "--table", "public.nope", env=env)
+    assert unknown.returncode == 2 and "public.nope" in unknown.stderr.decode()
