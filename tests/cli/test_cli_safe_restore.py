@@ -304,3 +304,21 @@ def test_single_table_into_a_side_schema_next_to_the_live_data(pg_server, live, 
     assert again.returncode == 5 and "Traceback" not in again.stderr.decode()
     unknown = run_cli("restore", "latest", "--to", url, "--table", "public.nope", env=env)
     assert unknown.returncode == 2 and "public.nope" in unknown.stderr.decode()
+
+
+def test_parallel_restore_from_a_materialised_dump(pg_server, live, env):
+    url, name = live
+    result = run_cli(
+        "-v",
+        "restore",
+        "latest",
+        "--to",
+        url,
+        "--yes",
+        "--drop-old",
+        env={**env, "STRONGROOM_RESTORE_JOBS": "2"},
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "-j 2" in result.stderr.decode()
+    assert _count(pg_server, name) == 6000
+    assert "verified" in result.stdout.decode()

@@ -83,7 +83,9 @@ def verify_by_restore(
     results: list[CheckResult] = []
     try:
         try:
-            scratch.restore(with_progress(repo.read_stream(manifest), progress))
+            scratch.restore(
+                with_progress(repo.read_stream(manifest), progress), size_hint=manifest.raw_size
+            )
         finally:
             progress.finish()
         restore_seconds = time.monotonic() - clock

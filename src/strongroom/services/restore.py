@@ -186,7 +186,9 @@ def run_restore(
     clock = time.monotonic()
     progress.start("restore", manifest.raw_size)
     try:
-        staged.restore(with_progress(repo.read_stream(manifest), progress))
+        staged.restore(
+            with_progress(repo.read_stream(manifest), progress), size_hint=manifest.raw_size
+        )
         comparisons = compare_tables(plan.backup_tables, staged.table_stats())
     except StrongroomError as exc:
         _discard(staged)
