@@ -130,6 +130,35 @@ def test_describe_is_safe_to_show(storage: Storage) -> None:
         assert text == str(storage.root)
 
 
+def test_create_succeeds_once_and_never_overwrites(storage: Storage) -> None:
+    assert storage.create("jobs/a/claim.json", b"first") is True
+    assert storage.create("jobs/a/claim.json", b"second") is False
+    assert storage.get("jobs/a/claim.json") == b"first"
+    storage.delete("jobs/a/claim.json")
+    assert storage.create("jobs/a/claim.json", b"third") is True
+    assert list(storage.list("jobs/")) == ["jobs/a/claim.json"]
+
+
+def test_exactly_one_of_16_concurrent_creates_wins(storage: Storage) -> None:
+    import threading
+
+    barrier = threading.Barrier(16)
+    wins: list[int] = []
+
+    def contend(n: int) -> None:
+        barrier.wait()
+        if storage.create("race/claim", str(n).encode()):
+            wins.append(n)
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert storage.get("race/claim") == str(wins[0]).encode()
+
+
 def test_concurrent_puts_from_16_threads_all_land(storage: Storage) -> None:
     threads, per_thread = 16, 8
     barrier = threading.Barrier(threads)

@@ -17,11 +17,12 @@ from strongroom.cli.catalog_cmd import list_backups, show
 from strongroom.cli.init_cmd import init
 from strongroom.cli.logs import configure_logging
 from strongroom.cli.maintenance_cmd import check, prune, stats
+from strongroom.cli.ops_cmd import config_app, health, run, schedule
 from strongroom.cli.output import stderr
 from strongroom.cli.restore_cmd import restore, rollback
 from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.verify_cmd import verify
-from strongroom.errors import StrongroomError
+from strongroom.errors import StrongroomError, UsageError
 from strongroom.redaction import redact_text
 
 log = logging.getLogger("strongroom.cli")
@@ -52,8 +53,18 @@ def _global(
             "--version", help="Print the version.", is_eager=True, callback=_print_version
         ),
     ] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="STRONGROOM_LOG_FORMAT",
+            help="human, or json (one object per line with backup_id and target).",
+        ),
+    ] = "human",
 ) -> None:
-    configure_logging(logging.INFO if verbose else logging.WARNING)
+    if log_format not in ("human", "json"):
+        raise UsageError("--log-format must be human or json")
+    configure_logging(logging.INFO if verbose else logging.WARNING, log_format)
 
 
 app.command()(init)
@@ -70,6 +81,10 @@ app.command()(unpin)
 app.command()(prune)
 app.command()(check)
 app.command()(stats)
+app.command()(run)
+app.command()(schedule)
+app.command()(health)
+app.add_typer(config_app, name="config")
 
 
 def _fail(message: str, code: int) -> None:

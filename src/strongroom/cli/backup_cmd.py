@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,8 +11,13 @@ import typer
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
-from strongroom.errors import UsageError
+from strongroom.errors import StrongroomError, UsageError
+from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.repository import Repository
+from strongroom.repository.runs import RunRecord, record_run, runs_of
+from strongroom.repository.verifications import last_verifications
 from strongroom.services.backup import run_backup
+from strongroom.services.metrics import build_registry, write_metrics_file
 
 
 def backup(
@@ -28,6 +34,10 @@ def backup(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option("--metrics-file", help="Also write Prometheus metrics to this textfile."),
+    ] = None,
 ) -> None:
     """Back up a database into the repository."""
     url = database_url or os.environ.get("DATABASE_URL")
@@ -35,10 +45,45 @@ def backup(
         raise UsageError("no database given: pass DATABASE_URL as an argument or set $DATABASE_URL")
     repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(url)
-    report = run_backup(
-        repository, engine, target=target, tags=tuple(tag or ()), progress=progress_sink()
-    )
+    started = utc_now_iso()
+    name = target or engine.database_name()
+    try:
+        report = run_backup(
+            repository, engine, target=target, tags=tuple(tag or ()), progress=progress_sink()
+        )
+    except StrongroomError as exc:
+        record_run(
+            repository.storage,
+            RunRecord(
+                name,
+                "backup",
+                False,
+                started,
+                utc_now_iso(),
+                tuple(tag or ()),
+                error_kind=type(exc).__name__,
+            ),
+        )
+        _write_metrics(repository, metrics_file)
+        raise
     m = report.manifest
+    record_run(
+        repository.storage,
+        RunRecord(
+            name,
+            "backup",
+            True,
+            started,
+            utc_now_iso(),
+            m.tags,
+            None,
+            m.backup_id,
+            m.raw_size,
+            m.stored_new_bytes,
+            m.duration_seconds,
+        ),
+    )
+    _write_metrics(repository, metrics_file)
     share = 100.0 * report.new_plain_bytes / m.raw_size if m.raw_size else 0.0
     stdout.print(f"backup {m.backup_id} complete")
     stdout.print(f"  target       {m.target} ({m.engine} {m.engine_version})")
@@ -53,3 +98,14 @@ def backup(
     else:
         stdout.print("  dedup ratio  all data was already stored (nothing new)")
     stdout.print(f"  duration     {human_seconds(m.duration_seconds)}")
+
+
+def _write_metrics(repository: Repository, metrics_file: Path | None) -> None:
+    if metrics_file is None:
+        return
+    registry = build_registry(
+        repository.list_backups(),
+        runs_of(repository.storage),
+        last_verifications(repository.storage),
+    )
+    write_metrics_file(metrics_file, registry)

@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from strongroom.engines.base import Engine
+from strongroom.logcontext import log_context
 from strongroom.pipeline.chunking import iter_chunks
 from strongroom.pipeline.hashing import StreamChecksum
 from strongroom.repository.ids import new_backup_id, utc_now_iso
@@ -121,18 +122,21 @@ def run_backup(
     """
     progress = progress or NoProgress()
     engine.check()
-    purpose = f"backup of {target or engine.database_name()}"
-    lock = acquire_shared(repo.storage, purpose, wait=lock_wait)
-    try:
-        return _back_up(repo, engine, lock, target, tags, progress, workers)
-    finally:
-        lock.release()
+    name = target or engine.database_name()
+    backup_id = new_backup_id()
+    with log_context(backup_id=backup_id, target=name):
+        lock = acquire_shared(repo.storage, f"backup of {name}", wait=lock_wait)
+        try:
+            return _back_up(repo, engine, lock, backup_id, target, tags, progress, workers)
+        finally:
+            lock.release()
 
 
 def _back_up(
     repo: Repository,
     engine: Engine,
     lock: RepositoryLock,
+    backup_id: str,
     target: str | None,
     tags: tuple[str, ...],
     progress: ProgressSink,
@@ -141,7 +145,6 @@ def _back_up(
     writer = _ChunkWriter(repo, repo.chunks.known_ids(), workers)
     started_at = utc_now_iso()
     clock = time.monotonic()
-    backup_id = new_backup_id()
     checksum = StreamChecksum()
     raw_size = 0
     progress.start("backup", engine.estimated_size())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from strongroom.engines.base import Engine, TableStats, TargetState
 from strongroom.errors import StrongroomError, UsageError
+from strongroom.logcontext import log_context
 from strongroom.repository.manifest import Manifest, TableRecord
 from strongroom.repository.repository import Repository
 from strongroom.repository.verifications import last_verifications
@@ -172,6 +173,19 @@ def run_restore(
     plan: RestorePlan | None = None,
 ) -> RestoreReport:
     """Restore ``manifest`` safely into ``engine``'s target (see the module docstring)."""
+    with log_context(backup_id=manifest.backup_id, target=manifest.target):
+        return _restore(repo, manifest, engine, safety_backup, keep_old, progress, plan)
+
+
+def _restore(
+    repo: Repository,
+    manifest: Manifest,
+    engine: Engine,
+    safety_backup: bool,
+    keep_old: bool,
+    progress: ProgressSink | None,
+    plan: RestorePlan | None,
+) -> RestoreReport:
     progress = progress or NoProgress()
     plan = plan or plan_restore(repo, manifest, engine, safety_backup=safety_backup)
     _ = repo.chunks  # load the key before touching anything

@@ -16,6 +16,10 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` atomically, replacing any existing object."""
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` only if no object exists under ``key`` (atomically); return
+        whether this call created it. Used for claims that exactly one process may win."""
+
     def get(self, key: str) -> bytes:
         """Return the object's bytes; raise ``ObjectNotFound`` if there is none."""
 

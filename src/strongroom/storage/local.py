@@ -126,6 +126,33 @@ class LocalStorage:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Write a temp file, then hard-link it to ``key``: the link fails if ``key``
+        exists, so exactly one creator wins."""
+        final = self._path(key)
+        directory = final.parent
+        tmp: Path | None = None
+        try:
+            self._makedirs(directory)
+            tmp = directory / f"{TEMP_PREFIX}{final.name}-{secrets.token_hex(8)}"
+            with tmp.open("xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            with self._lock:
+                self._unsynced_dirs.add(directory)
+            return True
+        except OSError as exc:
+            raise self._write_error(key, exc) from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
     def sync(self) -> None:
         """fsync every directory that received an object since the last sync."""
         with self._lock:

@@ -35,6 +35,15 @@ class MemoryStorage:
         with self._lock:
             self._objects[key] = copy
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store a copy of ``data`` unless ``key`` exists."""
+        validate_key(key)
+        with self._lock:
+            if key in self._objects:
+                return False
+            self._objects[key] = bytes(data)
+            return True
+
     def get(self, key: str) -> bytes:
         """Return the stored (immutable) bytes."""
         with self._lock:

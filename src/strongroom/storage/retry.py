@@ -103,6 +103,10 @@ class RetryingStorage:
         """``put`` with retries."""
         self._call("put", key, lambda: self.inner.put(key, data))
 
+    def create(self, key: str, data: bytes) -> bool:
+        """``create`` with retries (a retried create that had landed reports False)."""
+        return self._call("create", key, lambda: self.inner.create(key, data))
+
     def get(self, key: str) -> bytes:
         """``get`` with retries."""
         return self._call("get", key, lambda: self.inner.get(key))

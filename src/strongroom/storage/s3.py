@@ -184,6 +184,23 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "put", key) from exc
 
+    def create(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): S3, R2 and MinIO refuse it with 412
+        when the object exists."""
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            raise self._error(exc, "create", key) from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "create", key) from exc
+        return True
+
     def get(self, key: str) -> bytes:
         """Download the whole object."""
         try:

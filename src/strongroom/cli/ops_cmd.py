@@ -1,0 +1,172 @@
+"""strongroom config check / run / schedule / health"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from strongroom.cli.output import stdout
+from strongroom.config import ConfigError, Settings, load_settings
+from strongroom.errors import UsageError
+from strongroom.repository.repository import Repository
+from strongroom.repository.runs import runs_of
+from strongroom.repository.verifications import last_verifications
+from strongroom.services.daemon import Daemon, upcoming_runs
+from strongroom.services.health import EXIT_CODES, evaluate_target, overall
+from strongroom.services.metrics import build_registry, write_metrics_file
+from strongroom.services.notifications import build_notifier
+from strongroom.services.repository_access import RepositoryLocation
+from strongroom.services.schedule import interval_of
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        envvar="STRONGROOM_CONFIG",
+        help="strongroom.toml (default: the environment variables DATABASE_URL, BACKUP_DIR…)",
+        show_envvar=True,
+    ),
+]
+MetricsFileOption = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", help="Also write Prometheus metrics to this textfile."),
+]
+
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+
+
+def open_repository(settings: Settings) -> Repository:
+    repo = settings.repository
+    passphrase = os.environ.get(repo.passphrase_env or "STRONGROOM_PASSPHRASE") or None
+    key_file = Path(repo.key_file).expanduser() if repo.key_file else None
+    return RepositoryLocation(repo.location, repo.s3_endpoint, key_file, passphrase).open()
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration; name the field and line of every error."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            stdout.print(
+                f"{config or os.environ.get('STRONGROOM_CONFIG')}: {problem}", markup=False
+            )
+        raise UsageError(f"{len(exc.problems)} problem(s) in the configuration") from exc
+    problems = []
+    for name, target in settings.targets.items():
+        if target.url_env and not os.environ.get(target.url_env):
+            problems.append(f"targets.{name}.url_env: {target.url_env} is not set here")
+    for problem in problems:
+        stdout.print(f"warning: {problem}", markup=False)
+    stdout.print(
+        f"configuration ok: repository {settings.repository.location}, "
+        f"{len(settings.targets)} target(s), {len(settings.notifications.channels)} channel(s), "
+        f"time zone {settings.timezone}",
+        markup=False,
+    )
+
+
+def schedule(config: ConfigOption = None) -> None:
+    """List the next runs of every scheduled job."""
+    settings = load_settings(config)
+    table = Table(box=None, pad_edge=False)
+    for column in ("JOB", "CRON", "NEXT RUNS"):
+        table.add_column(column)
+    for job, times in upcoming_runs(settings, datetime.now(UTC)):
+        table.add_row(
+            job.job_id, job.cron, ", ".join(t.strftime("%Y-%m-%d %H:%M %Z") for t in times)
+        )
+    stdout.print(table)
+
+
+def run(
+    config: ConfigOption = None,
+    metrics_file: MetricsFileOption = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron).")] = False,
+) -> None:
+    """Run scheduled backups, retention, prune and restore drills in the foreground.
+
+    SIGTERM or Ctrl-C: the running job finishes, then strongroom exits; a second signal
+    abandons it cleanly (no backup is recorded unless its manifest was written)."""
+    settings = load_settings(config)
+    daemon = Daemon(
+        settings,
+        open_repository(settings),
+        dict(os.environ),
+        notifier=build_notifier(settings.notifications, os.environ),
+        metrics_file=metrics_file,
+    )
+    if once:
+        daemon.tick()
+        return
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] == 1:
+            daemon.stop.set()
+            return
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    daemon.run_forever()
+
+
+def health(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+    metrics_file: MetricsFileOption = None,
+) -> None:
+    """Exit 0 healthy, 1 warning, 2 critical: backup age, last run, last restore drill."""
+    settings = load_settings(config)
+    repo = open_repository(settings)
+    now = datetime.now(UTC)
+    manifests = repo.list_backups()
+    runs = runs_of(repo.storage)
+    verifications = last_verifications(repo.storage)
+    names = sorted(set(settings.targets) or {m.target for m in manifests})
+    results = []
+    for name in names:
+        target = settings.targets.get(name)
+        crons = list(target.schedule.values()) if target else []
+        interval = interval_of(crons, now, settings.timezone)
+        results.append(
+            evaluate_target(name, manifests, runs, verifications, interval, settings.grace, now)
+        )
+    status = overall(results)
+    if metrics_file is not None:
+        write_metrics_file(metrics_file, build_registry(manifests, runs, verifications))
+    if as_json:
+        stdout.print_json(
+            json.dumps(
+                {
+                    "status": status,
+                    "checked_at": now.isoformat(),
+                    "targets": [r.__dict__ for r in results],
+                }
+            )
+        )
+    else:
+        for r in results:
+            age = (
+                f"{r.newest_age_seconds / 3600:.1f} h" if r.newest_age_seconds is not None else "-"
+            )
+            reasons = "; ".join(r.reasons) or "ok"
+            stdout.print(
+                f"{r.status.upper():<9} {r.target}: newest good backup {age} old; {reasons}",
+                markup=False,
+            )
+        stdout.print(f"overall: {status}")
+    raise typer.Exit(EXIT_CODES[status])

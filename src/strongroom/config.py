@@ -1,0 +1,344 @@
+"""Typed settings: a ``strongroom.toml`` file, or the environment variables of the scripts
+strongroom replaces (``DATABASE_URL``, ``BACKUP_DIR``, ``BACKUP_S3_BUCKET``,
+``BACKUP_RETENTION_DAYS``, ``SLACK_WEBHOOK_URL``).
+
+Every validation error names the field and the line of the file it comes from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from strongroom.errors import UsageError
+from strongroom.retention import RetentionPolicy, parse_duration
+
+CONFIG_ENV = "STRONGROOM_CONFIG"
+DEFAULT_STALE_GRACE = "1h"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_cron(expression: str) -> str:
+    if not croniter.is_valid(expression):
+        raise ValueError(f'{expression!r} is not a cron expression (e.g. "0 2 * * *")')
+    return expression
+
+
+CronExpression = Annotated[str, Field(min_length=1)]
+
+
+class RepositorySettings(_Model):
+    """Where backups go, and the key that opens them."""
+
+    location: str = Field(min_length=1)
+    s3_endpoint: str | None = None
+    key_file: str | None = None
+    passphrase_env: str | None = None
+
+
+class RetentionSettings(_Model):
+    keep_last: int | None = Field(default=None, ge=0)
+    keep_hourly: int | None = Field(default=None, ge=0)
+    keep_daily: int | None = Field(default=None, ge=0)
+    keep_weekly: int | None = Field(default=None, ge=0)
+    keep_monthly: int | None = Field(default=None, ge=0)
+    keep_yearly: int | None = Field(default=None, ge=0)
+    keep_within: str | None = None
+    keep_tags: list[str] = Field(default_factory=list)
+    prune: bool = True
+
+    @field_validator("keep_within")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def policy(self, timezone: str) -> RetentionPolicy:
+        return RetentionPolicy(
+            keep_last=self.keep_last,
+            keep_hourly=self.keep_hourly,
+            keep_daily=self.keep_daily,
+            keep_weekly=self.keep_weekly,
+            keep_monthly=self.keep_monthly,
+            keep_yearly=self.keep_yearly,
+            keep_within=parse_duration(self.keep_within) if self.keep_within else None,
+            keep_tags=frozenset(self.keep_tags),
+            timezone=timezone,
+        )
+
+
+class HookSettings(_Model):
+    """Shell commands run around jobs (environment: STRONGROOM_TARGET, STRONGROOM_BACKUP_ID)."""
+
+    pre_backup: list[str] = Field(default_factory=list)
+    post_backup: list[str] = Field(default_factory=list)
+    post_restore: list[str] = Field(default_factory=list)
+
+
+class VerifySettings(_Model):
+    """A scheduled restore drill (``verify --restore``) of the target's newest backup."""
+
+    schedule: CronExpression
+    scratch_url: str | None = None
+    scratch_url_env: str | None = None
+    check_sql: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _check_cron(value)
+
+
+class TargetSettings(_Model):
+    """One database to back up."""
+
+    url: str | None = None
+    url_env: str | None = None
+    schedule: dict[str, CronExpression] = Field(default_factory=dict)
+    retention: RetentionSettings | None = None
+    hooks: HookSettings = Field(default_factory=HookSettings)
+    verify: VerifySettings | None = None
+    stale_after: str | None = None  # override: warn when the newest backup is older
+
+    @field_validator("schedule")
+    @classmethod
+    def _crons(cls, value: dict[str, str]) -> dict[str, str]:
+        for tag, expression in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
+                raise ValueError(f"schedule tag {tag!r} may use letters, digits, _ . - only")
+            _check_cron(expression)
+        return value
+
+    @model_validator(mode="after")
+    def _one_url(self) -> TargetSettings:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url or url_env")
+        return self
+
+    def database_url(self, env: Mapping[str, str]) -> str:
+        if self.url is not None:
+            return self.url
+        value = env.get(str(self.url_env))
+        if not value:
+            raise UsageError(f"environment variable {self.url_env} (url_env) is not set")
+        return value
+
+
+class ChannelSettings(_Model):
+    """A notification channel; secrets come from environment variables (``*_env``)."""
+
+    type: Literal["slack", "webhook", "email"]
+    name: str | None = None
+    webhook_url: str | None = None
+    webhook_url_env: str | None = None
+    url: str | None = None
+    secret_env: str | None = None
+    host: str | None = None
+    port: int = 587
+    sender: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+    username: str | None = None
+    password_env: str | None = None
+    starttls: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChannelSettings:
+        if self.type == "slack" and not (self.webhook_url or self.webhook_url_env):
+            raise ValueError("a slack channel needs webhook_url or webhook_url_env")
+        if self.type == "webhook" and not self.url:
+            raise ValueError("a webhook channel needs url")
+        if self.type == "email" and not (self.host and self.sender and self.recipients):
+            raise ValueError("an email channel needs host, sender and recipients")
+        return self
+
+
+class NotificationSettings(_Model):
+    on_failure: bool = True
+    on_success: bool = False
+    on_stale: bool = True
+    size_change_percent: float | None = Field(default=None, gt=0)
+    channels: list[ChannelSettings] = Field(default_factory=list)
+
+
+class Settings(_Model):
+    """The whole configuration."""
+
+    timezone: str = "UTC"
+    repository: RepositorySettings
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    stale_grace: str = DEFAULT_STALE_GRACE
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin)") from exc
+        return value
+
+    @field_validator("stale_grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def grace(self) -> timedelta:
+        return parse_duration(self.stale_grace)
+
+    def retention_for(self, target: str, env: Mapping[str, str]) -> RetentionPolicy:
+        """The target's policy; else BACKUP_RETENTION_DAYS; else 7 daily/4 weekly/12 monthly."""
+        settings = self.targets.get(target)
+        if settings is not None and settings.retention is not None:
+            return settings.retention.policy(self.timezone)
+        from_env = RetentionPolicy.from_environment(env)
+        if from_env is not None:
+            return replace_timezone(from_env, self.timezone)
+        return replace_timezone(RetentionPolicy.default(), self.timezone)
+
+
+def replace_timezone(policy: RetentionPolicy, timezone: str) -> RetentionPolicy:
+    from dataclasses import replace
+
+    return replace(policy, timezone=timezone)
+
+
+class ConfigError(UsageError):
+    """The configuration is invalid; ``problems`` lists each one with field and line."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        first = problems[0] if problems else "invalid"
+        more = (
+            f" (and {len(problems) - 1} more; run: strongroom config check)"
+            if len(problems) > 1
+            else ""
+        )
+        super().__init__(f"{path}: {first}{more}")
+        self.problems = problems
+
+
+# --- locating fields in the TOML text ------------------------------------------------------
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\"'.-]+)\s*=")
+
+
+def _dotted(text: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in text.split(".")]
+
+
+def locate_fields(text: str) -> dict[tuple[str, ...], int]:
+    """Map each table/key path of a TOML text to its line number (arrays of tables get
+    their index in the path)."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    array_counts: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            path = tuple(_dotted(header.group(2)))
+            if header.group(1) == "[[":
+                index = array_counts.get(path, 0)
+                array_counts[path] = index + 1
+                table = (*path, str(index))
+            else:
+                table = path
+            lines.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            lines.setdefault((*table, *_dotted(key.group(1))), number)
+    return lines
+
+
+def _line_of(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _problems(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(str(part) for part in item["loc"])
+        field = ".".join(loc) or "(top level)"
+        line = _line_of(loc, lines)
+        where = f"line {line}: " if line else ""
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}{field}: {message}")
+    return problems
+
+
+def parse_settings(text: str, path: str = "strongroom.toml") -> Settings:
+    """Validate a TOML text; raise ``ConfigError`` listing every problem with its line."""
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, _problems(exc, locate_fields(text))) from exc
+
+
+def settings_from_environment(env: Mapping[str, str]) -> Settings | None:
+    """The scripts' variables as settings: BACKUP_DIR or BACKUP_S3_BUCKET (repository),
+    DATABASE_URL (one target, daily at 02:00), SLACK_WEBHOOK_URL (failure alerts)."""
+    location = env.get("STRONGROOM_REPO") or env.get("BACKUP_DIR")
+    if not location and env.get("BACKUP_S3_BUCKET"):
+        bucket = env["BACKUP_S3_BUCKET"].removeprefix("s3://")
+        location = f"s3://{bucket}"
+    if not location:
+        return None
+    targets: dict[str, TargetSettings] = {}
+    if env.get("DATABASE_URL"):
+        from strongroom.engines import open_engine
+
+        name = open_engine(env["DATABASE_URL"]).database_name()
+        targets[name] = TargetSettings(url_env="DATABASE_URL", schedule={"daily": "0 2 * * *"})
+    channels = []
+    if env.get("SLACK_WEBHOOK_URL"):
+        channels.append(ChannelSettings(type="slack", webhook_url_env="SLACK_WEBHOOK_URL"))
+    return Settings(
+        repository=RepositorySettings(
+            location=location,
+            s3_endpoint=env.get("AWS_ENDPOINT_URL"),
+            key_file=env.get("STRONGROOM_KEY_FILE"),
+        ),
+        targets=targets,
+        notifications=NotificationSettings(channels=channels),
+    )
+
+
+def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Settings:
+    """From ``--config``/``STRONGROOM_CONFIG``, else from the environment variables."""
+    env = os.environ if env is None else env
+    chosen = path or env.get(CONFIG_ENV)
+    if chosen:
+        try:
+            text = Path(chosen).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read configuration {chosen}: {exc.strerror}") from exc
+        return parse_settings(text, chosen)
+    settings = settings_from_environment(env)
+    if settings is None:
+        raise UsageError(
+            "no configuration: give --config strongroom.toml (or STRONGROOM_CONFIG), or set "
+            "BACKUP_DIR / BACKUP_S3_BUCKET / STRONGROOM_REPO and DATABASE_URL"
+        )
+    return settings

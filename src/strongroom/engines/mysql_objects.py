@@ -1,0 +1,365 @@
+"""Moving a database's contents to another database on the same MySQL/MariaDB server.
+
+MySQL has no ``RENAME DATABASE``. ``RENAME TABLE a.t TO b.t`` moves a table (its rows,
+indexes and foreign keys: InnoDB re-points foreign keys between tables renamed together)
+atomically, and one statement may move many tables, all or none. It refuses a table
+with triggers ("Trigger in wrong schema") and cannot move views; routines and events
+belong to their database. So the swap (``swap_databases``):
+
+1. captures every trigger, view, routine and event of the staged and of the target
+   database with ``SHOW CREATE …`` run inside that database (names of objects in the same
+   database come out unqualified) in the original client character set, with the
+   ``sql_mode`` (and the event's ``time_zone``) they were created under;
+2. creates ``<name>_old_<UTC time>`` and drops the staged triggers (nothing of the target
+   has changed yet; a failure here leaves it as it was);
+3. drops the target's triggers and runs ONE ``RENAME TABLE`` that moves every target table
+   to the old database, then every staged table into the target. If it fails (missing
+   privilege, a table locked past ``lock_wait_timeout``) the target's triggers are
+   re-created and the target is as it was;
+4. re-creates the staged triggers, views (``CREATE OR REPLACE``), routines and events in
+   the target, replacing the target's own; with ``keep_old`` the target's own objects are
+   re-created in the old database (its events disabled), else the old database is dropped;
+   the staged database, now without tables, is dropped.
+
+Between steps 3 and 4 the target's tables are in place but, for a few milliseconds, without
+triggers: stop writers around a restore.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pymysql
+
+from strongroom.engines.mysql_stats import MOVABLE_TYPES, quote_ident
+from strongroom.errors import RestoreFailed
+
+if TYPE_CHECKING:
+    from strongroom.engines.mysql import MysqlEngine
+
+logger = logging.getLogger("strongroom.engines.mysql")
+
+_NO_SUCH_TABLE = 1146
+_VIEW_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One stored object, as ``SHOW CREATE`` gave it (bytes in its client charset)."""
+
+    kind: str  # TRIGGER, VIEW, PROCEDURE, FUNCTION, EVENT
+    name: str
+    statement: bytes
+    sql_mode: str | None
+    charset_client: str
+    collation_connection: str
+    time_zone: str | None = None
+
+
+@dataclass
+class SchemaObjects:
+    """Everything in one database that ``RENAME TABLE`` does not carry across."""
+
+    tables: list[str] = field(default_factory=list)
+    triggers: list[Definition] = field(default_factory=list)
+    views: list[Definition] = field(default_factory=list)
+    routines: list[Definition] = field(default_factory=list)
+    events: list[Definition] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.tables or self.triggers or self.views or self.routines or self.events)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _names(cur: Any, query: str, database: str) -> list[tuple[str, ...]]:
+    cur.execute(query, (database,))
+    return [tuple(_text(v) for v in row) for row in cur.fetchall()]
+
+
+def _show(cur: Any, kind: str, name: str, database: str) -> Definition:
+    """``SHOW CREATE kind name`` as raw bytes (character_set_results = binary)."""
+    cur.execute(f"SHOW CREATE {kind} {quote_ident(name)}")
+    row = cur.fetchone()
+    columns = [d[0] for d in cur.description or ()]
+    values = dict(zip(columns, row or (), strict=False))
+    key = {
+        "TRIGGER": "SQL Original Statement",
+        "VIEW": "Create View",
+        "PROCEDURE": "Create Procedure",
+        "FUNCTION": "Create Function",
+        "EVENT": "Create Event",
+    }[kind]
+    statement = values.get(key)
+    if not statement:
+        raise RestoreFailed(
+            f"cannot read the definition of {kind.lower()} {name} in database {database}: "
+            "the user needs to own it or be allowed to read mysql.proc (SHOW CREATE ROUTINE)"
+        )
+    mode = values.get("sql_mode")
+    zone = values.get("time_zone")
+    return Definition(
+        kind=kind,
+        name=name,
+        statement=statement if isinstance(statement, bytes) else str(statement).encode(),
+        sql_mode=_text(mode) if mode is not None else None,
+        charset_client=_text(values.get("character_set_client", "utf8mb4")),
+        collation_connection=_text(values.get("collation_connection", "utf8mb4_general_ci")),
+        time_zone=_text(zone) if zone is not None else None,
+    )
+
+
+def capture(cur: Any, database: str) -> SchemaObjects:
+    """Tables and the definitions of every trigger, view, routine and event of ``database``."""
+    found = SchemaObjects()
+    tables = _names(
+        cur,
+        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+        database,
+    )
+    found.tables = sorted(name for name, kind in tables if kind in MOVABLE_TYPES)
+    views = sorted(name for name, kind in tables if kind == "VIEW")
+    triggers = _names(
+        cur,
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
+        " ORDER BY EVENT_OBJECT_TABLE, EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER",
+        database,
+    )
+    routines = _names(
+        cur,
+        "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
+        " WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
+        database,
+    )
+    events = _names(
+        cur,
+        "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s"
+        " ORDER BY EVENT_NAME",
+        database,
+    )
+    unsupported = [f"{kind.lower()} {name}" for name, kind in routines if kind not in ("PROCEDURE", "FUNCTION")]
+    if unsupported:
+        raise RestoreFailed(
+            f"database {database} holds {', '.join(unsupported)}, which strongroom cannot "
+            "move between databases"
+        )
+    cur.execute(f"USE {quote_ident(database)}")
+    cur.execute("SET SESSION character_set_results = binary")
+    try:
+        found.triggers = [_show(cur, "TRIGGER", n, database) for (n,) in triggers]
+        found.views = [_show(cur, "VIEW", n, database) for n in views]
+        found.routines = [_show(cur, kind, n, database) for n, kind in routines]
+        found.events = [_show(cur, "EVENT", n, database) for (n,) in events]
+    finally:
+        cur.execute("SET NAMES utf8mb4")
+    return found
+
+
+def create(cur: Any, database: str, definition: Definition, *, replace: bool = False) -> None:
+    """Run a captured ``CREATE`` inside ``database`` with its original session settings."""
+    statement = definition.statement
+    if replace and statement[:7].upper() == b"CREATE " and definition.kind == "VIEW":
+        statement = b"CREATE OR REPLACE " + statement[7:]
+    cur.execute(f"USE {quote_ident(database)}")
+    cur.execute("SELECT @@SESSION.sql_mode")
+    row = cur.fetchone()
+    saved_mode = _text(row[0]) if row else ""
+    try:
+        if definition.sql_mode is not None:
+            cur.execute("SET SESSION sql_mode = %s", (definition.sql_mode,))
+        if definition.time_zone is not None:
+            cur.execute("SET SESSION time_zone = %s", (definition.time_zone,))
+        cur.execute(
+            f"SET character_set_client = {definition.charset_client},"
+            f" collation_connection = {definition.collation_connection}"
+        )
+        cur.execute(statement)
+    finally:
+        cur.execute("SET NAMES utf8mb4")
+        cur.execute("SET SESSION sql_mode = %s, time_zone = '+00:00'", (saved_mode,))
+
+
+def drop(cur: Any, database: str, definition: Definition) -> None:
+    kind = definition.kind
+    cur.execute(f"DROP {kind} IF EXISTS {quote_ident(database)}.{quote_ident(definition.name)}")
+
+
+def create_views(cur: Any, database: str, views: Iterable[Definition]) -> None:
+    """Create views, retrying those that select from views not created yet."""
+    pending = list(views)
+    for _round in range(_VIEW_ROUNDS):
+        failed: list[tuple[Definition, pymysql.Error]] = []
+        for view in pending:
+            try:
+                create(cur, database, view, replace=True)
+            except pymysql.Error as exc:
+                if exc.args and exc.args[0] == _NO_SUCH_TABLE:
+                    failed.append((view, exc))
+                    continue
+                raise
+        if not failed or len(failed) == len(pending):
+            if failed:
+                raise failed[0][1]
+            return
+        pending = [view for view, _ in failed]
+
+
+def rename_statement(moves: Iterable[tuple[str, str, str]]) -> str:
+    """One ``RENAME TABLE`` for (table, from database, to database) triples, in order."""
+    parts = [
+        f"{quote_ident(src)}.{quote_ident(t)} TO {quote_ident(dst)}.{quote_ident(t)}"
+        for t, src, dst in moves
+    ]
+    return "RENAME TABLE " + ", ".join(parts)
+
+
+def _put_back(cur: Any, database: str, triggers: list[Definition]) -> list[str]:
+    """Re-create dropped triggers; return those that could not be."""
+    lost = []
+    for trigger in triggers:
+        try:
+            create(cur, database, trigger)
+        except pymysql.Error as exc:
+            logger.error("could not re-create trigger %s.%s: %s", database, trigger.name, exc)
+            lost.append(trigger.name)
+    return lost
+
+
+def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool) -> str | None:
+    """Swap ``staged`` into ``engine``'s database (module docstring); the old name or None."""
+    from strongroom.engines.mysql import error_text
+
+    target = engine.database_name()
+    with engine.connect() as conn, conn.cursor() as cur:
+        try:
+            incoming = capture(cur, staged)
+            cur.execute(
+                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (target,)
+            )
+            exists = cur.fetchone() is not None
+            current = capture(cur, target) if exists else SchemaObjects()
+            if not exists:
+                engine.create_database(like=staged)
+            if not current.empty:
+                cur.execute(
+                    f"CREATE DATABASE {quote_ident(old)} CHARACTER SET"
+                    f" {_charset(cur, target)}"
+                )
+            for trigger in incoming.triggers:
+                drop(cur, staged, trigger)
+        except pymysql.Error as exc:
+            raise RestoreFailed(
+                f"cannot prepare the swap into {engine.where()}: "
+                f"{engine.redact(error_text(exc))}; the original database is unchanged"
+            ) from None
+        _move_tables(engine, cur, current, incoming, staged, old)
+        problems = _complete(cur, target, current, incoming)
+        if problems:
+            raise RestoreFailed(
+                f"the restored tables are in {engine.where()}, but {'; '.join(problems)}; "
+                + (f"the replaced database is kept as {old}" if not current.empty else "")
+            )
+        if not current.empty and keep_old:
+            _keep_old_objects(cur, old, current)
+    logger.warning("swapped the restored database into %s", engine.where())
+    engine.drop_database(staged)
+    if current.empty:
+        return None
+    if keep_old:
+        return old
+    problem = engine.drop_database(old)
+    if problem is not None:
+        logger.warning("the replaced database is kept as %s: %s", old, problem)
+        return old
+    return None
+
+
+def _charset(cur: Any, database: str) -> str:
+    cur.execute(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
+        " WHERE SCHEMA_NAME = %s",
+        (database,),
+    )
+    row = cur.fetchone()
+    return f"{row[0]} COLLATE {row[1]}" if row else "utf8mb4"
+
+
+def _move_tables(
+    engine: MysqlEngine,
+    cur: Any,
+    current: SchemaObjects,
+    incoming: SchemaObjects,
+    staged: str,
+    old: str,
+) -> None:
+    """Drop the target's triggers and move all tables in one RENAME (step 3)."""
+    from strongroom.engines.mysql import error_text
+
+    target = engine.database_name()
+    moves = [(t, target, old) for t in current.tables] + [(t, staged, target) for t in incoming.tables]
+    dropped: list[Definition] = []
+    try:
+        for trigger in current.triggers:
+            drop(cur, target, trigger)
+            dropped.append(trigger)
+        if moves:
+            cur.execute(rename_statement(moves))
+    except pymysql.Error as exc:
+        reason = engine.redact(error_text(exc))
+        lost = _put_back(cur, target, dropped)
+        if not current.empty:
+            with_old = engine.drop_database(old)
+            if with_old is not None:
+                logger.warning("the empty database %s is left behind: %s", old, with_old)
+        state = (
+            "the original database is unchanged"
+            if not lost
+            else f"the original tables are unchanged but triggers {', '.join(lost)} are lost"
+        )
+        raise RestoreFailed(f"could not move the restored tables into {engine.where()}: {reason}; {state}") from None
+
+
+def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObjects) -> list[str]:
+    """Step 4 in the target: its objects replaced by the staged ones; problems found."""
+    problems: list[str] = []
+
+    def attempt(what: str, action: Any) -> None:
+        try:
+            action()
+        except pymysql.Error as exc:
+            problems.append(f"{what} failed ({exc.args[-1] if exc.args else exc})")
+
+    for trigger in incoming.triggers:
+        attempt(f"creating trigger {trigger.name}", lambda t=trigger: create(cur, target, t))
+    restored_views = {v.name for v in incoming.views}
+    for view in current.views:
+        if view.name not in restored_views:
+            attempt(f"dropping view {view.name}", lambda v=view: drop(cur, target, v))
+    attempt("creating the views", lambda: create_views(cur, target, incoming.views))
+    for kind_objects in (current.routines, current.events):
+        for item in kind_objects:
+            attempt(f"dropping {item.kind.lower()} {item.name}", lambda i=item: drop(cur, target, i))
+    for item in [*incoming.routines, *incoming.events]:
+        attempt(f"creating {item.kind.lower()} {item.name}", lambda i=item: create(cur, target, i))
+    return problems
+
+
+def _keep_old_objects(cur: Any, old: str, current: SchemaObjects) -> None:
+    """Re-create the replaced database's objects beside its tables (events disabled)."""
+    try:
+        for trigger in current.triggers:
+            create(cur, old, trigger)
+        create_views(cur, old, current.views)
+        for item in current.routines:
+            create(cur, old, item)
+        for event in current.events:
+            create(cur, old, event)
+            cur.execute(f"ALTER EVENT {quote_ident(old)}.{quote_ident(event.name)} DISABLE")
+    except pymysql.Error as exc:
+        logger.warning("the replaced database %s lacks some of its objects: %s", old, exc)

@@ -1,0 +1,139 @@
+"""Run records and job claims, kept in the repository so every machine sees them.
+
+``runs/<target>/<finished>-<kind>-<rand>.json``: one record per job run (scheduled or
+manual): outcome, sizes, the error's kind (never its text: that may name hosts or tables).
+
+``jobs/<job id>/<scheduled time>/``: the claim and the done marker of one scheduled run, so
+two daemons on the same repository never run the same job twice. The claim is created
+with an atomic create-if-absent (``Storage.create``: a hard link locally, a conditional
+``If-None-Match: *`` PUT on S3), so exactly one daemon wins it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from strongroom.errors import ObjectNotFound
+from strongroom.repository.ids import parse_iso, utc_now_iso
+from strongroom.storage.base import Storage
+
+RUNS_PREFIX = "runs/"
+JOBS_PREFIX = "jobs/"
+CLAIM_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    target: str
+    kind: str  # "backup", "verify", "maintenance"
+    ok: bool
+    started_at: str
+    finished_at: str
+    tags: tuple[str, ...] = ()
+    scheduled_for: str | None = None
+    backup_id: str | None = None
+    raw_size: int | None = None
+    stored_new_bytes: int | None = None
+    duration_seconds: float | None = None
+    error_kind: str | None = None
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return json.dumps(data, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunRecord:
+        data = json.loads(raw)
+        data["tags"] = tuple(data.get("tags", ()))
+        return cls(**data)
+
+
+def _stamp(iso: str) -> str:
+    return iso.replace("-", "").replace(":", "").replace(".", "")
+
+
+def record_run(storage: Storage, record: RunRecord) -> None:
+    key = (
+        f"{RUNS_PREFIX}{record.target}/{_stamp(record.finished_at)}-{record.kind}-"
+        f"{secrets.token_hex(3)}.json"
+    )
+    storage.put(key, record.to_json())
+    storage.sync()
+
+
+def runs_of(storage: Storage, target: str | None = None) -> list[RunRecord]:
+    """Run records, oldest first (of one target, or all)."""
+    prefix = f"{RUNS_PREFIX}{target}/" if target else RUNS_PREFIX
+    records = []
+    for key in storage.list(prefix):
+        try:
+            records.append(RunRecord.from_json(storage.get(key)))
+        except (ObjectNotFound, ValueError, KeyError, TypeError):
+            continue
+    return sorted(records, key=lambda r: r.finished_at)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    scheduled_for: str
+    key: str
+
+
+def _job_folder(job_id: str, scheduled_for: str) -> str:
+    return f"{JOBS_PREFIX}{job_id.replace(':', '/')}/{_stamp(scheduled_for)}/"
+
+
+def is_done(storage: Storage, job_id: str, scheduled_for: str) -> bool:
+    return storage.exists(_job_folder(job_id, scheduled_for) + "done.json")
+
+
+def try_claim(
+    storage: Storage, job_id: str, scheduled_for: str, owner: str, now: datetime | None = None
+) -> Claim | None:
+    """Claim one scheduled run; ``None`` if it is done or another process holds it.
+
+    The claim is created atomically (``Storage.create``), so exactly one of several
+    daemons wins; a claim whose holder died expires after ``CLAIM_TTL``."""
+    folder = _job_folder(job_id, scheduled_for)
+    if storage.exists(folder + "done.json"):
+        return None
+    moment = now or datetime.now(UTC)
+    key = folder + "claim.json"
+    body = json.dumps(
+        {
+            "owner": owner,
+            "claimed_at": utc_now_iso(),
+            "expires_at": (moment + CLAIM_TTL).isoformat(),
+        }
+    ).encode()
+    for _ in range(2):
+        if storage.create(key, body):
+            storage.sync()
+            return Claim(job_id, scheduled_for, key)
+        try:
+            expires = parse_iso(json.loads(storage.get(key))["expires_at"])
+        except ObjectNotFound:
+            continue  # released meanwhile: try again
+        except (ValueError, KeyError):
+            expires = moment  # unreadable: treat as expired
+        if expires > moment:
+            return None
+        storage.delete(key)  # the holder died: its claim expired
+    return None
+
+
+def mark_done(storage: Storage, claim: Claim, record: RunRecord) -> None:
+    folder = _job_folder(claim.job_id, claim.scheduled_for)
+    storage.put(folder + "done.json", record.to_json())
+    storage.sync()
+    storage.delete(claim.key)
+
+
+def release(storage: Storage, claim: Claim) -> None:
+    """Withdraw a claim without marking the run done (it will be tried again)."""
+    storage.delete(claim.key)

@@ -1,0 +1,156 @@
+"""The check use case: every manifest's chunks exist; with ``read_data``, each decrypts,
+decompresses and hashes to its name (all of them, or a random share)."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from strongroom.errors import (
+    BackupNotFound,
+    ChunkDamaged,
+    ChunkMissing,
+    RepositoryError,
+    UsageError,
+)
+from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, manifest_key
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.repository import Repository
+
+DEFAULT_WORKERS = 4
+_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
+
+
+def parse_subset(text: str) -> float:
+    """``10%`` -> 0.1; raises ``UsageError`` unless it is a share above 0 and at most 100%."""
+    match = _PERCENT.fullmatch(text.strip())
+    share = float(match[1]) / 100 if match else 0.0
+    if not match or not 0 < share <= 1:
+        raise UsageError(f"invalid --subset {text!r}: give a share such as 10% (above 0, <= 100%)")
+    return share
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "manifest", "missing", "damaged", "size"
+    subject: str  # a backup id or a chunk id
+    message: str
+    backups: tuple[str, ...] = ()  # backups that need the chunk
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    backups: int  # manifests read
+    referenced_chunks: int
+    stored_chunks: int
+    unreferenced_chunks: int
+    read_data: bool
+    subset: float | None
+    chunks_read: int = 0
+    bytes_read: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_repository(
+    repo: Repository,
+    *,
+    read_data: bool = False,
+    subset: float | None = None,
+    rng: random.Random | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> CheckReport:
+    """Check the repository; problems are reported in the result, never raised."""
+    storage = repo.storage
+    problems: list[Problem] = []
+    manifests: list[Manifest] = []
+    # Manifests first: every chunk a listed manifest needs was stored before it, so it
+    # must show up in the chunk listing that follows (unless forget+prune removed both).
+    for backup_id in repo.backup_ids():
+        try:
+            manifests.append(repo.load_manifest(backup_id))
+        except BackupNotFound:
+            continue
+        except RepositoryError as exc:
+            problems.append(Problem("manifest", backup_id, exc.message, (backup_id,)))
+    users: dict[str, list[str]] = {}
+    sizes: dict[str, set[int]] = {}
+    for m in manifests:
+        for ref in m.chunks:
+            users.setdefault(ref.chunk_id, [])
+            if not users[ref.chunk_id] or users[ref.chunk_id][-1] != m.backup_id:
+                users[ref.chunk_id].append(m.backup_id)
+            sizes.setdefault(ref.chunk_id, set()).add(ref.size)
+    stored = {chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX)}
+
+    def still_needed_by(chunk_id: str) -> tuple[str, ...]:
+        return tuple(b for b in users[chunk_id] if storage.exists(manifest_key(b)))
+
+    def missing(chunk_id: str) -> None:
+        if storage.exists(chunk_key(chunk_id)):
+            return
+        needed = still_needed_by(chunk_id)  # not a problem if its backups were forgotten
+        if needed:
+            problems.append(Problem("missing", chunk_id, f"chunk {chunk_id} is missing", needed))
+
+    for chunk_id in sorted(set(users) - stored):
+        missing(chunk_id)
+
+    chunks_read = bytes_read = 0
+    if read_data:
+        present = sorted(set(users) & stored)
+        chosen = present
+        if subset is not None and subset < 1:
+            count = min(len(present), math.ceil(subset * len(present)))
+            chosen = sorted((rng or random.Random()).sample(present, count))  # noqa: S311
+        store = repo.chunks
+
+        def read(chunk_id: str) -> tuple[str, int, Problem | None]:
+            try:
+                size = len(store.load(chunk_id))
+            except ChunkMissing as exc:
+                return chunk_id, 0, Problem("missing", chunk_id, exc.message)
+            except ChunkDamaged as exc:
+                return chunk_id, 0, Problem("damaged", chunk_id, exc.message)
+            expected = sizes[chunk_id]
+            if expected != {size}:
+                message = (
+                    f"chunk {chunk_id} holds {size} bytes, manifests record "
+                    f"{', '.join(str(s) for s in sorted(expected))}"
+                )
+                return chunk_id, size, Problem("size", chunk_id, message)
+            return chunk_id, size, None
+
+        results = _parallel(read, chosen, workers)
+        for chunk_id, size, problem in results:
+            chunks_read += 1
+            bytes_read += size
+            if problem is not None:
+                needed = still_needed_by(chunk_id)  # forgotten meanwhile: no problem
+                if needed:
+                    problems.append(Problem(problem.kind, chunk_id, problem.message, needed))
+    return CheckReport(
+        backups=len(manifests),
+        referenced_chunks=len(users),
+        stored_chunks=len(stored),
+        unreferenced_chunks=len(stored - set(users)),
+        read_data=read_data,
+        subset=subset if read_data else None,
+        chunks_read=chunks_read,
+        bytes_read=bytes_read,
+        problems=problems,
+    )
+
+
+def _parallel(
+    work: Callable[[str], tuple[str, int, Problem | None]], items: list[str], workers: int
+) -> list[tuple[str, int, Problem | None]]:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-check") as pool:
+        return list(pool.map(work, items))

@@ -1,0 +1,91 @@
+"""Prometheus metrics per target, written as a node-exporter textfile (``--metrics-file``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from strongroom.repository.ids import parse_iso
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.runs import RunRecord
+from strongroom.repository.verifications import VerificationRecord
+
+
+def build_registry(
+    manifests: list[Manifest], runs: list[RunRecord], verifications: dict[str, VerificationRecord]
+) -> CollectorRegistry:
+    """Gauges for every target seen in the repository's manifests and run records."""
+    registry = CollectorRegistry()
+    label = ["target"]
+    last_success = Gauge(
+        "strongroom_last_success_timestamp_seconds",
+        "Unix time the newest complete backup finished",
+        label,
+        registry=registry,
+    )
+    duration = Gauge(
+        "strongroom_last_backup_duration_seconds",
+        "Duration of the newest backup",
+        label,
+        registry=registry,
+    )
+    raw = Gauge(
+        "strongroom_last_backup_raw_bytes",
+        "Raw dump size of the newest backup",
+        label,
+        registry=registry,
+    )
+    stored = Gauge(
+        "strongroom_last_backup_stored_bytes",
+        "New bytes the newest backup stored (after dedup, compression, encryption)",
+        label,
+        registry=registry,
+    )
+    failures = Gauge(
+        "strongroom_backup_failures_total",
+        "Failed backup runs recorded in the repository",
+        label,
+        registry=registry,
+    )
+    drill_time = Gauge(
+        "strongroom_last_verified_restore_timestamp_seconds",
+        "Unix time of the newest passed restore drill",
+        label,
+        registry=registry,
+    )
+    drill_duration = Gauge(
+        "strongroom_last_verified_restore_duration_seconds",
+        "Restore time (RTO) measured by the newest passed restore drill",
+        label,
+        registry=registry,
+    )
+    targets = {m.target for m in manifests} | {r.target for r in runs}
+    for target in sorted(targets):
+        own = [m for m in manifests if m.target == target and "pre-restore" not in m.tags]
+        if own:
+            newest = max(own, key=lambda m: m.finished_at)
+            last_success.labels(target).set(parse_iso(newest.finished_at).timestamp())
+            duration.labels(target).set(newest.duration_seconds)
+            raw.labels(target).set(newest.raw_size)
+            stored.labels(target).set(newest.stored_new_bytes)
+        failures.labels(target).set(
+            sum(1 for r in runs if r.target == target and r.kind == "backup" and not r.ok)
+        )
+        drills = [
+            verifications[m.backup_id]
+            for m in own
+            if m.backup_id in verifications
+            and verifications[m.backup_id].ok
+            and verifications[m.backup_id].kind == "restore"
+        ]
+        if drills:
+            newest_drill = max(drills, key=lambda v: v.verified_at)
+            drill_time.labels(target).set(parse_iso(newest_drill.verified_at).timestamp())
+            drill_duration.labels(target).set(newest_drill.restore_seconds or 0.0)
+    return registry
+
+
+def write_metrics_file(path: Path, registry: CollectorRegistry) -> None:
+    """Atomically (temp file + rename) write the registry in the text exposition format."""
+    write_to_textfile(str(path), registry)

@@ -1,0 +1,177 @@
+"""The prune use case: delete the chunks no manifest references, safely beside backups.
+
+Prune takes the repository's exclusive lock (``repository.locks``), which waits until no
+backup holds a shared lock and makes new backups wait. Under it no backup is between
+listing ``chunks/`` and writing its manifest, so every chunk some backup counts on is
+referenced by a manifest that exists. See docs/design.md, "Locks and prune".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from strongroom.errors import BackupNotFound, ObjectNotFound
+from strongroom.repository.ids import is_backup_id
+from strongroom.repository.layout import (
+    CHUNKS_PREFIX,
+    PINS_PREFIX,
+    chunk_id_of_key,
+    chunk_key,
+)
+from strongroom.repository.locks import (
+    DEFAULT_TTL,
+    PRUNE_WAIT,
+    SHARED,
+    LockObserver,
+    RepositoryLock,
+    acquire_exclusive,
+)
+from strongroom.repository.repository import Repository
+from strongroom.repository.verifications import VERIFICATIONS_PREFIX
+from strongroom.storage.base import Storage
+
+log = logging.getLogger("strongroom.audit")
+
+DEFAULT_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    dry_run: bool
+    backups: int  # manifests read
+    stored_chunks: int  # chunk objects found
+    referenced_chunks: int
+    unreferenced_chunks: int
+    unreferenced_bytes: int  # what prune frees (or would free, on a dry run)
+    deleted_chunks: int  # 0 on a dry run
+    orphan_records: int  # pins and verification records of forgotten backups
+    running_backups: int  # dry run only: live backup locks (their new chunks count above)
+
+
+def referenced_chunks(repo: Repository) -> tuple[int, set[str]]:
+    """Manifests read and the chunk ids they reference. A manifest that cannot be read
+    stops prune (it may reference anything); one deleted meanwhile (forget) is skipped."""
+    referenced: set[str] = set()
+    count = 0
+    for backup_id in repo.backup_ids():
+        try:
+            manifest = repo.load_manifest(backup_id)
+        except BackupNotFound:
+            continue
+        count += 1
+        referenced |= manifest.unique_chunk_ids
+    return count, referenced
+
+
+def _sizes(
+    storage: Storage,
+    chunk_ids: Iterable[str],
+    workers: int,
+    before: Callable[[], None] = lambda: None,
+    delete: bool = False,
+) -> dict[str, int]:
+    """Size of each chunk object (0 if gone); with ``delete``, delete it after sizing."""
+
+    def one(chunk_id: str) -> tuple[str, int]:
+        before()
+        key = chunk_key(chunk_id)
+        try:
+            size = storage.size(key)
+        except ObjectNotFound:
+            return chunk_id, 0
+        if delete:
+            storage.delete(key)
+            log.debug("deleted unreferenced chunk %s (%d bytes)", chunk_id, size)
+        return chunk_id, size
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-prune") as pool:
+        return dict(pool.map(one, sorted(chunk_ids)))
+
+
+def _orphans(storage: Storage, existing: set[str]) -> list[str]:
+    """Pin and verification keys whose backup's manifest is gone."""
+    keys = []
+    for key in storage.list(PINS_PREFIX):
+        backup_id = key[len(PINS_PREFIX) :].removesuffix(".json")
+        if is_backup_id(backup_id) and backup_id not in existing:
+            keys.append(key)
+    for key in storage.list(VERIFICATIONS_PREFIX):
+        backup_id = key[len(VERIFICATIONS_PREFIX) :].split("/", 1)[0]
+        if is_backup_id(backup_id) and backup_id not in existing:
+            keys.append(key)
+    return keys
+
+
+def prune(
+    repo: Repository,
+    *,
+    dry_run: bool = False,
+    wait: float = PRUNE_WAIT,
+    ttl: float = DEFAULT_TTL,
+    workers: int = DEFAULT_WORKERS,
+) -> PruneReport:
+    """Delete every unreferenced chunk (or, on a dry run, only count them; no lock)."""
+    storage = repo.storage
+    if dry_run:
+        running = sum(
+            1 for live in LockObserver().live_locks(storage) if live.kind in (SHARED, None)
+        )
+        return _run(repo, None, workers, running)
+    lock = acquire_exclusive(storage, "prune", wait=wait, ttl=ttl)
+    try:
+        return _run(repo, lock, workers, 0)
+    finally:
+        lock.release()
+
+
+def _run(repo: Repository, lock: RepositoryLock | None, workers: int, running: int) -> PruneReport:
+    storage = repo.storage
+    # Chunks are listed before manifests: a manifest committed between the two listings
+    # still protects its chunks (defence in depth; the lock is what makes prune safe).
+    stored = {chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX)}
+    backups, referenced = referenced_chunks(repo)
+    unreferenced = stored - referenced
+    if lock is None:
+        sizes = _sizes(storage, unreferenced, workers)
+        orphans = _orphans(storage, set(repo.backup_ids()))
+        return PruneReport(
+            True,
+            backups,
+            len(stored),
+            len(stored & referenced),
+            len(unreferenced),
+            sum(sizes.values()),
+            0,
+            len(orphans),
+            running,
+        )
+    lock.ensure_held()
+    sizes = _sizes(storage, unreferenced, workers, before=lock.ensure_held, delete=True)
+    orphans = _orphans(storage, set(repo.backup_ids()))
+    for key in orphans:
+        storage.delete(key)
+    freed = sum(sizes.values())
+    deleted = sum(1 for size in sizes.values() if size)
+    log.info(
+        "prune deleted %d unreferenced chunks (%d bytes) and %d orphan records; "
+        "%d backups reference %d chunks",
+        deleted,
+        freed,
+        len(orphans),
+        backups,
+        len(stored & referenced),
+    )
+    return PruneReport(
+        False,
+        backups,
+        len(stored),
+        len(stored & referenced),
+        len(unreferenced),
+        freed,
+        deleted,
+        len(orphans),
+        0,
+    )

@@ -1,0 +1,148 @@
+"""prune / check / stats as a user runs them (SQLite, local repository)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_sqlite_db, run_cli
+
+
+@pytest.fixture()
+def env(tmp_path):
+    return {
+        "STRONGROOM_REPO": str(tmp_path / "repo"),
+        "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    return result.stdout.decode()
+
+
+def _fails(result, code, pattern):
+    err = result.stderr.decode()
+    assert result.returncode == code, (result.returncode, err, result.stdout.decode())
+    assert re.search(pattern, err), err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+    return err
+
+
+def _chunk_files(repo: Path):
+    return {p.name: p.stat().st_size for p in (repo / "chunks").rglob("*") if p.is_file()}
+
+
+def _manifests(repo: Path):
+    return [json.loads(p.read_text()) for p in sorted((repo / "backups").glob("*.json"))]
+
+
+@pytest.fixture()
+def populated(tmp_path, env):
+    shop = make_sqlite_db(tmp_path / "shop.db", users=1500, orders=3000)
+    crm = make_sqlite_db(tmp_path / "crm.db", users=300, orders=300, seed=5)
+    _ok(run_cli("init", env=env))
+    _ok(run_cli("backup", str(shop), env=env))
+    make_sqlite_db(shop, users=300, orders=300, seed=11)  # changes most pages
+    _ok(run_cli("backup", str(shop), env=env))
+    _ok(run_cli("backup", str(crm), env=env))
+    return tmp_path / "repo"
+
+
+def test_prune_dry_run_reports_and_prune_frees_exactly_the_unreferenced(env, populated):
+    _ok(run_cli("forget", "--keep-last", "1", env=env))
+    referenced = {c[0] for m in _manifests(populated) for c in m["chunks"]}
+    before = _chunk_files(populated)
+    loose = {name: size for name, size in before.items() if name not in referenced}
+    assert loose
+
+    dry = json.loads(_ok(run_cli("prune", "--dry-run", "--json", env=env)))
+    assert dry["unreferenced_chunks"] == len(loose)
+    assert dry["unreferenced_bytes"] == sum(loose.values())
+    assert dry["deleted_chunks"] == 0 and _chunk_files(populated) == before
+    out = _ok(run_cli("prune", "--dry-run", env=env))
+    assert f"({sum(loose.values())} bytes); nothing was deleted" in out
+
+    out = _ok(run_cli("prune", env=env))
+    assert f"deleted {len(loose)} chunks" in out
+    assert set(_chunk_files(populated)) == referenced
+    assert not list((populated / "locks").glob("*"))
+    _ok(run_cli("verify", "--all", env=env))
+    assert "no problems found" in _ok(run_cli("check", "--read-data", env=env))
+
+
+def test_check_finds_a_missing_and_a_damaged_chunk(env, populated):
+    out = _ok(run_cli("check", env=env))
+    assert "3 backups reference" in out and "no problems found" in out
+    manifests = _manifests(populated)
+    damaged_id = manifests[0]["chunks"][0][0]
+    missing_id = manifests[-1]["chunks"][-1][0]
+    damaged = next((populated / "chunks").rglob(damaged_id))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    assert "no problems found" in _ok(run_cli("check", env=env))  # data not read
+
+    next((populated / "chunks").rglob(missing_id)).unlink()
+    err = _fails(run_cli("check", env=env), 7, "1 problem")
+    assert f"MISSING  chunk {missing_id} is missing (needed by 1: {manifests[-1]['id']})" in err
+
+    err = _fails(run_cli("check", "--read-data", env=env), 7, "2 problem")
+    assert damaged_id in err and "DAMAGED" in err
+    report = json.loads(run_cli("check", "--read-data", "--json", env=env).stdout)
+    assert not report["ok"]
+    assert {p["kind"] for p in report["problems"]} == {"missing", "damaged"}
+
+
+def test_check_subset_reads_about_that_share(env, populated):
+    referenced = {c[0] for m in _manifests(populated) for c in m["chunks"]}
+    report = json.loads(_ok(run_cli("check", "--read-data", "--subset", "50%", "--json", env=env)))
+    assert report["chunks_read"] == -(-len(referenced) // 2)  # ceil
+    assert "50% sample" in _ok(run_cli("check", "--read-data", "--subset", "50%", env=env))
+    _fails(run_cli("check", "--subset", "10%", env=env), 2, "--read-data")
+    _fails(run_cli("check", "--read-data", "--subset", "0%", env=env), 2, "--subset")
+
+
+def test_stats_equal_the_sums(env, populated):
+    manifests = _manifests(populated)
+    files = _chunk_files(populated)
+    document = json.loads(_ok(run_cli("stats", "--json", env=env)))
+    for row in document["targets"]:
+        mine = [m for m in manifests if m["target"] == row["target"]]
+        plain = {c[0]: c[1] for m in mine for c in m["chunks"]}
+        assert row["backups"] == len(mine)
+        assert row["raw_bytes"] == sum(m["raw_size"] for m in mine)
+        assert row["unique_bytes"] == sum(plain.values())
+        assert row["stored_bytes"] == sum(files[c] for c in plain)
+        assert row["oldest"] == min(m["finished_at"] for m in mine)
+        assert row["newest"] == max(m["finished_at"] for m in mine)
+        assert row["dedup_ratio"] == round(row["raw_bytes"] / row["unique_bytes"], 3)
+    assert [r["target"] for r in document["targets"]] == ["crm", "shop"]
+    assert document["total"]["raw_bytes"] == sum(m["raw_size"] for m in manifests)
+    assert document["all_chunk_bytes"] == sum(files.values())
+    out = _ok(run_cli("stats", env=env))
+    assert "(all)" in out and "DEDUP" in out
+    out = _ok(run_cli("stats", "--target", "crm", env=env))
+    assert "crm" in out and "shop" not in out and "(all)" not in out
+    assert "no backups of target 'x'" in _ok(run_cli("stats", "--target", "x", env=env))
+
+
+def test_prune_waits_for_a_live_backup_lock_then_fails_clearly(env, populated):
+    lock = {
+        "format": "strongroom-lock", "version": 1, "lock_id": "x", "kind": "shared",
+        "purpose": "backup of shop", "owner": "ci@elsewhere", "pid": 1,
+        "created": "2026-01-01T00:00:00.000Z", "refreshed": "2026-01-01T00:00:00.000Z",
+        "expires": "2999-01-01T00:00:00.000Z", "ttl_seconds": 300.0, "sequence": 0,
+    }  # fmt: skip
+    (populated / "locks").mkdir(exist_ok=True)
+    (populated / "locks" / "x.json").write_text(json.dumps(lock))
+    _fails(run_cli("prune", "--wait", "1", env=env), 3, "busy.*backup of shop by ci@elsewhere")
+    dry = json.loads(_ok(run_cli("prune", "--dry-run", "--json", env=env)))
+    assert dry["running_backups"] == 1
+    lock["expires"] = "2020-01-01T00:00:00.000Z"  # the backup was killed long ago
+    (populated / "locks" / "x.json").write_text(json.dumps(lock))
+    _ok(run_cli("prune", "--wait", "1", env=env))
+    assert not list((populated / "locks").glob("*"))

@@ -1,0 +1,94 @@
+"""check: missing chunks, damaged chunks with read_data, and reading a subset."""
+
+import math
+import random
+
+import pytest
+
+from strongroom.engines.sqlite import SqliteEngine
+from strongroom.errors import UsageError
+from strongroom.pipeline.chunking import ChunkerParams
+from strongroom.repository.keys import KeySource
+from strongroom.repository.layout import chunk_key
+from strongroom.repository.repository import Repository
+from strongroom.services.backup import run_backup
+from strongroom.services.check import check_repository, parse_subset
+from strongroom.storage.memory import MemoryStorage
+from tests.helpers import make_sqlite_db
+
+SMALL_CHUNKS = ChunkerParams(min_size=8 * 1024, avg_size=32 * 1024, max_size=128 * 1024)
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    storage = MemoryStorage()
+    Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
+    return Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+
+
+@pytest.fixture()
+def backups(repo, tmp_path):
+    db = make_sqlite_db(tmp_path / "shop.db", users=1500, orders=4000)
+    first = run_backup(repo, SqliteEngine(str(db)), target="a").manifest
+    second = run_backup(repo, SqliteEngine(str(db)), target="b").manifest
+    return first, second
+
+
+def test_a_healthy_repository_passes(repo, backups):
+    report = check_repository(repo, read_data=True)
+    assert report.ok and report.backups == 2
+    assert report.referenced_chunks == len(backups[0].unique_chunk_ids)
+    assert report.chunks_read == report.referenced_chunks
+    assert report.bytes_read == sum({r.chunk_id: r.size for r in backups[0].chunks}.values())
+
+
+def test_a_missing_chunk_is_found_without_reading_data(repo, backups):
+    victim = backups[0].chunks[3].chunk_id
+    repo.storage.delete(chunk_key(victim))
+    report = check_repository(repo)
+    assert not report.ok and report.chunks_read == 0
+    (problem,) = report.problems
+    assert problem.kind == "missing" and problem.subject == victim
+    assert set(problem.backups) == {backups[0].backup_id, backups[1].backup_id}
+
+
+def test_a_damaged_chunk_is_found_only_by_reading_data(repo, backups):
+    victim = backups[0].chunks[2].chunk_id
+    blob = bytearray(repo.storage.get(chunk_key(victim)))
+    blob[-5] ^= 0x40
+    repo.storage.put(chunk_key(victim), bytes(blob))
+    assert check_repository(repo).ok
+    report = check_repository(repo, read_data=True)
+    (problem,) = report.problems
+    assert problem.kind == "damaged" and victim in problem.message
+
+
+def test_unreferenced_chunks_and_unreadable_manifests(repo, backups):
+    repo.storage.put(chunk_key("ee" * 32), b"leftover")
+    repo.storage.put("backups/20261121T000000Z-00000000.json", b"{broken")
+    report = check_repository(repo)
+    assert report.unreferenced_chunks == 1
+    (problem,) = report.problems
+    assert problem.kind == "manifest" and "not valid JSON" in problem.message
+
+
+def test_subset_reads_about_that_share(repo, backups):
+    total = len(backups[0].unique_chunk_ids)
+    assert total >= 20
+    for share in (0.1, 0.25, 0.5):
+        report = check_repository(repo, read_data=True, subset=share, rng=random.Random(1))
+        assert report.chunks_read == math.ceil(share * total) and report.ok
+    picks = [
+        check_repository(repo, read_data=True, subset=0.1, rng=random.Random(seed)).bytes_read
+        for seed in range(3)
+    ]
+    assert len(set(picks)) > 1  # a different sample each time
+
+
+def test_parse_subset():
+    assert parse_subset("10%") == pytest.approx(0.1)
+    assert parse_subset(" 2.5% ") == pytest.approx(0.025)
+    assert parse_subset("100%") == 1.0
+    for bad in ("0%", "101%", "10", "ten%", "-5%", ""):
+        with pytest.raises(UsageError, match="--subset"):
+            parse_subset(bad)

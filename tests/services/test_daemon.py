@@ -1,0 +1,187 @@
+"""The scheduler loop, one tick at a time, with an injected clock."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from strongroom.config import parse_settings
+from strongroom.notify.dispatch import Notifier
+from strongroom.repository.keys import KeySource
+from strongroom.repository.repository import Repository
+from strongroom.repository.runs import runs_of
+from strongroom.repository.verifications import last_verifications
+from strongroom.services.daemon import Daemon
+from strongroom.storage.local import LocalStorage
+from tests.helpers import make_sqlite_db
+
+
+class Recorder:
+    """A notification channel that remembers what it was sent."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.events = []
+
+    def send(self, event):
+        self.events.append(event)
+
+
+class Clock:
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+def _settings(repo_dir, db, extra=""):
+    if "retention" not in extra:  # backups here all finish in the same real minute
+        extra += "\nretention = { keep_last = 100 }"
+    return parse_settings(
+        f"""
+        timezone = "Europe/Berlin"
+        [repository]
+        location = "{repo_dir}"
+        [targets.shop]
+        url = "sqlite://{db}"
+        schedule = {{ daily = "0 2 * * *", weekly = "0 3 * * 0" }}
+        {extra}
+        [notifications]
+        size_change_percent = 20
+        """
+    )
+
+
+@pytest.fixture()
+def world(tmp_path):
+    repo_dir = tmp_path / "repo"
+    Repository.init(LocalStorage(repo_dir), key_file=tmp_path / "k")
+    db = make_sqlite_db(tmp_path / "shop.db", users=500, orders=500)
+    return tmp_path, repo_dir, db
+
+
+def _daemon(world, clock, extra="", recorder=None, metrics=None):
+    tmp_path, repo_dir, db = world
+    repo = Repository.open(LocalStorage(repo_dir), KeySource(key_file=tmp_path / "k"))
+    notifier = Notifier([recorder], attempts=1, sleep=lambda _s: None) if recorder else None
+    return Daemon(
+        _settings(repo_dir, db, extra),
+        repo,
+        {},
+        notifier=notifier,
+        metrics_file=metrics,
+        clock=clock,
+    )
+
+
+SUNDAY_NOON = datetime(2026, 11, 22, 11, 0, tzinfo=UTC)  # 12:00 in Berlin, a Sunday
+
+
+def test_due_jobs_run_once_with_all_their_tags(world):
+    clock = Clock(SUNDAY_NOON)
+    daemon = _daemon(world, clock)
+    records = daemon.tick()
+    assert [(r.kind, r.ok, r.tags) for r in records] == [("backup", True, ("daily", "weekly"))]
+    assert daemon.tick() == []  # same instant: nothing is due any more
+    clock.now += timedelta(hours=3)
+    assert daemon.tick() == []
+    backups = daemon.repo.list_backups()
+    assert len(backups) == 1 and backups[0].tags == ("daily", "weekly")
+
+
+def test_runs_missed_while_down_run_once_at_start(world):
+    clock = Clock(SUNDAY_NOON)
+    _daemon(world, clock).tick()
+    clock.now += timedelta(days=3)  # down for three days: three dailies missed
+    records = _daemon(world, clock).tick()
+    assert [r.tags for r in records] == [("daily",)]
+    assert len(_daemon(world, clock).repo.list_backups()) == 2
+
+
+def test_two_daemons_never_run_the_same_job_twice(world):
+    clock = Clock(SUNDAY_NOON)
+    daemons = [_daemon(world, clock) for _ in range(2)]
+    for day in range(6):
+        clock.now = SUNDAY_NOON + timedelta(days=day)
+        barrier = threading.Barrier(2)
+
+        def tick(daemon):
+            barrier.wait()
+            daemon.tick()
+
+        threads = [threading.Thread(target=tick, args=(d,)) for d in daemons]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    backups = daemons[0].repo.list_backups()
+    # Six daily runs and one weekly run were due; every job ran exactly once (the two
+    # daemons may split Sunday's daily and weekly jobs between them).
+    tags = sorted(tag for m in backups for tag in m.tags)
+    assert tags == ["daily"] * 6 + ["weekly"]
+    runs = [r for r in runs_of(daemons[0].repo.storage) if r.kind == "backup"]
+    assert len(runs) == len(backups)
+
+
+def test_a_failing_backup_is_recorded_and_notified_and_never_raises(world):
+    tmp_path, repo_dir, db = world
+    db.unlink()
+    recorder = Recorder()
+    records = _daemon(world, Clock(SUNDAY_NOON), recorder=recorder).tick()
+    assert [(r.ok, r.error_kind) for r in records] == [(False, "DatabaseUnreachable")]
+    kinds = [e.kind for e in recorder.events]
+    assert "backup_failed" in kinds and "backup_stale" in kinds
+    failed = next(e for e in recorder.events if e.kind == "backup_failed")
+    assert "does not exist" in failed.summary
+
+
+def test_size_change_is_notified(world):
+    tmp_path, repo_dir, db = world
+    clock = Clock(SUNDAY_NOON)
+    recorder = Recorder()
+    daemon = _daemon(world, clock, recorder=recorder)
+    daemon.tick()
+    make_sqlite_db(db, users=3000, orders=3000, seed=3)
+    clock.now += timedelta(days=1)
+    daemon.tick()
+    changed = [e for e in recorder.events if e.kind == "size_changed"]
+    assert len(changed) == 1 and changed[0].details["change_percent"] > 20
+
+
+def test_hooks_and_retention_and_metrics(world):
+    tmp_path, repo_dir, db = world
+    marker = tmp_path / "hook-ran"
+    extra = f"""
+        hooks = {{ post_backup = ["echo $STRONGROOM_BACKUP_ID >> {marker}"] }}
+        retention = {{ keep_last = 1 }}
+    """
+    clock = Clock(SUNDAY_NOON)
+    metrics = tmp_path / "strongroom.prom"
+    daemon = _daemon(world, clock, extra=extra, metrics=metrics)
+    daemon.tick()
+    clock.now += timedelta(days=1)
+    daemon.tick()
+    backups = daemon.repo.list_backups()
+    assert len(backups) == 1  # keep_last = 1 forgot the first
+    assert marker.read_text().split()[-1] == backups[0].backup_id
+    text = metrics.read_text()
+    assert 'strongroom_last_backup_raw_bytes{target="shop"}' in text
+    assert 'strongroom_backup_failures_total{target="shop"} 0.0' in text
+
+
+def test_a_failing_pre_backup_hook_fails_the_job(world):
+    records = _daemon(world, Clock(SUNDAY_NOON), extra='hooks = { pre_backup = ["exit 3"] }').tick()
+    assert [(r.ok, r.error_kind) for r in records] == [(False, "HookFailed")]
+
+
+def test_scheduled_restore_drill_is_recorded(world):
+    clock = Clock(SUNDAY_NOON)
+    daemon = _daemon(world, clock, extra='verify = { schedule = "0 5 * * *" }')
+    records = daemon.tick()
+    assert [r.kind for r in records] == ["backup", "verify"]
+    assert records[1].ok
+    newest = daemon.repo.list_backups()[-1]
+    record = last_verifications(daemon.repo.storage)[newest.backup_id]
+    assert record.ok and record.kind == "restore" and record.restore_seconds > 0
