@@ -126,7 +126,7 @@ def test_two_daemons_never_run_the_same_job_twice(world):
 
 
 def test_a_failing_backup_is_recorded_and_notified_and_never_raises(world):
-    tmp_path, repo_dir, db = world
+    _, _, db = world
     db.unlink()
     recorder = Recorder()
     records = _daemon(world, Clock(SUNDAY_NOON), recorder=recorder).tick()
@@ -138,7 +138,7 @@ def test_a_failing_backup_is_recorded_and_notified_and_never_raises(world):
 
 
 def test_size_change_is_notified(world):
-    tmp_path, repo_dir, db = world
+    _, _, db = world
     clock = Clock(SUNDAY_NOON)
     recorder = Recorder()
     daemon = _daemon(world, clock, recorder=recorder)
@@ -151,7 +151,7 @@ def test_size_change_is_notified(world):
 
 
 def test_hooks_and_retention_and_metrics(world):
-    tmp_path, repo_dir, db = world
+    tmp_path = world[0]
     marker = tmp_path / "hook-ran"
     extra = f"""
         hooks = {{ post_backup = ["echo $STRONGROOM_BACKUP_ID >> {marker}"] }}
