@@ -46,7 +46,7 @@ def _ok(result):
 
 
 def test_config_check_names_field_and_line(tmp_path, setup):
-    _, _, config, env = setup
+    env = setup[3]
     assert "configuration ok" in _ok(run_cli("config", "check", env=env))
     bad = tmp_path / "bad.toml"
     bad.write_text(
