@@ -50,7 +50,8 @@ def test_config_check_names_field_and_line(tmp_path, setup):
     assert "configuration ok" in _ok(run_cli("config", "check", env=env))
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        '[repository]\nlocation = "/x"\n[targets.shop]\nurl = "sqlite:///x.db"\nschedule = { daily = "25 * * *" }\n'
+        '[repository]\nlocation = "/x"\n[targets.shop]\nurl = "sqlite:///x.db"\n'
+        'schedule = { daily = "25 * * *" }\n'
     )
     result = run_cli("config", "check", "--config", str(bad), env=env)
     out = result.stdout.decode()
