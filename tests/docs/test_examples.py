@@ -65,7 +65,7 @@ def test_example_configuration_validates():
 
 
 def test_crontab_line():
-    line = next(l for l in (EXAMPLES / "crontab").read_text().splitlines() if not l.startswith("#"))
+    line = next(x for x in (EXAMPLES / "crontab").read_text().splitlines() if not x.startswith("#"))
     fields = line.split()
     assert croniter.is_valid(" ".join(fields[:5]))
     commands = strongroom_lines(" ".join(fields[5:]))
@@ -89,7 +89,7 @@ def test_github_actions_workflow():
     workflow = yaml.safe_load((EXAMPLES / "github-actions-backup.yml").read_text())
     assert croniter.is_valid(workflow[True]["schedule"][0]["cron"])  # YAML reads "on" as True
     steps = workflow["jobs"]["backup"]["steps"]
-    lines = [l for s in steps for l in strongroom_lines(s.get("run", ""))]
+    lines = [c for s in steps for c in strongroom_lines(s.get("run", ""))]
     assert len(lines) == 2
     for line in lines:
         parse_command_line(line)
@@ -109,7 +109,7 @@ def test_kubernetes_cronjob():
 def test_every_command_in_the_guides_parses(page):
     text = (DOCS / page).read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
-    lines = [l for block in blocks for l in strongroom_lines(block)]
+    lines = [c for block in blocks for c in strongroom_lines(block)]
     assert len(lines) >= 5
     for line in lines:
         parse_command_line(line)
