@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need from Debian when it is missing: the PostgreSQL server and
 # client tools (initdb, pg_dump, pg_restore), and the stock age and zstd tools (the tests
-# decrypt a chunk with them, as docs/design.md shows users how to).
+# decrypt a chunk with them, as docs/design.md shows users how to), and Chromium for the
+# web UI tests (Playwright drives /usr/bin/chromium; it never downloads a browser).
 set -euo pipefail
 need=()
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -9,6 +10,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 command -v age >/dev/null 2>&1 || need+=(age)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+[ -x /usr/bin/chromium ] || need+=(chromium)   # the web UI tests drive Debian's Chromium
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}" >&2
 SUDO=""
