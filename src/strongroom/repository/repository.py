@@ -70,6 +70,7 @@ class Repository:
         self.config = config
         self.keyring = keyring
         self._chunks: ChunkStore | None = None
+        self._manifests: dict[str, Manifest] = {}  # manifests never change: safe to keep
 
     # --- creating and opening ---------------------------------------------------------
     @classmethod
@@ -164,12 +165,17 @@ class Repository:
         self.storage.sync()
 
     def load_manifest(self, backup_id: str) -> Manifest:
+        cached = self._manifests.get(backup_id)
+        if cached is not None:
+            return cached
         key = manifest_key(backup_id)
         try:
             raw = self.storage.get(key)
         except ObjectNotFound as exc:
             raise BackupNotFound(f"no backup {backup_id!r} in {self.storage.describe()}") from exc
-        return Manifest.from_json(raw, key)
+        manifest = Manifest.from_json(raw, key)
+        self._manifests[backup_id] = manifest
+        return manifest
 
     def backup_ids(self) -> list[str]:
         ids = []
