@@ -148,19 +148,23 @@ def test_an_unreadable_lock_blocks_both_kinds():
 
 def test_the_holder_refreshes_its_lock():
     storage = MemoryStorage()
-    with acquire_shared(storage, "backup", wait=0, ttl=0.5, **FAST) as lock:
+    with acquire_shared(storage, "backup", wait=0, ttl=1.0, **FAST) as lock:
         first = LockRecord.from_json(storage.get(lock.key))
-        time.sleep(0.35)
-        later = LockRecord.from_json(storage.get(lock.key))
-        assert later.sequence >= 2 and later.expires > first.expires
+        lock.refresh()
+        second = LockRecord.from_json(storage.get(lock.key))
+        assert second.sequence == first.sequence + 1 and second.expires >= first.expires
+        deadline = time.monotonic() + 10
+        while LockRecord.from_json(storage.get(lock.key)).sequence < 3:  # the thread too
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         lock.ensure_held()
 
 
 def test_a_lock_removed_by_another_process_is_lost():
     storage = MemoryStorage()
-    with acquire_shared(storage, "backup", wait=0, ttl=0.5, **FAST) as lock:
+    with acquire_shared(storage, "backup", wait=0, **FAST) as lock:
         storage.delete(lock.key)  # someone judged it stale
-        time.sleep(0.25)
+        lock.refresh()
         with pytest.raises(LockLost, match="removed"):
             lock.ensure_held()
         assert not storage.exists(lock.key)  # and it is not written back

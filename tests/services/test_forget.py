@@ -177,15 +177,15 @@ def test_forgetting_removes_a_forgotten_backups_pin_and_records(repo):
     assert not is_pinned(repo.storage, old)
 
 
-def test_policy_options_then_environment_then_configuration_then_default():
+def test_policy_options_then_configuration_then_environment_then_default():
     given = RetentionPolicy(keep_last=3)
     configured = RetentionPolicy(keep_monthly=6)
     env = {"BACKUP_RETENTION_DAYS": "14"}
     assert choose_policy(given, env, configured) == (given, SOURCE_OPTIONS)
-    policy, source = choose_policy(None, env, configured)
+    assert choose_policy(None, env, configured) == (configured, SOURCE_CONFIGURATION)
+    policy, source = choose_policy(None, env)
     assert source == SOURCE_ENVIRONMENT and policy.keep_within == timedelta(days=14)
     assert policy.describe() == "within 14d"
-    assert choose_policy(None, {}, configured) == (configured, SOURCE_CONFIGURATION)
     policy, source = choose_policy(None, {"BACKUP_RETENTION_DAYS": " "})
     assert source == SOURCE_DEFAULT
     assert (policy.keep_daily, policy.keep_weekly, policy.keep_monthly) == (7, 4, 12)

@@ -203,6 +203,8 @@ def test_prune_removes_the_stale_lock_of_a_killed_backup(repo, shop):
     past = datetime.now(UTC) - timedelta(hours=2)
     record = new_record(SHARED, "backup of shop", 300.0, now=past)
     repo.storage.put(f"{LOCKS_PREFIX}{record.lock_id}.json", record.to_json())
+    assert prune(repo, dry_run=True).running_backups == 0
+    assert len(list(repo.storage.list(LOCKS_PREFIX))) == 1  # a dry run deletes nothing
     prune(repo, wait=0)
     assert list(repo.storage.list(LOCKS_PREFIX)) == []
     dry = prune(repo, dry_run=True)

@@ -22,6 +22,7 @@ from strongroom.cli.output import stderr
 from strongroom.cli.restore_cmd import restore, rollback
 from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.verify_cmd import verify
+from strongroom.cli.web_cmd import reindex, serve, token_app, user_app
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.redaction import redact_text
 
@@ -85,6 +86,10 @@ app.command()(run)
 app.command()(schedule)
 app.command()(health)
 app.add_typer(config_app, name="config")
+app.command()(serve)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.command()(reindex)
 
 
 def _fail(message: str, code: int) -> None:

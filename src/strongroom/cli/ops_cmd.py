@@ -24,7 +24,7 @@ from strongroom.services.daemon import Daemon, upcoming_runs
 from strongroom.services.health import EXIT_CODES, evaluate_target, overall
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.notifications import build_notifier
-from strongroom.services.repository_access import RepositoryLocation
+from strongroom.services.repository_access import open_configured
 from strongroom.services.schedule import interval_of
 
 ConfigOption = Annotated[
@@ -45,10 +45,7 @@ config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
 
 def open_repository(settings: Settings) -> Repository:
-    repo = settings.repository
-    passphrase = os.environ.get(repo.passphrase_env or "STRONGROOM_PASSPHRASE") or None
-    key_file = Path(repo.key_file).expanduser() if repo.key_file else None
-    return RepositoryLocation(repo.location, repo.s3_endpoint, key_file, passphrase).open()
+    return open_configured(settings)
 
 
 @config_app.command("check")

@@ -290,9 +290,36 @@ def _restore_tables(
     into_schema: str | None,
     dry_run: bool,
 ) -> None:
-    """Restore selected tables (PostgreSQL) from a verified, materialised dump."""
-    if manifest.engine != "postgresql" or engine.kind != "postgresql":
-        raise UsageError("--table works with PostgreSQL backups and targets")
+    """Restore selected tables (PostgreSQL, MySQL) from a verified dump."""
+    if manifest.engine != engine.kind or engine.kind not in ("postgresql", "mysql"):
+        raise UsageError("--table works with PostgreSQL and MySQL backups and targets")
+    if engine.kind == "mysql":
+        # The verified stream is filtered to the tables' sections, restored into a scratch
+        # database, checked against the backup's statistics, then moved into place.
+        from strongroom.engines.base import TableStats
+        from strongroom.engines.mysql import MysqlEngine
+        from strongroom.engines.mysql_tables import restore_tables as restore_mysql_tables
+
+        assert isinstance(engine, MysqlEngine)
+        into = f"database {into_schema}" if into_schema else engine.describe()
+        stdout.print(
+            f"restore tables {', '.join(tables)} of {manifest.backup_id} into {into}; "
+            "existing tables are never overwritten"
+        )
+        if dry_run:
+            stdout.print("dry run: nothing was changed")
+            return
+        private = repository.private_section(manifest)
+        done = restore_mysql_tables(
+            engine,
+            repository.read_stream(manifest),  # verified chunk by chunk
+            tables,
+            into_schema,
+            expected=[TableStats(t.name, t.rows, t.checksum) for t in private.tables],
+            source_database=private.database,
+        )
+        stdout.print(f"restored {', '.join(done)} (verified)")
+        return
     where = f"{into_schema}." if into_schema else "their own schemas in "
     stdout.print(
         f"restore tables {', '.join(tables)} of {manifest.backup_id} into {where}"

@@ -62,9 +62,10 @@ def forget_cmd(
 ) -> None:
     """Forget backups a retention policy does not keep (prune frees their space).
 
-    Without --keep options: BACKUP_RETENTION_DAYS=N keeps N days; otherwise the default
-    policy keeps 7 daily, 4 weekly and 12 monthly. Pinned backups, each target's newest
-    verified-good backup and pre-restore safety backups younger than 7 days always stay.
+    Without --keep options: BACKUP_RETENTION_DAYS=N keeps N days, else 7 daily, 4 weekly,
+    12 monthly.
+    Always kept: pinned backups, each target's newest verified-good backup, and pre-restore
+    safety backups younger than 7 days.
     """
     counts = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
     given_any = any(c is not None for c in counts) or keep_within is not None or bool(keep_tag)

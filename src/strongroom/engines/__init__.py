@@ -23,6 +23,10 @@ def open_engine(url: str) -> Engine:
         from strongroom.engines.postgres import PostgresEngine
 
         return PostgresEngine(url)
+    if kind is EngineKind.MYSQL:
+        from strongroom.engines.mysql import MysqlEngine
+
+        return MysqlEngine(url)
     from strongroom.engines.sqlite import SqliteEngine
 
     return SqliteEngine(url)

@@ -14,18 +14,14 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import re
 import secrets
-import shutil
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import pymysql
@@ -37,12 +33,24 @@ from strongroom.engines.mysql_stats import (
     list_tables,
     quote_ident,
 )
+from strongroom.engines.mysql_tools import (
+    BINDIR_ENV,
+    CLIENT_TOOLS,
+    DUMP_TOOLS,
+    error_code,
+    error_text,
+    exit_description,
+    find_tool,
+    first_line,
+    limit_name,
+    option_value,
+    pipe_into,
+)
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,
     RestoreFailed,
     TargetNotEmpty,
-    ToolMissing,
     UnsupportedDatabaseUrl,
     UsageError,
 )
@@ -51,85 +59,12 @@ from strongroom.redaction import redact_text, redact_url
 logger = logging.getLogger("strongroom.engines.mysql")
 
 KIND = "mysql"
-BINDIR_ENV = "STRONGROOM_MYSQL_BINDIR"
-DUMP_TOOLS = ("mariadb-dump", "mysqldump")
-CLIENT_TOOLS = ("mariadb", "mysql")
-INSTALL_HINT = (
-    "install the MariaDB or MySQL client tools (Debian: apt-get install mariadb-client), "
-    f"or point {BINDIR_ENV} at their folder"
-)
 CONNECT_TIMEOUT = 10
 LOCK_WAIT_SECONDS = 60  # DDL (RENAME, DROP) waits this long for tables in use, then fails
-STOP_TIMEOUT = 10.0
-MAX_NAME = 64  # MySQL identifier limit (characters)
 _URL_PARAMS_SOCKET = ("unix_socket", "socket")
-
-# Client-side errors that mean "cannot reach the server".
-_UNREACHABLE_CODES = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
 _ACCESS_DENIED = 1045
 _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DATABASE = 1049
-
-_VERSION_CACHE: dict[Path, str | None] = {}
-_VERSION_LOCK = threading.Lock()
-
-
-def first_line(text: str, prefer: str | None = None) -> str:
-    """The first non-blank line of ``text`` (the first containing ``prefer`` if any does)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if prefer is not None:
-        for line in lines:
-            if prefer in line.lower():
-                return line
-    return lines[0] if lines else ""
-
-
-def exit_description(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def error_text(exc: BaseException) -> str:
-    """The server's message of a PyMySQL error (without the code), else the text."""
-    args = getattr(exc, "args", ())
-    if len(args) >= 2 and isinstance(args[0], int):
-        return first_line(str(args[1]))
-    return first_line(str(exc))
-
-
-def error_code(exc: BaseException) -> int | None:
-    args = getattr(exc, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def limit_name(base: str, suffix: str) -> str:
-    """``base + suffix`` cut to the 64-character identifier limit (suffix kept)."""
-    return base[: MAX_NAME - len(suffix)] + suffix
-
-
-def _tool_version(path: Path) -> str | None:
-    with _VERSION_LOCK:
-        if path in _VERSION_CACHE:
-            return _VERSION_CACHE[path]
-    try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-        version: str | None = out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        version = None
-    with _VERSION_LOCK:
-        _VERSION_CACHE[path] = version or None
-    return version or None
-
-
-def _option_value(value: str) -> str:
-    """A value for a MySQL option file: double-quoted, with escapes the parser undoes."""
-    escaped = (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    )
-    return f'"{escaped}"'
 
 
 @dataclass(frozen=True)
@@ -150,8 +85,11 @@ def parse_url(url: str) -> ConnParams:
     try:
         parts = urlsplit(url)
         port = parts.port or 3306
-    except ValueError as exc:
-        raise UnsupportedDatabaseUrl(f"invalid MySQL URL {shown}: {exc}") from None
+    except ValueError:  # the text may hold pieces of the password: do not show it
+        raise UnsupportedDatabaseUrl(
+            "invalid MySQL URL: write mysql://user:password@host:port/database and "
+            "percent-encode special characters (# / ? @ : space) in the user and password"
+        ) from None
     if parts.scheme.lower() not in ("mysql", "mariadb"):
         raise UnsupportedDatabaseUrl(f"not a MySQL URL: {shown}")
     database = unquote(parts.path.lstrip("/"))
@@ -266,13 +204,13 @@ class MysqlEngine:
     def option_file_text(self) -> str:
         """The ``[client]`` option group the child tools read (holds the password)."""
         p = self.params
-        lines = ["[client]", f"user={_option_value(p.user)}"]
+        lines = ["[client]", f"user={option_value(p.user)}"]
         if p.password is not None:
-            lines.append(f"password={_option_value(p.password)}")
+            lines.append(f"password={option_value(p.password)}")
         if p.socket:
-            lines += [f"socket={_option_value(p.socket)}", "protocol=SOCKET"]
+            lines += [f"socket={option_value(p.socket)}", "protocol=SOCKET"]
         else:
-            lines += [f"host={_option_value(p.host)}", f"port={p.port}", "protocol=TCP"]
+            lines += [f"host={option_value(p.host)}", f"port={p.port}", "protocol=TCP"]
         return "\n".join(lines) + "\n"
 
     def write_option_file(self) -> Path:
@@ -292,25 +230,7 @@ class MysqlEngine:
 
     def tool(self, names: Sequence[str]) -> tuple[Path, str]:
         """The first runnable tool of ``names`` and its ``--version`` text."""
-        found: list[Path] = []
-        for name in names:
-            if self._tool_dirs is None:
-                which = shutil.which(name)
-                if which:
-                    found.append(Path(which))
-                continue
-            for directory in self._tool_dirs:
-                path = directory / name
-                if path.is_file() and os.access(path, os.X_OK):
-                    found.append(path)
-        wanted = " or ".join(names)
-        if not found:
-            raise ToolMissing(f"{wanted} not found: {INSTALL_HINT}")
-        for path in found:
-            version = _tool_version(path)
-            if version is not None:
-                return path, version
-        raise ToolMissing(f"{wanted} found at {found[0]} does not run: {INSTALL_HINT}")
+        return find_tool(names, self._tool_dirs)
 
     # --- Engine protocol: backup ------------------------------------------------------
     def check(self) -> None:
@@ -395,10 +315,11 @@ class MysqlEngine:
                 logger.info("creating database %s at %s", name, self.host_port())
                 cur.execute(f"CREATE DATABASE {quote_ident(name)}{options}")
         except pymysql.Error as exc:
+            base = like or name
             raise RestoreFailed(
-                f"cannot create {self.where()}: {self.redact(error_text(exc))}; the user needs "
-                "the CREATE privilege for it (databases beside the target are named "
-                f"{self.database_name()}_…)"
+                f"cannot create {self.where()}: {self.redact(error_text(exc))}; restores are "
+                f"staged in new databases named {base}_…, so the user needs CREATE, DROP and "
+                f"ALTER there (e.g. GRANT ALL ON `{base}\\_%`.*)"
             ) from None
 
     def restore(self, source: Iterable[bytes], *, size_hint: int | None = None) -> None:
@@ -414,7 +335,7 @@ class MysqlEngine:
         except BaseException as exc:
             outcome = self._after_failure(not exists)
             exc.add_note(f"restore into {self.where()} stopped; {outcome}")
-            logger.error("restore into %s stopped; %s", self.where(), outcome)
+            logger.info("restore into %s stopped; %s", self.where(), outcome)
             raise
         if returncode != 0:
             reason = first_line(stderr, prefer="error") or exit_description(returncode)
@@ -435,49 +356,17 @@ class MysqlEngine:
     def run_client(self, client: Path, source: Iterable[bytes], database: str) -> tuple[int, str]:
         """Pipe ``source`` into the ``mariadb``/``mysql`` client; (exit status, stderr)."""
         logger.info("restoring into database %s with %s", database, client)
-        with self.option_file() as options, tempfile.TemporaryFile() as stderr_file:
+        with self.option_file() as options:
             command = [
                 str(client),
-                f"--defaults-file={options}",
+                f"--defaults-file={options}",  # must come first
                 f"--database={database}",
                 "--batch",
                 "--binary-mode",
                 "--default-character-set=utf8mb4",
                 "--max-allowed-packet=1G",
             ]
-            proc = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file
-            )
-            try:
-                stdin = cast(IO[bytes], proc.stdin)
-                iterator = iter(source)
-                try:
-                    for chunk in iterator:
-                        try:
-                            stdin.write(chunk)
-                        except BrokenPipeError:
-                            logger.debug("the client closed its input early")
-                            break
-                finally:
-                    close = getattr(iterator, "close", None)
-                    if callable(close):
-                        close()
-                with suppress(BrokenPipeError):
-                    stdin.close()
-                returncode = proc.wait()
-            except BaseException:
-                if proc.poll() is None:
-                    proc.kill()
-                with suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=STOP_TIMEOUT)
-                raise
-            finally:
-                if proc.stdin is not None and not proc.stdin.closed:
-                    with suppress(BrokenPipeError):
-                        proc.stdin.close()
-            stderr_file.seek(0)
-            stderr = stderr_file.read().decode("utf-8", "replace")
-        return returncode, stderr
+            return pipe_into(command, source)
 
     # --- statistics and checks ----------------------------------------------------------
     def table_stats(self) -> list[TableStats]:
@@ -536,10 +425,12 @@ class MysqlEngine:
     def drop_database(self, name: str | None = None) -> str | None:
         """Drop a database (default: this one); ``None`` on success, else the reason."""
         name = name or self.database_name()
-        logger.warning("dropping database %s at %s", name, self.host_port())
         try:
             with self.connect() as conn, conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+                if self._schema(cur, name) is None:  # IF EXISTS still needs DROP rights
+                    return None
+                logger.info("dropping database %s at %s", name, self.host_port())
+                cur.execute(f"DROP DATABASE {quote_ident(name)}")
         except (pymysql.Error, DatabaseAuthFailed, DatabaseUnreachable) as exc:
             reason = self.redact(error_text(exc))
             logger.error("could not drop database %s: %s", name, reason)
@@ -551,8 +442,3 @@ class MysqlEngine:
         problem = self.drop_database()
         if problem is not None:
             raise RestoreFailed(f"could not drop {self.where()}: {problem}")
-
-
-def server_flavour(version: str) -> str:
-    """``MariaDB`` or ``MySQL`` from a ``VERSION()`` or ``--version`` text."""
-    return "MariaDB" if re.search(r"mariadb", version, re.IGNORECASE) else "MySQL"

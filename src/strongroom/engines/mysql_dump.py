@@ -4,7 +4,7 @@
 share its snapshot. So both snapshots are taken while commits are frozen:
 
 1. the control connection runs ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD; waits at most
-   ``lock_wait_timeout``): from now on no transaction can commit;
+   5 s, as writers queue behind a waiting lock): from now on no transaction can commit;
 2. the dump tool starts (``--single-transaction``): it connects, sets its session and runs
    ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` before it writes anything but its ~1 KB
    header, which stays in its 4 KiB stdio buffer; so the first bytes on its stdout prove
@@ -41,6 +41,7 @@ import pymysql
 
 from strongroom.engines.base import DumpResult, RunningDump, TableStats
 from strongroom.engines.mysql_stats import count_tables, list_tables, non_transactional
+from strongroom.engines.mysql_tools import DUMP_TOOLS, error_code, error_text
 from strongroom.errors import DumpFailed
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ DUMP_FORMAT = "mysqldump-sql"
 PIPE_BUFFER = 1 << 20
 SNAPSHOT_WAIT = 30.0  # longest time commits stay frozen waiting for the dump's snapshot
 CONFIRM_WAIT = 2.0
-LOCK_TIMEOUT = 10  # seconds FLUSH TABLES WITH READ LOCK may wait for other locks
+LOCK_TIMEOUT = 5  # seconds FLUSH TABLES WITH READ LOCK may wait (writers queue behind it)
 _POLL = 0.005
 _NO_PRIVILEGE = frozenset({1044, 1045, 1142, 1227})
 _LOCK_WAIT_TIMEOUT = 1205
@@ -88,6 +89,7 @@ class _StatsThread(threading.Thread):
         *,
         locked: bool,
         floor_id: int,
+        frozen_at: float,
     ) -> None:
         super().__init__(name="strongroom-mysql-stats", daemon=True)
         self._engine = engine
@@ -96,6 +98,7 @@ class _StatsThread(threading.Thread):
         self._first_data = first_data
         self._locked = locked
         self._floor_id = floor_id
+        self._locked_since = frozen_at
         self._stop_event = threading.Event()
         self.tables: list[TableStats] = []
         self.error: BaseException | None = None
@@ -113,6 +116,10 @@ class _StatsThread(threading.Thread):
                     if self._locked:
                         cur.execute("UNLOCK TABLES")
                         self._locked = False
+                        logger.info(
+                            "commits were frozen for %.0f ms",
+                            (time.monotonic() - self._locked_since) * 1000,
+                        )
                 self.tables = count_tables(
                     cur, self._engine.database_name(), shapes, self._stop_event.is_set
                 )
@@ -177,7 +184,7 @@ class _StatsThread(threading.Thread):
         if not self.is_alive():
             return
         try:
-            thread_id = self._conn.thread_id()
+            thread_id = cast(Any, self._conn).thread_id()
             with self._engine.connect_raw() as killer, killer.cursor() as cur:
                 cur.execute(f"KILL QUERY {int(thread_id)}")
         except Exception:
@@ -209,6 +216,7 @@ class MysqlRunningDump:
         self._stats = stats
         self._server_version = server_version
         self._tool_version = tool_version
+        self._tool_name = Path(str(cast(list[str], proc.args)[0])).name
         self._result: DumpResult | None = None
         self._closed = False
 
@@ -250,13 +258,8 @@ class MysqlRunningDump:
             self._stderr_file.seek(0)
             stderr = self._stderr_file.read().decode("utf-8", "replace")
             reason = _dump_error(stderr) or f"exit status {returncode}"
-            raise DumpFailed(
-                f"{Path(str(self._proc.args[0])).name} failed for {where}: "
-                f"{self._engine.redact(reason)}"
-            )
+            raise DumpFailed(f"{self._tool_name} failed for {where}: {self._engine.redact(reason)}")
         if self._stats.error is not None:
-            from strongroom.engines.mysql import error_text
-
             reason = self._engine.redact(error_text(self._stats.error))
             raise DumpFailed(f"counting rows of {where} failed: {reason}")
         return DumpResult(
@@ -330,8 +333,6 @@ def _freeze_commits(engine: MysqlEngine, cur: Any) -> bool:
         cur.execute("FLUSH TABLES WITH READ LOCK")
         return True
     except pymysql.Error as exc:
-        from strongroom.engines.mysql import error_code, error_text
-
         code = error_code(exc)
         if code in _NO_PRIVILEGE:
             why = f"user {engine.params.user} lacks the RELOAD privilege"
@@ -352,8 +353,6 @@ def _freeze_commits(engine: MysqlEngine, cur: Any) -> bool:
 @contextmanager
 def start_dump(engine: MysqlEngine) -> Iterator[RunningDump]:
     """Start the dump (see the module docstring); leaving stops it if still running."""
-    from strongroom.engines.mysql import DUMP_TOOLS, error_text
-
     tool, tool_version = engine.tool(DUMP_TOOLS)
     database = engine.database_name()
     conn = engine.connect(database)
@@ -372,6 +371,7 @@ def start_dump(engine: MysqlEngine) -> Iterator[RunningDump]:
                     ", ".join(loose[:10]) + (" …" if len(loose) > 10 else ""),
                 )
             locked = _freeze_commits(engine, cur)
+            frozen_at = time.monotonic()
     except pymysql.Error as exc:
         conn.close()
         reason = engine.redact(error_text(exc))
@@ -397,7 +397,9 @@ def start_dump(engine: MysqlEngine) -> Iterator[RunningDump]:
         raise
     first_data = threading.Event()
     stream = cast(BinaryIO, _WatchedStream(cast(IO[bytes], proc.stdout), first_data))
-    stats = _StatsThread(engine, conn, proc, first_data, locked=locked, floor_id=floor_id)
+    stats = _StatsThread(
+        engine, conn, proc, first_data, locked=locked, floor_id=floor_id, frozen_at=frozen_at
+    )
     running = MysqlRunningDump(
         engine=engine,
         proc=proc,

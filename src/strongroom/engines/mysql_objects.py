@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pymysql
 
 from strongroom.engines.mysql_stats import MOVABLE_TYPES, quote_ident
+from strongroom.engines.mysql_tools import error_text
 from strongroom.errors import RestoreFailed
 
 if TYPE_CHECKING:
@@ -143,7 +144,9 @@ def capture(cur: Any, database: str) -> SchemaObjects:
         " ORDER BY EVENT_NAME",
         database,
     )
-    unsupported = [f"{kind.lower()} {name}" for name, kind in routines if kind not in ("PROCEDURE", "FUNCTION")]
+    unsupported = [
+        f"{kind.lower()} {name}" for name, kind in routines if kind not in ("PROCEDURE", "FUNCTION")
+    ]
     if unsupported:
         raise RestoreFailed(
             f"database {database} holds {', '.join(unsupported)}, which strongroom cannot "
@@ -233,8 +236,6 @@ def _put_back(cur: Any, database: str, triggers: list[Definition]) -> list[str]:
 
 def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool) -> str | None:
     """Swap ``staged`` into ``engine``'s database (module docstring); the old name or None."""
-    from strongroom.engines.mysql import error_text
-
     target = engine.database_name()
     with engine.connect() as conn, conn.cursor() as cur:
         try:
@@ -249,7 +250,7 @@ def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool
             if not current.empty:
                 cur.execute(
                     f"CREATE DATABASE {quote_ident(old)} CHARACTER SET"
-                    f" {_charset(cur, target)}"
+                    f" {schema_charset(cur, target)}"
                 )
             for trigger in incoming.triggers:
                 drop(cur, staged, trigger)
@@ -258,12 +259,19 @@ def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool
                 f"cannot prepare the swap into {engine.where()}: "
                 f"{engine.redact(error_text(exc))}; the original database is unchanged"
             ) from None
-        _move_tables(engine, cur, current, incoming, staged, old)
+        except RestoreFailed as exc:
+            raise RestoreFailed(f"{exc.message}; the original database is unchanged") from None
+        try:
+            _move_tables(engine, cur, current, incoming, staged, old)
+        except RestoreFailed:
+            if not exists:  # created above, still empty
+                engine.drop_database(target)
+            raise
         problems = _complete(cur, target, current, incoming)
         if problems:
+            kept = f"; the replaced database is kept as {old}" if not current.empty else ""
             raise RestoreFailed(
-                f"the restored tables are in {engine.where()}, but {'; '.join(problems)}; "
-                + (f"the replaced database is kept as {old}" if not current.empty else "")
+                f"the restored tables are in {engine.where()}, but {'; '.join(problems)}{kept}"
             )
         if not current.empty and keep_old:
             _keep_old_objects(cur, old, current)
@@ -280,7 +288,8 @@ def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool
     return None
 
 
-def _charset(cur: Any, database: str) -> str:
+def schema_charset(cur: Any, database: str) -> str:
+    """``<charset> COLLATE <collation>`` of a database (for ``CREATE DATABASE``)."""
     cur.execute(
         "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
         " WHERE SCHEMA_NAME = %s",
@@ -299,10 +308,10 @@ def _move_tables(
     old: str,
 ) -> None:
     """Drop the target's triggers and move all tables in one RENAME (step 3)."""
-    from strongroom.engines.mysql import error_text
-
     target = engine.database_name()
-    moves = [(t, target, old) for t in current.tables] + [(t, staged, target) for t in incoming.tables]
+    moves = [(t, target, old) for t in current.tables] + [
+        (t, staged, target) for t in incoming.tables
+    ]
     dropped: list[Definition] = []
     try:
         for trigger in current.triggers:
@@ -322,7 +331,9 @@ def _move_tables(
             if not lost
             else f"the original tables are unchanged but triggers {', '.join(lost)} are lost"
         )
-        raise RestoreFailed(f"could not move the restored tables into {engine.where()}: {reason}; {state}") from None
+        raise RestoreFailed(
+            f"could not move the restored tables into {engine.where()}: {reason}; {state}"
+        ) from None
 
 
 def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObjects) -> list[str]:
@@ -344,7 +355,9 @@ def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObj
     attempt("creating the views", lambda: create_views(cur, target, incoming.views))
     for kind_objects in (current.routines, current.events):
         for item in kind_objects:
-            attempt(f"dropping {item.kind.lower()} {item.name}", lambda i=item: drop(cur, target, i))
+            attempt(
+                f"dropping {item.kind.lower()} {item.name}", lambda i=item: drop(cur, target, i)
+            )
     for item in [*incoming.routines, *incoming.events]:
         attempt(f"creating {item.kind.lower()} {item.name}", lambda i=item: create(cur, target, i))
     return problems

@@ -73,7 +73,9 @@ class TableShape:
 
 def _skipped_column(extra: str) -> bool:
     extra = extra.upper()
-    return any(word in extra for word in ("GENERATED", "VIRTUAL", "PERSISTENT", "ROW START", "ROW END"))
+    return any(
+        word in extra for word in ("GENERATED", "VIRTUAL", "PERSISTENT", "ROW START", "ROW END")
+    )
 
 
 def list_tables(cursor: Any, database: str) -> list[TableShape]:
@@ -94,8 +96,7 @@ def list_tables(cursor: Any, database: str) -> list[TableShape]:
         if str(table) in engines and not _skipped_column(str(extra or "")):
             columns.setdefault(str(table), []).append((str(column), str(data_type).lower()))
     return [
-        TableShape(name, engines[name], tuple(columns.get(name, ())))
-        for name in sorted(engines)
+        TableShape(name, engines[name], tuple(columns.get(name, ()))) for name in sorted(engines)
     ]
 
 
@@ -111,7 +112,9 @@ def non_transactional(shapes: Iterable[TableShape]) -> list[str]:
 def checksum_query(database: str, shape: TableShape) -> str:
     """``SELECT count, checksum`` of one table (see the module docstring)."""
     parts = [
-        f"IFNULL(MD5({quote_ident(c)}), 'N')" if kind in _HASHED_TYPES else f"QUOTE({quote_ident(c)})"
+        f"IFNULL(MD5({quote_ident(c)}), 'N')"
+        if kind in _HASHED_TYPES
+        else f"QUOTE({quote_ident(c)})"
         for c, kind in shape.columns
     ] or ["''"]
     row = f"CONCAT_WS(x'1f', {', '.join(parts)})"

@@ -13,21 +13,25 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 class EngineKind(enum.Enum):
     POSTGRESQL = "postgresql"
+    MYSQL = "mysql"
     SQLITE = "sqlite"
 
 
 def engine_kind(url: str) -> EngineKind:
-    """Classify ``url``: ``postgres(ql)://``, ``sqlite:///abs/path`` or a ``.db`` path."""
+    """Classify ``url``: ``postgres(ql)://``, ``mysql://``, ``mariadb://``,
+    ``sqlite:///abs/path`` or a ``.db`` path."""
     lowered = url.lower()
     if lowered.startswith(("postgres://", "postgresql://")):
         return EngineKind.POSTGRESQL
+    if lowered.startswith(("mysql://", "mariadb://")):
+        return EngineKind.MYSQL
     if lowered.startswith("sqlite:"):
         return EngineKind.SQLITE
     if "://" not in url and url.lower().endswith(SQLITE_SUFFIXES):
         return EngineKind.SQLITE
     raise UnsupportedDatabaseUrl(
         f"unsupported database URL {redact_url(url)!r}: use postgresql://…, "
-        "sqlite:///absolute/path, or a path ending .db, .sqlite or .sqlite3"
+        "mysql://…, mariadb://…, sqlite:///absolute/path, or a path ending .db, .sqlite or .sqlite3"
     )
 
 

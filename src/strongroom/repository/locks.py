@@ -147,7 +147,9 @@ class LockObserver:
         self._monotonic = monotonic
         self._seen: dict[str, tuple[bytes, float]] = {}
 
-    def live_locks(self, storage: Storage, own_key: str | None = None) -> list[LiveLock]:
+    def live_locks(
+        self, storage: Storage, own_key: str | None = None, remove_stale: bool = True
+    ) -> list[LiveLock]:
         """Every lock but ``own_key`` that is not stale; stale ones are deleted."""
         live = []
         for key in sorted(storage.list(LOCKS_PREFIX)):
@@ -163,9 +165,10 @@ class LockObserver:
                 record = None
             stale = self._stale_because(key, raw, record)
             if stale is not None:
-                what = record.describe() if record else "unreadable lock"
-                log.info("removing stale lock %s (%s): %s", key, what, stale)
-                storage.delete(key)
+                if remove_stale:
+                    what = record.describe() if record else "unreadable lock"
+                    log.info("removing stale lock %s (%s): %s", key, what, stale)
+                    storage.delete(key)
                 continue
             live.append(LiveLock(key, record))
         return live
@@ -296,22 +299,6 @@ class RepositoryLock:
         self.release()
 
 
-class _NoLock:  # TEMPORARY: locking disabled to prove the tests catch it
-    key = "none"
-
-    def ensure_held(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        return self
-
-    def __exit__(self, *_):  # type: ignore[no-untyped-def]
-        pass
-
-
 def _pause(poll: float) -> None:
     time.sleep(poll * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not cryptography)
 
@@ -332,8 +319,6 @@ def acquire_shared(
     poll: float = POLL_INTERVAL,
 ) -> RepositoryLock:
     """Take a shared lock; wait (up to ``wait`` s) while an exclusive lock is live."""
-    if os.environ.get("SR_NO_LOCKS"):
-        return _NoLock()  # type: ignore[return-value]
     observer = LockObserver()
     started = time.monotonic()
     announced = False
@@ -369,8 +354,6 @@ def acquire_exclusive(
     poll: float = POLL_INTERVAL,
 ) -> RepositoryLock:
     """Take an exclusive lock; keep it (so new backups wait) until no shared lock is live."""
-    if os.environ.get("SR_NO_LOCKS"):
-        return _NoLock()  # type: ignore[return-value]
     observer = LockObserver()
     started = time.monotonic()
     announced = False

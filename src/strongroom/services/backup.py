@@ -114,11 +114,13 @@ def run_backup(
     progress: ProgressSink | None = None,
     workers: int = DEFAULT_WORKERS,
     lock_wait: float = BACKUP_WAIT,
+    created_by: str | None = None,
 ) -> BackupReport:
     """Take one backup; the manifest is written only after every chunk is stored.
 
     A shared repository lock is held from before ``chunks/`` is listed until the manifest
-    is written, so ``prune`` never deletes a chunk this backup counts on.
+    is written, so ``prune`` never deletes a chunk this backup counts on. ``created_by``
+    replaces the default ``user@host`` in the manifest (the web service names its user).
     """
     progress = progress or NoProgress()
     engine.check()
@@ -127,7 +129,9 @@ def run_backup(
     with log_context(backup_id=backup_id, target=name):
         lock = acquire_shared(repo.storage, f"backup of {name}", wait=lock_wait)
         try:
-            return _back_up(repo, engine, lock, backup_id, target, tags, progress, workers)
+            return _back_up(
+                repo, engine, lock, backup_id, target, tags, progress, workers, created_by
+            )
         finally:
             lock.release()
 
@@ -141,6 +145,7 @@ def _back_up(
     tags: tuple[str, ...],
     progress: ProgressSink,
     workers: int,
+    created_by: str | None = None,
 ) -> BackupReport:
     writer = _ChunkWriter(repo, repo.chunks.known_ids(), workers)
     started_at = utc_now_iso()
@@ -178,7 +183,7 @@ def _back_up(
         duration_seconds=round(time.monotonic() - clock, 3),
         tags=tags,
         status=STATUS_COMPLETE,
-        created_by=_creator(),
+        created_by=created_by or _creator(),
         raw_size=raw_size,
         stored_new_bytes=sum(o.stored_bytes for o in new),
         new_chunk_count=len(new),

@@ -43,19 +43,20 @@ def choose_policy(
 ) -> tuple[RetentionPolicy, str]:
     """The policy to apply and where it came from.
 
-    Command-line options win, then ``BACKUP_RETENTION_DAYS`` (keep within N days), then the
-    configured policy, then the default (7 daily, 4 weekly, 12 monthly).
+    Command-line options win, then the configured policy (``config.Settings``), then
+    ``BACKUP_RETENTION_DAYS`` (keep within N days), then the default (7 daily, 4 weekly,
+    12 monthly) -- the order ``Settings.retention_for`` uses too.
     """
     if given is not None and not given.is_empty():
         return given, SOURCE_OPTIONS
+    if configured is not None and not configured.is_empty():
+        return configured, SOURCE_CONFIGURATION
     try:
         from_env = RetentionPolicy.from_environment(env)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if from_env is not None:
         return replace(from_env, timezone=timezone), SOURCE_ENVIRONMENT
-    if configured is not None and not configured.is_empty():
-        return configured, SOURCE_CONFIGURATION
     return replace(RetentionPolicy.default(), timezone=timezone), SOURCE_DEFAULT
 
 

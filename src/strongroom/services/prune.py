@@ -116,9 +116,8 @@ def prune(
     """Delete every unreferenced chunk (or, on a dry run, only count them; no lock)."""
     storage = repo.storage
     if dry_run:
-        running = sum(
-            1 for live in LockObserver().live_locks(storage) if live.kind in (SHARED, None)
-        )
+        live = LockObserver().live_locks(storage, remove_stale=False)
+        running = sum(1 for lock in live if lock.kind in (SHARED, None))
         return _run(repo, None, workers, running)
     lock = acquire_exclusive(storage, "prune", wait=wait, ttl=ttl)
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from strongroom.config import Settings
 from strongroom.errors import UsageError
 from strongroom.repository.keys import KeySource
 from strongroom.repository.repository import Repository
@@ -28,3 +31,12 @@ class RepositoryLocation:
 
     def open(self) -> Repository:
         return Repository.open(self.storage(), KeySource(self.key_file, self.passphrase))
+
+
+def open_configured(settings: Settings, env: Mapping[str, str] | None = None) -> Repository:
+    """Open the repository a configuration names (the key's passphrase from the environment)."""
+    env = os.environ if env is None else env
+    repo = settings.repository
+    passphrase = env.get(repo.passphrase_env or "STRONGROOM_PASSPHRASE") or None
+    key_file = Path(repo.key_file).expanduser() if repo.key_file else None
+    return RepositoryLocation(repo.location, repo.s3_endpoint, key_file, passphrase).open()

@@ -1,0 +1,1 @@
+"""What the API and the UI both do: start jobs, restore safely, forget, pin, audit."""

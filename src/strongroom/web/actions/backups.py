@@ -1,0 +1,239 @@
+"""Backups, verification, pins and forgetting one backup, as jobs or quick calls."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from strongroom.engines import open_engine
+from strongroom.errors import RepositoryError, StrongroomError, UsageError
+from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.pins import is_pinned
+from strongroom.repository.runs import RunRecord, record_run
+from strongroom.repository.verifications import VerificationRecord, record_verification
+from strongroom.services.backup import run_backup
+from strongroom.services.forget import delete_backup
+from strongroom.services.pins import pin_backup, unpin_backup
+from strongroom.services.verify import verify_backup
+from strongroom.web import audit
+from strongroom.web.actions.common import Caller
+from strongroom.web.jobs import JobFailed, JobProgress
+
+
+def start_backup(caller: Caller, target: str, tags: tuple[str, ...]) -> str:
+    """Back up a configured target on a job; the run is recorded like the CLI's."""
+    ctx = caller.ctx
+    url = ctx.database_url(target)  # raises for an unknown target
+    repo = ctx.repository()
+
+    def work(progress: JobProgress) -> dict[str, Any]:
+        started = utc_now_iso()
+        progress.phase("connecting")
+        try:
+            report = run_backup(
+                repo,
+                open_engine(url),
+                target=target,
+                tags=tags,
+                progress=progress,
+                created_by=f"{caller.name} (web)",
+            )
+        except StrongroomError as exc:
+            record_run(
+                repo.storage,
+                RunRecord(
+                    target,
+                    "backup",
+                    False,
+                    started,
+                    utc_now_iso(),
+                    tags,
+                    error_kind=type(exc).__name__,
+                ),
+            )
+            raise
+        m = report.manifest
+        record_run(
+            repo.storage,
+            RunRecord(
+                target,
+                "backup",
+                True,
+                started,
+                utc_now_iso(),
+                m.tags,
+                None,
+                m.backup_id,
+                m.raw_size,
+                m.stored_new_bytes,
+                m.duration_seconds,
+            ),
+        )
+        return {
+            "backup_id": m.backup_id,
+            "raw_size": m.raw_size,
+            "stored_new_bytes": m.stored_new_bytes,
+            "duration_seconds": m.duration_seconds,
+            "dedup_ratio": round(report.dedup_ratio, 2),
+        }
+
+    job_id = ctx.jobs.submit("backup", work, requested_by=caller.name, target=target)
+    audit.record(
+        ctx.db,
+        caller.name,
+        "backup",
+        f"started (job {job_id})",
+        subject=target,
+        client=caller.client,
+    )
+    return job_id
+
+
+def start_verify(caller: Caller, manifest: Manifest) -> str:
+    """Re-read every chunk of a backup on a job; the outcome is recorded (kind "read")."""
+    ctx = caller.ctx
+    repo = ctx.repository()
+
+    def work(progress: JobProgress) -> dict[str, Any]:
+        result = verify_backup(repo, manifest, progress)
+        record_verification(
+            repo.storage,
+            VerificationRecord(
+                manifest.backup_id, utc_now_iso(), "read", result.ok, None, 0, 0, result.problem
+            ),
+        )
+        if not result.ok:
+            raise JobFailed(result.problem or "verification failed")
+        return {"ok": True, "bytes_checked": result.bytes_checked}
+
+    return ctx.jobs.submit(
+        "verify",
+        work,
+        requested_by=caller.name,
+        target=manifest.target,
+        backup_id=manifest.backup_id,
+    )
+
+
+def start_drill(caller: Caller, manifest: Manifest, scratch_url: str | None) -> str:
+    """A restore drill (``verify --restore``) into a throwaway database, on a job."""
+    from strongroom.services.drill import verify_by_restore
+    from strongroom.web.actions.restore import scratch_engine
+
+    ctx = caller.ctx
+    repo = ctx.repository()
+    scratch = scratch_engine(ctx, manifest, scratch_url)
+
+    def work(progress: JobProgress) -> dict[str, Any]:
+        result = verify_by_restore(repo, manifest, scratch, progress=progress)
+        if not result.ok:
+            raise JobFailed(result.detail or result.record.problem or "restore drill failed")
+        return {
+            "ok": True,
+            "restore_seconds": round(result.restore_seconds, 3),
+            "tables_checked": len(result.comparisons),
+        }
+
+    return ctx.jobs.submit(
+        "verify-restore",
+        work,
+        requested_by=caller.name,
+        target=manifest.target,
+        backup_id=manifest.backup_id,
+    )
+
+
+def set_pin(caller: Caller, reference: str, pinned: bool) -> dict[str, Any]:
+    """Pin or unpin; audited either way."""
+    ctx = caller.ctx
+    repo = ctx.repository()
+    action = "pin" if pinned else "unpin"
+    try:
+        change = pin_backup(repo, reference) if pinned else unpin_backup(repo, reference)
+    except StrongroomError as exc:
+        audit.record(
+            ctx.db,
+            caller.name,
+            action,
+            f"failed: {exc.message}",
+            subject=reference,
+            client=caller.client,
+        )
+        raise
+    audit.record(
+        ctx.db,
+        caller.name,
+        action,
+        "ok" if change.changed else "ok (no change)",
+        subject=change.backup_id,
+        client=caller.client,
+    )
+    ctx.index.sync(repo)
+    return {"backup_id": change.backup_id, "pinned": pinned, "changed": change.changed}
+
+
+def forget_one(caller: Caller, reference: str) -> dict[str, Any]:
+    """Delete one backup's manifest (its chunks go at the next prune); pinned ones refuse."""
+    ctx = caller.ctx
+    repo = ctx.repository()
+    try:
+        manifest = repo.resolve(reference)
+        if is_pinned(repo.storage, manifest.backup_id):
+            raise PinnedBackup(f"backup {manifest.backup_id} is pinned; unpin it first")
+        delete_backup(repo.storage, manifest.backup_id)
+    except StrongroomError as exc:
+        audit.record(
+            ctx.db,
+            caller.name,
+            "forget",
+            f"failed: {exc.message}",
+            subject=reference,
+            client=caller.client,
+        )
+        raise
+    audit.record(
+        ctx.db, caller.name, "forget", "ok", subject=manifest.backup_id, client=caller.client
+    )
+    ctx.index.sync(repo)
+    return {"backup_id": manifest.backup_id, "forgotten": True}
+
+
+class PinnedBackup(RepositoryError):
+    """Forgetting a pinned backup by hand is refused (409)."""
+
+
+def download_stream(caller: Caller, manifest: Manifest) -> Iterator[bytes]:
+    """The verified raw dump, chunk by chunk; the audit entry gets the outcome at the end."""
+    ctx = caller.ctx
+    repo = ctx.repository()
+    _ = repo.chunks  # fail before the response starts if the key is wrong
+    entry = audit.record(
+        ctx.db, caller.name, "download", "started", subject=manifest.backup_id, client=caller.client
+    )
+
+    def stream() -> Iterator[bytes]:
+        outcome = "aborted by the client"
+        try:
+            yield from repo.read_stream(manifest)
+            outcome = "ok"
+        except StrongroomError as exc:
+            outcome = f"failed: {exc.message}"
+            raise
+        finally:
+            audit.update_result(ctx.db, entry, outcome)
+
+    return stream()
+
+
+def download_name(manifest: Manifest) -> str:
+    suffix = {"sqlite3-database": ".db", "mysqldump-sql": ".sql"}.get(manifest.dump_format, ".dump")
+    target = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest.target)
+    return f"{target}-{manifest.backup_id}{suffix}"
+
+
+def resolve(caller: Caller, reference: str) -> Manifest:
+    if not reference or len(reference) > 100:
+        raise UsageError("give a backup id")
+    return caller.ctx.repository().resolve(reference)

@@ -1,0 +1,155 @@
+"""Restore through the web: the plan (dry run), a typed confirmation, then a job running
+the full contract of ``strongroom restore`` (safety backup, staged restore, verification,
+swap). The destination is the backup's configured target unless a URL is given."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from strongroom.engines import open_engine
+from strongroom.engines.base import Engine
+from strongroom.errors import UsageError, VerificationMismatch
+from strongroom.repository.manifest import Manifest
+from strongroom.services.restore import RestorePlan, plan_restore, run_restore
+from strongroom.web import audit
+from strongroom.web.actions.common import Caller
+from strongroom.web.context import WebContext
+from strongroom.web.jobs import JobProgress
+
+
+def destination(ctx: WebContext, manifest: Manifest, to: str | None) -> Engine:
+    """The database a restore writes: ``to``, else the target's configured database."""
+    url = to.strip() if to and to.strip() else ctx.database_url(manifest.target)
+    return open_engine(url)
+
+
+def scratch_engine(ctx: WebContext, manifest: Manifest, scratch_url: str | None) -> Engine:
+    """Where a restore drill goes: the given URL, a new database beside the target's
+    (PostgreSQL), or a temp SQLite file."""
+    if scratch_url and scratch_url.strip():
+        return open_engine(scratch_url.strip())
+    suffix = f"strongroom_verify_{os.urandom(4).hex()}"
+    if manifest.engine == "postgresql":
+        from strongroom.engines.postgres import PostgresEngine
+
+        return PostgresEngine(ctx.database_url(manifest.target)).sibling(suffix)
+    if manifest.engine == "sqlite":
+        return open_engine(f"sqlite://{tempfile.gettempdir()}/{suffix}.db")
+    raise UsageError(f"give a scratch database URL for a {manifest.engine} restore drill")
+
+
+def plan(ctx: WebContext, manifest: Manifest, to: str | None, safety_backup: bool) -> RestorePlan:
+    return plan_restore(
+        ctx.repository(), manifest, destination(ctx, manifest, to), safety_backup=safety_backup
+    )
+
+
+def plan_json(plan: RestorePlan, engine: Engine) -> dict[str, Any]:
+    """The plan for the API and the dialog (the target is shown with its password removed)."""
+    m = plan.manifest
+    now_rows = {t.name: t.rows for t in plan.state.tables}
+    backup_rows = {t.name: t.rows for t in plan.backup_tables}
+    return {
+        "backup_id": m.backup_id,
+        "backup_target": m.target,
+        "engine": m.engine,
+        "raw_size": m.raw_size,
+        "taken_at": m.started_at,
+        "destination": plan.target,
+        "database_name": engine.database_name(),
+        "exists": plan.state.exists,
+        "empty": plan.state.empty,
+        "size_bytes": plan.state.size_bytes,
+        "will_replace": plan.will_replace,
+        "safety_backup": plan.safety_backup,
+        "estimated_seconds": round(plan.estimated_seconds, 3),
+        "estimate_basis": plan.estimate_basis,
+        "tables": [
+            {"name": name, "rows_now": now_rows.get(name), "rows_in_backup": backup_rows.get(name)}
+            for name in sorted(set(now_rows) | set(backup_rows))
+        ],
+    }
+
+
+def start_restore(
+    caller: Caller,
+    manifest: Manifest,
+    to: str | None,
+    confirm: str,
+    *,
+    safety_backup: bool = True,
+    drop_old: bool = False,
+) -> str:
+    """Check the typed confirmation against the destination's database name, then restore
+    on a job. The audit entry is written now and gets the outcome when the job ends."""
+    ctx = caller.ctx
+    repo = ctx.repository()
+    engine = destination(ctx, manifest, to)
+    name = engine.database_name()
+    if confirm.strip() != name:
+        audit.record(
+            ctx.db,
+            caller.name,
+            "restore",
+            "refused: confirmation did not match",
+            subject=manifest.backup_id,
+            client=caller.client,
+            detail=f"into {engine.describe()}",
+        )
+        raise UsageError(f"type the database name {name!r} to confirm; nothing was changed")
+    the_plan = plan_restore(repo, manifest, engine, safety_backup=safety_backup)
+    entry = audit.record(
+        ctx.db,
+        caller.name,
+        "restore",
+        "started",
+        subject=manifest.backup_id,
+        client=caller.client,
+        detail=f"into {engine.describe()}",
+    )
+
+    def work(progress: JobProgress) -> dict[str, Any]:
+        if the_plan.safety_backup:
+            progress.phase("safety backup")
+        try:
+            report = run_restore(
+                repo,
+                manifest,
+                engine,
+                safety_backup=safety_backup,
+                keep_old=not drop_old,
+                progress=progress,
+                plan=the_plan,
+            )
+        except Exception as exc:
+            audit.update_result(
+                ctx.db, entry, f"failed: {getattr(exc, 'message', type(exc).__name__)}"
+            )
+            raise
+        if not report.ok:
+            bad = sum(1 for c in report.comparisons if not c.matches)
+            message = (
+                f"the restored copy differs from the backup in {bad} table(s); "
+                "the target is untouched"
+            )
+            audit.update_result(ctx.db, entry, f"failed: {message}")
+            raise VerificationMismatch(message)
+        audit.update_result(ctx.db, entry, "ok (verified)")
+        return {
+            "backup_id": manifest.backup_id,
+            "destination": report.target,
+            "tables_verified": len(report.comparisons),
+            "duration_seconds": round(report.duration_seconds, 3),
+            "safety_backup_id": report.safety_backup_id,
+            "old_kept_as": report.old_kept_as,
+        }
+
+    return ctx.jobs.submit(
+        "restore",
+        work,
+        requested_by=caller.name,
+        target=manifest.target,
+        backup_id=manifest.backup_id,
+    )

@@ -1,0 +1,172 @@
+"""Backups: list, show, create (a job), download (streamed), forget, pin, verify."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from strongroom.repository.verifications import verification_history
+from strongroom.web.actions import backups as actions
+from strongroom.web.api.common import READ_ERRORS, WRITE_ERRORS, accepted, caller, manifest_of
+from strongroom.web.api.schemas import (
+    BackupDetail,
+    BackupRequest,
+    BackupSummary,
+    Forgotten,
+    JobAccepted,
+    PinState,
+    TableRow,
+    Verification,
+    VerifyRestoreRequest,
+)
+from strongroom.web.auth import Principal, require_admin, require_viewer
+from strongroom.web.context import context_of
+
+router = APIRouter(tags=["backups"])
+Viewer = Annotated[Principal, Depends(require_viewer)]
+BackupId = Annotated[str, "backup id, unique prefix (8+ characters) or latest"]
+
+
+@router.get("/backups", responses=READ_ERRORS)
+def list_backups(
+    request: Request,
+    _: Viewer,
+    target: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    verified: Literal["ok", "failed", "never"] | None = None,
+    pinned: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[BackupSummary]:
+    """Backups, newest first, from the manifest index (synced with the repository)."""
+    ctx = context_of(request)
+    ctx.fresh_repository()
+    rows = ctx.index.backups(
+        target=target, tag=tag, verified=verified, pinned=pinned, limit=limit, offset=offset
+    )
+    return [BackupSummary.of(row) for row in rows]
+
+
+@router.get("/backups/{backup_id}", responses=READ_ERRORS)
+def show_backup(request: Request, principal: Viewer, backup_id: BackupId) -> BackupDetail:
+    """One backup: its manifest, per-table statistics and every verification."""
+    ctx = context_of(request)
+    manifest = manifest_of(request, principal, backup_id)
+    repo = ctx.repository()
+    ctx.index.fresh(repo)
+    row = ctx.index.get(manifest.backup_id)
+    if row is None:
+        ctx.index.sync(repo)
+        row = ctx.index.get(manifest.backup_id)
+    assert row is not None
+    private = repo.private_section(manifest)
+    history = verification_history(repo.storage, manifest.backup_id)
+    return BackupDetail(
+        **BackupSummary.of(row).model_dump(),
+        dump_format=manifest.dump_format,
+        tool_version=manifest.tool_version,
+        new_chunk_count=manifest.new_chunk_count,
+        stream_checksum=manifest.stream_checksum,
+        database=private.database,
+        tables=[
+            TableRow(name=t.name, rows=t.rows, checksum=t.checksum is not None)
+            for t in private.tables
+        ],
+        verifications=[
+            Verification(verified_at=v.verified_at, kind=v.kind, ok=v.ok, problem=v.problem)
+            for v in reversed(history)
+        ],
+    )
+
+
+@router.post("/backups", status_code=202, responses=WRITE_ERRORS)
+def create_backup(
+    request: Request,
+    body: BackupRequest,
+    principal: Annotated[Principal, Depends(require_admin("backup"))],
+) -> JobAccepted:
+    """Back up a configured target now; follow the job at ``status_url``."""
+    return accepted(actions.start_backup(caller(request, principal), body.target, tuple(body.tags)))
+
+
+@router.get(
+    "/backups/{backup_id}/download",
+    response_class=StreamingResponse,
+    responses={
+        **WRITE_ERRORS,
+        200: {"content": {"application/octet-stream": {}}, "description": "the raw dump"},
+    },
+)
+def download_backup(
+    request: Request,
+    backup_id: BackupId,
+    principal: Annotated[Principal, Depends(require_admin("download"))],
+) -> StreamingResponse:
+    """The raw dump (pg_dump custom format, or the SQLite file), verified chunk by chunk as
+    it streams; feed it to ``pg_restore`` or open it with ``sqlite3``."""
+    who = caller(request, principal)
+    manifest = actions.resolve(who, backup_id)
+    return StreamingResponse(
+        actions.download_stream(who, manifest),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{actions.download_name(manifest)}"',
+            "Content-Length": str(manifest.raw_size),
+        },
+    )
+
+
+@router.delete("/backups/{backup_id}", responses=WRITE_ERRORS)
+def forget_backup(
+    request: Request,
+    backup_id: BackupId,
+    principal: Annotated[Principal, Depends(require_admin("forget"))],
+) -> Forgotten:
+    """Forget one backup (its unshared chunks go at the next prune). Pinned: 409."""
+    return Forgotten(**actions.forget_one(caller(request, principal), backup_id))
+
+
+@router.put("/backups/{backup_id}/pin", responses=WRITE_ERRORS)
+def pin(
+    request: Request,
+    backup_id: BackupId,
+    principal: Annotated[Principal, Depends(require_admin("pin"))],
+) -> PinState:
+    """Pin a backup: no retention policy forgets it."""
+    return PinState(**actions.set_pin(caller(request, principal), backup_id, True))
+
+
+@router.delete("/backups/{backup_id}/pin", responses=WRITE_ERRORS)
+def unpin(
+    request: Request,
+    backup_id: BackupId,
+    principal: Annotated[Principal, Depends(require_admin("unpin"))],
+) -> PinState:
+    """Remove a pin."""
+    return PinState(**actions.set_pin(caller(request, principal), backup_id, False))
+
+
+@router.post("/backups/{backup_id}/verify", status_code=202, responses=WRITE_ERRORS)
+def verify(
+    request: Request,
+    backup_id: BackupId,
+    principal: Annotated[Principal, Depends(require_admin("verify"))],
+) -> JobAccepted:
+    """Re-read every chunk: each chunk's hash and the whole-dump checksum (a job)."""
+    who = caller(request, principal)
+    return accepted(actions.start_verify(who, actions.resolve(who, backup_id)))
+
+
+@router.post("/backups/{backup_id}/verify-restore", status_code=202, responses=WRITE_ERRORS)
+def verify_restore(
+    request: Request,
+    backup_id: BackupId,
+    principal: Annotated[Principal, Depends(require_admin("verify"))],
+    body: VerifyRestoreRequest | None = None,
+) -> JobAccepted:
+    """A restore drill into a throwaway database, verified table by table (a job)."""
+    who = caller(request, principal)
+    manifest = actions.resolve(who, backup_id)
+    return accepted(actions.start_drill(who, manifest, body.scratch if body else None))

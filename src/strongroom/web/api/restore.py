@@ -1,0 +1,53 @@
+"""Restore: the plan (a dry run) and the real restore, which needs the typed name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from strongroom.web.actions import restore as actions
+from strongroom.web.actions.backups import resolve
+from strongroom.web.api.common import WRITE_ERRORS, accepted, caller
+from strongroom.web.api.schemas import (
+    JobAccepted,
+    RestorePlanRequest,
+    RestorePlanResponse,
+    RestoreRequest,
+)
+from strongroom.web.auth import Principal, require_admin
+from strongroom.web.context import context_of
+
+router = APIRouter(tags=["restore"])
+Admin = Annotated[Principal, Depends(require_admin("restore"))]
+
+
+@router.post("/backups/{backup_id}/restore/plan", responses=WRITE_ERRORS)
+def restore_plan(
+    request: Request, backup_id: str, body: RestorePlanRequest, principal: Admin
+) -> RestorePlanResponse:
+    """What a restore would do; changes nothing. ``database_name`` is the confirmation."""
+    ctx = context_of(request)
+    manifest = resolve(caller(request, principal), backup_id)
+    engine = actions.destination(ctx, manifest, body.to)
+    plan = actions.plan(ctx, manifest, body.to, body.safety_backup)
+    return RestorePlanResponse.model_validate(actions.plan_json(plan, engine))
+
+
+@router.post("/backups/{backup_id}/restore", status_code=202, responses=WRITE_ERRORS)
+def restore(
+    request: Request, backup_id: str, body: RestoreRequest, principal: Admin
+) -> JobAccepted:
+    """Restore with the full contract: safety backup, staged restore, verification, swap.
+    ``confirm`` must equal the destination database's name (see the plan)."""
+    who = caller(request, principal)
+    manifest = resolve(who, backup_id)
+    job_id = actions.start_restore(
+        who,
+        manifest,
+        body.to,
+        body.confirm,
+        safety_backup=body.safety_backup,
+        drop_old=body.drop_old,
+    )
+    return accepted(job_id)

@@ -1,0 +1,251 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from strongroom.web.jobs import job_result
+from strongroom.web.models import IndexedBackup, JobRun
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Verification(BaseModel):
+    verified_at: str
+    kind: str
+    ok: bool
+    problem: str | None = None
+
+
+class BackupSummary(BaseModel):
+    backup_id: str
+    target: str
+    engine: str
+    engine_version: str
+    status: str
+    started_at: str
+    finished_at: str
+    duration_seconds: float
+    raw_size: int
+    stored_new_bytes: int
+    chunk_count: int
+    tags: list[str]
+    created_by: str
+    pinned: bool
+    last_verification: Verification | None
+
+    @classmethod
+    def of(cls, row: IndexedBackup) -> BackupSummary:
+        verification = None
+        if row.verified_at is not None:
+            verification = Verification(
+                verified_at=row.verified_at,
+                kind=row.verified_kind or "",
+                ok=bool(row.verified_ok),
+                problem=row.verified_problem or None,
+            )
+        return cls(
+            backup_id=row.backup_id,
+            target=row.target,
+            engine=row.engine,
+            engine_version=row.engine_version,
+            status=row.status,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            duration_seconds=row.duration_seconds,
+            raw_size=row.raw_size,
+            stored_new_bytes=row.stored_new_bytes,
+            chunk_count=row.chunk_count,
+            tags=[t for t in row.tags.split(",") if t],
+            created_by=row.created_by,
+            pinned=row.pinned,
+            last_verification=verification,
+        )
+
+
+class TableRow(BaseModel):
+    name: str
+    rows: int
+    checksum: bool = Field(description="whether a content checksum was recorded")
+
+
+class BackupDetail(BackupSummary):
+    dump_format: str
+    tool_version: str
+    new_chunk_count: int
+    stream_checksum: str
+    database: str
+    tables: list[TableRow]
+    verifications: list[Verification]
+
+
+class TargetSummary(BaseModel):
+    name: str
+    configured: bool
+    engine: str | None
+    backups: int
+    stored_bytes: int
+    newest_backup_id: str | None
+    newest_backup_at: str | None
+    health: str
+    reasons: list[str]
+    next_run: str | None
+
+
+class BackupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str = Field(min_length=1, max_length=200, description="a configured target")
+    tags: list[str] = Field(default_factory=list, max_length=10)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class JobsAccepted(BaseModel):
+    jobs: list[JobAccepted]
+
+
+class Job(BaseModel):
+    job_id: str
+    kind: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    phase: str
+    bytes_done: int
+    bytes_total: int | None
+    percent: float | None
+    target: str | None
+    backup_id: str | None
+    requested_by: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    result: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: JobRun) -> Job:
+        percent = None
+        if row.status == "succeeded":
+            percent = 100.0
+        elif row.bytes_total:
+            percent = round(min(100.0, 100.0 * row.bytes_done / row.bytes_total), 1)
+        return cls(
+            job_id=row.id,
+            kind=row.kind,
+            status=row.status,
+            phase=row.phase,
+            bytes_done=row.bytes_done,
+            bytes_total=row.bytes_total,
+            percent=percent,
+            target=row.target,
+            backup_id=row.backup_id,
+            requested_by=row.requested_by,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            error=row.error,
+            result=job_result(row),
+        )
+
+
+class RestorePlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="database URL to restore into; default: the backup target's database",
+    )
+    safety_backup: bool = True
+
+
+class RestoreRequest(RestorePlanRequest):
+    confirm: str = Field(max_length=200, description="the destination database's name")
+    drop_old: bool = False
+
+
+class PlanTable(BaseModel):
+    name: str
+    rows_now: int | None
+    rows_in_backup: int | None
+
+
+class RestorePlanResponse(BaseModel):
+    backup_id: str
+    backup_target: str
+    engine: str
+    raw_size: int
+    taken_at: str
+    destination: str = Field(description="the destination, password removed")
+    database_name: str = Field(description="type this as the confirmation")
+    exists: bool
+    empty: bool
+    size_bytes: int | None
+    will_replace: bool
+    safety_backup: bool
+    estimated_seconds: float
+    estimate_basis: str
+    tables: list[PlanTable]
+
+
+class VerifyRestoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scratch: str | None = Field(
+        default=None, max_length=2000, description="throwaway database URL (default: automatic)"
+    )
+
+
+class PinState(BaseModel):
+    backup_id: str
+    pinned: bool
+    changed: bool
+
+
+class Forgotten(BaseModel):
+    backup_id: str
+    forgotten: bool
+
+
+class RetentionBackup(BaseModel):
+    backup_id: str
+    finished_at: str
+    tags: list[str]
+    raw_size: int
+    keep: bool
+    reasons: list[str]
+
+
+class RetentionTarget(BaseModel):
+    target: str
+    policy: str
+    backups: list[RetentionBackup]
+
+
+class RetentionRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str | None = Field(default=None, max_length=200)
+    prune: bool = True
+
+
+class TargetHealthModel(BaseModel):
+    target: str
+    status: str
+    reasons: list[str]
+    newest_backup_id: str | None
+    newest_backup_at: str | None
+    newest_age_seconds: float | None
+    expected_interval_seconds: float
+    last_run_ok: bool | None
+    last_verified_restore_at: str | None
+    last_verified_restore_seconds: float | None
+
+
+class HealthReport(BaseModel):
+    status: str = Field(description="healthy, warning or critical")
+    checked_at: str
+    targets: list[TargetHealthModel]

@@ -1,0 +1,241 @@
+"""Users, API tokens, sessions, CSRF and login rate limiting.
+
+Passwords are argon2id hashes; API tokens are random strings stored as SHA-256 hashes;
+the browser holds a signed session cookie (HttpOnly, SameSite=Lax, Secure over https) that
+carries the user id and a per-session CSRF token, checked on every unsafe request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import HTTPException, Request
+from sqlalchemy import select
+
+from strongroom.errors import UsageError
+from strongroom.repository.ids import utc_now_iso
+from strongroom.web import audit
+from strongroom.web.context import WebContext, client_of, context_of
+from strongroom.web.db import ServiceDatabase
+from strongroom.web.models import ApiToken, User
+
+ADMIN, VIEWER = "admin", "viewer"
+ROLES = (ADMIN, VIEWER)
+TOKEN_PREFIX = "sr_"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+MIN_PASSWORD = 8
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("strongroom-dummy-password")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a logged-in user (session) or a script (API token)."""
+
+    name: str
+    role: str
+    via: str  # "session" or "token"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
+
+
+class NotAuthenticated(Exception):
+    """No valid session or token: 401 for the API, a redirect to /login for pages."""
+
+
+# --- users and tokens ---------------------------------------------------------------------
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise UsageError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+
+
+def add_user(db: ServiceDatabase, name: str, role: str, password: str) -> None:
+    """Create a user; the password is stored only as an argon2 hash."""
+    _check_role(role)
+    if not name or len(name) > 100 or not name.isprintable() or " " in name:
+        raise UsageError("a user name is 1-100 printable characters without spaces")
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"a password needs at least {MIN_PASSWORD} characters")
+    with db.session() as session:
+        if session.scalar(select(User).where(User.name == name)) is not None:
+            raise UsageError(f"user {name!r} exists already")
+        session.add(
+            User(
+                name=name,
+                role=role,
+                password_hash=_hasher.hash(password),
+                created_at=utc_now_iso(),
+                disabled=False,
+            )
+        )
+
+
+def authenticate(db: ServiceDatabase, name: str, password: str) -> User | None:
+    """The user if the password matches (the same work is done for unknown names)."""
+    with db.session() as session:
+        user = session.scalar(select(User).where(User.name == name))
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        try:
+            _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if user is None or user.disabled:
+            return None
+        if _hasher.check_needs_rehash(stored):
+            user.password_hash = _hasher.hash(password)
+        return user
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(db: ServiceDatabase, name: str, role: str) -> str:
+    """A new API token; only its SHA-256 is stored, so it is shown once."""
+    _check_role(role)
+    if not name or len(name) > 100:
+        raise UsageError("a token name is 1-100 characters")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with db.session() as session:
+        if session.scalar(select(ApiToken).where(ApiToken.name == name)) is not None:
+            raise UsageError(f"token {name!r} exists already")
+        session.add(
+            ApiToken(
+                name=name,
+                role=role,
+                token_hash=hash_token(token),
+                created_at=utc_now_iso(),
+                revoked=False,
+            )
+        )
+    return token
+
+
+def _token_principal(ctx: WebContext, token: str) -> Principal | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    with ctx.db.session() as session:
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+        if row is None or row.revoked:
+            return None
+        row.last_used_at = utc_now_iso()
+        return Principal(f"token:{row.name}", row.role, "token")
+
+
+def _session_principal(ctx: WebContext, request: Request) -> Principal | None:
+    user_id = request.session.get("uid")
+    if not isinstance(user_id, int):
+        return None
+    with ctx.db.session() as session:
+        user = session.get(User, user_id)
+        if user is None or user.disabled:
+            return None
+        return Principal(user.name, user.role, "session")
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def current_principal(request: Request) -> Principal | None:
+    """The caller, from a bearer token or the session cookie (cached on the request)."""
+    if hasattr(request.state, "principal"):
+        cached: Principal | None = request.state.principal
+        return cached
+    ctx = context_of(request)
+    token = bearer_token(request)
+    principal = (
+        _token_principal(ctx, token) if token is not None else _session_principal(ctx, request)
+    )
+    request.state.principal = principal
+    return principal
+
+
+# --- sessions and CSRF --------------------------------------------------------------------
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (created on first use)."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def start_session(request: Request, user: User) -> None:
+    """A fresh session for the user (a new CSRF token too)."""
+    request.session.clear()
+    request.session["uid"] = user.id
+    request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+async def check_csrf(request: Request) -> None:
+    """Unsafe requests that rely on the session cookie must carry the session's CSRF token,
+    in the ``X-CSRF-Token`` header (htmx, scripts) or the ``csrf_token`` form field.
+    (Requests with a bearer token, or without a session, carry no ambient authority.)"""
+    if request.method not in UNSAFE or bearer_token(request) is not None:
+        return
+    if "uid" not in request.session:
+        return
+    await verify_csrf(request)
+
+
+async def verify_csrf(request: Request) -> None:
+    """Raise 403 unless the request carries the session's CSRF token."""
+    expected = request.session.get("csrf")
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    if not (
+        isinstance(expected, str)
+        and given is not None
+        and hmac.compare_digest(expected.encode(), given.encode())
+    ):
+        raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+
+
+# --- dependencies -------------------------------------------------------------------------
+def require_viewer(request: Request) -> Principal:
+    """Any signed-in user or token (read-only access)."""
+    principal = current_principal(request)
+    if principal is None:
+        raise NotAuthenticated()
+    return principal
+
+
+def require_admin(action: str) -> Callable[[Request], Principal]:
+    """A dependency allowing admins only; a refusal is audited under ``action``."""
+
+    def dependency(request: Request) -> Principal:
+        principal = require_viewer(request)
+        if not principal.is_admin:
+            ctx = context_of(request)
+            subject = request.path_params.get("backup_id") or request.url.path
+            audit.record(
+                ctx.db,
+                principal.name,
+                action,
+                "denied: viewer role",
+                subject=str(subject),
+                client=client_of(request),
+            )
+            raise HTTPException(403, f"{action} needs the admin role")
+        return principal
+
+    return dependency

@@ -1,0 +1,238 @@
+"""Long operations as jobs: run on worker threads, progress persisted in ``job_runs``.
+
+A job's progress comes through the services' :class:`ProgressSink` protocol; the sink
+writes the phase and byte counts to the job's row at most a few times a second, so any
+worker (and ``GET /api/jobs/{id}``) reads the same state from the service database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import select
+
+from strongroom.errors import StrongroomError
+from strongroom.redaction import redact_text
+from strongroom.repository.ids import utc_now_iso
+from strongroom.web.db import ServiceDatabase
+from strongroom.web.models import JobRun
+
+log = logging.getLogger("strongroom.web.jobs")
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+FLUSH_INTERVAL = 0.25  # seconds between progress writes
+
+
+class JobFailed(StrongroomError):
+    """A job's work finished but its outcome is a failure (e.g. a restore did not verify)."""
+
+
+class JobProgress:
+    """A ProgressSink that records a job's phase and bytes in its row."""
+
+    def __init__(self, db: ServiceDatabase, job_id: str) -> None:
+        self._db = db
+        self._job_id = job_id
+        self._phase = "starting"
+        self._done = 0
+        self._total: int | None = None
+        self._flushed = 0.0
+        self._lock = threading.Lock()
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """Enter a phase that reports no bytes (e.g. "safety backup", "indexing")."""
+        self._phase, self._done, self._total = name, 0, total
+        self._flush(force=True)
+
+    def start(self, label: str, total: int | None) -> None:
+        self.phase(label, total)
+
+    def advance(self, done_bytes: int) -> None:
+        self._done = done_bytes
+        self._flush()
+
+    def finish(self) -> None:
+        if self._total is None:
+            self._total = self._done
+        self._flush(force=True)
+
+    def _flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._flushed < FLUSH_INTERVAL:
+                return
+            self._flushed = now
+        with self._db.session() as session:
+            row = session.get(JobRun, self._job_id)
+            if row is not None:
+                row.phase = self._phase[:64]
+                row.bytes_done = self._done
+                row.bytes_total = self._total
+
+
+Work = Callable[[JobProgress], dict[str, Any]]
+
+
+def owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobRunner:
+    """A small thread pool running jobs; every state change is written to the database."""
+
+    def __init__(self, db: ServiceDatabase, workers: int = 2) -> None:
+        self._db = db
+        self._owner = owner_name()
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._after: list[Callable[[JobRun], None]] = []
+
+    def after_each(self, callback: Callable[[JobRun], None]) -> None:
+        """Call ``callback`` with the finished row after every job (e.g. re-index)."""
+        self._after.append(callback)
+
+    def submit(
+        self,
+        kind: str,
+        work: Work,
+        *,
+        requested_by: str,
+        target: str | None = None,
+        backup_id: str | None = None,
+    ) -> str:
+        job_id = uuid.uuid4().hex
+        with self._db.session() as session:
+            session.add(
+                JobRun(
+                    id=job_id,
+                    kind=kind,
+                    target=target,
+                    backup_id=backup_id,
+                    status=QUEUED,
+                    phase="queued",
+                    bytes_done=0,
+                    requested_by=requested_by,
+                    owner=self._owner,
+                    created_at=utc_now_iso(),
+                )
+            )
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="sr-job")
+            self._pool.submit(self._run, job_id, work)
+        return job_id
+
+    def _set(self, job_id: str, **fields: Any) -> JobRun | None:
+        with self._db.session() as session:
+            row = session.get(JobRun, job_id)
+            if row is None:
+                return None
+            for name, value in fields.items():
+                setattr(row, name, value)
+            return row
+
+    def _run(self, job_id: str, work: Work) -> None:
+        self._set(job_id, status=RUNNING, phase="starting", started_at=utc_now_iso())
+        progress = JobProgress(self._db, job_id)
+        try:
+            result = work(progress)
+        except StrongroomError as exc:
+            log.error("job %s failed: %s", job_id, exc.message)
+            row = self._set(
+                job_id,
+                status=FAILED,
+                phase="failed",
+                error=redact_text(exc.message),
+                finished_at=utc_now_iso(),
+            )
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job_id)
+            row = self._set(
+                job_id,
+                status=FAILED,
+                phase="failed",
+                error=f"unexpected failure ({type(exc).__name__})",
+                finished_at=utc_now_iso(),
+            )
+        else:
+            row = self._set(
+                job_id,
+                status=SUCCEEDED,
+                phase="done",
+                result=json.dumps(result),
+                finished_at=utc_now_iso(),
+            )
+        if row is not None:
+            for callback in self._after:
+                try:
+                    callback(row)
+                except Exception:
+                    log.exception("after-job callback failed")
+
+    def shutdown(self) -> None:
+        """Cancel queued jobs (marked failed); running ones finish. A later submit starts
+        a new pool (an app may be started again, e.g. in tests)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        with self._db.session() as session:
+            for row in session.scalars(
+                select(JobRun).where(JobRun.status == QUEUED, JobRun.owner == self._owner)
+            ):
+                row.status, row.phase, row.error = FAILED, "failed", "cancelled: server stopped"
+                row.finished_at = utc_now_iso()
+
+    def mark_abandoned(self) -> int:
+        """Jobs left running or queued by a process of this host that is gone: failed."""
+        host = socket.gethostname()
+        count = 0
+        with self._db.session() as session:
+            for row in session.scalars(select(JobRun).where(JobRun.status.in_([QUEUED, RUNNING]))):
+                owner_host, _, pid = row.owner.rpartition(":")
+                if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+                    continue
+                row.status, row.phase = FAILED, "failed"
+                row.error = "interrupted: the server stopped while it ran"
+                row.finished_at = row.finished_at or utc_now_iso()
+                count += 1
+        return count
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def get_job(db: ServiceDatabase, job_id: str) -> JobRun | None:
+    with db.session() as session:
+        return session.get(JobRun, job_id)
+
+
+def recent_jobs(db: ServiceDatabase, limit: int = 20) -> list[JobRun]:
+    with db.session() as session:
+        return list(session.scalars(select(JobRun).order_by(JobRun.created_at.desc()).limit(limit)))
+
+
+def job_result(row: JobRun) -> dict[str, Any]:
+    if not row.result:
+        return {}
+    value = json.loads(row.result)
+    return value if isinstance(value, dict) else {}
