@@ -30,9 +30,9 @@ class ChunkStore:
         """The ids of every chunk stored now (used to skip uploading known chunks)."""
         return {chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX)}
 
-    def store(self, chunk_id: str, plaintext: bytes) -> int:
+    def store(self, chunk_id: str, plaintext: bytes, *, fast: bool = False) -> int:
         """Compress, encrypt and upload one chunk; return its stored size in bytes."""
-        blob = self._sealer.seal(self._compressor.compress(plaintext))
+        blob = self._sealer.seal(self._compressor.compress(plaintext, fast=fast))
         self._storage.put(chunk_key(chunk_id), blob)
         return len(blob)
 

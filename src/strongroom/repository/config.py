@@ -31,6 +31,7 @@ class RepositoryConfig:
     identity_storage: str | None  # IDENTITY_IN_KEY_FILE / IDENTITY_WRAPPED_BY_PASSPHRASE
     hash_key_wrapped: str | None  # base64 age file holding the 32-byte hash key (encrypted)
     hash_key_plain: str | None  # hex hash key (only when encryption is "none")
+    compression_fast_level: int = 1  # used while the pipeline is backed up (adaptive)
 
     @property
     def encrypted(self) -> bool:
@@ -44,7 +45,11 @@ class RepositoryConfig:
             "created": self.created,
             "chunker": self.chunker.to_dict(),
             "hash": {"algorithm": "blake3-keyed"},
-            "compression": {"algorithm": "zstd", "level": self.compression_level},
+            "compression": {
+                "algorithm": "zstd",
+                "level": self.compression_level,
+                "fast_level": self.compression_fast_level,
+            },
             "encryption": {"mode": self.encryption},
         }
         if self.encrypted:
@@ -79,6 +84,9 @@ class RepositoryConfig:
                 created=document["created"],
                 chunker=ChunkerParams.from_dict(document["chunker"]),
                 compression_level=int(document["compression"]["level"]),
+                compression_fast_level=int(
+                    document["compression"].get("fast_level", document["compression"]["level"])
+                ),
                 encryption=mode,
                 recipients=tuple(encryption.get("recipients", ())),
                 identity_storage=encryption.get("identity_storage"),

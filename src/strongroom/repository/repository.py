@@ -152,7 +152,7 @@ class Repository:
             self._chunks = ChunkStore(
                 self.storage,
                 ChunkNamer(self.keyring.hash_key()),
-                ChunkCompressor(self.config.compression_level),
+                ChunkCompressor(self.config.compression_level, self.config.compression_fast_level),
                 self.keyring.sealer(for_reading=True),
             )
         return self._chunks

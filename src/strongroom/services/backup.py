@@ -67,6 +67,9 @@ class _ChunkWriter:
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._futures: list[Future[_ChunkOutcome]] = []
         self._failure: BaseException | None = None
+        self._workers = workers
+        self._submitted = 0
+        self._finished = 0
 
     def submit(self, data: bytes) -> None:
         """Queue one chunk (in stream order); blocks while too many are in flight."""
@@ -74,6 +77,8 @@ class _ChunkWriter:
         if self._failure is not None:
             self._slots.release()
             raise self._failure
+        with self._claim_lock:
+            self._submitted += 1
         future = self._pool.submit(self._process, data)
         future.add_done_callback(self._on_done)
         self._futures.append(future)
@@ -84,10 +89,17 @@ class _ChunkWriter:
             is_new = chunk_id not in self._known and chunk_id not in self._claimed
             if is_new:
                 self._claimed.add(chunk_id)
-        stored = self._store.store(chunk_id, data) if is_new else 0
+        stored = self._store.store(chunk_id, data, fast=self._backed_up()) if is_new else 0
         return _ChunkOutcome(ChunkRef(chunk_id, len(data)), is_new, stored)
 
+    def _backed_up(self) -> bool:
+        """More chunks waiting than workers: compress fast so the dump is not held up."""
+        with self._claim_lock:
+            return self._submitted - self._finished > self._workers
+
     def _on_done(self, future: Future[_ChunkOutcome]) -> None:
+        with self._claim_lock:
+            self._finished += 1
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
         self._slots.release()
