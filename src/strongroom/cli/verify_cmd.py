@@ -108,6 +108,10 @@ def scratch_engine(manifest: Manifest, scratch: str | None) -> Engine:
         from strongroom.engines.postgres import PostgresEngine
 
         return PostgresEngine(server).sibling(f"strongroom_verify_{suffix}")
+    if manifest.engine == "mysql" and server and server.startswith(("mysql", "mariadb")):
+        from strongroom.engines.mysql import MysqlEngine
+
+        return MysqlEngine(server).sibling(f"strongroom_verify_{suffix}")
     raise UsageError(
         "give --scratch URL: a database that does not exist yet on a server where it may be "
         "created (or set DATABASE_URL to pick its server)"
