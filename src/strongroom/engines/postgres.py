@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -353,6 +354,7 @@ class PostgresRunningDump:
 BINDIR_ENV = "STRONGROOM_PG_BINDIR"
 
 
+STATS_CONNECTIONS = 4
 PARALLEL_RESTORE_MIN_BYTES = 64 * 1024 * 1024
 MAX_RESTORE_JOBS = 4
 
@@ -850,8 +852,19 @@ class PostgresEngine:
         exists, tables, others, size = self._contents()
         if not exists:
             return TargetState(exists=False, empty=True, size_bytes=None)
-        stats = self.table_stats() if tables else []
-        return TargetState(True, not (tables or others), size, stats)
+        return TargetState(True, not (tables or others), size, self._row_counts() if tables else [])
+
+    def _row_counts(self) -> list[TableStats]:
+        """Exact row counts only (the plan shows no checksums, so it does not pay for them)."""
+        with self._connect() as conn:
+            stats = []
+            for schema, name in conn.execute(_TABLES_SQL).fetchall():
+                query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(name)
+                )
+                row = conn.execute(query).fetchone()
+                stats.append(TableStats(f"{schema}.{name}", int(row[0]) if row else 0))
+        return sorted(stats, key=lambda s: s.name)
 
     def sibling(self, dbname: str) -> PostgresEngine:
         """The same server and credentials, another database."""
@@ -969,10 +982,39 @@ class PostgresEngine:
             raise RestoreFailed(f"could not drop {self.where()}: {problem}")
 
     def table_stats(self) -> list[TableStats]:
-        """Row counts of the database's tables now (same names as a dump's)."""
+        """Row counts and checksums of the database's tables now (same names as a dump's).
+
+        Used to verify a restored copy, which nobody else writes to: the tables are scanned
+        in parallel on up to ``STATS_CONNECTIONS`` connections (the dump's own statistics,
+        by contrast, come from one connection inside the dump's snapshot)."""
         with self._connect() as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            try:
-                return _count_rows(conn)
-            finally:
-                conn.execute("ROLLBACK")
+            tables = conn.execute(_TABLES_SQL).fetchall()
+            record_hash = conn.info.server_version >= 140000
+            row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+            large_objects = int(row[0]) if row else 0
+        workers = max(1, min(STATS_CONNECTIONS, len(tables), os.cpu_count() or 1))
+        local = threading.local()
+        connections: list[psycopg.Connection[Any]] = []
+        lock = threading.Lock()
+
+        def measure(schema: str, name: str) -> TableStats:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = self._connect()
+                with lock:
+                    connections.append(conn)
+                conn.execute("BEGIN READ ONLY")
+            with conn.cursor() as cur:
+                rows, checksum = _count_and_checksum(cur, schema, name, record_hash)
+            return TableStats(f"{schema}.{name}", rows, checksum or None)
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-stats") as pool:
+                stats = list(pool.map(lambda t: measure(t[0], t[1]), tables))
+        finally:
+            for conn in connections:
+                with suppress(psycopg.Error):
+                    conn.close()
+        if large_objects > 0:
+            stats.append(TableStats(name=LARGE_OBJECTS, rows=large_objects))
+        return sorted(stats, key=lambda s: s.name)
