@@ -73,7 +73,13 @@ class Engine(Protocol):
     def check_restore_target(self) -> None:
         """Raise ``TargetNotEmpty`` unless the target is missing or empty."""
 
-    def restore(self, source: Iterable[bytes], *, size_hint: int | None = None) -> None:
+    def restore(
+        self,
+        source: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        tables_hint: int | None = None,
+    ) -> None:
         """Restore the dump read from ``source`` into the target (a new or empty database).
 
         ``source`` raises if the stored data is damaged; the engine then leaves no

@@ -322,10 +322,16 @@ class MysqlEngine:
                 f"ALTER there (e.g. GRANT ALL ON `{base}\\_%`.*)"
             ) from None
 
-    def restore(self, source: Iterable[bytes], *, size_hint: int | None = None) -> None:
+    def restore(
+        self,
+        source: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        tables_hint: int | None = None,
+    ) -> None:
         """Feed a plain SQL dump into the client, into a new (created here) or empty
         database; a failure drops the database if it was created here."""
-        del size_hint  # the client reads a stream; nothing to plan
+        del size_hint, tables_hint  # the client reads a stream; nothing to plan
         exists = self._target_exists()
         client, _ = self.tool(CLIENT_TOOLS)
         if not exists:

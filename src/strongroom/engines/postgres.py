@@ -359,7 +359,7 @@ PARALLEL_RESTORE_MIN_BYTES = 64 * 1024 * 1024
 MAX_RESTORE_JOBS = 4
 
 
-def _parallel_jobs(size_hint: int | None) -> int:
+def _parallel_jobs(size_hint: int | None, tables_hint: int | None = None) -> int:
     """How many ``pg_restore`` jobs to run: ``$STRONGROOM_RESTORE_JOBS`` if set; else 1
     (stream) for small dumps or when the temp folder cannot hold the dump; otherwise one
     per core, at most 4."""
@@ -370,6 +370,8 @@ def _parallel_jobs(size_hint: int | None) -> int:
         return max(1, int(forced))
     if size_hint is None or size_hint < PARALLEL_RESTORE_MIN_BYTES:
         return 1
+    if tables_hint is not None and tables_hint < 2:
+        return 1  # one table: nothing to run in parallel; streaming saves the temp file
     free = shutil.disk_usage(tempfile.gettempdir()).free
     if free < size_hint * 1.2:
         logger.info("not enough temp space for a parallel restore; streaming instead")
@@ -715,7 +717,13 @@ class PostgresEngine:
             return reason
         return None
 
-    def restore(self, source: Iterable[bytes], *, size_hint: int | None = None) -> None:
+    def restore(
+        self,
+        source: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        tables_hint: int | None = None,
+    ) -> None:
         """Restore a ``pg_dump -Fc`` stream into a new (created here) or empty database.
 
         Large dumps (``size_hint`` over 64 MiB) with several tables are written to a temp
@@ -733,7 +741,7 @@ class PostgresEngine:
                 self._create_database(conn)
         created = not exists
         try:
-            jobs = _parallel_jobs(size_hint)
+            jobs = _parallel_jobs(size_hint, tables_hint)
             if jobs > 1:
                 returncode, stderr = self._run_pg_restore_parallel(tool, source, jobs)
             else:

@@ -163,7 +163,13 @@ class SqliteEngine:
         if not self.path.parent.is_dir():
             raise RestoreFailed(f"directory {self.path.parent} does not exist")
 
-    def restore(self, source: Iterable[bytes], *, size_hint: int | None = None) -> None:
+    def restore(
+        self,
+        source: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        tables_hint: int | None = None,
+    ) -> None:
         """Write the stream to a temp file beside the target, check it, then link it into
         place without ever replacing an existing file."""
         self.check_restore_target()

@@ -84,7 +84,9 @@ def verify_by_restore(
     try:
         try:
             scratch.restore(
-                with_progress(repo.read_stream(manifest), progress), size_hint=manifest.raw_size
+                with_progress(repo.read_stream(manifest), progress),
+                size_hint=manifest.raw_size,
+                tables_hint=sum(1 for t in private.tables if t.rows > 0),
             )
         finally:
             progress.finish()

@@ -201,7 +201,9 @@ def _restore(
     progress.start("restore", manifest.raw_size)
     try:
         staged.restore(
-            with_progress(repo.read_stream(manifest), progress), size_hint=manifest.raw_size
+            with_progress(repo.read_stream(manifest), progress),
+            size_hint=manifest.raw_size,
+            tables_hint=sum(1 for t in plan.backup_tables if t.rows > 0),
         )
         comparisons = compare_tables(plan.backup_tables, staged.table_stats())
     except StrongroomError as exc:
