@@ -106,22 +106,53 @@ def test_prune_removes_pins_and_records_of_forgotten_backups(repo, shop):
 
 
 class PausingEngine:
-    """A SQLite engine whose dump waits at a gate: the backup has listed chunks by then."""
+    """A SQLite engine whose dump waits at a gate, after ``pause_after`` bytes were read
+    (0: before the first byte). By then the backup has listed chunks/."""
 
-    def __init__(self, path):
+    def __init__(self, path, pause_after=0):
         self._inner = SqliteEngine(str(path))
+        self._pause_after = pause_after
         self.reached = threading.Event()
         self.gate = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
+    def _wait(self):
+        self.reached.set()
+        assert self.gate.wait(30)
+
     @contextlib.contextmanager
     def dump(self):
         with self._inner.dump() as running:
-            self.reached.set()
-            assert self.gate.wait(30)
-            yield running
+            if not self._pause_after:
+                self._wait()
+                yield running
+                return
+            yield _GatedDump(running, self)
+
+
+class _GatedDump:
+    def __init__(self, running, engine):
+        self._running = running
+        self._engine = engine
+        self._read = 0
+        self.stream = self
+
+    def read(self, size=-1):
+        if self._read >= self._engine._pause_after and not self._engine.reached.is_set():
+            self._engine._wait()
+        data = self._running.stream.read(size)
+        self._read += len(data)
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def finish(self):
+        return self._running.finish()
 
 
 def _in_thread(function):
@@ -162,11 +193,16 @@ def test_prune_waits_for_a_backup_that_counts_on_unreferenced_chunks(repo, shop)
 
 def test_prune_waits_for_the_new_chunks_of_a_running_backup(repo, shop):
     """Case (b): chunks a running backup has stored are unreferenced until its manifest."""
-    engine = PausingEngine(shop)
+    engine = PausingEngine(shop, pause_after=shop.stat().st_size // 2)
     backup, backed_up = _in_thread(lambda: run_backup(repo, engine))
     assert engine.reached.wait(30)
+    deadline = time.monotonic() + 30
+    while not _stored(repo):  # wait until it has stored some of its chunks
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     pruning, pruned = _in_thread(functools.partial(prune, repo, wait=30))
-    time.sleep(0.2)
+    time.sleep(0.5)
+    assert pruning.is_alive(), "prune must wait for the running backup"
     engine.gate.set()
     backup.join(30)
     pruning.join(30)
