@@ -70,3 +70,31 @@ def run_cli(
         cwd=REPO_ROOT,
         check=False,
     )
+
+
+def cli_ok(result: subprocess.CompletedProcess[bytes]) -> str:
+    """Assert a CLI run succeeded; return its stdout."""
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    return result.stdout.decode()
+
+
+def cli_fails(result: subprocess.CompletedProcess[bytes], code: int, pattern: str) -> str:
+    """Assert a CLI run failed with ``code`` and exactly one ``error:`` line matching
+    ``pattern``, without a traceback; return its stderr."""
+    import re
+
+    err = result.stderr.decode()
+    assert result.returncode == code, (result.returncode, err, result.stdout.decode())
+    assert re.search(pattern, err), err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+    return err
+
+
+def repository_env(tmp_path: Path) -> dict[str, str]:
+    """A local repository and key file under ``tmp_path``, as environment variables."""
+    return {
+        "STRONGROOM_REPO": str(tmp_path / "repo"),
+        "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tests.fixtures.mariadb import fill_sample
+from tests.helpers import cli_ok as _ok
 from tests.helpers import run_cli
 
 
@@ -18,11 +19,6 @@ def env(tmp_path):
         "STRONGROOM_REPO": str(tmp_path / "repo"),
         "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
     }
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    return result.stdout.decode()
 
 
 def _fails(result, code, text):

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.helpers import REPO_ROOT, STRONGROOM, make_sqlite_db, run_cli
+from tests.helpers import cli_ok as _ok
 
 
 @pytest.fixture()
@@ -38,11 +39,6 @@ retention = {{ keep_last = 50 }}
     )
     assert result.returncode == 0
     return tmp_path, db, config, env
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    return result.stdout.decode()
 
 
 def test_config_check_names_field_and_line(tmp_path, setup):

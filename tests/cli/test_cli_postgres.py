@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.helpers import REPO_ROOT, STRONGROOM, run_cli
+from tests.helpers import cli_ok as _ok
 
 SCHEMA = """
 CREATE SCHEMA billing;
@@ -43,11 +44,6 @@ def env(tmp_path):
         "STRONGROOM_REPO": str(tmp_path / "repo"),
         "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
     }
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    return result.stdout.decode()
 
 
 def test_postgres_backup_restore_and_dedup_after_one_percent_more_rows(

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from tests.helpers import REPO_ROOT, STRONGROOM, run_cli
+from tests.helpers import cli_ok as _ok
 
 SCHEMA = """
 CREATE TABLE accounts (id serial PRIMARY KEY, email text UNIQUE, balance numeric(12,2));
@@ -42,11 +43,6 @@ def live(pg_server, pg_db, env):
     assert run_cli("backup", pg_db, "--tag", "daily", env=env).returncode == 0
     pg_server.psql(name, "DELETE FROM events WHERE id > 5000; UPDATE accounts SET balance = 0;")
     return pg_db, name
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    return result.stdout.decode()
 
 
 def _count(pg_server, name, table="events"):

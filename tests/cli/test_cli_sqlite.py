@@ -7,31 +7,14 @@ import stat
 import pytest
 from blake3 import blake3
 
-from tests.helpers import make_sqlite_db, run_cli, sqlite_counts
+from tests.helpers import cli_fails as _fails
+from tests.helpers import cli_ok as _ok
+from tests.helpers import make_sqlite_db, repository_env, run_cli, sqlite_counts
 
 
 @pytest.fixture()
 def env(tmp_path):
-    return {
-        "STRONGROOM_REPO": str(tmp_path / "repo"),
-        "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    return result.stdout.decode()
-
-
-def _fails(result, code, pattern):
-    err = result.stderr.decode()
-    assert result.returncode == code, (result.returncode, err, result.stdout.decode())
-    assert re.search(pattern, err), err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return err
+    return repository_env(tmp_path)
 
 
 def test_full_cycle(tmp_path, env):

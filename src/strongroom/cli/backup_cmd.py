@@ -11,12 +11,11 @@ import typer
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
-from strongroom.errors import StrongroomError, UsageError
-from strongroom.repository.ids import utc_now_iso
+from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
-from strongroom.repository.runs import RunRecord, record_run, runs_of
+from strongroom.repository.runs import runs_of
 from strongroom.repository.verifications import last_verifications
-from strongroom.services.backup import run_backup
+from strongroom.services.backup import run_recorded_backup
 from strongroom.services.metrics import build_registry, write_metrics_file
 
 
@@ -45,45 +44,13 @@ def backup(
         raise UsageError("no database given: pass DATABASE_URL as an argument or set $DATABASE_URL")
     repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(url)
-    started = utc_now_iso()
-    name = target or engine.database_name()
     try:
-        report = run_backup(
+        report = run_recorded_backup(
             repository, engine, target=target, tags=tuple(tag or ()), progress=progress_sink()
         )
-    except StrongroomError as exc:
-        record_run(
-            repository.storage,
-            RunRecord(
-                name,
-                "backup",
-                False,
-                started,
-                utc_now_iso(),
-                tuple(tag or ()),
-                error_kind=type(exc).__name__,
-            ),
-        )
+    finally:
         _write_metrics(repository, metrics_file)
-        raise
     m = report.manifest
-    record_run(
-        repository.storage,
-        RunRecord(
-            name,
-            "backup",
-            True,
-            started,
-            utc_now_iso(),
-            m.tags,
-            None,
-            m.backup_id,
-            m.raw_size,
-            m.stored_new_bytes,
-            m.duration_seconds,
-        ),
-    )
-    _write_metrics(repository, metrics_file)
     share = 100.0 * report.new_plain_bytes / m.raw_size if m.raw_size else 0.0
     stdout.print(f"backup {m.backup_id} complete")
     stdout.print(f"  target       {m.target} ({m.engine} {m.engine_version})")

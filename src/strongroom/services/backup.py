@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from strongroom.engines.base import Engine
+from strongroom.errors import StrongroomError
 from strongroom.logcontext import log_context
 from strongroom.pipeline.chunking import iter_chunks
 from strongroom.pipeline.hashing import StreamChecksum
@@ -25,6 +26,7 @@ from strongroom.repository.manifest import (
     seal_private,
 )
 from strongroom.repository.repository import Repository
+from strongroom.repository.runs import RunRecord, record_run
 from strongroom.services.progress import NoProgress, ProgressSink
 
 log = logging.getLogger("strongroom.backup")
@@ -214,3 +216,54 @@ def _creator() -> str:
         return f"{getpass.getuser()}@{socket.gethostname()}"
     except (KeyError, OSError):
         return socket.gethostname()
+
+
+def run_recorded_backup(
+    repo: Repository,
+    engine: Engine,
+    *,
+    target: str | None = None,
+    tags: tuple[str, ...] = (),
+    progress: ProgressSink | None = None,
+    created_by: str | None = None,
+    scheduled_for: str | None = None,
+) -> BackupReport:
+    """``run_backup`` that also leaves a run record (success, or the failure's kind) in the
+    repository, for health, metrics and the web UI. Failures are re-raised."""
+    name = target or engine.database_name()
+    started = utc_now_iso()
+    try:
+        report = run_backup(
+            repo, engine, target=target, tags=tags, progress=progress, created_by=created_by
+        )
+    except StrongroomError as exc:
+        record = RunRecord(
+            name,
+            "backup",
+            False,
+            started,
+            utc_now_iso(),
+            tags,
+            scheduled_for,
+            error_kind=type(exc).__name__,
+        )
+        record_run(repo.storage, record)
+        raise
+    m = report.manifest
+    record_run(
+        repo.storage,
+        RunRecord(
+            name,
+            "backup",
+            True,
+            started,
+            utc_now_iso(),
+            m.tags,
+            scheduled_for,
+            m.backup_id,
+            m.raw_size,
+            m.stored_new_bytes,
+            m.duration_seconds,
+        ),
+    )
+    return report

@@ -11,9 +11,8 @@ from strongroom.errors import RepositoryError, StrongroomError, UsageError
 from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.pins import is_pinned
-from strongroom.repository.runs import RunRecord, record_run
 from strongroom.repository.verifications import VerificationRecord, record_verification
-from strongroom.services.backup import run_backup
+from strongroom.services.backup import run_recorded_backup
 from strongroom.services.forget import delete_backup
 from strongroom.services.pins import pin_backup, unpin_backup
 from strongroom.services.verify import verify_backup
@@ -29,48 +28,16 @@ def start_backup(caller: Caller, target: str, tags: tuple[str, ...]) -> str:
     repo = ctx.repository()
 
     def work(progress: JobProgress) -> dict[str, Any]:
-        started = utc_now_iso()
         progress.phase("connecting")
-        try:
-            report = run_backup(
-                repo,
-                open_engine(url),
-                target=target,
-                tags=tags,
-                progress=progress,
-                created_by=f"{caller.name} (web)",
-            )
-        except StrongroomError as exc:
-            record_run(
-                repo.storage,
-                RunRecord(
-                    target,
-                    "backup",
-                    False,
-                    started,
-                    utc_now_iso(),
-                    tags,
-                    error_kind=type(exc).__name__,
-                ),
-            )
-            raise
-        m = report.manifest
-        record_run(
-            repo.storage,
-            RunRecord(
-                target,
-                "backup",
-                True,
-                started,
-                utc_now_iso(),
-                m.tags,
-                None,
-                m.backup_id,
-                m.raw_size,
-                m.stored_new_bytes,
-                m.duration_seconds,
-            ),
+        report = run_recorded_backup(
+            repo,
+            open_engine(url),
+            target=target,
+            tags=tags,
+            progress=progress,
+            created_by=f"{caller.name} (web)",
         )
+        m = report.manifest
         return {
             "backup_id": m.backup_id,
             "raw_size": m.raw_size,
