@@ -9,23 +9,18 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from strongroom.cli.output import stdout
-from strongroom.config import ConfigError, Settings, load_settings
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
-from strongroom.repository.runs import runs_of
-from strongroom.repository.verifications import last_verifications
-from strongroom.services.daemon import Daemon, upcoming_runs
-from strongroom.services.health import EXIT_CODES, evaluate_target, overall
-from strongroom.services.metrics import build_registry, write_metrics_file
-from strongroom.services.notifications import build_notifier
 from strongroom.services.repository_access import open_configured
-from strongroom.services.schedule import interval_of
+
+if TYPE_CHECKING:
+    from strongroom.config import Settings
 
 ConfigOption = Annotated[
     str | None,
@@ -51,6 +46,8 @@ def open_repository(settings: Settings) -> Repository:
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration; name the field and line of every error."""
+    from strongroom.config import ConfigError, load_settings
+
     try:
         settings = load_settings(config)
     except ConfigError as exc:
@@ -75,6 +72,9 @@ def config_check(config: ConfigOption = None) -> None:
 
 def schedule(config: ConfigOption = None) -> None:
     """List the next runs of every scheduled job."""
+    from strongroom.config import load_settings
+    from strongroom.services.daemon import upcoming_runs
+
     settings = load_settings(config)
     table = Table(box=None, pad_edge=False)
     for column in ("JOB", "CRON", "NEXT RUNS"):
@@ -95,6 +95,10 @@ def run(
 
     SIGTERM or Ctrl-C: the running job finishes, then strongroom exits; a second signal
     abandons it cleanly (no backup is recorded unless its manifest was written)."""
+    from strongroom.config import load_settings
+    from strongroom.services.daemon import Daemon
+    from strongroom.services.notifications import build_notifier
+
     settings = load_settings(config)
     daemon = Daemon(
         settings,
@@ -127,6 +131,13 @@ def health(
     metrics_file: MetricsFileOption = None,
 ) -> None:
     """Exit 0 healthy, 1 warning, 2 critical: backup age, last run, last restore drill."""
+    from strongroom.config import load_settings
+    from strongroom.repository.runs import runs_of
+    from strongroom.repository.verifications import last_verifications
+    from strongroom.services.health import EXIT_CODES, evaluate_target, overall
+    from strongroom.services.metrics import build_registry, write_metrics_file
+    from strongroom.services.schedule import interval_of
+
     settings = load_settings(config)
     repo = open_repository(settings)
     now = datetime.now(UTC)

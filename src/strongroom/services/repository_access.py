@@ -6,13 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from strongroom.config import Settings
 from strongroom.errors import UsageError
 from strongroom.repository.keys import KeySource
 from strongroom.repository.repository import Repository
 from strongroom.storage.base import Storage
 from strongroom.storage.factory import open_storage
+
+if TYPE_CHECKING:  # pydantic models are slow to import; only `run`/`serve` need them
+    from strongroom.config import Settings
 
 
 @dataclass(frozen=True)
