@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any, cast
 
+from strongroom.engines.tools import tool_version
 from strongroom.errors import ToolMissing
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -26,9 +26,6 @@ INSTALL_HINT = (
 )
 STOP_TIMEOUT = 10.0
 MAX_NAME = 64  # MySQL identifier limit (characters)
-
-_VERSION_CACHE: dict[Path, str | None] = {}
-_VERSION_LOCK = threading.Lock()
 
 
 def first_line(text: str, prefer: str | None = None) -> str:
@@ -73,23 +70,6 @@ def option_value(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _tool_version(path: Path) -> str | None:
-    """``<tool> --version`` (cached), or ``None`` if it does not run."""
-    with _VERSION_LOCK:
-        if path in _VERSION_CACHE:
-            return _VERSION_CACHE[path]
-    try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-        version: str | None = out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        version = None
-    with _VERSION_LOCK:
-        _VERSION_CACHE[path] = version or None
-    return version or None
-
-
 def find_tool(names: Sequence[str], tool_dirs: Sequence[Path] | None) -> tuple[Path, str]:
     """The first runnable tool of ``names`` (in ``tool_dirs``, else on ``PATH``) and its
     ``--version`` text; ``ToolMissing`` if there is none."""
@@ -108,7 +88,7 @@ def find_tool(names: Sequence[str], tool_dirs: Sequence[Path] | None) -> tuple[P
     if not found:
         raise ToolMissing(f"{wanted} not found: {INSTALL_HINT}")
     for path in found:
-        version = _tool_version(path)
+        version = tool_version(path)
         if version is not None:
             return path, version
     raise ToolMissing(f"{wanted} found at {found[0]} does not run: {INSTALL_HINT}")

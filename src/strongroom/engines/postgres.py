@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
+from strongroom.engines.tools import tool_version
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,
@@ -99,26 +100,6 @@ _CONTENTS_SQL = f"""
                           WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = ns.oid))
       + (SELECT count(*) FROM pg_largeobject_metadata)
 """
-
-_VERSION_CACHE: dict[Path, str | None] = {}
-_VERSION_LOCK = threading.Lock()
-
-
-def _tool_version(path: Path) -> str | None:
-    """``<tool> --version`` output (cached), or ``None`` if the tool does not run."""
-    with _VERSION_LOCK:
-        if path in _VERSION_CACHE:
-            return _VERSION_CACHE[path]
-    try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-        version: str | None = out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        version = None
-    with _VERSION_LOCK:
-        _VERSION_CACHE[path] = version or None
-    return version or None
 
 
 def _major(version_text: str | None) -> int | None:
@@ -542,7 +523,7 @@ class PostgresEngine:
         candidates = self._candidates(name)
         if not candidates:
             raise ToolMissing(f"{name} not found: {INSTALL_HINT}")
-        versions = [(path, _tool_version(path)) for path in candidates]
+        versions = [(path, tool_version(path)) for path in candidates]
         runnable = [(path, text) for path, text in versions if text is not None]
         if not runnable:
             raise ToolMissing(f"{name} found at {candidates[0]} does not run: {INSTALL_HINT}")
