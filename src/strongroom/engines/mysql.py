@@ -39,13 +39,12 @@ from strongroom.engines.mysql_tools import (
     DUMP_TOOLS,
     error_code,
     error_text,
-    exit_description,
     find_tool,
-    first_line,
     limit_name,
     option_value,
     pipe_into,
 )
+from strongroom.engines.tools import exit_description, first_line
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,

@@ -40,10 +40,9 @@ from strongroom.engines.mysql_stats import quote_ident
 from strongroom.engines.mysql_tools import (
     CLIENT_TOOLS,
     error_text,
-    exit_description,
-    first_line,
     limit_name,
 )
+from strongroom.engines.tools import exit_description, first_line
 from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError, VerificationMismatch
 
 logger = logging.getLogger("strongroom.engines.mysql_tables")

@@ -12,7 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any, cast
 
-from strongroom.engines.tools import tool_version
+from strongroom.engines.tools import first_line, tool_version
 from strongroom.errors import ToolMissing
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -26,22 +26,6 @@ INSTALL_HINT = (
 )
 STOP_TIMEOUT = 10.0
 MAX_NAME = 64  # MySQL identifier limit (characters)
-
-
-def first_line(text: str, prefer: str | None = None) -> str:
-    """The first non-blank line of ``text`` (the first containing ``prefer`` if any does)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if prefer is not None:
-        for line in lines:
-            if prefer in line.lower():
-                return line
-    return lines[0] if lines else ""
-
-
-def exit_description(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 def error_text(exc: BaseException) -> str:

@@ -29,6 +29,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
+from strongroom.engines.tools import exit_description as _exit_description
+from strongroom.engines.tools import first_line as _first_line
 from strongroom.engines.tools import tool_version
 from strongroom.errors import (
     DatabaseAuthFailed,
@@ -123,22 +125,6 @@ def _debian_bin_dirs() -> list[Path]:
         return int(name) if name.isdigit() else -1
 
     return [Path(p) for p in sorted(glob.glob(DEBIAN_BIN_GLOB), key=key, reverse=True)]
-
-
-def _first_line(text: str, prefer: str | None = None) -> str:
-    """The first non-blank line of ``text`` (the first containing ``prefer`` if any does)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if prefer is not None:
-        for line in lines:
-            if prefer in line.lower():
-                return line
-    return lines[0] if lines else ""
-
-
-def _exit_description(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 class _RowCounter(threading.Thread):

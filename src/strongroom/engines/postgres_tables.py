@@ -38,10 +38,10 @@ from psycopg import sql
 
 from strongroom.engines.postgres import (
     PostgresEngine,
-    _exit_description,
-    _first_line,
     _server_major,
 )
+from strongroom.engines.tools import exit_description as _exit_description
+from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError
 
 logger = logging.getLogger("strongroom.engines.postgres_tables")

@@ -25,3 +25,20 @@ def tool_version(path: Path) -> str | None:
     with _VERSION_LOCK:
         _VERSION_CACHE[path] = version or None
     return version or None
+
+
+def first_line(text: str, prefer: str | None = None) -> str:
+    """The first non-blank line of ``text`` (the first containing ``prefer`` if any does)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if prefer is not None:
+        for line in lines:
+            if prefer in line.lower():
+                return line
+    return lines[0] if lines else ""
+
+
+def exit_description(returncode: int) -> str:
+    """``exit status N`` or ``killed by signal N`` for a child's return code."""
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
