@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from strongroom.engines.base import DumpResult, TableStats
-from strongroom.engines.postgres import LARGE_OBJECTS, PostgresEngine
+from strongroom.engines.postgres import PostgresEngine
+from strongroom.engines.postgres_checksum import LARGE_OBJECTS
 from strongroom.errors import (
     ChunkDamaged,
     DatabaseAuthFailed,

@@ -17,8 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -29,6 +28,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
+from strongroom.engines.postgres_checksum import (
+    TABLES_SQL,
+    USER_NAMESPACES,
+    parallel_table_stats,
+    snapshot_table_stats,
+)
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.engines.tools import tool_version
@@ -48,37 +53,15 @@ logger = logging.getLogger("strongroom.engines.postgres")
 
 KIND = "postgresql"
 DUMP_FORMAT = "pg_dump-custom"
-LARGE_OBJECTS = "(large objects)"
 CONNECT_TIMEOUT = 10
 PIPE_BUFFER = 1 << 20
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 INSTALL_HINT = "install the PostgreSQL client tools (Debian: apt-get install postgresql-client)"
 _STOP_TIMEOUT = 10.0
 
-# Schemas that are never user data.
-_USER_NAMESPACES = """
-    SELECT n.oid, n.nspname FROM pg_namespace n
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_toast%'
-      AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-"""
-
-# Ordinary tables (partitions included, partitioned parents not: they hold no rows of
-# their own), skipping temporary tables and tables that belong to an extension.
-_TABLES_SQL = f"""
-    WITH ns AS ({_USER_NAMESPACES})
-    SELECT ns.nspname, c.relname
-    FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
-    WHERE c.relkind = 'r' AND c.relpersistence <> 't'
-      AND NOT EXISTS (
-        SELECT 1 FROM pg_depend d
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-    ORDER BY 1, 2
-"""
-
 # What makes a database "not empty": user relations, types, functions, schemas.
 _CONTENTS_SQL = f"""
-    WITH ns AS ({_USER_NAMESPACES}),
+    WITH ns AS ({USER_NAMESPACES}),
     ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
     SELECT
       (SELECT count(*) FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
@@ -139,7 +122,7 @@ class _RowCounter(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.tables = _count_rows(self._conn, self._stop_event.is_set)
+            self.tables = snapshot_table_stats(self._conn, self._stop_event.is_set)
         except BaseException as exc:  # reported by finish()
             self.error = exc
 
@@ -154,60 +137,6 @@ class _RowCounter(threading.Thread):
                     self._conn.cancel()
             except psycopg.Error:
                 logger.debug("could not cancel the row count", exc_info=True)
-
-
-# One scan per table gives the row count and an order-independent content checksum: the
-# sum (numeric, so it cannot overflow) of a 64-bit hash of each row. hash_record_extended
-# (PostgreSQL 14+) hashes each column with its type's own hash function, without turning
-# the row into text: measured on a 1.1 GB table, 2.0 s against 6.7 s for hashing the row's
-# text form (which costs the server as much as the dump itself). Tables with a column type
-# that has no hash function (json, point, xml…) fall back to the text form.
-_COUNT_AND_RECORD_HASH = (
-    "SELECT count(*), coalesce(sum(hash_record_extended(t, 0)), 0) FROM {}.{} AS t"
-)
-_COUNT_AND_TEXT_HASH = (
-    "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {}.{} AS t"
-)
-RECORD_HASH_PREFIX = "rec64sum:"
-TEXT_HASH_PREFIX = "h64sum:"
-
-
-def _count_and_checksum(
-    cur: psycopg.Cursor[Any], schema: str, name: str, record_hash: bool
-) -> tuple[int, str]:
-    """Row count and checksum of one table, inside the caller's transaction."""
-    table = (sql.Identifier(schema), sql.Identifier(name))
-    if record_hash:
-        cur.execute("SAVEPOINT strongroom_checksum")
-        try:
-            row = cur.execute(sql.SQL(_COUNT_AND_RECORD_HASH).format(*table)).fetchone()
-            cur.execute("RELEASE SAVEPOINT strongroom_checksum")
-            return (int(row[0]), f"{RECORD_HASH_PREFIX}{row[1]}") if row else (0, "")
-        except psycopg.errors.UndefinedFunction:
-            cur.execute("ROLLBACK TO SAVEPOINT strongroom_checksum")
-    row = cur.execute(sql.SQL(_COUNT_AND_TEXT_HASH).format(*table)).fetchone()
-    return (int(row[0]), f"{TEXT_HASH_PREFIX}{row[1]}") if row else (0, "")
-
-
-def _count_rows(
-    conn: psycopg.Connection[Any], should_stop: Callable[[], bool] = lambda: False
-) -> list[TableStats]:
-    """Row counts and checksums of all user tables (``schema.table``), plus
-    ``(large objects)`` (count only) if any."""
-    stats: list[TableStats] = []
-    record_hash = conn.info.server_version >= 140000
-    with conn.cursor() as cur:
-        tables = cur.execute(_TABLES_SQL).fetchall()
-        for schema, name in tables:
-            if should_stop():
-                return stats
-            rows, checksum = _count_and_checksum(cur, schema, name, record_hash)
-            stats.append(TableStats(f"{schema}.{name}", rows, checksum or None))
-        row = cur.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
-        large_objects = int(row[0]) if row else 0
-        if large_objects > 0:
-            stats.append(TableStats(name=LARGE_OBJECTS, rows=large_objects))
-    return sorted(stats, key=lambda s: s.name)
 
 
 class PostgresRunningDump:
@@ -381,6 +310,7 @@ class PostgresEngine:
         if tool_dirs is None and os.environ.get(BINDIR_ENV):
             tool_dirs = [os.environ[BINDIR_ENV]]
         self._tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
+        self._restored_here = False  # set once restore() filled this database
 
     # --- naming and redaction ---------------------------------------------------------
     @staticmethod
@@ -724,6 +654,7 @@ class PostgresEngine:
             raise RestoreFailed(
                 f"pg_restore failed for {self.where()}: {self.redact(reason)}; {outcome}"
             )
+        self._restored_here = True
         logger.info("restored %s", self.where())
 
     def _after_failure(self, created: bool) -> str:
@@ -833,7 +764,7 @@ class PostgresEngine:
         """Exact row counts only (the plan shows no checksums, so it does not pay for them)."""
         with self._connect() as conn:
             stats = []
-            for schema, name in conn.execute(_TABLES_SQL).fetchall():
+            for schema, name in conn.execute(TABLES_SQL).fetchall():
                 query = sql.SQL("SELECT count(*) FROM {}.{}").format(
                     sql.Identifier(schema), sql.Identifier(name)
                 )
@@ -961,35 +892,9 @@ class PostgresEngine:
 
         Used to verify a restored copy, which nobody else writes to: the tables are scanned
         in parallel on up to ``STATS_CONNECTIONS`` connections (the dump's own statistics,
-        by contrast, come from one connection inside the dump's snapshot)."""
-        with self._connect() as conn:
-            tables = conn.execute(_TABLES_SQL).fetchall()
-            record_hash = conn.info.server_version >= 140000
-            row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
-            large_objects = int(row[0]) if row else 0
-        workers = max(1, min(STATS_CONNECTIONS, len(tables), os.cpu_count() or 1))
-        local = threading.local()
-        connections: list[psycopg.Connection[Any]] = []
-        lock = threading.Lock()
-
-        def measure(schema: str, name: str) -> TableStats:
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                conn = local.conn = self._connect()
-                with lock:
-                    connections.append(conn)
-                conn.execute("BEGIN READ ONLY")
-            with conn.cursor() as cur:
-                rows, checksum = _count_and_checksum(cur, schema, name, record_hash)
-            return TableStats(f"{schema}.{name}", rows, checksum or None)
-
-        try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-stats") as pool:
-                stats = list(pool.map(lambda t: measure(t[0], t[1]), tables))
-        finally:
-            for conn in connections:
-                with suppress(psycopg.Error):
-                    conn.close()
-        if large_objects > 0:
-            stats.append(TableStats(name=LARGE_OBJECTS, rows=large_objects))
-        return sorted(stats, key=lambda s: s.name)
+        by contrast, come from one connection inside the dump's snapshot). Tables with
+        forced row-level security are read with the policy lifted inside a rolled-back
+        transaction, but only in a database this engine restored itself."""
+        return parallel_table_stats(
+            self._connect, workers=STATS_CONNECTIONS, lift_forced_rls=self._restored_here
+        )
