@@ -14,7 +14,7 @@ from rich.table import Table
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
-from strongroom.engines.base import Engine
+from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import BackupNotFound, UsageError, VerificationMismatch
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
@@ -42,6 +42,39 @@ DropOldOption = Annotated[
     bool,
     typer.Option("--drop-old", help="Drop the replaced database instead of keeping it renamed."),
 ]
+CreateRolesOption = Annotated[
+    bool,
+    typer.Option(
+        "--create-roles",
+        help="Create the roles the backup refers to that the server lacks (NOLOGIN, no password).",
+    ),
+]
+SkipRolesOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-missing-roles",
+        help="Restore without the ownership and privileges of roles the server lacks (or the "
+        "restoring role cannot own as); their objects stay with the restoring role.",
+    ),
+]
+SkipSuperuserOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-superuser-objects",
+        help="Leave out objects only a superuser can create (event triggers, untrusted "
+        "extensions) when restoring as another role.",
+    ),
+]
+
+
+def restore_options(
+    create_roles: bool, skip_missing_roles: bool, skip_superuser_objects: bool
+) -> RestoreOptions:
+    """The user's choices about what the server restored into lacks."""
+    if create_roles and skip_missing_roles:
+        raise UsageError("choose one of --create-roles and --skip-missing-roles")
+    missing: MissingRoles = "create" if create_roles else "skip" if skip_missing_roles else "refuse"
+    return RestoreOptions(missing_roles=missing, skip_superuser_objects=skip_superuser_objects)
 
 
 def restore(
@@ -74,6 +107,9 @@ def restore(
         str | None,
         typer.Option("--into-schema", help="With --table: restore into this side schema."),
     ] = None,
+    create_roles: CreateRolesOption = False,
+    skip_missing_roles: SkipRolesOption = False,
+    skip_superuser_objects: SkipSuperuserOption = False,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -85,6 +121,7 @@ def restore(
         raise UsageError("give a backup ID (or latest), or --before TIME")
     if into_schema and not table:
         raise UsageError("--into-schema goes with --table")
+    options = restore_options(create_roles, skip_missing_roles, skip_superuser_objects)
     repository = location(repo, key_file, s3_endpoint).open()
     manifest = (
         newest_good_before(repository, before, target)
@@ -103,6 +140,7 @@ def restore(
         yes=yes,
         safety_backup=not no_safety_backup,
         drop_old=drop_old,
+        options=options,
     )
 
 
@@ -112,6 +150,9 @@ def rollback(
     yes: YesOption = False,
     no_safety_backup: NoSafetyOption = False,
     drop_old: DropOldOption = False,
+    create_roles: CreateRolesOption = False,
+    skip_missing_roles: SkipRolesOption = False,
+    skip_superuser_objects: SkipSuperuserOption = False,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -119,6 +160,7 @@ def rollback(
     """Restore the newest pre-restore safety backup of a database (undo the last restore)."""
     if not to:
         raise UsageError("say which database to roll back: --to DATABASE_URL")
+    options = restore_options(create_roles, skip_missing_roles, skip_superuser_objects)
     repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(to)
     manifest = find_rollback_backup(repository, engine)
@@ -130,6 +172,7 @@ def rollback(
         yes=yes,
         safety_backup=not no_safety_backup,
         drop_old=drop_old,
+        options=options,
     )
 
 
@@ -162,10 +205,13 @@ def perform_restore(
     yes: bool,
     safety_backup: bool,
     drop_old: bool,
+    options: RestoreOptions | None = None,
 ) -> None:
     """The restore contract shared by restore and rollback."""
-    plan = plan_restore(repository, manifest, engine, safety_backup=safety_backup)
+    plan = plan_restore(repository, manifest, engine, safety_backup=safety_backup, options=options)
     print_plan(plan, drop_old=drop_old)
+    if plan.checks.refusal is not None:
+        raise UsageError(f"{plan.checks.refusal}; nothing was changed")
     if dry_run:
         stdout.print("dry run: nothing was changed")
         return
@@ -247,6 +293,8 @@ def print_plan(plan: RestorePlan, *, drop_old: bool) -> None:
     stdout.print(
         f"  estimate       ~{human_seconds(plan.estimated_seconds)} ({plan.estimate_basis})"
     )
+    for number, line in enumerate(plan.checks.lines):
+        stdout.print(f"  {'database' if number == 0 else '':<14} {line}")
     table = Table(box=None, pad_edge=False)
     table.add_column("TABLE")
     table.add_column("NOW", justify="right")

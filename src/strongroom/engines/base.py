@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,33 @@ class DumpResult:
     tool_version: str
     dump_format: str  # "pg_dump-custom", "sqlite3-database"
     tables: list[TableStats] = field(default_factory=list)
+    # What the dump itself leaves out and a faithful restore needs (PostgreSQL: the
+    # database object and the roles its objects refer to); stored in the private section.
+    state: dict[str, Any] | None = None
+
+
+MissingRoles = Literal["refuse", "create", "skip"]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What the user decided about what the restore target lacks (see ``RestoreChecks``).
+
+    ``missing_roles``: roles the backup names that the server lacks: ``refuse`` (default),
+    ``create`` them (NOLOGIN, no password), or ``skip`` their ownership and privileges.
+    ``skip_superuser_objects``: leave out objects only a superuser can create."""
+
+    missing_roles: MissingRoles = "refuse"
+    skip_superuser_objects: bool = False
+
+
+@dataclass(frozen=True)
+class PlanChecks:
+    """What an engine found before a restore: lines for the plan and, if the restore must
+    not start, the one-line reason (``refusal``)."""
+
+    lines: tuple[str, ...] = ()
+    refusal: str | None = None
 
 
 class RunningDump(Protocol):
@@ -79,12 +106,20 @@ class Engine(Protocol):
         *,
         size_hint: int | None = None,
         tables_hint: int | None = None,
+        state: Mapping[str, Any] | None = None,
+        options: RestoreOptions | None = None,
     ) -> None:
         """Restore the dump read from ``source`` into the target (a new or empty database).
 
+        ``state`` is the backup's recorded ``DumpResult.state`` (``None`` for old backups);
+        ``options`` what the user chose about missing roles and superuser-only objects.
         ``source`` raises if the stored data is damaged; the engine then leaves no
         half-restored target behind (it drops what it created) and re-raises.
         """
+
+    def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
+        """What restoring a backup with ``state`` into this target needs that the server
+        lacks (roles, privileges, extensions); changes nothing."""
 
     def table_stats(self) -> list[TableStats]:
         """Row counts and content checksums of the tables now (used to verify a restore)."""

@@ -17,7 +17,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,14 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import pymysql
 
-from strongroom.engines.base import Engine, RunningDump, TableStats, TargetState
+from strongroom.engines.base import (
+    Engine,
+    PlanChecks,
+    RestoreOptions,
+    RunningDump,
+    TableStats,
+    TargetState,
+)
 from strongroom.engines.mysql_stats import (
     count_rows_only,
     count_tables,
@@ -327,10 +334,12 @@ class MysqlEngine:
         *,
         size_hint: int | None = None,
         tables_hint: int | None = None,
+        state: Mapping[str, Any] | None = None,
+        options: RestoreOptions | None = None,
     ) -> None:
         """Feed a plain SQL dump into the client, into a new (created here) or empty
         database; a failure drops the database if it was created here."""
-        del size_hint, tables_hint  # the client reads a stream; nothing to plan
+        del size_hint, tables_hint, state, options  # a stream holds everything
         exists = self._target_exists()
         client, _ = self.tool(CLIENT_TOOLS)
         if not exists:
@@ -384,6 +393,11 @@ class MysqlEngine:
                 return count_tables(cur, name, list_tables(cur, name))
             finally:
                 cur.execute("ROLLBACK")
+
+    def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
+        """Nothing to check: the dump holds everything this engine restores."""
+        del state, options
+        return PlanChecks()
 
     def inspect(self) -> TargetState:
         """Whether the database exists, is empty, its size and its tables' row counts."""

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -27,13 +27,32 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
+from strongroom.engines.base import (
+    DumpResult,
+    Engine,
+    PlanChecks,
+    RestoreOptions,
+    RunningDump,
+    TableStats,
+    TargetState,
+)
+from strongroom.engines.postgres_apply import (
+    apply_database_state,
+    classify_errors,
+    create_database_sql,
+    create_roles,
+    drop_roles,
+    refusal,
+    restore_checks,
+    skipped_roles,
+)
 from strongroom.engines.postgres_checksum import (
     TABLES_SQL,
     USER_NAMESPACES,
     parallel_table_stats,
     snapshot_table_stats,
 )
+from strongroom.engines.postgres_state import DatabaseState, RestoreChecks, capture_state
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.engines.tools import tool_version
@@ -152,8 +171,10 @@ class PostgresRunningDump:
         counter: _RowCounter,
         server_version: str,
         tool_version: str,
+        state: DatabaseState,
     ) -> None:
         self._engine = engine
+        self._state = state
         self._proc = proc
         self._stderr_file = stderr_file
         self._conn = conn
@@ -222,6 +243,7 @@ class PostgresRunningDump:
             tool_version=self._tool_version,
             dump_format=DUMP_FORMAT,
             tables=self._counter.tables,
+            state=self._state.to_dict(),
         )
 
     def close(self) -> None:
@@ -311,6 +333,9 @@ class PostgresEngine:
             tool_dirs = [os.environ[BINDIR_ENV]]
         self._tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
         self._restored_here = False  # set once restore() filled this database
+        self._created_roles: list[str] = []  # by restore(), dropped again if it fails
+        self._pending_state: tuple[DatabaseState, frozenset[str]] | None = None
+        self.left_out: list[str] = []  # pg_restore errors accepted (skipped roles, …)
 
     # --- naming and redaction ---------------------------------------------------------
     @staticmethod
@@ -492,6 +517,8 @@ class PostgresEngine:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             version_row = conn.execute("SHOW server_version").fetchone()
             snapshot_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            # WIRE: prepare_session(conn)
+            state = capture_state(conn)
         except psycopg.Error as exc:
             conn.close()
             reason = self.redact(_first_line(str(exc)))
@@ -534,6 +561,7 @@ class PostgresEngine:
             counter=counter,
             server_version=server_version,
             tool_version=tool_version,
+            state=state,
         )
         try:
             counter.start()
@@ -582,16 +610,69 @@ class PostgresEngine:
                 raise self._connect_error(exc, "postgres") from None
         return self._connect("template1")
 
-    def _create_database(self, conn: psycopg.Connection[Any]) -> None:
+    def _create_database(
+        self, conn: psycopg.Connection[Any], state: DatabaseState | None = None
+    ) -> None:
         name = self.database_name()
         logger.info("creating database %s at %s", name, self.host_port())
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(create_database_sql(name, state))
         except psycopg.Error as exc:
+            hint = "create it (empty) first or grant the user CREATEDB"
+            if state is not None and isinstance(exc, psycopg.errors.InvalidParameterValue):
+                hint = (
+                    f"the backup's database uses encoding {state.encoding} and locale "
+                    f"{state.collate}/{state.ctype}: install that locale on the server"
+                )
             raise RestoreFailed(
-                f"cannot create {self.where()}: {self.redact(_first_line(str(exc)))}; "
-                "create it (empty) first or grant the user CREATEDB"
+                f"cannot create {self.where()}: {self.redact(_first_line(str(exc)))}; {hint}"
             ) from None
+
+    # --- what the backup needs of the server restored into ----------------------------
+    def _checks(self, state: DatabaseState) -> RestoreChecks:
+        try:
+            conn = self._connect_raw()
+        except psycopg.OperationalError as exc:
+            if not self._is_missing_database(exc):
+                raise self._connect_error(exc, self.database_name()) from None
+            conn = self._maintenance_connect()
+        with conn:
+            return restore_checks(conn, state)
+
+    def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
+        """Roles the backup names that the server lacks, owners the restoring role cannot
+        give objects to, superuser-only objects (see ``postgres_apply``)."""
+        if state is None:
+            return PlanChecks(
+                lines=(
+                    "this backup records no roles or database settings (taken by an older "
+                    "strongroom): objects will be owned by the restoring role",
+                )
+            )
+        self._check_may_replace()
+        recorded = DatabaseState.from_dict(dict(state))
+        checks = self._checks(recorded)
+        lines = [
+            f"database owner {recorded.owner}, {len(recorded.roles)} role(s) referred to, "
+            f"{len(recorded.settings)} setting group(s), "
+            + ("default privileges" if recorded.acl is None else f"{len(recorded.acl)} grant(s)")
+        ]
+        if checks.missing_roles:
+            fate = {
+                "refuse": "must be decided (see below)",
+                "create": "will be created NOLOGIN without password (--create-roles)",
+                "skip": "ownership and privileges left out (--skip-missing-roles)",
+            }[options.missing_roles]
+            lines.append(f"missing roles: {', '.join(checks.missing_roles)}: {fate}")
+        if checks.unassignable_owners:
+            lines.append(
+                f"owners {checks.restoring_role} cannot assign: "
+                f"{', '.join(checks.unassignable_owners)}"
+            )
+        if checks.superuser_objects:
+            fate = "left out" if options.skip_superuser_objects else "need a superuser"
+            lines.append(f"superuser-only objects ({fate}): {', '.join(checks.superuser_objects)}")
+        return PlanChecks(lines=tuple(lines), refusal=refusal(checks, options, self.host_port()))
 
     def _drop_database(self) -> str | None:
         """Drop the target database; return ``None`` on success, else the reason."""
@@ -620,53 +701,137 @@ class PostgresEngine:
         *,
         size_hint: int | None = None,
         tables_hint: int | None = None,
+        state: Mapping[str, Any] | None = None,
+        options: RestoreOptions | None = None,
     ) -> None:
         """Restore a ``pg_dump -Fc`` stream into a new (created here) or empty database.
 
+        With the backup's recorded ``state`` the database is created from ``template0``
+        with the backup's encoding and locale, owners and privileges are restored, and the
+        database's own owner, ACL and settings are kept for :meth:`swap_in`; the checks of
+        :meth:`plan_checks` must pass first (``UsageError`` otherwise, nothing created).
         Large dumps (``size_hint`` over 64 MiB) with several tables are written to a temp
         file first and restored with parallel ``pg_restore -j`` (data loads and index
         builds of different tables at once), when the temp folder has room; smaller ones
         stream straight into ``pg_restore``."""
+        options = options or RestoreOptions()
+        recorded = DatabaseState.from_dict(dict(state)) if state is not None else None
+        skip: frozenset[str] = frozenset()
+        checks: RestoreChecks | None = None
+        if recorded is not None:
+            checks = self._checks(recorded)
+            refused = refusal(checks, options, self.host_port())
+            if refused is not None:
+                raise UsageError(refused)
+            skip = skipped_roles(checks, options)
         exists = self._target_exists()
-        if exists:
-            with self._connect() as conn:
-                server_major = _server_major(conn.info.server_version)
-            tool, _ = self._tool("pg_restore", server_major)
-        else:
-            with self._maintenance_connect() as conn:
-                tool, _ = self._tool("pg_restore", _server_major(conn.info.server_version))
-                self._create_database(conn)
+        preexisting = self._foreign_extensions() if exists else frozenset()
+        created_roles: list[str] = []
+        with self._maintenance_connect() as conn:
+            tool, _ = self._tool("pg_restore", _server_major(conn.info.server_version))
+            if checks is not None and recorded is not None and options.missing_roles == "create":
+                try:
+                    created_roles = create_roles(conn, recorded, checks.missing_roles)
+                except psycopg.Error as exc:
+                    drop_roles(conn, created_roles)
+                    raise RestoreFailed(
+                        f"could not create the missing roles at {self.host_port()}: "
+                        f"{self.redact(_first_line(str(exc)))}; nothing was restored"
+                    ) from None
+            if not exists:
+                try:
+                    self._create_database(conn, recorded)
+                except BaseException:
+                    drop_roles(conn, created_roles)
+                    raise
+        self._created_roles = created_roles
         created = not exists
+        faithful = recorded is not None
         try:
             jobs = _parallel_jobs(size_hint, tables_hint)
             if jobs > 1:
-                returncode, stderr = self._run_pg_restore_parallel(tool, source, jobs)
+                returncode, stderr = self._run_pg_restore_parallel(tool, source, jobs, faithful)
             else:
-                returncode, stderr = self._run_pg_restore(tool, source)
+                returncode, stderr = self._run_pg_restore(tool, source, faithful)
         except BaseException as exc:
             outcome = self._after_failure(created)
             exc.add_note(f"restore into {self.where()} stopped; {outcome}")
             logger.error("restore into %s stopped; %s", self.where(), outcome)
             raise
-        if returncode != 0:
-            reason = _first_line(stderr, prefer="error") or _exit_description(returncode)
+        problem: str | None = None
+        if faithful:
+            errors = classify_errors(
+                stderr,
+                skip_roles=skip,
+                preexisting_extensions=preexisting,
+                skipped_superuser_objects=frozenset(checks.superuser_objects)
+                if checks is not None and options.skip_superuser_objects
+                else frozenset(),
+            )
+            if errors.fatal:
+                problem = errors.fatal[0]
+                if len(errors.fatal) > 1:
+                    problem += f" (and {len(errors.fatal) - 1} more errors)"
+            elif returncode not in (0, 1) or (returncode == 1 and not errors.accepted):
+                problem = _first_line(stderr, prefer="error") or _exit_description(returncode)
+            for accepted in errors.accepted:
+                logger.warning("left out as agreed: %s", self.redact(accepted))
+            self.left_out = list(errors.accepted)
+        elif returncode != 0:
+            problem = _first_line(stderr, prefer="error") or _exit_description(returncode)
+        if problem is not None:
             outcome = self._after_failure(created)
             raise RestoreFailed(
-                f"pg_restore failed for {self.where()}: {self.redact(reason)}; {outcome}"
+                f"pg_restore failed for {self.where()}: {self.redact(problem)}; {outcome}"
             )
         self._restored_here = True
+        self._pending_state = (recorded, skip) if recorded is not None else None
         logger.info("restored %s", self.where())
+
+    def _foreign_extensions(self) -> frozenset[str]:
+        """Extensions already in the (empty) target that the restoring role does not own:
+        pg_restore's statements about them (``COMMENT ON EXTENSION``) may fail harmlessly."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT extname FROM pg_extension"
+                " WHERE NOT pg_has_role(current_user, extowner, 'USAGE')"
+            ).fetchall()
+        return frozenset(str(r[0]) for r in rows)
 
     def _after_failure(self, created: bool) -> str:
         if not created:
-            return "the database existed before and was left as it is (partially restored)"
-        problem = self._drop_database()
-        if problem is None:
-            return "the new database was dropped"
-        return f"the new database could not be dropped ({problem})"
+            outcome = "the database existed before and was left as it is (partially restored)"
+        else:
+            problem = self._drop_database()
+            if problem is None:
+                outcome = "the new database was dropped"
+            else:
+                outcome = f"the new database could not be dropped ({problem})"
+        if self._created_roles:
+            self.drop_created_roles()
+        return outcome
+
+    def drop_created_roles(self) -> None:
+        """Drop the roles this engine's restore created (``--create-roles``), once the
+        restored database is gone; roles still in use elsewhere are kept (logged)."""
+        roles, self._created_roles = self._created_roles, []
+        if not roles:
+            return
+        with self._maintenance_connect() as conn:
+            left = drop_roles(conn, roles)
+        if left:
+            logger.warning("roles created for the restore were kept: %s", ", ".join(left))
+
+    @staticmethod
+    def _restore_flags(faithful: bool) -> list[str]:
+        """Owners and privileges are restored when the backup recorded its roles (the
+        checks ran); errors are then read and judged by ``classify_errors``."""
+        if faithful:
+            return ["--verbose", "--no-password"]
+        return ["--no-owner", "--exit-on-error", "--no-password"]
 
     def _run_pg_restore_parallel(
-        self, tool: Path, source: Iterable[bytes], jobs: int
+        self, tool: Path, source: Iterable[bytes], jobs: int, faithful: bool = False
     ) -> tuple[int, str]:
         """Materialise the dump in a temp file, then ``pg_restore -j`` from it."""
         with tempfile.TemporaryDirectory(prefix="strongroom-restore-") as workdir:
@@ -682,9 +847,7 @@ class PostgresEngine:
             logger.info("restoring into %s with %s -j %d", self.where(), tool, jobs)
             command = [
                 str(tool),
-                "--no-owner",
-                "--exit-on-error",
-                "--no-password",
+                *self._restore_flags(faithful),
                 f"--jobs={jobs}",
                 "-d",
                 self._conninfo(with_password=False),
@@ -700,13 +863,13 @@ class PostgresEngine:
             )
             return result.returncode, result.stderr.decode("utf-8", "replace")
 
-    def _run_pg_restore(self, tool: Path, source: Iterable[bytes]) -> tuple[int, str]:
+    def _run_pg_restore(
+        self, tool: Path, source: Iterable[bytes], faithful: bool = False
+    ) -> tuple[int, str]:
         """Feed ``source`` to ``pg_restore``; return its exit status and stderr."""
         command = [
             str(tool),
-            "--no-owner",
-            "--exit-on-error",
-            "--no-password",
+            *self._restore_flags(faithful),
             "-d",
             self._conninfo(with_password=False),
         ]
@@ -792,12 +955,18 @@ class PostgresEngine:
             raise TypeError("a PostgreSQL target can only take a PostgreSQL staged database")
         name = self.database_name()
         old_name = _limit_name(name, f"_old_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        staged.give_recorded_state()
         with self._maintenance_connect() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
             if exists:
                 self._check_may_rename(conn, name)
+                taken = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (old_name,)
+                ).fetchone()
+                if taken:  # two swaps within one second
+                    old_name = _limit_name(old_name, f"_{secrets.token_hex(2)}")
                 self._rename_away(conn, name, old_name)
             try:
                 conn.execute(
@@ -818,6 +987,31 @@ class PostgresEngine:
             self.sibling(old_name).drop()
             return None
         return old_name if exists else None
+
+    def give_recorded_state(self) -> None:
+        """Give this (restored, verified, not yet swapped-in) database the backup's recorded
+        owner, ACL, settings, comment and connection limit. Raises ``RestoreFailed``."""
+        if self._pending_state is None:
+            return
+        recorded, skip = self._pending_state
+        try:
+            with self._maintenance_connect() as conn:
+                apply_database_state(conn, self.database_name(), recorded, skip)
+        except psycopg.Error as exc:
+            raise RestoreFailed(
+                f"could not give the restored {self.where()} the backup's owner, privileges "
+                f"and settings: {self.redact(_first_line(str(exc)))}"
+            ) from None
+        self._pending_state = None
+
+    def _check_may_replace(self) -> None:
+        """Raise ``RestoreFailed`` now, before any work, if the target exists and this role
+        could not swap a restored copy into its place."""
+        with self._maintenance_connect() as conn:
+            if conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database_name(),)
+            ).fetchone():
+                self._check_may_rename(conn, self.database_name())
 
     def _check_may_rename(self, conn: psycopg.Connection[Any], name: str) -> None:
         row = conn.execute(
@@ -882,10 +1076,12 @@ class PostgresEngine:
                 conn.execute("ROLLBACK")
 
     def drop(self) -> None:
-        """Drop this database (terminating its sessions); missing is fine."""
+        """Drop this database (terminating its sessions); missing is fine. Roles that this
+        engine's restore created for it (``--create-roles``) are dropped too."""
         problem = self._drop_database()
         if problem is not None:
             raise RestoreFailed(f"could not drop {self.where()}: {problem}")
+        self.drop_created_roles()
 
     def table_stats(self) -> list[TableStats]:
         """Row counts and checksums of the database's tables now (same names as a dump's).

@@ -9,13 +9,21 @@ import secrets
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from blake3 import blake3
 
-from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats, TargetState
+from strongroom.engines.base import (
+    DumpResult,
+    Engine,
+    PlanChecks,
+    RestoreOptions,
+    RunningDump,
+    TableStats,
+    TargetState,
+)
 from strongroom.engines.urls import sqlite_path
 from strongroom.errors import (
     DatabaseUnreachable,
@@ -169,6 +177,8 @@ class SqliteEngine:
         *,
         size_hint: int | None = None,
         tables_hint: int | None = None,
+        state: Mapping[str, Any] | None = None,
+        options: RestoreOptions | None = None,
     ) -> None:
         """Write the stream to a temp file beside the target, check it, then link it into
         place without ever replacing an existing file."""
@@ -208,6 +218,11 @@ class SqliteEngine:
             raise RestoreFailed(f"the restored database fails PRAGMA integrity_check: {result}")
 
     # --- safe restore: a temp file beside the target, then an atomic rename -------------
+    def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
+        """Nothing to check: the dump holds everything this engine restores."""
+        del state, options
+        return PlanChecks()
+
     def inspect(self) -> TargetState:
         if not self.path.exists():
             return TargetState(exists=False, empty=True, size_bytes=None)

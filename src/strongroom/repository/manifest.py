@@ -42,9 +42,12 @@ class PrivateSection:
     database: str
     source: str  # redacted URL of the database that was dumped
     tables: list[TableRecord] = field(default_factory=list)
+    # The engine's record of what the dump leaves out (PostgreSQL: the database object and
+    # the roles; see strongroom.engines.postgres_state); absent in older backups.
+    engine_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "database": self.database,
             "source": self.source,
             "tables": [
@@ -53,6 +56,9 @@ class PrivateSection:
                 for t in self.tables
             ],
         }
+        if self.engine_state is not None:
+            document["engine_state"] = self.engine_state
+        return document
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrivateSection:
@@ -63,6 +69,7 @@ class PrivateSection:
                 TableRecord(str(t["name"]), int(t["rows"]), t.get("checksum"))
                 for t in data.get("tables", [])
             ],
+            engine_state=data.get("engine_state"),
         )
 
 

@@ -184,6 +184,7 @@ def _back_up(
         database=result.database,
         source=engine.describe(),
         tables=[TableRecord(t.name, t.rows, t.checksum) for t in result.tables],
+        engine_state=result.state,
     )
     manifest = Manifest(
         backup_id=backup_id,

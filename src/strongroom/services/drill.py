@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from strongroom.engines.base import Engine
+from strongroom.engines.base import Engine, RestoreOptions
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
@@ -18,6 +18,11 @@ from strongroom.services.progress import NoProgress, ProgressSink
 from strongroom.services.restore import TableComparison, compare_tables, with_progress
 
 log = logging.getLogger("strongroom.drill")
+
+# A drill proves the data restores and verifies; it needs no roles the scratch server lacks
+# and creates none: ownership and privileges of missing roles, and superuser-only objects
+# (event triggers, untrusted extensions), are left out of the scratch copy.
+DRILL_OPTIONS = RestoreOptions(missing_roles="skip", skip_superuser_objects=True)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ def verify_by_restore(
                 with_progress(repo.read_stream(manifest), progress),
                 size_hint=manifest.raw_size,
                 tables_hint=sum(1 for t in private.tables if t.rows > 0),
+                state=private.engine_state,
+                options=DRILL_OPTIONS,
             )
         finally:
             progress.finish()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from strongroom.engines.base import Engine, TableStats, TargetState
+from strongroom.engines.base import Engine, PlanChecks, RestoreOptions, TableStats, TargetState
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.logcontext import log_context
 from strongroom.repository.manifest import Manifest, TableRecord
@@ -38,7 +39,11 @@ class TableComparison:
 
     @property
     def checksum_checked(self) -> bool:
-        return self.expected_checksum is not None and self.actual_checksum is not None
+        """Both sides have a checksum computed the same way (the part before ``:`` names
+        the method; backups taken by older versions may use another one)."""
+        if self.expected_checksum is None or self.actual_checksum is None:
+            return False
+        return checksum_method(self.expected_checksum) == checksum_method(self.actual_checksum)
 
     @property
     def matches(self) -> bool:
@@ -58,6 +63,9 @@ class RestorePlan:
     safety_backup: bool
     estimated_seconds: float
     estimate_basis: str
+    checks: PlanChecks = field(default_factory=PlanChecks)
+    options: RestoreOptions = field(default_factory=RestoreOptions)
+    engine_state: dict[str, Any] | None = None
 
     @property
     def will_replace(self) -> bool:
@@ -77,6 +85,11 @@ class RestoreReport:
     @property
     def ok(self) -> bool:
         return all(c.matches for c in self.comparisons)
+
+
+def checksum_method(checksum: str) -> str:
+    """``"pgrow2"`` of ``"pgrow2:123"``: checksums of different methods are not compared."""
+    return checksum.split(":", 1)[0]
 
 
 def compare_tables(expected: list[TableRecord], actual: list[TableStats]) -> list[TableComparison]:
@@ -127,9 +140,16 @@ def _restore_rate(repo: Repository, manifest: Manifest) -> tuple[float, str]:
 
 
 def plan_restore(
-    repo: Repository, manifest: Manifest, engine: Engine, *, safety_backup: bool = True
+    repo: Repository,
+    manifest: Manifest,
+    engine: Engine,
+    *,
+    safety_backup: bool = True,
+    options: RestoreOptions | None = None,
 ) -> RestorePlan:
-    """Look at the target and the backup; change nothing."""
+    """Look at the target and the backup; change nothing. ``plan.checks.refusal`` says
+    why the restore may not start (missing roles, superuser-only objects…), if it may not."""
+    options = options or RestoreOptions()
     if manifest.engine != engine.kind:
         raise UsageError(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; it cannot be restored "
@@ -146,6 +166,9 @@ def plan_restore(
         safety_backup=safety_backup and state.exists and not state.empty,
         estimated_seconds=manifest.raw_size / rate,
         estimate_basis=basis,
+        checks=engine.plan_checks(private.engine_state, options),
+        options=options,
+        engine_state=private.engine_state,
     )
 
 
@@ -171,9 +194,18 @@ def run_restore(
     keep_old: bool = True,
     progress: ProgressSink | None = None,
     plan: RestorePlan | None = None,
+    options: RestoreOptions | None = None,
 ) -> RestoreReport:
-    """Restore ``manifest`` safely into ``engine``'s target (see the module docstring)."""
+    """Restore ``manifest`` safely into ``engine``'s target (see the module docstring).
+
+    Raises ``UsageError`` before anything is created when the plan's checks refuse (roles
+    missing on the server and no choice made, superuser-only objects…)."""
     with log_context(backup_id=manifest.backup_id, target=manifest.target):
+        plan = plan or plan_restore(
+            repo, manifest, engine, safety_backup=safety_backup, options=options
+        )
+        if plan.checks.refusal is not None:
+            raise UsageError(plan.checks.refusal)
         return _restore(repo, manifest, engine, safety_backup, keep_old, progress, plan)
 
 
@@ -184,10 +216,9 @@ def _restore(
     safety_backup: bool,
     keep_old: bool,
     progress: ProgressSink | None,
-    plan: RestorePlan | None,
+    plan: RestorePlan,
 ) -> RestoreReport:
     progress = progress or NoProgress()
-    plan = plan or plan_restore(repo, manifest, engine, safety_backup=safety_backup)
     _ = repo.chunks  # load the key before touching anything
     safety_id = None
     if plan.safety_backup:
@@ -204,6 +235,8 @@ def _restore(
             with_progress(repo.read_stream(manifest), progress),
             size_hint=manifest.raw_size,
             tables_hint=sum(1 for t in plan.backup_tables if t.rows > 0),
+            state=plan.engine_state,
+            options=plan.options,
         )
         comparisons = compare_tables(plan.backup_tables, staged.table_stats())
     except StrongroomError as exc:
