@@ -12,7 +12,10 @@ a deterministic web-app database (bench/datagen.py), then measures, each to loca
 * restores: ``gunzip | psql``, ``pg_restore -j2`` from the local -Z0 file, ``strongroom
   restore``;
 * 30 simulated days (one backup a day): stored bytes of strongroom against 30 gzip dumps;
-* the peak RSS of the strongroom process during backup and restore.
+* the peak RSS of the strongroom process during backup and restore;
+* the cost of the table checksums: ``strongroom backup`` without them
+  (``STRONGROOM_PG_CHECKSUMS=0``), and the checksum scans themselves against ``pg_dump``
+  (bench/checksum_cost.py).
 
 Results go to bench/results/latest.{json,md} and bench/results/storage-30-days.png. The
 targets are reported (PASS/MISS), never asserted. Work files live in bench/work/ and are
@@ -46,6 +49,7 @@ for _path in (ROOT, BENCH):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import checksum_cost  # noqa: E402
 import datagen  # noqa: E402
 from tests.fixtures.postgres import (  # noqa: E402
     RUN_AS,
@@ -313,6 +317,7 @@ class Results:
     days_summary: dict[str, Any] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     timeline: dict[str, float] = field(default_factory=dict)
+    checksums: dict[str, float] = field(default_factory=dict)  # checksum_cost.measure()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -326,6 +331,7 @@ class Results:
             "days_summary": self.days_summary,
             "targets": [t.as_dict() for t in self.targets],
             "timeline_seconds": self.timeline,
+            "checksum_cost": self.checksums,
         }
 
 
@@ -572,6 +578,10 @@ def report_sections(res: Results) -> list[tuple[str, list[str], list[list[str]]]
                 rows,
             )
         )
+    if res.checksums:
+        sections.append(
+            ("Cost of the table checksums", checksum_cost.HEADER, checksum_cost.rows(res.checksums))
+        )
     rows = [[t.description, target_value(t), target_limit(t), verdict(t)] for t in res.targets]
     sections.append(("Targets (reported, not asserted)", ["target", "value", "limit", ""], rows))
     return sections
@@ -620,6 +630,7 @@ NOTES = [
     "share of the raw dump (the number `strongroom backup` prints as 'new data').",
     "The daily simulation runs `pg_dump | gzip` and `strongroom backup` at the same time "
     "each day (only sizes are compared there).",
+    "Checksum cost: " + checksum_cost.NOTE,
 ]
 
 
@@ -766,14 +777,32 @@ class Bench:
         print(f"[{time.monotonic() - self.clock:6.0f}s] {message}", flush=True)
 
     def run(
-        self, label: str, argv: Sequence[str], *, rss: bool = False, log: str = "steps"
+        self,
+        label: str,
+        argv: Sequence[str],
+        *,
+        rss: bool = False,
+        log: str = "steps",
+        env: dict[str, str] | None = None,
     ) -> Measured:
-        return self.start(label, argv, rss=rss, log=log).wait()
+        return self.start(label, argv, rss=rss, log=log, env=env).wait()
 
     def start(
-        self, label: str, argv: Sequence[str], *, rss: bool = False, log: str = "steps"
+        self,
+        label: str,
+        argv: Sequence[str],
+        *,
+        rss: bool = False,
+        log: str = "steps",
+        env: dict[str, str] | None = None,
     ) -> Running:
-        return Running(label, argv, log_path=self.logs / f"{log}.log", env=self.env, sample_rss=rss)
+        return Running(
+            label,
+            argv,
+            log_path=self.logs / f"{log}.log",
+            env={**self.env, **(env or {})},
+            sample_rss=rss,
+        )
 
     def sr(self, *args: str | Path) -> list[str]:
         argv = [str(STRONGROOM), *(str(a) for a in args)]
@@ -829,17 +858,23 @@ class Bench:
         strongroom: tuple[str, Callable[[], Measured]],
     ) -> tuple[list[Measured], list[Measured]]:
         """Run baseline and strongroom alternately ``--repeat`` times (same conditions)."""
-        base_runs: list[Measured] = []
-        sr_runs: list[Measured] = []
+        base_runs, sr_runs = self.alternate(what, [baseline, strongroom])
+        return base_runs, sr_runs
+
+    def alternate(
+        self, what: str, entries: Sequence[tuple[str, Callable[[], Measured]]]
+    ) -> list[list[Measured]]:
+        """Run ``entries`` one after the other, ``--repeat`` times; each one's runs."""
+        all_runs: list[list[Measured]] = [[] for _ in entries]
         for i in range(self.args.repeat):
             suffix = f" (run {i + 1}/{self.args.repeat})" if self.args.repeat > 1 else ""
-            for (label, once), runs in ((baseline, base_runs), (strongroom, sr_runs)):
+            for (label, once), runs in zip(entries, all_runs, strict=True):
                 self.say(f"{what}: {label}{suffix}")
                 m = once()
                 runs.append(m)
                 rss = f", peak RSS {mb(m.hwm_kib * 1024)}" if m.hwm_kib else ""
                 self.say(f"  {secs(m.seconds)}{rss}")
-        return base_runs, sr_runs
+        return all_runs
 
     # --- backups
     def backups(self, res: Results, repo: Path, key: Path) -> None:
@@ -853,20 +888,24 @@ class Bench:
                 "pg_dump -Fc -Z0", shell(f"{q(self.pg_dump)} -Fc -Z0 -d {q(url)} > {q(raw)}")
             )
 
-        def first_backup() -> Measured:
+        def first_backup(checksums: bool = True) -> Measured:
             shutil.rmtree(repo, ignore_errors=True)
             key.unlink(missing_ok=True)
             self.run("strongroom init", self.sr("init", "--repo", repo, "--key-file", key))
             return self.run(
-                "strongroom backup",
+                "strongroom backup" + ("" if checksums else " (no checksums)"),
                 self.sr("backup", url, "--repo", repo, "--key-file", key),
                 rss=True,
+                env=None if checksums else {checksum_cost.CHECKSUMS_ENV: "0"},
             )
 
-        raw_runs, sr_runs = self.pair(
+        raw_runs, no_sums_runs, sr_runs = self.alternate(
             "backup",
-            ("pg_dump -Fc -Z0 > file (raw)", raw_dump),
-            ("strongroom backup (first)", first_backup),
+            [
+                ("pg_dump -Fc -Z0 > file (raw)", raw_dump),
+                ("strongroom backup (no checksums)", lambda: first_backup(checksums=False)),
+                ("strongroom backup (first)", first_backup),
+            ],
         )
         res.backups.append(artifact("pg_dump -Fc -Z0 > file (raw)", raw_runs, raw.stat().st_size))
         for label, script, out in (
@@ -880,6 +919,13 @@ class Bench:
         z9.unlink()
         res.backups.append(
             artifact(
+                "strongroom backup (no checksums)",
+                no_sums_runs,
+                note=f"{checksum_cost.CHECKSUMS_ENV}=0: row counts only",
+            )
+        )
+        res.backups.append(
+            artifact(
                 "strongroom backup (first)",
                 sr_runs,
                 tree_bytes(repo),
@@ -887,6 +933,12 @@ class Bench:
             )
         )
         self.say(f"  strongroom repository: {mb(tree_bytes(repo))}")
+        self.say("checksum cost: the scans alone")
+        res.checksums = checksum_cost.measure(
+            url, pg_dump=self.pg_dump, env=self.env, repeat=self.args.repeat, say=self.say
+        )
+        res.checksums["backup_seconds"] = res.backups[-1].seconds
+        res.checksums["backup_no_checksums_seconds"] = res.backups[-2].seconds
         res.dataset["raw_dump_bytes"] = raw.stat().st_size
         res.dataset["gzip_ratio"] = round(raw.stat().st_size / gz.stat().st_size, 3)
 

@@ -229,6 +229,10 @@ def perform_restore(
     if report.safety_backup_id:
         stdout.print(f"safety backup {report.safety_backup_id} taken (tag pre-restore)")
     print_comparison(report)
+    if report.left_out:
+        stdout.print(f"left out as chosen ({len(report.left_out)} statements):")
+        for line in report.left_out[:20]:
+            stdout.print(f"  {line}")
     if not report.ok:
         bad = sum(1 for c in report.comparisons if not c.matches)
         untouched = "untouched" if plan.state.exists else "not created"

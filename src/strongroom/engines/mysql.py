@@ -436,9 +436,9 @@ class MysqlEngine:
             raise TypeError("a MySQL target can only take a MySQL staged database")
         from strongroom.engines.mysql_objects import swap_databases
 
-        old_name = limit_name(
-            self.database_name(), f"_old_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
-        )
+        now = time.time()  # milliseconds too: two swaps within one second must not collide
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}"
+        old_name = limit_name(self.database_name(), f"_old_{stamp}")
         return swap_databases(self, staged.database_name(), old_name, keep_old=keep_old)
 
     def drop_database(self, name: str | None = None) -> str | None:

@@ -50,6 +50,7 @@ from strongroom.engines.postgres_checksum import (
     TABLES_SQL,
     USER_NAMESPACES,
     parallel_table_stats,
+    prepare_session,
     snapshot_table_stats,
 )
 from strongroom.engines.postgres_state import DatabaseState, RestoreChecks, capture_state
@@ -225,9 +226,15 @@ class PostgresRunningDump:
             # A failed count aborts the snapshot's transaction, so pg_dump may then only
             # say it cannot import the snapshot: the count's error is the cause.
             cause = f"{count_error}; " if count_error else ""
+            hint = ""
+            if "row-level security" in f"{cause}{reason}":
+                hint = (
+                    "; row-level security applies to this role, so a dump would miss rows: "
+                    "back up as a superuser or a role with BYPASSRLS"
+                )
             raise DumpFailed(
                 f"pg_dump failed for {where}: {cause}{self._engine.redact(reason)}"
-                f" ({_exit_description(returncode)})"
+                f" ({_exit_description(returncode)}){hint}"
             )
         if count_error is not None:
             raise DumpFailed(f"counting rows of {where} failed: {count_error}")
@@ -517,7 +524,7 @@ class PostgresEngine:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             version_row = conn.execute("SHOW server_version").fetchone()
             snapshot_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-            # WIRE: prepare_session(conn)
+            prepare_session(conn)
             state = capture_state(conn)
         except psycopg.Error as exc:
             conn.close()
@@ -729,7 +736,21 @@ class PostgresEngine:
         created_roles: list[str] = []
         with self._maintenance_connect() as conn:
             tool, _ = self._tool("pg_restore", _server_major(conn.info.server_version))
-            if checks is not None and recorded is not None and options.missing_roles == "create":
+            # --skip-missing-roles, where the role may create roles: the missing roles exist
+            # during the restore only, so each statement about them runs (and never takes
+            # a neighbour in the same TOC entry down with it); then their ownership goes to
+            # the restoring role and their privileges are dropped (_retire_roles).
+            temporary = bool(
+                checks is not None
+                and options.missing_roles == "skip"
+                and checks.missing_roles
+                and checks.can_create_roles
+            )
+            if (
+                checks is not None
+                and recorded is not None
+                and (options.missing_roles == "create" or temporary)
+            ):
                 try:
                     created_roles = create_roles(conn, recorded, checks.missing_roles)
                 except psycopg.Error as exc:
@@ -776,7 +797,7 @@ class PostgresEngine:
                 problem = _first_line(stderr, prefer="error") or _exit_description(returncode)
             for accepted in errors.accepted:
                 logger.warning("left out as agreed: %s", self.redact(accepted))
-            self.left_out = list(errors.accepted)
+            self.left_out = [self.redact(a) for a in errors.accepted]
         elif returncode != 0:
             problem = _first_line(stderr, prefer="error") or _exit_description(returncode)
         if problem is not None:
@@ -784,9 +805,33 @@ class PostgresEngine:
             raise RestoreFailed(
                 f"pg_restore failed for {self.where()}: {self.redact(problem)}; {outcome}"
             )
+        if temporary:
+            self._retire_roles(created, list(created_roles))
         self._restored_here = True
         self._pending_state = (recorded, skip) if recorded is not None else None
         logger.info("restored %s", self.where())
+
+    def _retire_roles(self, created: bool, roles: list[str]) -> None:
+        """Give what ``roles`` own in the restored database to the restoring role, drop
+        their privileges there (``REASSIGN OWNED``, ``DROP OWNED``), then drop the roles."""
+        try:
+            with self._connect() as conn:
+                row = conn.execute(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                ).fetchone()
+                for role in roles:
+                    name = sql.Identifier(role)
+                    if not (row and row[0]):
+                        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(name))
+                    conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(name))
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+            self.drop_created_roles()
+        except (psycopg.Error, DatabaseUnreachable, DatabaseAuthFailed) as exc:
+            outcome = self._after_failure(created)
+            raise RestoreFailed(
+                f"could not leave out the skipped roles {', '.join(roles)} in {self.where()}: "
+                f"{self.redact(_first_line(str(exc)))}; {outcome}"
+            ) from None
 
     def _foreign_extensions(self) -> frozenset[str]:
         """Extensions already in the (empty) target that the restoring role does not own:

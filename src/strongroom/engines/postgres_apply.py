@@ -278,6 +278,31 @@ _SUPERUSER_ONLY = re.compile(
 )
 
 
+def _command_of(lines: list[str], error_line: int) -> list[str]:
+    """The statements of the ``Command was:`` block after an error line."""
+    out: list[str] = []
+    for line in lines[error_line + 1 :]:
+        if not out:
+            if not line.startswith("Command was: "):
+                return []
+            line = line.removeprefix("Command was: ")
+        elif not line.strip() or line.startswith("pg_restore: "):
+            break
+        out.append(line.strip())
+    return [s for s in out if s]
+
+
+def _names_role(statement: str, role: str) -> bool:
+    quoted = '"' + role.replace('"', '""') + '"'
+    tail = statement.rstrip(";").removesuffix(" WITH GRANT OPTION").removesuffix(" CASCADE")
+    return any(tail.endswith(f" {form}") for form in (role, quoted))
+
+
+def _other_statements(command: list[str], role: str) -> list[str]:
+    """Statements of a failed entry that do not concern ``role`` (lost with it)."""
+    return [s for s in command if s.endswith(";") and not _names_role(s, role)]
+
+
 @dataclass(frozen=True)
 class RestoreErrors:
     """``pg_restore``'s errors split into those the user agreed to and the others."""
@@ -302,7 +327,8 @@ def classify_errors(
     fatal: list[str] = []
     entry = ""
     skipped_names = {n.split(" ", 2)[-1] for n in skipped_superuser_objects}
-    for line in stderr.splitlines():
+    lines = stderr.splitlines()
+    for number, line in enumerate(lines):
         found = _FROM_ENTRY.match(line)
         if found:
             entry = found.group("what")
@@ -315,8 +341,19 @@ def classify_errors(
             continue
         msg = query.group("msg").strip()
         role = _ROLE_MISSING.match(msg) or _NOT_MEMBER.match(msg)
-        if role and (role.group(role.lastgroup or "role") in skip_roles):
-            accepted.append(msg)
+        name = role.group(role.lastgroup or "role") if role else None
+        if name is not None and name in skip_roles:
+            # One TOC entry runs as one query: a failed GRANT to the skipped role takes
+            # the entry's other statements with it (a REVOKE … FROM PUBLIC: a widening).
+            others = _other_statements(_command_of(lines, number), name)
+            if others:
+                fatal.append(
+                    f"{msg}, and the same entry's other statements would be lost with it "
+                    f"({others[0]}); create role {name} first or restore as a role with "
+                    "CREATEROLE"
+                )
+            else:
+                accepted.append(msg)
             continue
         ext = _EXT_OWNER.match(msg)
         if ext and ext.group("ext") in preexisting_extensions:

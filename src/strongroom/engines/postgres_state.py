@@ -176,22 +176,33 @@ _SETTINGS_SQL = """
 
 # Roles owning something in this database, or named by its ACLs, policies and settings.
 # pg_shdepend records all of these except dependencies on pinned roles (the bootstrap
-# superuser, predefined pg_* roles), which the second part finds in the owner and ACL
-# columns of the objects pg_dump writes out.
+# superuser, predefined pg_* roles), which the owner and ACL columns of the objects
+# pg_dump writes out also give.
 _ROLES_SQL = """
     WITH db AS (SELECT oid, datdba, datacl FROM pg_database WHERE datname = current_database()),
     ns AS (SELECT oid FROM pg_namespace
            WHERE nspname NOT IN ('pg_catalog', 'information_schema')
              AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp\\_%'),
+    -- Objects pg_dump does not write out on their own: members of extensions ('e') and
+    -- objects made with another (array and multirange types, range constructors: 'i').
+    hidden AS (SELECT classid, objid FROM pg_depend WHERE deptype IN ('e', 'i')),
     owners(roleid) AS (
         SELECT datdba FROM db
         UNION SELECT sd.refobjid FROM pg_shdepend sd, db
               WHERE sd.dbid = db.oid AND sd.refclassid = 'pg_authid'::regclass
                 AND sd.deptype = 'o'
+                AND NOT EXISTS (SELECT 1 FROM hidden h
+                                WHERE h.classid = sd.classid AND h.objid = sd.objid)
         UNION SELECT nspowner FROM pg_namespace WHERE oid IN (SELECT oid FROM ns)
-        UNION SELECT relowner FROM pg_class WHERE relnamespace IN (SELECT oid FROM ns)
-        UNION SELECT typowner FROM pg_type WHERE typnamespace IN (SELECT oid FROM ns)
-        UNION SELECT proowner FROM pg_proc WHERE pronamespace IN (SELECT oid FROM ns)
+        UNION SELECT relowner FROM pg_class c WHERE relnamespace IN (SELECT oid FROM ns)
+              AND NOT EXISTS (SELECT 1 FROM hidden h
+                              WHERE h.classid = 'pg_class'::regclass AND h.objid = c.oid)
+        UNION SELECT typowner FROM pg_type t WHERE typnamespace IN (SELECT oid FROM ns)
+              AND NOT EXISTS (SELECT 1 FROM hidden h
+                              WHERE h.classid = 'pg_type'::regclass AND h.objid = t.oid)
+        UNION SELECT proowner FROM pg_proc p WHERE pronamespace IN (SELECT oid FROM ns)
+              AND NOT EXISTS (SELECT 1 FROM hidden h
+                              WHERE h.classid = 'pg_proc'::regclass AND h.objid = p.oid)
         UNION SELECT lomowner FROM pg_largeobject_metadata
     ),
     others(roleid) AS (
@@ -199,6 +210,8 @@ _ROLES_SQL = """
         UNION SELECT setrole FROM pg_db_role_setting, db WHERE setdatabase = db.oid
         UNION SELECT sd.refobjid FROM pg_shdepend sd, db
               WHERE sd.dbid = db.oid AND sd.refclassid = 'pg_authid'::regclass
+                AND NOT EXISTS (SELECT 1 FROM hidden h
+                                WHERE h.classid = sd.classid AND h.objid = sd.objid)
         UNION SELECT (aclexplode(relacl)).grantee FROM pg_class
               WHERE relnamespace IN (SELECT oid FROM ns)
         UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace

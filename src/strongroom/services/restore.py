@@ -81,6 +81,9 @@ class RestoreReport:
     swapped: bool
     old_kept_as: str | None = None
     safety_backup_id: str | None = None
+    # Statements left out as the user chose (a skipped role's grant, a superuser-only
+    # object), as the database reported them.
+    left_out: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -248,7 +251,10 @@ def _restore(
     finally:
         progress.finish()
     duration = time.monotonic() - clock
-    report = RestoreReport(manifest, plan.target, comparisons, duration, False, None, safety_id)
+    left_out = tuple(getattr(staged, "left_out", ()))
+    report = RestoreReport(
+        manifest, plan.target, comparisons, duration, False, None, safety_id, left_out
+    )
     if not report.ok:
         _discard(staged)
         log.error("restore of %s did not verify; %s", manifest.backup_id, _untouched(plan))
@@ -259,7 +265,9 @@ def _restore(
         _discard(staged)
         raise
     log.warning("restored %s into %s (verified)", manifest.backup_id, plan.target)
-    return RestoreReport(manifest, plan.target, comparisons, duration, True, old, safety_id)
+    return RestoreReport(
+        manifest, plan.target, comparisons, duration, True, old, safety_id, left_out
+    )
 
 
 def find_rollback_backup(repo: Repository, engine: Engine) -> Manifest:
