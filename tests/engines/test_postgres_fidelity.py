@@ -279,3 +279,41 @@ def test_extension_already_in_the_target_does_not_fail_a_non_superuser_restore(
         for db in (source, target):
             pg_server.drop_database(db)
         drop_roles(pg_server, roles)
+
+
+def test_encoding_locale_comment_and_settings_of_the_database_come_back(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    """A LATIN1 database (the cluster's default is UTF8) with a quoted list setting, a
+    custom setting and a comment with quotes is restored into a new database as it was."""
+    source, target = unique_db_name("latin"), unique_db_name("latin")
+    env = repository_env(tmp_path)
+    try:
+        pg_server.psql(
+            "postgres",
+            f"CREATE DATABASE {source} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0 CONNECTION LIMIT 7;"
+            f" COMMENT ON DATABASE {source} IS 'it''s \"ours\"';"
+            f' ALTER DATABASE {source} SET search_path = "My Schema", public;'
+            f" ALTER DATABASE {source} SET app.tenant = 'a,b';",
+        )
+        pg_server.psql(
+            source,
+            'CREATE SCHEMA "My Schema"; CREATE TABLE "My Schema".t (v text);'
+            " INSERT INTO \"My Schema\".t VALUES ('caf' || chr(233));",
+        )
+        cli_ok(run_cli("init", env=env))
+        cli_ok(run_cli("backup", pg_server.url(source), env=env))
+        out = cli_ok(run_cli("restore", "latest", "--to", pg_server.url(target), "--yes", env=env))
+        assert "restore complete and verified" in out
+        _same(pg_server, source, pg_server, target)
+        query = (
+            "SELECT pg_encoding_to_char(encoding), datconnlimit,"
+            " shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s"
+        )
+        assert pg_server.query("postgres", query, (target,)) == [("LATIN1", 7, 'it\'s "ours"')]
+        assert pg_server.query(target, "SELECT v FROM t") == [("caf\u00e9",)]  # search_path
+        assert pg_server.query(target, "SELECT current_setting('app.tenant')") == [("a,b",)]
+    finally:
+        for db in (source, target):
+            pg_server.drop_database(db)
