@@ -84,6 +84,10 @@ class DatabaseAuthFailed(DatabaseError):
     pass
 
 
+class RowSecurityBlocked(DatabaseError):
+    """Row-level security would hide rows of a table from the role counting them."""
+
+
 class ToolMissing(DatabaseError):
     pass
 

@@ -26,7 +26,6 @@ from strongroom.engines.postgres_checksum import (
     LARGE_OBJECTS,
     PORTABLE_BASE_TYPES,
     SESSION_SETTINGS,
-    RowSecurityBlocked,
     checksum_method,
     large_object_stats,
     list_tables,
@@ -36,6 +35,7 @@ from strongroom.engines.postgres_checksum import (
     run_plan,
     snapshot_table_stats,
 )
+from strongroom.errors import RowSecurityBlocked
 from tests.fixtures.postgres import PG_USER, PgServer, unique_db_name
 
 CHUNK = 64 * 1024

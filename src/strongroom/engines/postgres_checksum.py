@@ -17,14 +17,11 @@ another server of the same major version. So each row is hashed in a *portable f
   oid, xid, tid, pg_lsn), arrays, domains, ranges and multiranges of those;
   text under a non-deterministic collation (whose hash comes from ICU) is hashed
   ``COLLATE "C"`` (its bytes);
-* every other column is hashed in its *text form* (``::text COLLATE "C"``): enums
-  (whose hash is the hash of their OID, different in every database), reg* types (OIDs),
-  aclitem, composites, ranges over such types, types without a hash function (json, xml,
-  geometric types, money, bit, tsvector...), and every type outside ``pg_catalog``
-  (extension and user types, whose hash may not be portable);
-* the text forms depend on session settings, which :func:`prepare_session` pins
-  (``TimeZone``, ``DateStyle``, ``IntervalStyle``, ``extra_float_digits``,
-  ``bytea_output``, ``lc_monetary``, ``search_path``).
+* every other column is hashed in its *text form* as its output function writes it
+  (``ROW(col)::text COLLATE "C"``): enums (their hash is of an OID), reg* types, aclitem,
+  composites, ranges over such types, types without a hash function (json, xml, money,
+  geometric types, bit, tsvector...), every type outside ``pg_catalog``; the settings the
+  text forms depend on are pinned by :func:`prepare_session`.
 
 The row hash is ``hash_record_extended(ROW(<columns>), 0)`` (PostgreSQL 14+). Older servers
 hash the text form of that row instead (``hashtextextended``). A checksum reads
@@ -34,10 +31,8 @@ versions: callers compare two checksums only when :func:`checksum_method` gives 
 method for both (backups made before this module have ``rec64sum:``/``h64sum:`` checksums,
 computed on a form that was not portable).
 
-Equal under the type's equality is equal for the checksum: ``0`` and ``-0`` (floats),
-``1.0`` and ``1.00`` (numeric, also inside jsonb), ``'1 day'`` and ``'24 hours'``
-(interval), array bounds are not told apart. pg_dump/pg_restore reproduce each of them
-exactly, so this never hides a restore problem.
+Values equal under their type's equality hash alike (``0``/``-0``, numeric ``1.0``/``1.00``,
+interval ``'1 day'``/``'24 hours'``); pg_dump/pg_restore reproduce each exactly.
 
 Large objects (``(large objects)``): their count and a checksum over (OID, content), read
 with ``lo_get`` in 1 MiB pieces (pg_restore keeps their OIDs).
@@ -65,7 +60,7 @@ import psycopg
 from psycopg import sql
 
 from strongroom.engines.base import TableStats
-from strongroom.errors import DatabaseError
+from strongroom.errors import DatabaseError, RowSecurityBlocked
 
 logger = logging.getLogger("strongroom.engines.postgres_checksum")
 
@@ -179,10 +174,6 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("statement_timeout", "0"),
     ("idle_in_transaction_session_timeout", "0"),
 )
-
-
-class RowSecurityBlocked(DatabaseError):
-    """Row-level security would hide rows of a table from the user counting them."""
 
 
 def checksum_method(checksum: str) -> str:
