@@ -407,7 +407,17 @@ class PostgresEngine:
         conninfo = self._conninfo(dbname=dbname, with_password=True)
         if "application_name" not in self._params:
             conninfo = make_conninfo(conninfo, application_name="strongroom")
-        return psycopg.connect(conninfo, autocommit=True)
+        conn = psycopg.connect(conninfo, autocommit=True)
+        try:  # a database's own timeouts must not cut strongroom's statements short
+            conn.execute(
+                "SELECT set_config('statement_timeout', '0', false),"
+                " set_config('lock_timeout', '0', false),"
+                " set_config('idle_in_transaction_session_timeout', '0', false)"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _connect(self, dbname: str | None = None) -> psycopg.Connection[Any]:
         """An autocommit connection; connection failures become strongroom errors."""

@@ -193,9 +193,44 @@ def drop_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> list[str]
     return left
 
 
+def split_list_setting(value: str) -> list[str]:
+    """The elements of a stored list setting (``app, "My Schema", ""``), unquoted, as
+    PostgreSQL's SplitGUCList reads them (``""`` is an empty element)."""
+    items: list[str] = []
+    pos, end = 0, len(value)
+    while True:
+        while pos < end and value[pos].isspace():
+            pos += 1
+        if pos < end and value[pos] == '"':
+            pos += 1
+            item = []
+            while pos < end:
+                if value[pos] == '"':
+                    if pos + 1 < end and value[pos + 1] == '"':
+                        item.append('"')
+                        pos += 2
+                        continue
+                    pos += 1
+                    break
+                item.append(value[pos])
+                pos += 1
+            items.append("".join(item))
+        else:
+            start = pos
+            while pos < end and value[pos] != ",":
+                pos += 1
+            items.append(value[start:pos].strip())
+        while pos < end and value[pos] != ",":
+            pos += 1
+        if pos >= end:
+            return items
+        pos += 1  # the comma
+
+
 def _setting_statement(name: str, value: str) -> sql.Composed:
-    if name.lower() in _LIST_QUOTE_SETTINGS:
-        return sql.SQL("SET {} TO {}").format(sql.Identifier(name), sql.SQL(value))
+    if name.lower() in _LIST_QUOTE_SETTINGS:  # each element as a literal, as pg_dump does
+        elements = sql.SQL(", ").join(sql.Literal(v) for v in split_list_setting(value))
+        return sql.SQL("SET {} TO {}").format(sql.Identifier(name), elements)
     return sql.SQL("SET {} TO {}").format(sql.Identifier(name), sql.Literal(value))
 
 
@@ -293,9 +328,17 @@ def _command_of(lines: list[str], error_line: int) -> list[str]:
 
 
 def _names_role(statement: str, role: str) -> bool:
-    quoted = '"' + role.replace('"', '""') + '"'
+    """Whether a pg_dump GRANT/REVOKE ends with ``role`` as pg_dump writes it: quoted, or
+    bare only when the name is a plain lower-case identifier (so a role named ``a FROM
+    PUBLIC`` cannot pass for the tail of ``REVOKE … FROM PUBLIC``)."""
+    forms = ['"' + role.replace('"', '""') + '"']
+    if _PLAIN_IDENTIFIER.match(role):
+        forms.append(role)
     tail = statement.rstrip(";").removesuffix(" WITH GRANT OPTION").removesuffix(" CASCADE")
-    return any(tail.endswith(f" {form}") for form in (role, quoted))
+    return any(tail.endswith(f" {form}") for form in forms)
+
+
+_PLAIN_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]*$")
 
 
 def _other_statements(command: list[str], role: str) -> list[str]:
