@@ -195,6 +195,7 @@ def test_restore_before_a_time_picks_the_newest_backup_before_it(pg_server, live
         run_cli("restore", "--before", cut, "--to", pg_server.url("before_x"), "--dry-run", env=env)
     )
     assert first in out
+    time.sleep(1.1)  # the time below has whole seconds: the later backup must start before it
     utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = _ok(
         run_cli("restore", "--before", utc, "--to", pg_server.url("before_x"), "--dry-run", env=env)
