@@ -19,14 +19,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from strongroom.engines.base import DumpResult, TableStats
+from strongroom.engines.base import DumpResult, TableStats, checksum_method
 from strongroom.engines.postgres import PostgresEngine
 from strongroom.engines.postgres_checksum import (
     CHECKSUMS_ENV,
     LARGE_OBJECTS,
     PORTABLE_BASE_TYPES,
     SESSION_SETTINGS,
-    checksum_method,
     large_object_stats,
     list_tables,
     parallel_table_stats,

@@ -17,6 +17,12 @@ class TableStats:
     checksum: str | None = None  # order-independent content checksum, None if not computed
 
 
+def checksum_method(checksum: str) -> str:
+    """The method of a table checksum: the part before the first ``:`` (``pgrow2.pg15`` of
+    ``pgrow2.pg15:123``). Checksums of different methods are never compared."""
+    return checksum.split(":", 1)[0]
+
+
 @dataclass(frozen=True)
 class TargetState:
     """What a restore target holds now (for the restore plan)."""

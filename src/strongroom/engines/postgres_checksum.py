@@ -27,7 +27,7 @@ The row hash is ``hash_record_extended(ROW(<columns>), 0)`` (PostgreSQL 14+). Ol
 hash the text form of that row instead (``hashtextextended``). A checksum reads
 ``<method>:<sum>``; the method names the algorithm and the server's major version (e.g.
 ``pgrow2.pg15``), because hash functions and text forms may change between major
-versions: callers compare two checksums only when :func:`checksum_method` gives the same
+versions: callers compare two checksums only when ``engines.base.checksum_method`` gives the same
 method for both (backups made before this module have ``rec64sum:``/``h64sum:`` checksums,
 computed on a form that was not portable).
 
@@ -174,13 +174,6 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("statement_timeout", "0"),
     ("idle_in_transaction_session_timeout", "0"),
 )
-
-
-def checksum_method(checksum: str) -> str:
-    """The method of a checksum (the part before the first ``:``), e.g. ``pgrow2.pg15``
-    or, for backups made before portable checksums, ``rec64sum``/``h64sum``. Only
-    checksums of the same method can be compared."""
-    return checksum.split(":", 1)[0]
 
 
 def method_name(algorithm: str, server_version: int) -> str:

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from strongroom.engines.base import Engine, PlanChecks, RestoreOptions, TableStats, TargetState
+from strongroom.engines.base import (
+    Engine,
+    PlanChecks,
+    RestoreOptions,
+    TableStats,
+    TargetState,
+    checksum_method,
+)
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.logcontext import log_context
 from strongroom.repository.manifest import Manifest, TableRecord
@@ -88,11 +95,6 @@ class RestoreReport:
     @property
     def ok(self) -> bool:
         return all(c.matches for c in self.comparisons)
-
-
-def checksum_method(checksum: str) -> str:
-    """``"pgrow2"`` of ``"pgrow2:123"``: checksums of different methods are not compared."""
-    return checksum.split(":", 1)[0]
 
 
 def compare_tables(expected: list[TableRecord], actual: list[TableStats]) -> list[TableComparison]:

@@ -1,0 +1,143 @@
+"""Running ``pg_restore``: streamed from the verified backup, or in parallel from a file.
+
+Owners and privileges are restored when the backup recorded its roles (``faithful``): then
+``pg_restore`` runs with ``--verbose`` and without ``--exit-on-error``, and the caller judges
+each error (``postgres_apply.classify_errors``). Older backups restore as before, with
+``--no-owner --exit-on-error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, cast
+
+from strongroom.engines.postgres_server import PostgresServer
+from strongroom.errors import UsageError
+
+logger = logging.getLogger("strongroom.engines.postgres")
+
+PARALLEL_RESTORE_MIN_BYTES = 64 * 1024 * 1024
+MAX_RESTORE_JOBS = 4
+_STOP_TIMEOUT = 10.0
+
+
+def parallel_jobs(size_hint: int | None, tables_hint: int | None = None) -> int:
+    """How many ``pg_restore`` jobs to run: ``$STRONGROOM_RESTORE_JOBS`` if set; else 1
+    (stream) for small dumps or when the temp folder cannot hold the dump; otherwise one
+    per core, at most 4."""
+    forced = os.environ.get("STRONGROOM_RESTORE_JOBS", "").strip()
+    if forced:
+        if not forced.isdigit():
+            raise UsageError(f"STRONGROOM_RESTORE_JOBS must be a number, not {forced!r}")
+        return max(1, int(forced))
+    if size_hint is None or size_hint < PARALLEL_RESTORE_MIN_BYTES:
+        return 1
+    if tables_hint is not None and tables_hint < 2:
+        return 1  # one table: nothing to run in parallel; streaming saves the temp file
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < size_hint * 1.2:
+        logger.info("not enough temp space for a parallel restore; streaming instead")
+        return 1
+    return max(1, min(MAX_RESTORE_JOBS, os.cpu_count() or 1))
+
+
+def restore_flags(faithful: bool) -> list[str]:
+    """Owners and privileges are restored when the backup recorded its roles (the
+    checks ran); errors are then read and judged by ``classify_errors``."""
+    if faithful:
+        return ["--verbose", "--no-password"]
+    return ["--no-owner", "--exit-on-error", "--no-password"]
+
+
+def run_pg_restore_parallel(
+    server: PostgresServer, tool: Path, source: Iterable[bytes], jobs: int, faithful: bool
+) -> tuple[int, str]:
+    """Materialise the dump in a temp file, then ``pg_restore -j`` from it."""
+    with tempfile.TemporaryDirectory(prefix="strongroom-restore-") as workdir:
+        dump_file = Path(workdir) / "dump"
+        with dump_file.open("wb") as handle:
+            for data in source:  # every chunk is verified as it is read
+                handle.write(data)
+        listing = subprocess.run(
+            [str(tool), "--list", str(dump_file)], capture_output=True, check=False
+        )
+        data_entries = listing.stdout.count(b" TABLE DATA ")
+        jobs = max(1, min(jobs, data_entries))
+        logger.info("restoring into %s with %s -j %d", server.where(), tool, jobs)
+        command = [
+            str(tool),
+            *restore_flags(faithful),
+            f"--jobs={jobs}",
+            "-d",
+            server.conninfo(with_password=False),
+            str(dump_file),
+        ]
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=server.child_env(),
+            check=False,
+        )
+        return result.returncode, result.stderr.decode("utf-8", "replace")
+
+
+def run_pg_restore(
+    server: PostgresServer, tool: Path, source: Iterable[bytes], faithful: bool
+) -> tuple[int, str]:
+    """Feed ``source`` to ``pg_restore``; return its exit status and stderr."""
+    command = [
+        str(tool),
+        *restore_flags(faithful),
+        "-d",
+        server.conninfo(with_password=False),
+    ]
+    logger.info("restoring into %s with %s", server.where(), tool)
+    with tempfile.TemporaryFile(prefix="strongroom-pg_restore-") as stderr_file:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            env=server.child_env(),
+        )
+        try:
+            stdin = cast(IO[bytes], proc.stdin)
+            iterator = iter(source)
+            try:
+                for chunk in iterator:
+                    try:
+                        stdin.write(chunk)
+                    except BrokenPipeError:
+                        logger.debug("pg_restore closed its input early")
+                        break
+            finally:
+                close = getattr(iterator, "close", None)
+                if callable(close):
+                    close()
+            with suppress(BrokenPipeError):
+                stdin.close()
+            returncode = proc.wait()
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                logger.warning("pg_restore (pid %d) did not exit after kill", proc.pid)
+            raise
+        finally:
+            if proc.stdin is not None and not proc.stdin.closed:
+                with suppress(BrokenPipeError):
+                    proc.stdin.close()
+        stderr_file.seek(0)
+        stderr = stderr_file.read().decode("utf-8", "replace")
+    return returncode, stderr
