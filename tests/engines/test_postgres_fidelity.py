@@ -231,6 +231,12 @@ def test_second_server_missing_roles_refused_then_skipped_then_created(
             (app.roles.app,),
         )
         assert login == [(False, True)]
+        marks = pg_server2.query(
+            "postgres",
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
+            (app.roles.app,),
+        )
+        assert marks == [(None,)]  # the restore is done: no "killed restore" marker left
         _same(app.server, app.name, pg_server2, target)
     finally:
         pg_server2.drop_database(target)

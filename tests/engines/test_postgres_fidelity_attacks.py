@@ -433,11 +433,6 @@ def _wait_for_staging(server: PgServer, prefix: str, timeout: float = 30) -> Non
     raise AssertionError("pg_restore never started")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after kill -9 during pg_restore the roles --create-roles made stay on the "
-    "server, and the next restore takes them for pre-existing roles (never dropped)",
-)
 def test_kill_during_restore_with_create_roles_leaves_no_roles(
     pg_server: PgServer, pg_server2: PgServer, env: Env, cleanup: list[tuple[str, str, str]]
 ) -> None:

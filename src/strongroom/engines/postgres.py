@@ -30,12 +30,14 @@ from strongroom.engines.base import (
 from strongroom.engines.postgres_apply import (
     apply_database_state,
     classify_errors,
+    clean_leftover_roles,
     create_database_sql,
     create_roles,
     drop_roles,
     refusal,
     restore_checks,
     skipped_roles,
+    unmark_roles,
 )
 from strongroom.engines.postgres_checksum import (
     TABLES_SQL,
@@ -197,6 +199,17 @@ class PostgresEngine(PostgresServer):
             ) from None
 
     # --- what the backup needs of the server restored into ----------------------------
+    def _clean_leftovers(self) -> None:
+        """Drop what a killed restore with ``--create-roles`` left on this server."""
+        try:
+            with self.maintenance_connect() as conn:
+                dropped = clean_leftover_roles(conn)
+        except psycopg.Error:
+            logger.debug("could not look for leftover roles", exc_info=True)
+            return
+        if dropped:
+            logger.warning("dropped roles a killed restore had created: %s", ", ".join(dropped))
+
     def _checks(self, state: DatabaseState) -> RestoreChecks:
         try:
             conn = self.connect_raw()
@@ -266,6 +279,7 @@ class PostgresEngine(PostgresServer):
         skip: frozenset[str] = frozenset()
         checks: RestoreChecks | None = None
         if recorded is not None:
+            self._clean_leftovers()
             checks = self._checks(recorded)
             refused = refusal(checks, options, self.host_port())
             if refused is not None:
@@ -292,7 +306,9 @@ class PostgresEngine(PostgresServer):
                 and (options.missing_roles == "create" or temporary)
             ):
                 try:
-                    created_roles = create_roles(conn, recorded, checks.missing_roles)
+                    created_roles = create_roles(
+                        conn, recorded, checks.missing_roles, self.database_name()
+                    )
                 except psycopg.Error as exc:
                     drop_roles(conn, created_roles)
                     raise RestoreFailed(
@@ -489,6 +505,7 @@ class PostgresEngine(PostgresServer):
         try:
             with self.maintenance_connect() as conn:
                 apply_database_state(conn, self.database_name(), recorded, skip)
+                unmark_roles(conn, self._created_roles)  # theirs now, whatever happens
         except psycopg.Error as exc:
             raise RestoreFailed(
                 f"could not give the restored {self.where()} the backup's owner, privileges "

@@ -158,17 +158,31 @@ def create_database_sql(name: str, state: DatabaseState | None) -> sql.Composed:
     return sql.SQL(" ").join(parts)
 
 
+# The comment a role created by a restore carries until that restore is done (swapped in,
+# or its temporary roles retired). A role still carrying it belongs to a restore that was
+# killed; the next restore on the server removes it (clean_leftover_roles).
+ROLE_MARKER = "strongroom: created for the restore staged in database "
+_STAGED_NAME = re.compile(r"_sr_[0-9a-f]{8}$")
+
+
 def create_roles(
-    conn: psycopg.Connection[Any], state: DatabaseState, names: Iterable[str]
+    conn: psycopg.Connection[Any], state: DatabaseState, names: Iterable[str], staged: str
 ) -> list[str]:
     """Create the missing roles ``names`` as ``NOLOGIN`` roles without password (keeping
-    ``INHERIT``), then their recorded memberships in roles that exist. Returns the roles
-    created, in order. Raises ``psycopg.Error``."""
+    ``INHERIT``), each marked with :data:`ROLE_MARKER` and the ``staged`` database's name
+    in the same transaction, then their recorded memberships in roles that exist. Returns
+    the roles created, in order. Raises ``psycopg.Error``."""
     created: list[str] = []
     for name in names:
         record = state.role(name)
         inherit = sql.SQL("INHERIT" if record is None or record.inherit else "NOINHERIT")
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN {}").format(sql.Identifier(name), inherit))
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN {}").format(sql.Identifier(name), inherit))
+            conn.execute(
+                sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(ROLE_MARKER + staged)
+                )
+            )
         created.append(name)
     for name in created:
         record = state.role(name)
@@ -179,6 +193,41 @@ def create_roles(
                     sql.SQL("GRANT {} TO {}").format(sql.Identifier(parent), sql.Identifier(name))
                 )
     return created
+
+
+def unmark_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> None:
+    """The restore that created ``names`` is done: they stay, without the marker."""
+    for name in names:
+        conn.execute(sql.SQL("COMMENT ON ROLE {} IS NULL").format(sql.Identifier(name)))
+
+
+def clean_leftover_roles(conn: psycopg.Connection[Any]) -> list[str]:
+    """Remove what a killed restore left: roles still carrying :data:`ROLE_MARKER`, and the
+    staged database the marker names when nobody is connected to it (only names of staged
+    databases, ``<name>_sr_<8 hex>``, are ever dropped). A role that still owns or is
+    granted anything is kept. Returns the roles dropped; needs CREATEROLE (else none)."""
+    rows = conn.execute(
+        "SELECT r.rolname, d.description FROM pg_roles r"
+        " JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass"
+        " WHERE starts_with(d.description, %s)",
+        (ROLE_MARKER,),
+    ).fetchall()
+    dropped: list[str] = []
+    for role, description in rows:
+        staged = str(description)[len(ROLE_MARKER) :]
+        if _STAGED_NAME.search(staged):
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (staged,)
+            ).fetchone()
+            if busy and busy[0]:
+                continue  # that restore may still be running
+            try:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(staged)))
+            except psycopg.Error:
+                continue
+        if not drop_roles(conn, [str(role)]):
+            dropped.append(str(role))
+    return dropped
 
 
 def drop_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> list[str]:
