@@ -226,11 +226,6 @@ def test_database_settings_that_could_break_our_own_steps(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: database ACL grantors are not recorded; a grant made by a grantee WITH "
-    "GRANT OPTION comes back as granted by the owner/restoring role",
-)
 def test_database_grant_by_a_non_owner_keeps_its_grantor(
     pg_server: PgServer, env: Env, cleanup: list[tuple[str, str, str]]
 ) -> None:
@@ -253,6 +248,41 @@ def test_database_grant_by_a_non_owner_keeps_its_grantor(
     cleanup.append(("db", "1", new))
     cli_ok(run_cli("restore", "latest", "--to", _url(pg_server, new), "--yes", env=env.env))
     assert _db_state(pg_server, new)["acl"] == _db_state(pg_server, src)["acl"]
+
+
+def test_grant_by_a_non_owner_restored_by_the_owner_who_cannot_act_as_the_grantor(
+    pg_server: PgServer, env: Env, cleanup: list[tuple[str, str, str]]
+) -> None:
+    """The non-superuser owner cannot SET ROLE to the grantor: the grant comes back, made
+    by the owner, and the restore does not fail for it."""
+    tag = uuid.uuid4().hex[:6]
+    owner = _role(pg_server, cleanup, f"own_{tag}", extra="LOGIN CREATEDB PASSWORD 'pw'")
+    a = _role(pg_server, cleanup, f"granter_{tag}")
+    b = _role(pg_server, cleanup, f"grantee_{tag}")
+    src = _new_db(pg_server, cleanup, unique_db_name("grantor"))
+    _small_table(pg_server, src, owner=owner)
+    db = ID(src)
+    _exec(
+        pg_server,
+        "postgres",
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, ID(owner)),
+        sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {} WITH GRANT OPTION").format(db, ID(a)),
+        sql.SQL("SET ROLE {}").format(ID(a)),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, ID(b)),
+    )
+    cli_ok(run_cli("backup", _url(pg_server, src), "--target", "g", env=env.env))
+    new = src + "_copy"
+    cleanup.append(("db", "1", new))
+    out = cli_ok(
+        run_cli(
+            "restore", "latest", "--to", _url(pg_server, new, owner, "pw"), "--yes", env=env.env
+        )
+    )
+    assert "restore complete and verified" in out
+    acl = _db_state(pg_server, new)["acl"]
+    assert f"{b}=CONNECT/{owner}" in acl, acl
+    assert not any(item.startswith("=") for item in acl), acl  # PUBLIC stays revoked
 
 
 def test_cli_bad_option_combinations_are_one_usage_error(env: Env, pg_server: PgServer) -> None:

@@ -19,6 +19,7 @@ The order in a restore (see ``docs/design.md``, "PostgreSQL fidelity"):
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from psycopg import sql
 
 from strongroom.engines.base import RestoreOptions
 from strongroom.engines.postgres_state import PUBLIC, DatabaseState, RestoreChecks
+
+logger = logging.getLogger("strongroom.engines.postgres")
 
 # Settings whose stored value is already a list of quoted identifiers (pg_dump's list in
 # src/bin/pg_dump/dumputils.c, variable_is_guc_list_quote): written back verbatim.
@@ -285,11 +288,12 @@ def _setting_statement(name: str, value: str) -> sql.Composed:
 
 def database_state_statements(
     dbname: str, state: DatabaseState, skip: frozenset[str] = frozenset()
-) -> list[sql.Composed]:
+) -> list[sql.Composed | tuple[sql.Composed, sql.Composed]]:
     """The statements that give database ``dbname`` the recorded owner, connection limit,
-    comment, ACL and settings (leaving out those of the roles in ``skip``)."""
+    comment, ACL and settings (leaving out those of the roles in ``skip``); a pair is a
+    grant made as its grantor and the same grant made by the restoring role."""
     db = sql.Identifier(dbname)
-    out: list[sql.Composed] = []
+    out: list[sql.Composed | tuple[sql.Composed, sql.Composed]] = []
     owner = state.owner
     if owner not in skip:
         out.append(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(owner)))
@@ -305,16 +309,25 @@ def database_state_statements(
             out.append(
                 sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(db, sql.Identifier(owner))
             )
-        for grant in state.acl:
+        # The owner's grants first: a grantee WITH GRANT OPTION may then grant on, as itself
+        # (SET ROLE, as pg_dump does with SET SESSION AUTHORIZATION), keeping the grantor.
+        by_owner = [g for g in state.acl if g.grantor in ("", owner)]
+        by_others = [g for g in state.acl if g.grantor not in ("", owner)]
+        for grant in by_owner + by_others:
             if grant.grantee in skip:
                 continue
             to = sql.SQL(PUBLIC) if grant.grantee == PUBLIC else sql.Identifier(grant.grantee)
             option = sql.SQL(" WITH GRANT OPTION" if grant.grantable else "")
-            out.append(
-                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                    sql.SQL(grant.privilege), db, to, option
-                )
+            statement = sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(grant.privilege), db, to, option
             )
+            if grant in by_others and grant.grantor not in skip:
+                as_grantor = sql.SQL("SET ROLE {}; {}; RESET ROLE").format(
+                    sql.Identifier(grant.grantor), statement
+                )
+                out.append((as_grantor, statement))
+            else:
+                out.append(statement)
     for setting in state.settings:
         if setting.role is not None and setting.role in skip:
             continue
@@ -338,11 +351,21 @@ def apply_database_state(
     skip: frozenset[str] = frozenset(),
 ) -> None:
     """Run :func:`database_state_statements` in one transaction on ``conn`` (a maintenance
-    connection, not one to ``dbname``). Raises ``psycopg.Error`` naming the failed step."""
+    connection, not one to ``dbname``). A grant that keeps its grantor (``SET ROLE``) falls
+    back to a grant by the restoring role when that role may not act as the grantor.
+    Raises ``psycopg.Error`` naming the failed step."""
     statements = database_state_statements(dbname, state, skip)
     with conn.transaction():
         for statement in statements:
-            conn.execute(statement)
+            if isinstance(statement, tuple):
+                try:
+                    with conn.transaction():  # a savepoint
+                        conn.execute(statement[0])
+                except psycopg.errors.InsufficientPrivilege:
+                    logger.warning("a database grant is restored without its grantor")
+                    conn.execute(statement[1])
+            else:
+                conn.execute(statement)
 
 
 # --- pg_restore's errors ---------------------------------------------------------------

@@ -63,6 +63,7 @@ class Grant:
     grantee: str
     privilege: str  # CONNECT, CREATE, TEMPORARY
     grantable: bool = False
+    grantor: str = ""  # who granted it ("" in backups that did not record it: the owner)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class DatabaseState:
             "comment": self.comment,
             "acl": None
             if self.acl is None
-            else [[g.grantee, g.privilege, g.grantable] for g in self.acl],
+            else [[g.grantee, g.privilege, g.grantable, g.grantor] for g in self.acl],
             "settings": [{"role": s.role, "settings": list(s.settings)} for s in self.settings],
             "roles": [r.to_dict() for r in self.roles],
             "extensions": [[e.name, e.version, e.schema] for e in self.extensions],
@@ -138,7 +139,10 @@ class DatabaseState:
             comment=data.get("comment"),
             acl=None
             if acl is None
-            else tuple(Grant(str(g[0]), str(g[1]), bool(g[2])) for g in acl),
+            else tuple(
+                Grant(str(g[0]), str(g[1]), bool(g[2]), str(g[3]) if len(g) > 3 else "")
+                for g in acl
+            ),
             settings=tuple(
                 RoleSetting(s.get("role"), tuple(str(v) for v in s.get("settings", ())))
                 for s in data.get("settings", ())
@@ -160,7 +164,7 @@ _DATABASE_SQL = """
 
 _ACL_SQL = """
     SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-           a.privilege_type, a.is_grantable
+           a.privilege_type, a.is_grantable, pg_get_userbyid(a.grantor)
     FROM pg_database d, aclexplode(d.datacl) a
     WHERE d.datname = current_database()
     ORDER BY 1, 2
@@ -255,7 +259,10 @@ def capture_state(conn: psycopg.Connection[Any]) -> DatabaseState:
     owner, encoding, collate, ctype, connlimit, comment, default_acl, provider, icu = row
     acl: tuple[Grant, ...] | None = None
     if not default_acl:
-        acl = tuple(Grant(str(g), str(p), bool(o)) for g, p, o in conn.execute(_ACL_SQL).fetchall())
+        acl = tuple(
+            Grant(str(g), str(p), bool(o), str(by))
+            for g, p, o, by in conn.execute(_ACL_SQL).fetchall()
+        )
     settings = tuple(
         RoleSetting(role, tuple(config or ()))
         for role, config in conn.execute(_SETTINGS_SQL).fetchall()
