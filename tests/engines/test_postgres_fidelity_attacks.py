@@ -303,11 +303,6 @@ def test_cli_bad_option_combinations_are_one_usage_error(env: Env, pg_server: Pg
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (CLI, predates the change): an unknown option prints click's 'Usage: ... "
-    "Error: No such option' block, not the one 'error:' line the README promises",
-)
 def test_unknown_restore_option_is_one_error_line(env: Env, pg_server: PgServer) -> None:
     url = _url(pg_server, unique_db_name("never"))
     cli_fails(run_cli("restore", "latest", "--to", url, "--bogus", env=env.env), 2, r"bogus")

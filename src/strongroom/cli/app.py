@@ -105,13 +105,13 @@ def main() -> None:
         _fail("aborted", 130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except TyperException as exc:  # usage errors: Typer prints them with the usage line
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            stderr.print(f"error: {exc}", markup=False)
-        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except TyperException as exc:  # usage errors (unknown option, missing value…): one line
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            message += f" (see {ctx.command_path} --help)"
+        _fail(message, int(getattr(exc, "exit_code", 2)))
     except StrongroomError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
