@@ -51,6 +51,52 @@ def test_postgres_backup_plan_restore_and_download(tmp_path, pg_server, pg_db):
         assert wait_job(client, drill.json()["job_id"], web.admin)["status"] == "succeeded"
 
 
+def test_restore_onto_a_server_without_the_roles_asks_then_skips(tmp_path, pg_server, pg_server2):
+    """The plan names the missing role and the restore refuses (nothing created) until the
+    request says what to do; skip then restores without the role's grants."""
+    role = unique_db_name("reporting")
+    source = unique_db_name("src")
+    pg_server.create_database(source)
+    target = unique_db_name("dst")
+    try:
+        pg_server.psql(
+            source,
+            f"CREATE ROLE {role} NOLOGIN; CREATE TABLE items (id int);"
+            f" INSERT INTO items SELECT generate_series(1, 50); GRANT SELECT ON items TO {role};",
+        )
+        web = build_app(tmp_path, {"app": pg_server.url(source)})
+        with TestClient(web.app) as client:
+            started = client.post("/api/backups", json={"target": "app"}, headers=web.admin)
+            backup_id = wait_job(client, started.json()["job_id"], web.admin)["result"]["backup_id"]
+            body = {"to": pg_server2.url(target)}
+            plan = client.post(
+                f"/api/backups/{backup_id}/restore/plan", json=body, headers=web.admin
+            ).json()
+            assert role in plan["refusal"] and "--create-roles" in plan["refusal"]
+            refused = client.post(
+                f"/api/backups/{backup_id}/restore",
+                json=body | {"confirm": target},
+                headers=web.admin,
+            )
+            assert refused.status_code in (400, 409, 422), refused.text
+            assert role in refused.text and not pg_server2.database_exists(target)
+            skipped = client.post(
+                f"/api/backups/{backup_id}/restore",
+                json=body | {"confirm": target, "missing_roles": "skip"},
+                headers=web.admin,
+            )
+            job = wait_job(client, skipped.json()["job_id"], web.admin)
+            assert job["status"] == "succeeded", job
+            assert pg_server2.query(target, "SELECT count(*) FROM items") == [(50,)]
+            assert pg_server2.query(
+                "postgres", "SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,)
+            ) == [(0,)]
+    finally:
+        pg_server2.drop_database(target)
+        pg_server.drop_database(source)
+        pg_server.psql("postgres", f"DROP ROLE IF EXISTS {role}")
+
+
 def test_postgres_service_database(tmp_path, pg_server):
     name = unique_db_name("service")
     url = pg_server.create_database(name)

@@ -131,6 +131,8 @@ def test_admin_backs_up_restores_and_a_viewer_is_refused(served, browser, tmp_pa
     page.click("button.restore-open")
     page.wait_for_selector("dialog[open] .plan")
     assert page.locator(".plan .dbname").inner_text() == "shop"
+    assert page.locator("dialog select[name=missing_roles]").count() == 1
+    assert page.locator("dialog .plan .refusal").count() == 0  # SQLite: nothing to decide
     page.screenshot(path=str(shots / "restore-dialog.png"), full_page=True)
 
     # restore into a scratch SQLite file instead

@@ -9,7 +9,7 @@ import tempfile
 from typing import Any
 
 from strongroom.engines import open_engine
-from strongroom.engines.base import Engine
+from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.manifest import Manifest
 from strongroom.services.restore import RestorePlan, plan_restore, run_restore
@@ -40,9 +40,30 @@ def scratch_engine(ctx: WebContext, manifest: Manifest, scratch_url: str | None)
     raise UsageError(f"give a scratch database URL for a {manifest.engine} restore drill")
 
 
-def plan(ctx: WebContext, manifest: Manifest, to: str | None, safety_backup: bool) -> RestorePlan:
+def options_of(
+    missing_roles: str = "refuse", skip_superuser_objects: bool = False
+) -> RestoreOptions:
+    """The user's choices about what the server restored into lacks (see the CLI's
+    ``--create-roles``, ``--skip-missing-roles``, ``--skip-superuser-objects``)."""
+    choices: dict[str, MissingRoles] = {"refuse": "refuse", "create": "create", "skip": "skip"}
+    if missing_roles not in choices:
+        raise UsageError("missing_roles must be refuse, create or skip")
+    return RestoreOptions(choices[missing_roles], skip_superuser_objects)
+
+
+def plan(
+    ctx: WebContext,
+    manifest: Manifest,
+    to: str | None,
+    safety_backup: bool,
+    options: RestoreOptions | None = None,
+) -> RestorePlan:
     return plan_restore(
-        ctx.repository(), manifest, destination(ctx, manifest, to), safety_backup=safety_backup
+        ctx.repository(),
+        manifest,
+        destination(ctx, manifest, to),
+        safety_backup=safety_backup,
+        options=options,
     )
 
 
@@ -66,6 +87,8 @@ def plan_json(plan: RestorePlan, engine: Engine) -> dict[str, Any]:
         "safety_backup": plan.safety_backup,
         "estimated_seconds": round(plan.estimated_seconds, 3),
         "estimate_basis": plan.estimate_basis,
+        "checks": list(plan.checks.lines),
+        "refusal": plan.checks.refusal,
         "tables": [
             {"name": name, "rows_now": now_rows.get(name), "rows_in_backup": backup_rows.get(name)}
             for name in sorted(set(now_rows) | set(backup_rows))
@@ -81,6 +104,7 @@ def start_restore(
     *,
     safety_backup: bool = True,
     drop_old: bool = False,
+    options: RestoreOptions | None = None,
 ) -> str:
     """Check the typed confirmation against the destination's database name, then restore
     on a job. The audit entry is written now and gets the outcome when the job ends."""
@@ -99,7 +123,18 @@ def start_restore(
             detail=f"into {engine.describe()}",
         )
         raise UsageError(f"type the database name {name!r} to confirm; nothing was changed")
-    the_plan = plan_restore(repo, manifest, engine, safety_backup=safety_backup)
+    the_plan = plan_restore(repo, manifest, engine, safety_backup=safety_backup, options=options)
+    if the_plan.checks.refusal is not None:
+        audit.record(
+            ctx.db,
+            caller.name,
+            "restore",
+            "refused: the plan's checks",
+            subject=manifest.backup_id,
+            client=caller.client,
+            detail=f"into {engine.describe()}",
+        )
+        raise UsageError(f"{the_plan.checks.refusal}; nothing was changed")
     entry = audit.record(
         ctx.db,
         caller.name,

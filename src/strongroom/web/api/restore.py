@@ -30,7 +30,8 @@ def restore_plan(
     ctx = context_of(request)
     manifest = resolve(caller(request, principal), backup_id)
     engine = actions.destination(ctx, manifest, body.to)
-    plan = actions.plan(ctx, manifest, body.to, body.safety_backup)
+    options = actions.options_of(body.missing_roles, body.skip_superuser_objects)
+    plan = actions.plan(ctx, manifest, body.to, body.safety_backup, options)
     return RestorePlanResponse.model_validate(actions.plan_json(plan, engine))
 
 
@@ -49,5 +50,6 @@ def restore(
         body.confirm,
         safety_backup=body.safety_backup,
         drop_old=body.drop_old,
+        options=actions.options_of(body.missing_roles, body.skip_superuser_objects),
     )
     return accepted(job_id)

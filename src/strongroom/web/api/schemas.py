@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -162,6 +162,14 @@ class RestorePlanRequest(BaseModel):
         description="database URL to restore into; default: the backup target's database",
     )
     safety_backup: bool = True
+    missing_roles: Literal["refuse", "create", "skip"] = Field(
+        default="refuse",
+        description="roles the backup refers to that the server lacks: refuse (the plan "
+        "says which), create them (NOLOGIN, no password), or skip their ownership and grants",
+    )
+    skip_superuser_objects: bool = Field(
+        default=False, description="leave out event triggers and untrusted extensions"
+    )
 
 
 class RestoreRequest(RestorePlanRequest):
@@ -190,6 +198,8 @@ class RestorePlanResponse(BaseModel):
     safety_backup: bool
     estimated_seconds: float
     estimate_basis: str
+    checks: list[str] = Field(default_factory=list, description="what the server lacks")
+    refusal: str | None = Field(default=None, description="why the restore would refuse")
     tables: list[PlanTable]
 
 

@@ -67,12 +67,15 @@ def restore_plan(
     backup_id: str,
     to: Annotated[str, Form(max_length=2000)] = "",
     safety_backup: Annotated[str, Form(max_length=10)] = "",
+    missing_roles: Annotated[str, Form(max_length=10)] = "refuse",
+    skip_superuser_objects: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     ctx = context_of(request)
     try:
         manifest = ops.resolve(Caller.of(request, principal), backup_id)
         engine = restore_ops.destination(ctx, manifest, to)
-        plan = restore_ops.plan(ctx, manifest, to, safety_backup == "on")
+        options = restore_ops.options_of(missing_roles, skip_superuser_objects == "on")
+        plan = restore_ops.plan(ctx, manifest, to, safety_backup == "on", options)
     except StrongroomError as exc:
         return _problem(request, exc)
     return render(request, "_plan.html", {"plan": restore_ops.plan_json(plan, engine)})
@@ -86,12 +89,19 @@ def restore(
     confirm: Annotated[str, Form(max_length=200)] = "",
     to: Annotated[str, Form(max_length=2000)] = "",
     safety_backup: Annotated[str, Form(max_length=10)] = "",
+    missing_roles: Annotated[str, Form(max_length=10)] = "refuse",
+    skip_superuser_objects: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     caller = Caller.of(request, principal)
     try:
         manifest = ops.resolve(caller, backup_id)
         job_id = restore_ops.start_restore(
-            caller, manifest, to, confirm, safety_backup=safety_backup == "on"
+            caller,
+            manifest,
+            to,
+            confirm,
+            safety_backup=safety_backup == "on",
+            options=restore_ops.options_of(missing_roles, skip_superuser_objects == "on"),
         )
     except StrongroomError as exc:
         return _problem(request, exc)
