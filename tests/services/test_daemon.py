@@ -185,3 +185,32 @@ def test_scheduled_restore_drill_is_recorded(world):
     newest = daemon.repo.list_backups()[-1]
     record = last_verifications(daemon.repo.storage)[newest.backup_id]
     assert record.ok and record.kind == "restore" and record.restore_seconds > 0
+
+
+def test_scheduled_drill_of_a_mysql_target_restores_into_mysql(tmp_path, mariadb_server, mysql_db):
+    """Without a scratch URL, the drill restores into a new database on the target's own
+    MySQL server (it used to go to a temporary SQLite file and fail)."""
+    from tests.fixtures.mariadb import fill_sample
+
+    name = mysql_db.rsplit("/", 1)[1]
+    fill_sample(mariadb_server, name, customers=50)
+    repo_dir = tmp_path / "repo"
+    Repository.init(LocalStorage(repo_dir), key_file=tmp_path / "k")
+    settings = parse_settings(
+        f"""
+        [repository]
+        location = "{repo_dir}"
+        [targets.shop]
+        url = "{mysql_db}"
+        schedule = {{ daily = "0 2 * * *" }}
+        verify = {{ schedule = "0 5 * * *" }}
+        retention = {{ keep_last = 100 }}
+        """
+    )
+    before = mariadb_server.databases()
+    repo = Repository.open(LocalStorage(repo_dir), KeySource(key_file=tmp_path / "k"))
+    records = Daemon(settings, repo, {}, clock=Clock(SUNDAY_NOON)).tick()
+    assert [(r.kind, r.ok) for r in records] == [("backup", True), ("verify", True)], records
+    record = last_verifications(repo.storage)[repo.list_backups()[-1].backup_id]
+    assert record.ok and record.kind == "restore" and record.tables_checked > 0
+    assert mariadb_server.databases() == before  # the scratch database was dropped

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +11,11 @@ import typer
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stderr, stdout
 from strongroom.cli.restore_cmd import print_comparison
-from strongroom.engines import open_engine
 from strongroom.engines.base import Engine
 from strongroom.errors import IntegrityError, UsageError
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
-from strongroom.services.drill import read_check_queries, verify_by_restore
+from strongroom.services.drill import read_check_queries, scratch_for, verify_by_restore
 from strongroom.services.restore import RestoreReport
 from strongroom.services.verify import verify_backup
 
@@ -96,26 +93,9 @@ def _read_all(repository: Repository, manifests: list[Manifest]) -> None:
 
 
 def scratch_engine(manifest: Manifest, scratch: str | None) -> Engine:
-    """Where a drill restores: the given URL, or a new database/temp file by default."""
-    if scratch:
-        return open_engine(scratch)
-    suffix = secrets.token_hex(4)
-    if manifest.engine == "sqlite":
-        path = Path(tempfile.gettempdir()) / f"strongroom-verify-{suffix}.db"
-        return open_engine(f"sqlite://{path}")
-    server = os.environ.get("DATABASE_URL")
-    if manifest.engine == "postgresql" and server and server.startswith("postgres"):
-        from strongroom.engines.postgres import PostgresEngine
-
-        return PostgresEngine(server).sibling(f"strongroom_verify_{suffix}")
-    if manifest.engine == "mysql" and server and server.startswith(("mysql", "mariadb")):
-        from strongroom.engines.mysql import MysqlEngine
-
-        return MysqlEngine(server).sibling(f"strongroom_verify_{suffix}")
-    raise UsageError(
-        "give --scratch URL: a database that does not exist yet on a server where it may be "
-        "created (or set DATABASE_URL to pick its server)"
-    )
+    """Where a drill restores: ``--scratch``, else beside ``$DATABASE_URL`` (see
+    ``services.drill.scratch_for``)."""
+    return scratch_for(manifest, scratch_url=scratch, server_url=os.environ.get("DATABASE_URL"))
 
 
 def _drill(

@@ -133,6 +133,10 @@ class Engine(Protocol):
     def inspect(self) -> TargetState:
         """Whether the target exists, is empty, its size and its tables (row counts)."""
 
+    def sibling(self, name: str) -> Engine:
+        """Another database ``name`` on the same server with the same credentials (SQLite:
+        the file ``name.db`` in the same folder); it need not exist."""
+
     def staging(self) -> Engine:
         """A new, not yet existing target beside this one (same server or folder), into
         which a restore is staged and verified before it is swapped in."""

@@ -232,6 +232,10 @@ class SqliteEngine:
         tables = self.table_stats()
         return TargetState(True, not tables, size, tables)
 
+    def sibling(self, name: str) -> SqliteEngine:
+        """The file ``<name>.db`` in the same folder."""
+        return SqliteEngine(str(self.path.with_name(f"{name}.db")))
+
     def staging(self) -> SqliteEngine:
         """A new file beside the target (same folder, so the swap is a rename)."""
         name = f".{self.path.name}.sr-{secrets.token_hex(4)}.restoring"

@@ -233,8 +233,7 @@ class Daemon:
             )
 
     def _drill(self, job: Job) -> RunRecord:
-        from strongroom.engines.postgres import PostgresEngine
-        from strongroom.services.drill import read_check_queries, verify_by_restore
+        from strongroom.services.drill import read_check_queries, scratch_for, verify_by_restore
 
         target = job.target
         verify = self._target(target).verify
@@ -246,17 +245,12 @@ class Daemon:
                 raise StrongroomError(f"no backup of {target} to drill")
             manifest = backups[-1]
             scratch_url = verify.scratch_url or (self.env.get(verify.scratch_url_env or "") or None)
-            suffix = f"strongroom_drill_{os.urandom(4).hex()}"
-            if scratch_url:
-                scratch = open_engine(scratch_url)
-            elif manifest.engine == "postgresql":
-                scratch = PostgresEngine(self._target(target).database_url(self.env)).sibling(
-                    suffix
-                )
-            else:
-                import tempfile
-
-                scratch = open_engine(f"sqlite://{tempfile.gettempdir()}/{suffix}.db")
+            scratch = scratch_for(
+                manifest,
+                scratch_url=scratch_url,
+                server_url=self._target(target).database_url(self.env),
+                prefix="strongroom_drill",
+            )
             checks = read_check_queries(Path(verify.check_sql)) if verify.check_sql else []
             result = verify_by_restore(self.repo, manifest, scratch, checks=checks)
         except StrongroomError as exc:

@@ -4,10 +4,13 @@ run the user's check queries, record the outcome and the measured restore time (
 from __future__ import annotations
 
 import logging
+import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, RestoreOptions
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.repository.ids import utc_now_iso
@@ -61,6 +64,33 @@ def read_check_queries(path: Path) -> list[str]:
     if not queries:
         raise UsageError(f"check file {path} holds no query")
     return queries
+
+
+def scratch_for(
+    manifest: Manifest,
+    *,
+    scratch_url: str | None,
+    server_url: str | None,
+    prefix: str = "strongroom_verify",
+) -> Engine:
+    """Where a restore drill of ``manifest`` restores (the one rule the CLI, the web and the
+    scheduler share): ``scratch_url`` when given; else a new database
+    ``<prefix>_<8 hex>`` beside ``server_url``'s on the same server when that URL is of the
+    backup's engine; else, for a SQLite backup, a temp file. Raises ``UsageError`` when
+    none fits (a PostgreSQL or MySQL backup and no URL of such a server)."""
+    if scratch_url and scratch_url.strip():
+        return open_engine(scratch_url.strip())
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    if server_url:
+        server = open_engine(server_url)
+        if server.kind == manifest.engine:
+            return server.sibling(name)
+    if manifest.engine == "sqlite":
+        return open_engine(f"sqlite://{Path(tempfile.gettempdir()) / name}.db")
+    raise UsageError(
+        f"give a scratch database URL for a {manifest.engine} restore drill: a database that "
+        f"does not exist yet on a {manifest.engine} server where it may be created"
+    )
 
 
 def verify_by_restore(

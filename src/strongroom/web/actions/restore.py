@@ -4,14 +4,13 @@ swap). The destination is the backup's configured target unless a URL is given."
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any
 
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.manifest import Manifest
+from strongroom.services.drill import scratch_for
 from strongroom.services.restore import RestorePlan, plan_restore, run_restore
 from strongroom.web import audit
 from strongroom.web.actions.common import Caller
@@ -26,18 +25,13 @@ def destination(ctx: WebContext, manifest: Manifest, to: str | None) -> Engine:
 
 
 def scratch_engine(ctx: WebContext, manifest: Manifest, scratch_url: str | None) -> Engine:
-    """Where a restore drill goes: the given URL, a new database beside the target's
-    (PostgreSQL), or a temp SQLite file."""
-    if scratch_url and scratch_url.strip():
-        return open_engine(scratch_url.strip())
-    suffix = f"strongroom_verify_{os.urandom(4).hex()}"
-    if manifest.engine == "postgresql":
-        from strongroom.engines.postgres import PostgresEngine
-
-        return PostgresEngine(ctx.database_url(manifest.target)).sibling(suffix)
-    if manifest.engine == "sqlite":
-        return open_engine(f"sqlite://{tempfile.gettempdir()}/{suffix}.db")
-    raise UsageError(f"give a scratch database URL for a {manifest.engine} restore drill")
+    """Where a restore drill goes: the given URL, else a new database beside the target's
+    configured one (see ``services.drill.scratch_for``)."""
+    try:
+        server_url: str | None = ctx.database_url(manifest.target)
+    except UsageError:
+        server_url = None  # not a configured target: only a scratch URL (or SQLite) will do
+    return scratch_for(manifest, scratch_url=scratch_url, server_url=server_url)
 
 
 def options_of(
