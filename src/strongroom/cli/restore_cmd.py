@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,15 +14,14 @@ from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, 
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
-from strongroom.errors import BackupNotFound, UsageError, VerificationMismatch
-from strongroom.repository.ids import parse_iso
+from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
-from strongroom.repository.verifications import last_verifications
 from strongroom.services.restore import (
     RestorePlan,
     RestoreReport,
     find_rollback_backup,
+    newest_good_before,
     plan_restore,
     run_restore,
 )
@@ -174,26 +172,6 @@ def rollback(
         drop_old=drop_old,
         options=options,
     )
-
-
-def newest_good_before(repository: Repository, when: str, target: str | None) -> Manifest:
-    """The newest backup started before ``when`` whose last verification did not fail."""
-    try:
-        instant = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f'--before {when!r} is not a time like "2026-11-20 14:00"') from exc
-    if instant.tzinfo is None:
-        instant = instant.astimezone()  # the machine's local time zone
-    verdicts = last_verifications(repository.storage)
-    candidates = [
-        m
-        for m in repository.list_backups(target)
-        if parse_iso(m.started_at) < instant
-        and not (m.backup_id in verdicts and not verdicts[m.backup_id].ok)
-    ]
-    if not candidates:
-        raise BackupNotFound(f"no good backup started before {instant.isoformat()}")
-    return max(candidates, key=lambda m: m.started_at)
 
 
 def perform_restore(

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from strongroom.engines.base import (
@@ -22,8 +23,9 @@ from strongroom.engines.base import (
     TargetState,
     checksum_method,
 )
-from strongroom.errors import StrongroomError, UsageError
+from strongroom.errors import BackupNotFound, StrongroomError, UsageError
 from strongroom.logcontext import log_context
+from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest, TableRecord
 from strongroom.repository.repository import Repository
 from strongroom.repository.verifications import last_verifications
@@ -270,6 +272,29 @@ def _restore(
     return RestoreReport(
         manifest, plan.target, comparisons, duration, True, old, safety_id, left_out
     )
+
+
+def newest_good_before(repository: Repository, when: str, target: str | None) -> Manifest:
+    """The newest backup of ``target`` (all targets when ``None``) started before ``when``
+    (ISO 8601; local time unless it names an offset) whose last verification did not
+    fail. Raises ``UsageError`` for a time that does not parse, ``BackupNotFound`` when
+    no backup qualifies."""
+    try:
+        instant = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f'--before {when!r} is not a time like "2026-11-20 14:00"') from exc
+    if instant.tzinfo is None:
+        instant = instant.astimezone()  # the machine's local time zone
+    verdicts = last_verifications(repository.storage)
+    candidates = [
+        m
+        for m in repository.list_backups(target)
+        if parse_iso(m.started_at) < instant
+        and not (m.backup_id in verdicts and not verdicts[m.backup_id].ok)
+    ]
+    if not candidates:
+        raise BackupNotFound(f"no good backup started before {instant.isoformat()}")
+    return max(candidates, key=lambda m: m.started_at)
 
 
 def find_rollback_backup(repo: Repository, engine: Engine) -> Manifest:
