@@ -14,11 +14,10 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from contextlib import suppress
 from pathlib import Path
-from typing import IO, cast
 
 from strongroom.engines.postgres_server import PostgresServer
+from strongroom.engines.process import pipe_into
 from strongroom.errors import UsageError
 
 logger = logging.getLogger("strongroom.engines.postgres")
@@ -101,43 +100,4 @@ def run_pg_restore(
         server.conninfo(with_password=False),
     ]
     logger.info("restoring into %s with %s", server.where(), tool)
-    with tempfile.TemporaryFile(prefix="strongroom-pg_restore-") as stderr_file:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_file,
-            env=server.child_env(),
-        )
-        try:
-            stdin = cast(IO[bytes], proc.stdin)
-            iterator = iter(source)
-            try:
-                for chunk in iterator:
-                    try:
-                        stdin.write(chunk)
-                    except BrokenPipeError:
-                        logger.debug("pg_restore closed its input early")
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if callable(close):
-                    close()
-            with suppress(BrokenPipeError):
-                stdin.close()
-            returncode = proc.wait()
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                logger.warning("pg_restore (pid %d) did not exit after kill", proc.pid)
-            raise
-        finally:
-            if proc.stdin is not None and not proc.stdin.closed:
-                with suppress(BrokenPipeError):
-                    proc.stdin.close()
-        stderr_file.seek(0)
-        stderr = stderr_file.read().decode("utf-8", "replace")
-    return returncode, stderr
+    return pipe_into(command, source, env=server.child_env())
