@@ -34,6 +34,7 @@ from strongroom.engines.postgres_apply import (
     create_database_sql,
     create_roles,
     drop_roles,
+    hold_restore_guard,
     refusal,
     restore_checks,
     skipped_roles,
@@ -119,6 +120,7 @@ class PostgresEngine(PostgresServer):
         self._restored_here = False  # set once restore() filled this database
         self._created_roles: list[str] = []  # by restore(), dropped again if it fails
         self._pending_state: tuple[DatabaseState, frozenset[str]] | None = None
+        self._guard: psycopg.Connection[Any] | None = None  # see _hold_guard
         self.left_out: list[str] = []  # pg_restore errors accepted (skipped roles, …)
 
     # --- Engine protocol --------------------------------------------------------------
@@ -303,14 +305,17 @@ class PostgresEngine(PostgresServer):
             if (
                 checks is not None
                 and recorded is not None
+                and checks.missing_roles
                 and (options.missing_roles == "create" or temporary)
             ):
+                self._hold_guard()
                 try:
-                    created_roles = create_roles(
-                        conn, recorded, checks.missing_roles, self.database_name()
+                    create_roles(
+                        conn, recorded, checks.missing_roles, self.database_name(), created_roles
                     )
                 except psycopg.Error as exc:
                     drop_roles(conn, created_roles)
+                    self._release_guard()
                     raise RestoreFailed(
                         f"could not create the missing roles at {self.host_port()}: "
                         f"{self.redact(_first_line(str(exc)))}; nothing was restored"
@@ -320,6 +325,7 @@ class PostgresEngine(PostgresServer):
                     self._create_database(conn, recorded)
                 except BaseException:
                     drop_roles(conn, created_roles)
+                    self._release_guard()
                     raise
         self._created_roles = created_roles
         created = not exists
@@ -412,14 +418,29 @@ class PostgresEngine(PostgresServer):
             self.drop_created_roles()
         return outcome
 
+    def _hold_guard(self) -> None:
+        """Hold this restore's advisory lock on a connection of its own while roles it
+        creates carry the marker (see ``postgres_apply.clean_leftover_roles``)."""
+        if self._guard is None:
+            self._guard = self.maintenance_connect()
+            hold_restore_guard(self._guard, self.database_name())
+
+    def _release_guard(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            with suppress(psycopg.Error):
+                guard.close()
+
     def drop_created_roles(self) -> None:
         """Drop the roles this engine's restore created (``--create-roles``), once the
         restored database is gone; roles still in use elsewhere are kept (logged)."""
         roles, self._created_roles = self._created_roles, []
         if not roles:
+            self._release_guard()
             return
         with self.maintenance_connect() as conn:
             left = drop_roles(conn, roles)
+        self._release_guard()
         if left:
             logger.warning("roles created for the restore were kept: %s", ", ".join(left))
 
@@ -490,7 +511,12 @@ class PostgresEngine(PostgresServer):
                     f"could not rename the restored database into place: "
                     f"{self.redact(_first_line(str(exc)))}; the original {name} is unchanged"
                 ) from None
-        logger.warning("swapped the restored database into %s (old: %s)", self.where(), old_name)
+        if exists:
+            logger.warning(
+                "swapped the restored database into %s (old: %s)", self.where(), old_name
+            )
+        else:
+            logger.warning("put the restored database in place as %s", self.where())
         if exists and not keep_old:
             self.sibling(old_name).drop()
             return None
@@ -506,6 +532,7 @@ class PostgresEngine(PostgresServer):
             with self.maintenance_connect() as conn:
                 apply_database_state(conn, self.database_name(), recorded, skip)
                 unmark_roles(conn, self._created_roles)  # theirs now, whatever happens
+            self._release_guard()
         except psycopg.Error as exc:
             raise RestoreFailed(
                 f"could not give the restored {self.where()} the backup's owner, privileges "

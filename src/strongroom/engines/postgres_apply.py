@@ -165,17 +165,21 @@ def create_database_sql(name: str, state: DatabaseState | None) -> sql.Composed:
 # or its temporary roles retired). A role still carrying it belongs to a restore that was
 # killed; the next restore on the server removes it (clean_leftover_roles).
 ROLE_MARKER = "strongroom: created for the restore staged in database "
-_STAGED_NAME = re.compile(r"_sr_[0-9a-f]{8}$")
+_STAGED_NAME = re.compile(r"(_sr_|^strongroom_(verify|drill)_)[0-9a-f]{8}$")
 
 
 def create_roles(
-    conn: psycopg.Connection[Any], state: DatabaseState, names: Iterable[str], staged: str
-) -> list[str]:
+    conn: psycopg.Connection[Any],
+    state: DatabaseState,
+    names: Iterable[str],
+    staged: str,
+    created: list[str],
+) -> None:
     """Create the missing roles ``names`` as ``NOLOGIN`` roles without password (keeping
     ``INHERIT``), each marked with :data:`ROLE_MARKER` and the ``staged`` database's name
-    in the same transaction, then their recorded memberships in roles that exist. Returns
-    the roles created, in order. Raises ``psycopg.Error``."""
-    created: list[str] = []
+    in the same transaction, then their recorded memberships in roles that exist. Each
+    role is appended to ``created`` as soon as it exists (so a failure half-way can be
+    undone). Raises ``psycopg.Error``."""
     for name in names:
         record = state.role(name)
         inherit = sql.SQL("INHERIT" if record is None or record.inherit else "NOINHERIT")
@@ -195,7 +199,6 @@ def create_roles(
                 conn.execute(
                     sql.SQL("GRANT {} TO {}").format(sql.Identifier(parent), sql.Identifier(name))
                 )
-    return created
 
 
 def unmark_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> None:
@@ -204,33 +207,67 @@ def unmark_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> None:
         conn.execute(sql.SQL("COMMENT ON ROLE {} IS NULL").format(sql.Identifier(name)))
 
 
+def restore_guard_key(staged: str) -> str:
+    """The advisory-lock key (text; hashed by the server) a restore holds, on a connection
+    of its own, from creating roles for ``staged`` until they are unmarked, retired or
+    dropped: a killed restore's lock goes with its connection."""
+    return f"strongroom-restore:{staged}"
+
+
+def hold_restore_guard(conn: psycopg.Connection[Any], staged: str) -> None:
+    """Take the restore's advisory lock on ``conn`` (kept open by the caller)."""
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (restore_guard_key(staged),))
+
+
 def clean_leftover_roles(conn: psycopg.Connection[Any]) -> list[str]:
-    """Remove what a killed restore left: roles still carrying :data:`ROLE_MARKER`, and the
-    staged database the marker names when nobody is connected to it (only names of staged
-    databases, ``<name>_sr_<8 hex>``, are ever dropped). A role that still owns or is
-    granted anything is kept. Returns the roles dropped; needs CREATEROLE (else none)."""
+    """Remove what a killed restore left: roles still carrying :data:`ROLE_MARKER` whose
+    restore no longer holds its advisory lock (:func:`hold_restore_guard`), and the
+    staged database the marker names, when it looks like one strongroom makes
+    (``<name>_sr_<8 hex>``, ``strongroom_verify_…``), belongs to the role cleaning up and
+    nobody is connected to it. A role is kept when it may log in (strongroom creates only
+    NOLOGIN roles), has members, has settings, or still owns or is granted anything.
+    Returns the roles dropped; needs CREATEROLE (else none)."""
     rows = conn.execute(
         "SELECT r.rolname, d.description FROM pg_roles r"
         " JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass"
-        " WHERE starts_with(d.description, %s)",
+        " WHERE starts_with(d.description, %s) AND NOT r.rolcanlogin"
+        "   AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = r.oid)"
+        "   AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting s WHERE s.setrole = r.oid)",
         (ROLE_MARKER,),
     ).fetchall()
     dropped: list[str] = []
     for role, description in rows:
         staged = str(description)[len(ROLE_MARKER) :]
-        if _STAGED_NAME.search(staged):
-            busy = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (staged,)
-            ).fetchone()
-            if busy and busy[0]:
-                continue  # that restore may still be running
-            try:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(staged)))
-            except psycopg.Error:
-                continue
-        if not drop_roles(conn, [str(role)]):
-            dropped.append(str(role))
+        key = restore_guard_key(staged)
+        free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
+        row = free.fetchone()
+        if not (row and row[0]):
+            continue  # its restore is still running
+        try:
+            if _drop_leftover_database(conn, staged) and not drop_roles(conn, [str(role)]):
+                dropped.append(str(role))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
     return dropped
+
+
+def _drop_leftover_database(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Drop a killed restore's staged database ``name``; whether it is gone now."""
+    row = conn.execute(
+        "SELECT d.datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user),"
+        " (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname)"
+        " FROM pg_database d WHERE d.datname = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return True
+    if not row[0] or row[1] or not _STAGED_NAME.search(name):
+        return False  # someone else's, in use, or not a name strongroom stages under
+    try:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    except psycopg.Error:
+        return False
+    return True
 
 
 def drop_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> list[str]:
