@@ -126,7 +126,7 @@ def start_restore(
             "refused: the plan's checks",
             subject=manifest.backup_id,
             client=caller.client,
-            detail=f"into {engine.describe()}",
+            detail=f"into {engine.describe()}: {the_plan.checks.refusal}",
         )
         raise UsageError(f"{the_plan.checks.refusal}; nothing was changed")
     entry = audit.record(
