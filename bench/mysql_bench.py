@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 from tests.fixtures.mariadb import MariaDbServer, start_server  # noqa: E402
 
 from strongroom.engines.mysql import MysqlEngine  # noqa: E402
-from strongroom.engines.mysql_dump import dump_command  # noqa: E402
+from strongroom.engines.mysql.dump import dump_command  # noqa: E402
 
 STRONGROOM = ROOT / ".venv" / "bin" / "strongroom"
 MB = 1_000_000

@@ -16,8 +16,8 @@ import pytest
 
 from strongroom.engines import EngineKind, engine_kind, open_engine
 from strongroom.engines.mysql import MysqlEngine, parse_url
-from strongroom.engines.mysql_dump import dump_command
-from strongroom.engines.mysql_tables import SectionFilter, restore_tables
+from strongroom.engines.mysql.dump import dump_command
+from strongroom.engines.mysql.tables import SectionFilter, restore_tables
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,

@@ -328,7 +328,7 @@ def _restore_tables(
         # database, checked against the backup's statistics, then moved into place.
         from strongroom.engines.base import TableStats
         from strongroom.engines.mysql import MysqlEngine
-        from strongroom.engines.mysql_tables import restore_tables as restore_mysql_tables
+        from strongroom.engines.mysql.tables import restore_tables as restore_mysql_tables
 
         assert isinstance(engine, MysqlEngine)
         into = f"database {into_schema}" if into_schema else engine.describe()

@@ -30,16 +30,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pymysql
 
-from strongroom.engines.mysql_stats import MOVABLE_TYPES, quote_ident
-from strongroom.engines.mysql_tools import error_text
+from strongroom.engines.mysql.connection import MysqlConnection
+from strongroom.engines.mysql.restore import create_database, drop_database
+from strongroom.engines.mysql.stats import MOVABLE_TYPES, quote_ident
+from strongroom.engines.mysql.tools import error_text
 from strongroom.errors import RestoreFailed
-
-if TYPE_CHECKING:
-    from strongroom.engines.mysql import MysqlEngine
 
 logger = logging.getLogger("strongroom.engines.mysql")
 
@@ -234,10 +233,10 @@ def _put_back(cur: Any, database: str, triggers: list[Definition]) -> list[str]:
     return lost
 
 
-def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool) -> str | None:
-    """Swap ``staged`` into ``engine``'s database (module docstring); the old name or None."""
-    target = engine.database_name()
-    with engine.connect() as conn, conn.cursor() as cur:
+def swap_databases(db: MysqlConnection, staged: str, old: str, *, keep_old: bool) -> str | None:
+    """Swap ``staged`` into the database of ``db`` (module docstring); the old name or None."""
+    target = db.database_name()
+    with db.connect() as conn, conn.cursor() as cur:
         try:
             incoming = capture(cur, staged)
             cur.execute(
@@ -246,7 +245,7 @@ def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool
             exists = cur.fetchone() is not None
             current = capture(cur, target) if exists else SchemaObjects()
             if not exists:
-                engine.create_database(like=staged)
+                create_database(db, like=staged)
             if not current.empty:
                 cur.execute(
                     f"CREATE DATABASE {quote_ident(old)} CHARACTER SET"
@@ -256,32 +255,32 @@ def swap_databases(engine: MysqlEngine, staged: str, old: str, *, keep_old: bool
                 drop(cur, staged, trigger)
         except pymysql.Error as exc:
             raise RestoreFailed(
-                f"cannot prepare the swap into {engine.where()}: "
-                f"{engine.redact(error_text(exc))}; the original database is unchanged"
+                f"cannot prepare the swap into {db.where()}: "
+                f"{db.redact(error_text(exc))}; the original database is unchanged"
             ) from None
         except RestoreFailed as exc:
             raise RestoreFailed(f"{exc.message}; the original database is unchanged") from None
         try:
-            _move_tables(engine, cur, current, incoming, staged, old)
+            _move_tables(db, cur, current, incoming, staged, old)
         except RestoreFailed:
             if not exists:  # created above, still empty
-                engine.drop_database(target)
+                drop_database(db, target)
             raise
         problems = _complete(cur, target, current, incoming)
         if problems:
             kept = f"; the replaced database is kept as {old}" if not current.empty else ""
             raise RestoreFailed(
-                f"the restored tables are in {engine.where()}, but {'; '.join(problems)}{kept}"
+                f"the restored tables are in {db.where()}, but {'; '.join(problems)}{kept}"
             )
         if not current.empty and keep_old:
             _keep_old_objects(cur, old, current)
-    logger.warning("swapped the restored database into %s", engine.where())
-    engine.drop_database(staged)
+    logger.warning("swapped the restored database into %s", db.where())
+    drop_database(db, staged)
     if current.empty:
         return None
     if keep_old:
         return old
-    problem = engine.drop_database(old)
+    problem = drop_database(db, old)
     if problem is not None:
         logger.warning("the replaced database is kept as %s: %s", old, problem)
         return old
@@ -300,7 +299,7 @@ def schema_charset(cur: Any, database: str) -> str:
 
 
 def _move_tables(
-    engine: MysqlEngine,
+    db: MysqlConnection,
     cur: Any,
     current: SchemaObjects,
     incoming: SchemaObjects,
@@ -308,7 +307,7 @@ def _move_tables(
     old: str,
 ) -> None:
     """Drop the target's triggers and move all tables in one RENAME (step 3)."""
-    target = engine.database_name()
+    target = db.database_name()
     moves = [(t, target, old) for t in current.tables] + [
         (t, staged, target) for t in incoming.tables
     ]
@@ -320,10 +319,10 @@ def _move_tables(
         if moves:
             cur.execute(rename_statement(moves))
     except pymysql.Error as exc:
-        reason = engine.redact(error_text(exc))
+        reason = db.redact(error_text(exc))
         lost = _put_back(cur, target, dropped)
         if not current.empty:
-            with_old = engine.drop_database(old)
+            with_old = drop_database(db, old)
             if with_old is not None:
                 logger.warning("the empty database %s is left behind: %s", old, with_old)
         state = (
@@ -332,7 +331,7 @@ def _move_tables(
             else f"the original tables are unchanged but triggers {', '.join(lost)} are lost"
         )
         raise RestoreFailed(
-            f"could not move the restored tables into {engine.where()}: {reason}; {state}"
+            f"could not move the restored tables into {db.where()}: {reason}; {state}"
         ) from None
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from strongroom.engines.base import TableStats
+from strongroom.engines.mysql.connection import MysqlConnection
 
 CHECKSUM_PREFIX = "md5sum64:"
 
@@ -150,3 +151,22 @@ def count_rows_only(cursor: Any, database: str, shapes: Iterable[TableShape]) ->
         row = cursor.fetchone()
         stats.append(TableStats(shape.name, int(row[0]) if row else 0))
     return stats
+
+
+def snapshot_stats(db: MysqlConnection) -> list[TableStats]:
+    """Row counts and checksums of the database of ``db`` now (one snapshot)."""
+    name = db.database_name()
+    with db.connect(name) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        try:
+            return count_tables(cur, name, list_tables(cur, name))
+        finally:
+            cur.execute("ROLLBACK")
+
+
+def row_counts(db: MysqlConnection) -> list[TableStats]:
+    """Row counts (no checksums) of the database of ``db``, for the restore plan."""
+    name = db.database_name()
+    with db.connect(name) as conn, conn.cursor() as cur:
+        return count_rows_only(cur, name, list_tables(cur, name))

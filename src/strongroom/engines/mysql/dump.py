@@ -35,17 +35,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 
 import pymysql
 
 from strongroom.engines.base import DumpResult, RunningDump, TableStats
-from strongroom.engines.mysql_stats import count_tables, list_tables, non_transactional
-from strongroom.engines.mysql_tools import DUMP_TOOLS, error_code, error_text
+from strongroom.engines.mysql.connection import MysqlConnection
+from strongroom.engines.mysql.stats import count_tables, list_tables, non_transactional
+from strongroom.engines.mysql.tools import DUMP_TOOLS, error_code, error_text
 from strongroom.errors import DumpFailed
-
-if TYPE_CHECKING:
-    from strongroom.engines.mysql import MysqlEngine
 
 logger = logging.getLogger("strongroom.engines.mysql")
 
@@ -82,7 +80,7 @@ class _StatsThread(threading.Thread):
 
     def __init__(
         self,
-        engine: MysqlEngine,
+        db: MysqlConnection,
         conn: pymysql.connections.Connection[Any],
         proc: subprocess.Popen[bytes],
         first_data: threading.Event,
@@ -92,7 +90,7 @@ class _StatsThread(threading.Thread):
         frozen_at: float,
     ) -> None:
         super().__init__(name="strongroom-mysql-stats", daemon=True)
-        self._engine = engine
+        self._db = db
         self._conn = conn
         self._proc = proc
         self._first_data = first_data
@@ -111,7 +109,7 @@ class _StatsThread(threading.Thread):
                     self._wait_for_dump(cur)
                     cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                    shapes = list_tables(cur, self._engine.database_name())
+                    shapes = list_tables(cur, self._db.database_name())
                 finally:
                     if self._locked:
                         cur.execute("UNLOCK TABLES")
@@ -121,7 +119,7 @@ class _StatsThread(threading.Thread):
                             (time.monotonic() - self._locked_since) * 1000,
                         )
                 self.tables = count_tables(
-                    cur, self._engine.database_name(), shapes, self._stop_event.is_set
+                    cur, self._db.database_name(), shapes, self._stop_event.is_set
                 )
                 cur.execute("COMMIT")
         except BaseException as exc:  # reported by finish()
@@ -139,7 +137,7 @@ class _StatsThread(threading.Thread):
                 logger.warning(
                     "the dump of %s wrote nothing for %.0f s; table statistics are taken "
                     "now and may differ from the dump if the database is written meanwhile",
-                    self._engine.where(),
+                    self._db.where(),
                     SNAPSHOT_WAIT,
                 )
                 return
@@ -150,7 +148,7 @@ class _StatsThread(threading.Thread):
             logger.warning(
                 "could not confirm the dump's transaction in INNODB_TRX; the statistics of "
                 "%s are taken now (commits are still frozen)",
-                self._engine.where(),
+                self._db.where(),
             )
         self.shared_snapshot = True
 
@@ -185,7 +183,7 @@ class _StatsThread(threading.Thread):
             return
         try:
             thread_id = cast(Any, self._conn).thread_id()
-            with self._engine.connect_raw() as killer, killer.cursor() as cur:
+            with self._db.connect_raw() as killer, killer.cursor() as cur:
                 cur.execute(f"KILL QUERY {int(thread_id)}")
         except Exception:
             logger.debug("could not stop the statistics query", exc_info=True)
@@ -197,7 +195,7 @@ class MysqlRunningDump:
     def __init__(
         self,
         *,
-        engine: MysqlEngine,
+        db: MysqlConnection,
         proc: subprocess.Popen[bytes],
         stream: BinaryIO,
         stderr_file: IO[bytes],
@@ -207,7 +205,7 @@ class MysqlRunningDump:
         server_version: str,
         tool_version: str,
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._proc = proc
         self._stream = stream
         self._stderr_file = stderr_file
@@ -239,7 +237,7 @@ class MysqlRunningDump:
         if self._result is not None:
             return self._result
         if self._closed:
-            raise DumpFailed(f"the dump of {self._engine.where()} was already stopped")
+            raise DumpFailed(f"the dump of {self._db.where()} was already stopped")
         try:
             self._result = self._wait()
         finally:
@@ -247,7 +245,7 @@ class MysqlRunningDump:
         return self._result
 
     def _wait(self) -> DumpResult:
-        where = self._engine.where()
+        where = self._db.where()
         if self._stream.read(1):
             raise DumpFailed(
                 f"the dump of {where} was not read to the end; read the stream to EOF first"
@@ -258,13 +256,13 @@ class MysqlRunningDump:
             self._stderr_file.seek(0)
             stderr = self._stderr_file.read().decode("utf-8", "replace")
             reason = _dump_error(stderr) or f"exit status {returncode}"
-            raise DumpFailed(f"{self._tool_name} failed for {where}: {self._engine.redact(reason)}")
+            raise DumpFailed(f"{self._tool_name} failed for {where}: {self._db.redact(reason)}")
         if self._stats.error is not None:
-            reason = self._engine.redact(error_text(self._stats.error))
+            reason = self._db.redact(error_text(self._stats.error))
             raise DumpFailed(f"counting rows of {where} failed: {reason}")
         return DumpResult(
             engine="mysql",
-            database=self._engine.database_name(),
+            database=self._db.database_name(),
             server_version=self._server_version,
             tool_version=self._tool_version,
             dump_format=DUMP_FORMAT,
@@ -326,7 +324,7 @@ def dump_command(tool: Path, tool_version: str, option_file: Path, database: str
     return [*command, "--", database]
 
 
-def _freeze_commits(engine: MysqlEngine, cur: Any) -> bool:
+def _freeze_commits(db: MysqlConnection, cur: Any) -> bool:
     """``FLUSH TABLES WITH READ LOCK``; ``False`` (with a warning) if it cannot be had."""
     try:
         cur.execute(f"SET SESSION lock_wait_timeout = {LOCK_TIMEOUT}")
@@ -335,27 +333,27 @@ def _freeze_commits(engine: MysqlEngine, cur: Any) -> bool:
     except pymysql.Error as exc:
         code = error_code(exc)
         if code in _NO_PRIVILEGE:
-            why = f"user {engine.params.user} lacks the RELOAD privilege"
+            why = f"user {db.params.user} lacks the RELOAD privilege"
         elif code == _LOCK_WAIT_TIMEOUT:
             why = f"FLUSH TABLES WITH READ LOCK waited {LOCK_TIMEOUT} s in vain"
         else:
-            why = f"FLUSH TABLES WITH READ LOCK failed ({engine.redact(error_text(exc))})"
+            why = f"FLUSH TABLES WITH READ LOCK failed ({db.redact(error_text(exc))})"
         logger.warning(
             "%s: the table statistics of %s come from a snapshot taken just after the dump's; "
             "if the database is written meanwhile a restore may report a difference "
             "(GRANT RELOAD ON *.* to share the snapshot)",
             why,
-            engine.where(),
+            db.where(),
         )
         return False
 
 
 @contextmanager
-def start_dump(engine: MysqlEngine) -> Iterator[RunningDump]:
+def start_dump(db: MysqlConnection) -> Iterator[RunningDump]:
     """Start the dump (see the module docstring); leaving stops it if still running."""
-    tool, tool_version = engine.tool(DUMP_TOOLS)
-    database = engine.database_name()
-    conn = engine.connect(database)
+    tool, tool_version = db.tool(DUMP_TOOLS)
+    database = db.database_name()
+    conn = db.connect(database)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION(), (SELECT MAX(ID) FROM information_schema.PROCESSLIST)")
@@ -367,21 +365,21 @@ def start_dump(engine: MysqlEngine) -> Iterator[RunningDump]:
                 logger.warning(
                     "tables of %s not in a transactional engine are not dumped consistently "
                     "while the application writes: %s",
-                    engine.where(),
+                    db.where(),
                     ", ".join(loose[:10]) + (" …" if len(loose) > 10 else ""),
                 )
-            locked = _freeze_commits(engine, cur)
+            locked = _freeze_commits(db, cur)
             frozen_at = time.monotonic()
     except pymysql.Error as exc:
         conn.close()
-        reason = engine.redact(error_text(exc))
-        raise DumpFailed(f"cannot start the dump of {engine.where()}: {reason}") from None
+        reason = db.redact(error_text(exc))
+        raise DumpFailed(f"cannot start the dump of {db.where()}: {reason}") from None
     except BaseException:
         conn.close()
         raise
-    option_file = engine.write_option_file()
+    option_file = db.write_option_file()
     stderr_file = tempfile.TemporaryFile(prefix="strongroom-mysqldump-")  # noqa: SIM115 (owned by the dump)
-    logger.info("dumping %s with %s", engine.where(), tool)
+    logger.info("dumping %s with %s", db.where(), tool)
     try:
         proc = subprocess.Popen(
             dump_command(tool, tool_version, option_file, database),
@@ -398,10 +396,10 @@ def start_dump(engine: MysqlEngine) -> Iterator[RunningDump]:
     first_data = threading.Event()
     stream = cast(BinaryIO, _WatchedStream(cast(IO[bytes], proc.stdout), first_data))
     stats = _StatsThread(
-        engine, conn, proc, first_data, locked=locked, floor_id=floor_id, frozen_at=frozen_at
+        db, conn, proc, first_data, locked=locked, floor_id=floor_id, frozen_at=frozen_at
     )
     running = MysqlRunningDump(
-        engine=engine,
+        db=db,
         proc=proc,
         stream=stream,
         stderr_file=stderr_file,

@@ -28,20 +28,12 @@ from typing import Any
 import pymysql
 
 from strongroom.engines.base import TableStats
-from strongroom.engines.mysql import MysqlEngine
-from strongroom.engines.mysql_objects import (
-    capture,
-    create,
-    drop,
-    rename_statement,
-    schema_charset,
-)
-from strongroom.engines.mysql_stats import quote_ident
-from strongroom.engines.mysql_tools import (
-    CLIENT_TOOLS,
-    error_text,
-    limit_name,
-)
+from strongroom.engines.mysql.connection import MysqlConnection
+from strongroom.engines.mysql.engine import MysqlEngine
+from strongroom.engines.mysql.restore import create_database, drop_database, run_client
+from strongroom.engines.mysql.stats import quote_ident, snapshot_stats
+from strongroom.engines.mysql.swap import capture, create, drop, rename_statement, schema_charset
+from strongroom.engines.mysql.tools import CLIENT_TOOLS, error_text, limit_name
 from strongroom.engines.tools import exit_description, first_line
 from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError, VerificationMismatch
 
@@ -162,49 +154,48 @@ def restore_tables(
 ) -> list[str]:
     """Restore ``tables`` from the dump stream ``source`` (module docstring); return the
     ``database.table`` names restored. ``expected``: the backup's statistics to verify."""
-    wanted = _resolve(tables, (source_database, engine.database_name()))
-    dest = into_schema if into_schema is not None else engine.database_name()
+    db = engine.connection
+    wanted = _resolve(tables, (source_database, db.database_name()))
+    dest = into_schema if into_schema is not None else db.database_name()
     if not dest or dest.lower() in ("mysql", "information_schema", "performance_schema", "sys"):
         raise UsageError(f"cannot restore into database {dest!r}")
-    with engine.connect() as conn, conn.cursor() as cur:
+    with db.connect() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (dest,)
         )
         taken = sorted({str(r[0]) for r in cur.fetchall()} & set(wanted))
     if taken:
-        raise _refuse(engine, dest, taken, into_schema is None)
-    client, _ = engine.tool(CLIENT_TOOLS)
-    scratch = engine.sibling(
-        limit_name(engine.database_name(), f"{SCRATCH_INFIX}{secrets.token_hex(4)}")
-    )
-    scratch.create_database(like=engine.database_name())
+        raise _refuse(db, dest, taken, into_schema is None)
+    client, _ = db.tool(CLIENT_TOOLS)
+    scratch = db.sibling(limit_name(db.database_name(), f"{SCRATCH_INFIX}{secrets.token_hex(4)}"))
+    create_database(scratch, like=db.database_name())
     try:
         selector = SectionFilter(set(wanted))
-        returncode, stderr = engine.run_client(
-            client, selector.filter(source), scratch.database_name()
+        returncode, stderr = run_client(
+            db, client, selector.filter(source), scratch.database_name()
         )
         if returncode != 0:
             reason = first_line(stderr, prefer="error") or exit_description(returncode)
             raise RestoreFailed(
-                f"{client.name} failed restoring {', '.join(wanted)}: {engine.redact(reason)}"
+                f"{client.name} failed restoring {', '.join(wanted)}: {db.redact(reason)}"
             )
         _check_found(wanted, selector)
         _verify(scratch, wanted, expected)
         notes = _move(
-            engine, scratch.database_name(), dest, wanted, create_dest=into_schema is not None
+            db, scratch.database_name(), dest, wanted, create_dest=into_schema is not None
         )
     finally:
-        scratch.drop_database()
+        drop_database(scratch)
     for note in notes:
         logger.warning("%s", note)
     return [f"{dest}.{t}" for t in wanted]
 
 
-def _refuse(engine: MysqlEngine, dest: str, taken: list[str], in_place: bool) -> TargetNotEmpty:
+def _refuse(db: MysqlConnection, dest: str, taken: list[str], in_place: bool) -> TargetNotEmpty:
     verb = "exists" if len(taken) == 1 else "exist"
     hint = "; restore into another database with --into-schema" if in_place else ""
     return TargetNotEmpty(
-        f"{', '.join(taken)} already {verb} in database {dest} at {engine.host_port()}{hint}"
+        f"{', '.join(taken)} already {verb} in database {dest} at {db.host_port()}{hint}"
     )
 
 
@@ -219,11 +210,11 @@ def _check_found(wanted: list[str], selector: SectionFilter) -> None:
         raise UsageError(f"table {name} is not in the dump (it has {has or 'no tables'})")
 
 
-def _verify(scratch: MysqlEngine, wanted: list[str], expected: Sequence[TableStats]) -> None:
+def _verify(scratch: MysqlConnection, wanted: list[str], expected: Sequence[TableStats]) -> None:
     recorded = {t.name: t for t in expected}
     if not recorded:
         return
-    actual = {t.name: t for t in scratch.table_stats()}
+    actual = {t.name: t for t in snapshot_stats(scratch)}
     for name in wanted:
         want, got = recorded.get(name), actual.get(name)
         if want is None or got is None:
@@ -237,11 +228,11 @@ def _verify(scratch: MysqlEngine, wanted: list[str], expected: Sequence[TableSta
 
 
 def _move(
-    engine: MysqlEngine, scratch: str, dest: str, wanted: list[str], *, create_dest: bool
+    db: MysqlConnection, scratch: str, dest: str, wanted: list[str], *, create_dest: bool
 ) -> list[str]:
     """Triggers and foreign keys off, one RENAME into ``dest``, both back on; notes."""
     notes: list[str] = []
-    with engine.connect() as conn, conn.cursor() as cur:
+    with db.connect() as conn, conn.cursor() as cur:
         try:
             objects = capture(cur, scratch)
             keys = [fk for t in wanted for fk in _foreign_keys(cur, scratch, t)]
@@ -253,7 +244,7 @@ def _move(
             for trigger in objects.triggers:
                 drop(cur, scratch, trigger)
             if create_dest:
-                charset = schema_charset(cur, engine.database_name())
+                charset = schema_charset(cur, db.database_name())
                 cur.execute(
                     f"CREATE DATABASE IF NOT EXISTS {quote_ident(dest)} CHARACTER SET {charset}"
                 )
@@ -262,11 +253,11 @@ def _move(
             if exc.args and exc.args[0] == 1050:
                 raise TargetNotEmpty(
                     f"a table to restore already exists in database {dest}: "
-                    f"{engine.redact(error_text(exc))}"
+                    f"{db.redact(error_text(exc))}"
                 ) from None
             raise RestoreFailed(
                 f"could not move {', '.join(wanted)} into database {dest}: "
-                f"{engine.redact(error_text(exc))}; nothing was changed there"
+                f"{db.redact(error_text(exc))}; nothing was changed there"
             ) from None
         for trigger in objects.triggers:
             try:
