@@ -16,7 +16,8 @@ import pymysql
 
 from strongroom.engines.mysql.connection import MysqlConnection
 from strongroom.engines.mysql.stats import quote_ident
-from strongroom.engines.mysql.tools import CLIENT_TOOLS, error_text, pipe_into
+from strongroom.engines.mysql.tools import CLIENT_TOOLS, error_text
+from strongroom.engines.process import pipe_into
 from strongroom.engines.tools import exit_description, first_line
 from strongroom.errors import DatabaseAuthFailed, DatabaseUnreachable, RestoreFailed, TargetNotEmpty
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterable, Sequence
-from contextlib import suppress
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from strongroom.engines.tools import first_line, tool_version
 from strongroom.errors import ToolMissing
@@ -24,7 +21,6 @@ INSTALL_HINT = (
     "install the MariaDB or MySQL client tools (Debian: apt-get install mariadb-client), "
     f"or point {BINDIR_ENV} at their folder"
 )
-STOP_TIMEOUT = 10.0
 MAX_NAME = 64  # MySQL identifier limit (characters)
 
 
@@ -76,42 +72,3 @@ def find_tool(names: Sequence[str], tool_dirs: Sequence[Path] | None) -> tuple[P
         if version is not None:
             return path, version
     raise ToolMissing(f"{wanted} found at {found[0]} does not run: {INSTALL_HINT}")
-
-
-def pipe_into(command: list[str], source: Iterable[bytes]) -> tuple[int, str]:
-    """Run ``command`` with ``source`` on its stdin; (exit status, stderr). A failure of
-    ``source`` kills the command and is re-raised."""
-    with tempfile.TemporaryFile(prefix="strongroom-mysql-") as stderr_file:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file
-        )
-        try:
-            stdin = cast(IO[bytes], proc.stdin)
-            iterator = iter(source)
-            try:
-                for chunk in iterator:
-                    try:
-                        stdin.write(chunk)
-                    except BrokenPipeError:
-                        logger.debug("%s closed its input early", Path(command[0]).name)
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if callable(close):
-                    close()
-            with suppress(BrokenPipeError):
-                stdin.close()
-            returncode = proc.wait()
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_TIMEOUT)
-            raise
-        finally:
-            if proc.stdin is not None and not proc.stdin.closed:
-                with suppress(BrokenPipeError):
-                    proc.stdin.close()
-        stderr_file.seek(0)
-        stderr = stderr_file.read().decode("utf-8", "replace")
-    return returncode, stderr
