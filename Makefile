@@ -25,7 +25,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests scripts $(wildcard bench)
 
 typecheck: venv
-	$(BIN)/mypy src
+	$(BIN)/mypy src bench
 
 unit: venv system-tools
 	$(BIN)/pytest -q

@@ -1,4 +1,4 @@
-"""What the table checksums cost (src/strongroom/engines/postgres_checksum.py).
+"""What the table checksums cost (src/strongroom/engines/postgresql/stats.py).
 
     .venv/bin/python bench/checksum_cost.py                 # quick: --scale 0.4 (~200 MB)
     .venv/bin/python bench/checksum_cost.py --scale 1.0     # the benchmark database
@@ -33,8 +33,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from strongroom.engines import postgres_checksum
-from strongroom.engines.postgres_checksum import (
+from strongroom.engines.postgresql import stats as postgres_checksum
+from strongroom.engines.postgresql.stats import (
     TABLES_SQL,
     parallel_table_stats,
     prepare_session,

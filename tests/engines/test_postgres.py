@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from strongroom.engines.base import DumpResult, TableStats
-from strongroom.engines.postgres import PostgresEngine
-from strongroom.engines.postgres_checksum import LARGE_OBJECTS
+from strongroom.engines.postgresql import PostgresEngine
+from strongroom.engines.postgresql.stats import LARGE_OBJECTS
 from strongroom.errors import (
     ChunkDamaged,
     DatabaseAuthFailed,

@@ -20,8 +20,8 @@ import pytest
 from psycopg import sql
 
 from strongroom.engines.base import DumpResult, TableStats, checksum_method
-from strongroom.engines.postgres import PostgresEngine
-from strongroom.engines.postgres_checksum import (
+from strongroom.engines.postgresql import PostgresEngine
+from strongroom.engines.postgresql.stats import (
     CHECKSUMS_ENV,
     LARGE_OBJECTS,
     PORTABLE_BASE_TYPES,

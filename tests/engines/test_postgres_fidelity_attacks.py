@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from strongroom.engines.postgres import PostgresEngine
-from strongroom.engines.postgres_apply import classify_errors
+from strongroom.engines.postgresql import PostgresEngine
+from strongroom.engines.postgresql.fidelity import classify_errors
 from tests.fixtures.postgres import PgServer, unique_db_name
 from tests.helpers import REPO_ROOT, STRONGROOM, cli_fails, cli_ok, repository_env, run_cli
 

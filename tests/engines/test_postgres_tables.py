@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from strongroom.engines.postgres import PostgresEngine
-from strongroom.engines.postgres_tables import (
+from strongroom.engines.postgresql import PostgresEngine
+from strongroom.engines.postgresql.tables import (
     SCRATCH_PREFIX,
     TocEntry,
     parse_table_name,

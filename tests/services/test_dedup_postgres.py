@@ -1,6 +1,6 @@
 """Deduplication against a real PostgreSQL: new bytes track the changed data."""
 
-from strongroom.engines.postgres import PostgresEngine
+from strongroom.engines.postgresql import PostgresEngine
 from strongroom.pipeline.chunking import ChunkerParams
 from strongroom.repository.keys import KeySource
 from strongroom.repository.repository import Repository

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from strongroom.engines.mysql import MysqlEngine
-from strongroom.engines.postgres import PostgresEngine
+from strongroom.engines.postgresql import PostgresEngine
 from strongroom.engines.sqlite import SqliteEngine
 from strongroom.errors import UsageError
 from strongroom.repository.manifest import Manifest

@@ -358,8 +358,8 @@ def _restore_tables(
     if dry_run:
         stdout.print("dry run: nothing was changed")
         return
-    from strongroom.engines.postgres import PostgresEngine
-    from strongroom.engines.postgres_tables import restore_tables
+    from strongroom.engines.postgresql import PostgresEngine
+    from strongroom.engines.postgresql.tables import restore_tables
 
     assert isinstance(engine, PostgresEngine)
     with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as workdir:

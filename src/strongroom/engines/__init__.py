@@ -20,7 +20,7 @@ def open_engine(url: str) -> Engine:
     """Return the engine that serves ``url`` (raises ``UnsupportedDatabaseUrl``)."""
     kind = engine_kind(url)
     if kind is EngineKind.POSTGRESQL:
-        from strongroom.engines.postgres import PostgresEngine
+        from strongroom.engines.postgresql import PostgresEngine
 
         return PostgresEngine(url)
     if kind is EngineKind.MYSQL:

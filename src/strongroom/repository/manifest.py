@@ -43,7 +43,7 @@ class PrivateSection:
     source: str  # redacted URL of the database that was dumped
     tables: list[TableRecord] = field(default_factory=list)
     # The engine's record of what the dump leaves out (PostgreSQL: the database object and
-    # the roles; see strongroom.engines.postgres_state); absent in older backups.
+    # the roles; see strongroom.engines.postgresql.state); absent in older backups.
     engine_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

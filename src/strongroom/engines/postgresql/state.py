@@ -7,7 +7,7 @@ role: ``ALTER ROLE … IN DATABASE … SET``), comment, connection limit, encodi
 Roles are cluster objects and are never in a database dump, although its objects name them
 as owners, grantees and policy roles. Both are read from the catalogs inside the dump's
 snapshot (:func:`capture_state`) and stored in the backup's encrypted private section
-(:meth:`DatabaseState.to_dict`); :mod:`strongroom.engines.postgres_apply` puts them back.
+(:meth:`DatabaseState.to_dict`); :mod:`strongroom.engines.postgresql.fidelity` puts them back.
 
 Role passwords are never read.
 """

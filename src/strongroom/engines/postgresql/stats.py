@@ -62,7 +62,7 @@ from psycopg import sql
 from strongroom.engines.base import TableStats
 from strongroom.errors import DatabaseError, RowSecurityBlocked
 
-logger = logging.getLogger("strongroom.engines.postgres_checksum")
+logger = logging.getLogger("strongroom.engines.postgresql.stats")
 
 LARGE_OBJECTS = "(large objects)"
 CHECKSUMS_ENV = "STRONGROOM_PG_CHECKSUMS"

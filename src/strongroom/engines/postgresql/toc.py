@@ -18,7 +18,7 @@ hold spaces. Following the dependency ids avoids parsing SQL text altogether:
   collations, sequences used by defaults) unless they already exist in the target; those
   that exist are used as they are (a live sequence's value is never reset).
 
-:mod:`strongroom.engines.postgres_tables` restores the selection.
+:mod:`strongroom.engines.postgresql.tables` restores the selection.
 """
 
 from __future__ import annotations

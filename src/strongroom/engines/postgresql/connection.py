@@ -34,7 +34,7 @@ from strongroom.errors import (
 )
 from strongroom.redaction import redact_text, redact_url
 
-logger = logging.getLogger("strongroom.engines.postgres")
+logger = logging.getLogger("strongroom.engines.postgresql")
 
 CONNECT_TIMEOUT = 10
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"

@@ -1,8 +1,8 @@
 """The PostgreSQL dump: ``pg_dump -Fc -Z0`` on a snapshot that the row counts share.
 
 A control connection opens a ``REPEATABLE READ`` transaction, exports its snapshot, records
-the database object and its roles (``postgres_state``), then counts rows and checksums every
-table (``postgres_checksum``) while ``pg_dump --snapshot`` streams the same state.
+the database object and its roles (``postgresql.state``), then counts rows and checksums every
+table (``postgresql.stats``) while ``pg_dump --snapshot`` streams the same state.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import IO, Any, BinaryIO, cast
 import psycopg
 
 from strongroom.engines.base import DumpResult, TableStats
-from strongroom.engines.postgres_checksum import snapshot_table_stats
-from strongroom.engines.postgres_server import PostgresServer, server_major
-from strongroom.engines.postgres_state import DatabaseState, capture_state
+from strongroom.engines.postgresql.connection import PostgresServer, server_major
+from strongroom.engines.postgresql.state import DatabaseState, capture_state
+from strongroom.engines.postgresql.stats import snapshot_table_stats
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import DumpFailed
 
-logger = logging.getLogger("strongroom.engines.postgres")
+logger = logging.getLogger("strongroom.engines.postgresql")
 
 KIND = "postgresql"
 DUMP_FORMAT = "pg_dump-custom"

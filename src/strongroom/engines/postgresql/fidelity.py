@@ -29,9 +29,9 @@ import psycopg
 from psycopg import sql
 
 from strongroom.engines.base import RestoreOptions
-from strongroom.engines.postgres_state import PUBLIC, DatabaseState, RestoreChecks
+from strongroom.engines.postgresql.state import PUBLIC, DatabaseState, RestoreChecks
 
-logger = logging.getLogger("strongroom.engines.postgres")
+logger = logging.getLogger("strongroom.engines.postgresql")
 
 # Settings whose stored value is already a list of quoted identifiers (pg_dump's list in
 # src/bin/pg_dump/dumputils.c, variable_is_guc_list_quote): written back verbatim.

@@ -2,7 +2,7 @@
 
 Owners and privileges are restored when the backup recorded its roles (``faithful``): then
 ``pg_restore`` runs with ``--verbose`` and without ``--exit-on-error``, and the caller judges
-each error (``postgres_apply.classify_errors``). Older backups restore as before, with
+each error (``fidelity.classify_errors``). Older backups restore as before, with
 ``--no-owner --exit-on-error``.
 """
 
@@ -16,11 +16,11 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from strongroom.engines.postgres_server import PostgresServer
+from strongroom.engines.postgresql.connection import PostgresServer
 from strongroom.engines.process import pipe_into
 from strongroom.errors import UsageError
 
-logger = logging.getLogger("strongroom.engines.postgres")
+logger = logging.getLogger("strongroom.engines.postgresql")
 
 PARALLEL_RESTORE_MIN_BYTES = 64 * 1024 * 1024
 MAX_RESTORE_JOBS = 4

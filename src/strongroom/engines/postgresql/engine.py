@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -27,7 +26,9 @@ from strongroom.engines.base import (
     TableStats,
     TargetState,
 )
-from strongroom.engines.postgres_apply import (
+from strongroom.engines.postgresql.connection import PostgresServer, server_major
+from strongroom.engines.postgresql.dump import DUMP_FORMAT, KIND, start_dump
+from strongroom.engines.postgresql.fidelity import (
     apply_database_state,
     classify_errors,
     clean_leftover_roles,
@@ -40,19 +41,18 @@ from strongroom.engines.postgres_apply import (
     skipped_roles,
     unmark_roles,
 )
-from strongroom.engines.postgres_checksum import (
-    TABLES_SQL,
-    USER_NAMESPACES,
-    parallel_table_stats,
-)
-from strongroom.engines.postgres_dump import DUMP_FORMAT, KIND, start_dump
-from strongroom.engines.postgres_restore import (
+from strongroom.engines.postgresql.restore import (
     parallel_jobs,
     run_pg_restore,
     run_pg_restore_parallel,
 )
-from strongroom.engines.postgres_server import PostgresServer, server_major
-from strongroom.engines.postgres_state import DatabaseState, RestoreChecks
+from strongroom.engines.postgresql.state import DatabaseState, RestoreChecks
+from strongroom.engines.postgresql.stats import (
+    TABLES_SQL,
+    USER_NAMESPACES,
+    parallel_table_stats,
+)
+from strongroom.engines.postgresql.swap import check_may_replace, limit_name, swap_into_place
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import (
@@ -63,7 +63,7 @@ from strongroom.errors import (
     UsageError,
 )
 
-logger = logging.getLogger("strongroom.engines.postgres")
+logger = logging.getLogger("strongroom.engines.postgresql")
 
 __all__ = ["DUMP_FORMAT", "KIND", "PostgresEngine"]
 STATS_CONNECTIONS = 4
@@ -94,19 +94,6 @@ _CONTENTS_SQL = f"""
                           WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = ns.oid))
       + (SELECT count(*) FROM pg_largeobject_metadata)
 """
-
-
-def _limit_name(base: str, suffix: str) -> str:
-    """``base + suffix`` cut to PostgreSQL's 63-byte identifier limit (suffix kept)."""
-    room = 63 - len(suffix.encode())
-    encoded = base.encode()[:room].decode("utf-8", "ignore")
-    return encoded + suffix
-
-
-def _rename(conn: psycopg.Connection[Any], old: str, new: str) -> None:
-    conn.execute(
-        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
-    )
 
 
 class PostgresEngine(PostgresServer):
@@ -224,7 +211,7 @@ class PostgresEngine(PostgresServer):
 
     def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
         """Roles the backup names that the server lacks, owners the restoring role cannot
-        give objects to, superuser-only objects (see ``postgres_apply``)."""
+        give objects to, superuser-only objects (see ``postgresql.fidelity``)."""
         if state is None:
             return PlanChecks(
                 lines=(
@@ -232,7 +219,7 @@ class PostgresEngine(PostgresServer):
                     "strongroom): objects will be owned by the restoring role",
                 )
             )
-        self._check_may_replace()
+        check_may_replace(self)
         recorded = DatabaseState.from_dict(dict(state))
         checks = self._checks(recorded)
         lines = [
@@ -420,7 +407,7 @@ class PostgresEngine(PostgresServer):
 
     def _hold_guard(self) -> None:
         """Hold this restore's advisory lock on a connection of its own while roles it
-        creates carry the marker (see ``postgres_apply.clean_leftover_roles``)."""
+        creates carry the marker (see ``fidelity.clean_leftover_roles``)."""
         if self._guard is None:
             self._guard = self.maintenance_connect()
             hold_restore_guard(self._guard, self.database_name())
@@ -475,52 +462,23 @@ class PostgresEngine(PostgresServer):
 
     def staging(self) -> PostgresEngine:
         """A new database beside the target: ``<name>_sr_<random>`` (dropped on failure)."""
-        return self.sibling(_limit_name(self.database_name(), f"_sr_{secrets.token_hex(4)}"))
+        return self.sibling(limit_name(self.database_name(), f"_sr_{secrets.token_hex(4)}"))
 
     def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
-        """Rename the target to ``<name>_old_<UTC time>`` (terminating its sessions) and the
-        staged database to the target's name; drop the old one unless ``keep_old``."""
+        """Give the staged database the backup's recorded state, then swap it into this
+        target's place (see ``postgresql.swap``); drop the old one unless ``keep_old``."""
         if not isinstance(staged, PostgresEngine):
             raise TypeError("a PostgreSQL target can only take a PostgreSQL staged database")
-        name = self.database_name()
-        old_name = _limit_name(name, f"_old_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
         staged.give_recorded_state()
-        with self.maintenance_connect() as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
-            if exists:
-                self._check_may_rename(conn, name)
-                taken = conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (old_name,)
-                ).fetchone()
-                if taken:  # two swaps within one second
-                    old_name = _limit_name(old_name, f"_{secrets.token_hex(2)}")
-                self._rename_away(conn, name, old_name)
-            try:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(staged.database_name()), sql.Identifier(name)
-                    )
-                )
-            except psycopg.Error as exc:
-                if exists:
-                    with suppress(psycopg.Error):
-                        _rename(conn, old_name, name)
-                raise RestoreFailed(
-                    f"could not rename the restored database into place: "
-                    f"{self.redact(_first_line(str(exc)))}; the original {name} is unchanged"
-                ) from None
-        if exists:
-            logger.warning(
-                "swapped the restored database into %s (old: %s)", self.where(), old_name
-            )
-        else:
+        existed, old_name = swap_into_place(self, staged.database_name())
+        if not existed:
             logger.warning("put the restored database in place as %s", self.where())
-        if exists and not keep_old:
+            return None
+        logger.warning("swapped the restored database into %s (old: %s)", self.where(), old_name)
+        if not keep_old:
             self.sibling(old_name).drop()
             return None
-        return old_name if exists else None
+        return old_name
 
     def give_recorded_state(self) -> None:
         """Give this (restored, verified, not yet swapped-in) database the backup's recorded
@@ -539,63 +497,6 @@ class PostgresEngine(PostgresServer):
                 f"and settings: {self.redact(_first_line(str(exc)))}"
             ) from None
         self._pending_state = None
-
-    def _check_may_replace(self) -> None:
-        """Raise ``RestoreFailed`` now, before any work, if the target exists and this role
-        could not swap a restored copy into its place."""
-        with self.maintenance_connect() as conn:
-            if conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database_name(),)
-            ).fetchone():
-                self._check_may_rename(conn, self.database_name())
-
-    def _check_may_rename(self, conn: psycopg.Connection[Any], name: str) -> None:
-        row = conn.execute(
-            "SELECT r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'), r.rolcreatedb"
-            " FROM pg_database d, pg_roles r WHERE d.datname = %s AND r.rolname = current_user",
-            (name,),
-        ).fetchone()
-        if not row or not row[0] or not (row[1] or row[0]):
-            raise RestoreFailed(
-                f"user {self.user()} may not replace {self.where()}: it must own the database "
-                "(with CREATEDB) or be a superuser; the original database is unchanged"
-            )
-
-    def _rename_away(self, conn: psycopg.Connection[Any], name: str, old_name: str) -> None:
-        """Close the target to new sessions, end the current ones, rename it."""
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
-        )
-        try:
-            for attempt in range(10):
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                try:
-                    _rename(conn, name, old_name)
-                    break
-                except psycopg.errors.ObjectInUse:
-                    if attempt == 9:
-                        raise
-                    time.sleep(0.2)
-        except psycopg.Error as exc:
-            with suppress(psycopg.Error):
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-                        sql.Identifier(name)
-                    )
-                )
-            raise RestoreFailed(
-                f"could not take {self.where()} out of service: "
-                f"{self.redact(_first_line(str(exc)))}; the original database is unchanged"
-            ) from None
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-                sql.Identifier(old_name)
-            )
-        )
 
     def count_result_rows(self, query: str) -> int:
         """Run ``query`` in a read-only transaction; the number of rows it returned."""

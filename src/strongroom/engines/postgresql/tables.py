@@ -1,6 +1,6 @@
 """Restore selected tables of a ``pg_dump -Fc`` file, in place or into another schema.
 
-The entries are chosen by :mod:`strongroom.engines.postgres_toc` from the archive's TOC and
+The entries are chosen by :mod:`strongroom.engines.postgresql.toc` from the archive's TOC and
 its dependency ids (no SQL text is parsed). The selection is restored with
 ``--single-transaction``, so a failure changes nothing.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from strongroom.engines.postgres import PostgresEngine
-from strongroom.engines.postgres_server import server_major as _server_major
-from strongroom.engines.postgres_toc import (
+from strongroom.engines.postgresql.connection import server_major as _server_major
+from strongroom.engines.postgresql.engine import PostgresEngine
+from strongroom.engines.postgresql.toc import (
     PG_CLASS,
     Catalog,
     RestorePlan,
@@ -33,7 +33,7 @@ from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError
 
-logger = logging.getLogger("strongroom.engines.postgres_tables")
+logger = logging.getLogger("strongroom.engines.postgresql.tables")
 
 SCRATCH_PREFIX = "sr_tables_"
 _LIST_NAMES_UP_TO = 10
