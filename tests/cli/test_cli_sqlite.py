@@ -166,3 +166,16 @@ def test_a_full_disk_at_the_repository_fails_clearly_and_lists_nothing(tmp_path,
     assert json.loads(_ok(run_cli("list", "--json", env=env))) == []
     leftovers = [p.name for p in (tiny_disk / "repo").rglob(".tmp-*")]
     assert leftovers == []
+
+
+def test_single_table_restore_of_a_sqlite_backup_says_what_to_do(tmp_path, env):
+    db = make_sqlite_db(tmp_path / "shop.db", users=10, orders=10)
+    _ok(run_cli("init", env=env))
+    _ok(run_cli("backup", str(db), env=env))
+    copy = tmp_path / "copy.db"
+    _fails(
+        run_cli("restore", "latest", "--to", f"sqlite://{copy}", "--table", "users", env=env),
+        2,
+        r"--table works with PostgreSQL and MySQL backups; restore a SQLite backup whole",
+    )
+    assert not copy.exists()

@@ -275,7 +275,12 @@ def test_single_tables_in_place_and_into_another_database(mariadb_server, mysql_
     side = unique_db_name("side")
     try:
         restored = restore_tables(
-            engine, [data], ["orders"], side, expected=result.tables, source_database=name
+            engine.connection,
+            [data],
+            ["orders"],
+            side,
+            expected=result.tables,
+            source_database=name,
         )
         assert restored == [f"{side}.orders"]
         assert mariadb_server.query(side, "SELECT COUNT(*) FROM orders")[0][0] == 120
@@ -283,14 +288,14 @@ def test_single_tables_in_place_and_into_another_database(mariadb_server, mysql_
         assert mariadb_server.query(side, "SHOW TRIGGERS")[0][0] == "orders_audit"
         assert "FOREIGN KEY" not in mariadb_server.query(side, "SHOW CREATE TABLE orders")[0][1]
         with pytest.raises(TargetNotEmpty, match="orders already exists"):
-            restore_tables(engine, [data], ["orders"], side)
+            restore_tables(engine.connection, [data], ["orders"], side)
         with pytest.raises(UsageError, match="nope is not in the dump"):
-            restore_tables(engine, [data], ["nope"], side)
+            restore_tables(engine.connection, [data], ["nope"], side)
         with pytest.raises(UsageError, match="view"):
-            restore_tables(engine, [data], ["big_orders"], side)
+            restore_tables(engine.connection, [data], ["big_orders"], side)
 
         mariadb_server.query(name, "DROP TABLE orders")
-        restore_tables(engine, [data], [f"{name}.orders"], expected=result.tables)
+        restore_tables(engine.connection, [data], [f"{name}.orders"], expected=result.tables)
         assert mariadb_server.query(name, "SELECT COUNT(*) FROM orders")[0][0] == 120
         create = mariadb_server.query(name, "SHOW CREATE TABLE orders")[0][1]
         assert "fk_orders_customer" in create  # re-added: customers is in the database

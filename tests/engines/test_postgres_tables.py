@@ -453,3 +453,44 @@ def test_table_names() -> None:
     for bad in ("", "x.", ".x", '"a"x'):
         with pytest.raises(UsageError):
             parse_table_name(bad)
+
+
+def test_a_restored_table_is_verified_against_the_backups_statistics(
+    pg_server: PgServer, pg_db: str, source: tuple[str, Path]
+) -> None:
+    """Through the engine: the table's rows and checksum are compared with the backup's
+    (recorded in the source here); a difference is a VerificationMismatch naming it."""
+    from strongroom.engines.base import TableStats
+    from strongroom.errors import VerificationMismatch
+
+    src, path = source
+    recorded = {t.name: t for t in PostgresEngine(pg_server.url(src)).table_stats()}
+    engine = PostgresEngine(pg_db)
+    restored = engine.restore_tables(
+        [path.read_bytes()],
+        ["billing.invoices"],
+        into=None,
+        expected=[recorded["billing.invoices"]],
+        source_database=src,
+    )
+    assert restored == ["billing.invoices"]
+    wrong = TableStats("billing.invoices", recorded["billing.invoices"].rows + 1, None)
+    with pytest.raises(VerificationMismatch, match=r"side2\.invoices differs .*billing\.invoices"):
+        engine.restore_tables(
+            [path.read_bytes()],
+            ["billing.invoices"],
+            into="side2",
+            expected=[wrong],
+            source_database=src,
+        )
+    bad_sum = TableStats(
+        "billing.invoices", wrong.rows - 1, recorded["billing.invoices"].checksum + "1"
+    )
+    with pytest.raises(VerificationMismatch, match="other contents"):
+        engine.restore_tables(
+            [path.read_bytes()],
+            ["billing.invoices"],
+            into="side3",
+            expected=[bad_sum],
+            source_database=src,
+        )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,6 +21,7 @@ from strongroom.services.restore import (
     find_rollback_backup,
     newest_good_before,
     plan_restore,
+    restore_tables,
     run_restore,
 )
 
@@ -320,52 +319,14 @@ def _restore_tables(
     into_schema: str | None,
     dry_run: bool,
 ) -> None:
-    """Restore selected tables (PostgreSQL, MySQL) from a verified dump."""
-    if manifest.engine != engine.kind or engine.kind not in ("postgresql", "mysql"):
-        raise UsageError("--table works with PostgreSQL and MySQL backups and targets")
-    if engine.kind == "mysql":
-        # The verified stream is filtered to the tables' sections, restored into a scratch
-        # database, checked against the backup's statistics, then moved into place.
-        from strongroom.engines.base import TableStats
-        from strongroom.engines.mysql import MysqlEngine
-        from strongroom.engines.mysql.tables import restore_tables as restore_mysql_tables
-
-        assert isinstance(engine, MysqlEngine)
-        into = f"database {into_schema}" if into_schema else engine.describe()
-        stdout.print(
-            f"restore tables {', '.join(tables)} of {manifest.backup_id} into {into}; "
-            "existing tables are never overwritten"
-        )
-        if dry_run:
-            stdout.print("dry run: nothing was changed")
-            return
-        private = repository.private_section(manifest)
-        done = restore_mysql_tables(
-            engine,
-            repository.read_stream(manifest),  # verified chunk by chunk
-            tables,
-            into_schema,
-            expected=[TableStats(t.name, t.rows, t.checksum) for t in private.tables],
-            source_database=private.database,
-        )
-        stdout.print(f"restored {', '.join(done)} (verified)")
-        return
-    where = f"{into_schema}." if into_schema else "their own schemas in "
+    """Restore selected tables from a verified dump, next to the live data."""
+    into = f" (a side copy in {into_schema})" if into_schema else ""
     stdout.print(
-        f"restore tables {', '.join(tables)} of {manifest.backup_id} into {where}"
-        f"{engine.describe()}; existing tables are never overwritten"
+        f"restore tables {', '.join(tables)} of {manifest.backup_id} into "
+        f"{engine.describe()}{into}; existing tables are never overwritten"
     )
     if dry_run:
         stdout.print("dry run: nothing was changed")
         return
-    from strongroom.engines.postgresql import PostgresEngine
-    from strongroom.engines.postgresql.tables import restore_tables
-
-    assert isinstance(engine, PostgresEngine)
-    with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as workdir:
-        dump_file = Path(workdir) / "dump"
-        with dump_file.open("wb") as handle:
-            for data in repository.read_stream(manifest):  # verified chunk by chunk
-                handle.write(data)
-        restored = restore_tables(engine, dump_file, tables, into_schema)
-    stdout.print(f"restored {', '.join(restored)}")
+    restored = restore_tables(repository, manifest, engine, tables, into_schema)
+    stdout.print(f"restored {', '.join(restored)} (verified)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal, Protocol
@@ -129,6 +129,20 @@ class Engine(Protocol):
 
     def table_stats(self) -> list[TableStats]:
         """Row counts and content checksums of the tables now (used to verify a restore)."""
+
+    def restore_tables(
+        self,
+        source: Iterable[bytes],
+        tables: Sequence[str],
+        *,
+        into: str | None,
+        expected: Sequence[TableStats],
+        source_database: str,
+    ) -> list[str]:
+        """Restore only ``tables`` of the dump read from ``source`` into this database, next
+        to the live data (``into``: a side schema or database to put them in), never
+        overwriting an existing table; return the names restored. ``expected``: the
+        backup's statistics. Raises ``UsageError`` where the engine cannot (SQLite)."""
 
     def inspect(self) -> TargetState:
         """Whether the target exists, is empty, its size and its tables (row counts)."""

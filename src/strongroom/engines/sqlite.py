@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -292,6 +292,23 @@ class SqliteEngine:
     def drop(self) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def restore_tables(
+        self,
+        source: Iterable[bytes],
+        tables: Sequence[str],
+        *,
+        into: str | None,
+        expected: Sequence[TableStats],
+        source_database: str,
+    ) -> list[str]:
+        """Not supported: a SQLite backup is the database file; restore it whole into a
+        new file and copy the rows you need."""
+        del source, tables, into, expected, source_database
+        raise UsageError(
+            "--table works with PostgreSQL and MySQL backups; restore a SQLite backup whole "
+            "into a new file (restore ID --to sqlite:///path/copy.db) and copy the rows from it"
+        )
 
     def table_stats(self) -> list[TableStats]:
         connection = self._open_readonly()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -295,6 +295,32 @@ def newest_good_before(repository: Repository, when: str, target: str | None) ->
     if not candidates:
         raise BackupNotFound(f"no good backup started before {instant.isoformat()}")
     return max(candidates, key=lambda m: m.started_at)
+
+
+def restore_tables(
+    repo: Repository,
+    manifest: Manifest,
+    engine: Engine,
+    tables: Sequence[str],
+    into: str | None,
+) -> list[str]:
+    """Restore only ``tables`` of ``manifest`` into ``engine``'s database from the verified
+    stream (see ``Engine.restore_tables``); the names restored. Raises ``UsageError`` when
+    the backup is of another engine or the engine cannot restore single tables."""
+    if manifest.engine != engine.kind:
+        raise UsageError(
+            f"backup {manifest.backup_id} is a {manifest.engine} backup; its tables cannot be "
+            f"restored into a {engine.kind} database"
+        )
+    private = repo.private_section(manifest)
+    with log_context(backup_id=manifest.backup_id, target=manifest.target):
+        return engine.restore_tables(
+            repo.read_stream(manifest),  # verified chunk by chunk
+            tables,
+            into=into,
+            expected=[TableStats(t.name, t.rows, t.checksum) for t in private.tables],
+            source_database=private.database,
+        )
 
 
 def find_rollback_backup(repo: Repository, engine: Engine) -> Manifest:

@@ -40,6 +40,7 @@ from strongroom.engines.mysql.restore import (
 )
 from strongroom.engines.mysql.stats import row_counts, snapshot_stats
 from strongroom.engines.mysql.swap import swap_databases
+from strongroom.engines.mysql.tables import restore_tables
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_text, limit_name
 from strongroom.errors import DatabaseAuthFailed, DatabaseUnreachable, RestoreFailed, UsageError
 
@@ -169,6 +170,27 @@ class MysqlEngine:
         return run_client(self.connection, client, source, database)
 
     # --- statistics and checks ----------------------------------------------------------
+    def restore_tables(
+        self,
+        source: Iterable[bytes],
+        tables: Sequence[str],
+        *,
+        into: str | None,
+        expected: Sequence[TableStats],
+        source_database: str,
+    ) -> list[str]:
+        """The tables' sections of the verified stream into a scratch database, checked
+        against ``expected``, then moved into place (``into``: a side database); see
+        ``mysql.tables``."""
+        return restore_tables(
+            self.connection,
+            source,
+            tables,
+            into,
+            expected=expected,
+            source_database=source_database,
+        )
+
     def table_stats(self) -> list[TableStats]:
         """Row counts and checksums of the database's tables now (one snapshot)."""
         return snapshot_stats(self.connection)

@@ -29,7 +29,6 @@ import pymysql
 
 from strongroom.engines.base import TableStats
 from strongroom.engines.mysql.connection import MysqlConnection
-from strongroom.engines.mysql.engine import MysqlEngine
 from strongroom.engines.mysql.restore import create_database, drop_database, run_client
 from strongroom.engines.mysql.stats import quote_ident, snapshot_stats
 from strongroom.engines.mysql.swap import capture, create, drop, rename_statement, schema_charset
@@ -144,7 +143,7 @@ def _foreign_keys(cur: Any, database: str, table: str) -> list[_ForeignKey]:
 
 
 def restore_tables(
-    engine: MysqlEngine,
+    db: MysqlConnection,
     source: Iterable[bytes],
     tables: Sequence[str],
     into_schema: str | None = None,
@@ -154,7 +153,6 @@ def restore_tables(
 ) -> list[str]:
     """Restore ``tables`` from the dump stream ``source`` (module docstring); return the
     ``database.table`` names restored. ``expected``: the backup's statistics to verify."""
-    db = engine.connection
     wanted = _resolve(tables, (source_database, db.database_name()))
     dest = into_schema if into_schema is not None else db.database_name()
     if not dest or dest.lower() in ("mysql", "information_schema", "performance_schema", "sys"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -53,6 +55,7 @@ from strongroom.engines.postgresql.stats import (
     parallel_table_stats,
 )
 from strongroom.engines.postgresql.swap import check_may_replace, limit_name, swap_into_place
+from strongroom.engines.postgresql.tables import restore_tables, verify_tables
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import (
@@ -519,6 +522,28 @@ class PostgresEngine(PostgresServer):
         if problem is not None:
             raise RestoreFailed(f"could not drop {self.where()}: {problem}")
         self.drop_created_roles()
+
+    def restore_tables(
+        self,
+        source: Iterable[bytes],
+        tables: Sequence[str],
+        *,
+        into: str | None,
+        expected: Sequence[TableStats],
+        source_database: str,
+    ) -> list[str]:
+        """The verified stream into a temp file, then the tables' TOC entries (see
+        ``postgresql.toc`` and ``postgresql.tables``; ``into``: a side schema), then their
+        rows and checksums compared with ``expected`` (``VerificationMismatch``)."""
+        del source_database  # table names in the dump are schema-qualified
+        with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as workdir:
+            dump_file = Path(workdir) / "dump"
+            with dump_file.open("wb") as handle:
+                for data in source:  # every chunk is verified as it is read
+                    handle.write(data)
+            restored = restore_tables(self, dump_file, tables, into)
+        verify_tables(self, tables, into, expected)
+        return restored
 
     def table_stats(self) -> list[TableStats]:
         """Row counts and checksums of the database's tables now (same names as a dump's).

@@ -18,8 +18,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from strongroom.engines.base import TableStats, checksum_method
+from strongroom.engines.postgresql.connection import PostgresServer
 from strongroom.engines.postgresql.connection import server_major as _server_major
-from strongroom.engines.postgresql.engine import PostgresEngine
+from strongroom.engines.postgresql.stats import list_tables, plan_tables, prepare_session, run_plan
 from strongroom.engines.postgresql.toc import (
     PG_CLASS,
     Catalog,
@@ -31,7 +33,7 @@ from strongroom.engines.postgresql.toc import (
 )
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
-from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError
+from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError, VerificationMismatch
 
 logger = logging.getLogger("strongroom.engines.postgresql.tables")
 
@@ -39,7 +41,7 @@ SCRATCH_PREFIX = "sr_tables_"
 _LIST_NAMES_UP_TO = 10
 
 
-def _run(engine: PostgresEngine, command: list[str], what: str) -> str:
+def _run(engine: PostgresServer, command: list[str], what: str) -> str:
     """Run a client tool with the engine's environment; return its stdout."""
     logger.debug("running %s", command[0])
     result = subprocess.run(
@@ -57,7 +59,7 @@ def _run(engine: PostgresEngine, command: list[str], what: str) -> str:
     return result.stdout
 
 
-def _error(engine: PostgresEngine, what: str, exc: BaseException) -> RestoreFailed:
+def _error(engine: PostgresServer, what: str, exc: BaseException) -> RestoreFailed:
     return RestoreFailed(f"{what}: {engine.redact(_first_line(str(exc)))}")
 
 
@@ -89,7 +91,7 @@ def _existing(catalog: Catalog, names: Iterable[tuple[str, str]]) -> list[str]:
     return _qualified(n for n in names if catalog.relation_exists(*n))
 
 
-def _refuse(engine: PostgresEngine, taken: list[str], hint: str = "") -> TargetNotEmpty:
+def _refuse(engine: PostgresServer, taken: list[str], hint: str = "") -> TargetNotEmpty:
     verb = "exists" if len(taken) == 1 else "exist"
     return TargetNotEmpty(f"{', '.join(taken)} already {verb} in {engine.where()}{hint}")
 
@@ -101,7 +103,7 @@ def _plan_relations(plan: RestorePlan) -> list[tuple[str, str]]:
 
 
 def restore_tables(
-    engine: PostgresEngine,
+    engine: PostgresServer,
     dump_file: Path,
     tables: Sequence[str],
     into_schema: str | None = None,
@@ -138,7 +140,7 @@ def restore_tables(
 
 
 def _restore_list(
-    engine: PostgresEngine,
+    engine: PostgresServer,
     pg_restore: Path,
     dump_file: Path,
     entries: list[TocEntry],
@@ -168,7 +170,7 @@ def _restore_list(
 
 
 def _restore_in_place(
-    engine: PostgresEngine,
+    engine: PostgresServer,
     pg_restore: Path,
     dump_file: Path,
     toc: list[TocEntry],
@@ -189,7 +191,7 @@ def _restore_in_place(
     return _qualified((e.schema, e.name) for e in plan.tables)
 
 
-def _create_scratch(engine: PostgresEngine) -> str:
+def _create_scratch(engine: PostgresServer) -> str:
     """Create an empty scratch database like the target (encoding, locale); return its name."""
     name = SCRATCH_PREFIX + secrets.token_hex(6)
     try:
@@ -215,7 +217,7 @@ def _create_scratch(engine: PostgresEngine) -> str:
     return name
 
 
-def _drop_scratch(engine: PostgresEngine, name: str) -> str | None:
+def _drop_scratch(engine: PostgresServer, name: str) -> str | None:
     """Drop the scratch database; ``None`` on success, else the reason."""
     try:
         with engine.maintenance_connect() as conn:
@@ -237,7 +239,7 @@ def _drop_scratch(engine: PostgresEngine, name: str) -> str | None:
 
 
 def _restore_into_schema(
-    engine: PostgresEngine,
+    engine: PostgresServer,
     pg_restore: Path,
     server_major: int,
     dump_file: Path,
@@ -293,7 +295,7 @@ class _Moved:
     dumped: list[str]  # tables and sequences to dump (indexes and the rest come with them)
 
 
-def _move_to_schema(engine: PostgresEngine, scratch: str, plan: RestorePlan, into: str) -> _Moved:
+def _move_to_schema(engine: PostgresServer, scratch: str, plan: RestorePlan, into: str) -> _Moved:
     """In the scratch database, move the tables and the sequences their defaults use."""
     try:
         with engine.connect(scratch) as conn:
@@ -333,7 +335,7 @@ def _pattern(schema: str, name: str) -> str:
 
 
 def _copy_relations(
-    engine: PostgresEngine,
+    engine: PostgresServer,
     pg_dump: Path,
     pg_restore: Path,
     scratch: str,
@@ -382,3 +384,51 @@ def _copy_relations(
                 except Exception:
                     logger.warning("could not drop the schema %s created for the restore", into)
             raise
+
+
+def verify_tables(
+    engine: PostgresServer,
+    tables: Sequence[str],
+    into_schema: str | None,
+    expected: Sequence[TableStats],
+) -> list[str]:
+    """Compare the restored ``tables`` (as requested; in ``into_schema`` when given) with
+    the backup's statistics: rows and the portable checksum, which does not depend on the
+    schema. Returns the names checked; raises ``VerificationMismatch`` naming a table that
+    differs. A table that row-level security hides from this role is not checked (logged)."""
+    recorded = {t.name: t for t in expected}
+    wanted: dict[str, str] = {}  # restored name -> name in the backup
+    for text in tables:
+        schema, name = parse_table_name(text)
+        if f"{schema}.{name}" in recorded:
+            wanted[f"{into_schema or schema}.{name}"] = f"{schema}.{name}"
+    checked: list[str] = []
+    with engine.connect() as conn:
+        prepare_session(conn)
+        conn.execute("BEGIN READ ONLY")
+        try:
+            with conn.cursor() as cur:
+                infos = [t for t in list_tables(cur) if t.qualified in wanted]
+                for hidden in (t for t in infos if t.rls_active):
+                    logger.warning("%s not verified: row-level security", hidden.qualified)
+                visible = [t for t in infos if not t.rls_active]
+                for plan in plan_tables(cur, visible):
+                    got = run_plan(cur, plan)
+                    want = recorded[wanted[got.name]]
+                    same_method = checksum_method(got.checksum or "") == checksum_method(
+                        want.checksum or ""
+                    )
+                    if got.rows != want.rows or (same_method and got.checksum != want.checksum):
+                        what = (
+                            f"{got.rows} rows, {want.rows} in the backup"
+                            if got.rows != want.rows
+                            else "the same rows count, other contents"
+                        )
+                        raise VerificationMismatch(
+                            f"restored table {got.name} differs from the backup's "
+                            f"{want.name} ({what}); it is kept so you can look at it"
+                        )
+                    checked.append(got.name)
+        finally:
+            conn.execute("ROLLBACK")
+    return checked
