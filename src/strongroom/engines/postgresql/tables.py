@@ -422,7 +422,7 @@ def verify_tables(
                         what = (
                             f"{got.rows} rows, {want.rows} in the backup"
                             if got.rows != want.rows
-                            else "the same rows count, other contents"
+                            else "the same row count, other contents"
                         )
                         raise VerificationMismatch(
                             f"restored table {got.name} differs from the backup's "
