@@ -13,6 +13,7 @@ __all__ = [
     "TableStats",
     "engine_kind",
     "open_engine",
+    "serverless_scratch",
 ]
 
 
@@ -30,3 +31,16 @@ def open_engine(url: str) -> Engine:
     from strongroom.engines.sqlite import SqliteEngine
 
     return SqliteEngine(url)
+
+
+def serverless_scratch(kind: str, name: str) -> Engine | None:
+    """A throwaway database ``name`` of engine ``kind`` that needs no server (SQLite: a file
+    in the temp folder), or ``None`` for engines that live on a server."""
+    if kind != EngineKind.SQLITE.value:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from strongroom.engines.sqlite import SqliteEngine
+
+    return SqliteEngine(f"sqlite://{Path(tempfile.gettempdir()) / name}.db")

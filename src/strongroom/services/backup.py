@@ -219,6 +219,49 @@ def _creator() -> str:
         return socket.gethostname()
 
 
+def record_backup_run(
+    repo: Repository,
+    target: str,
+    tags: tuple[str, ...],
+    started: str,
+    scheduled_for: str | None,
+    *,
+    report: BackupReport | None = None,
+    error: BaseException | None = None,
+) -> RunRecord:
+    """Write the run record of one backup run (its ``report``, or the ``error`` that ended
+    it) for health, metrics and the web UI; the one place backup runs are recorded (the
+    CLI, the web and the scheduler call it). Returns the record."""
+    if report is None:
+        record = RunRecord(
+            target,
+            "backup",
+            False,
+            started,
+            utc_now_iso(),
+            tags,
+            scheduled_for,
+            error_kind=type(error).__name__ if error is not None else None,
+        )
+    else:
+        m = report.manifest
+        record = RunRecord(
+            target,
+            "backup",
+            True,
+            started,
+            utc_now_iso(),
+            m.tags,
+            scheduled_for,
+            m.backup_id,
+            m.raw_size,
+            m.stored_new_bytes,
+            m.duration_seconds,
+        )
+    record_run(repo.storage, record)
+    return record
+
+
 def run_recorded_backup(
     repo: Repository,
     engine: Engine,
@@ -230,7 +273,7 @@ def run_recorded_backup(
     scheduled_for: str | None = None,
 ) -> BackupReport:
     """``run_backup`` that also leaves a run record (success, or the failure's kind) in the
-    repository, for health, metrics and the web UI. Failures are re-raised."""
+    repository (:func:`record_backup_run`). Failures are re-raised."""
     name = target or engine.database_name()
     started = utc_now_iso()
     try:
@@ -238,33 +281,7 @@ def run_recorded_backup(
             repo, engine, target=target, tags=tags, progress=progress, created_by=created_by
         )
     except StrongroomError as exc:
-        record = RunRecord(
-            name,
-            "backup",
-            False,
-            started,
-            utc_now_iso(),
-            tags,
-            scheduled_for,
-            error_kind=type(exc).__name__,
-        )
-        record_run(repo.storage, record)
+        record_backup_run(repo, name, tags, started, scheduled_for, error=exc)
         raise
-    m = report.manifest
-    record_run(
-        repo.storage,
-        RunRecord(
-            name,
-            "backup",
-            True,
-            started,
-            utc_now_iso(),
-            m.tags,
-            scheduled_for,
-            m.backup_id,
-            m.raw_size,
-            m.stored_new_bytes,
-            m.duration_seconds,
-        ),
-    )
+    record_backup_run(repo, name, tags, started, scheduled_for, report=report)
     return report

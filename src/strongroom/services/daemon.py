@@ -32,7 +32,7 @@ from strongroom.repository.runs import (
     try_claim,
 )
 from strongroom.repository.verifications import last_verifications
-from strongroom.services.backup import BackupReport, run_backup
+from strongroom.services.backup import BackupReport, record_backup_run, run_backup
 from strongroom.services.health import HEALTHY, evaluate_target
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.schedule import Job, interval_of, jobs_of, latest_due, next_run
@@ -133,17 +133,7 @@ class Daemon:
             )
         except StrongroomError as exc:
             log.error("backup of %s failed: %s", target, exc.message)
-            record = RunRecord(
-                target,
-                "backup",
-                False,
-                started,
-                utc_now_iso(),
-                tags,
-                scheduled,
-                error_kind=type(exc).__name__,
-            )
-            record_run(self.repo.storage, record)
+            record = record_backup_run(self.repo, target, tags, started, scheduled, error=exc)
             self._notify(
                 Event(
                     "backup_failed",
@@ -153,21 +143,7 @@ class Daemon:
                 )
             )
             return record
-        m = report.manifest
-        record = RunRecord(
-            target,
-            "backup",
-            True,
-            started,
-            utc_now_iso(),
-            tags,
-            scheduled,
-            m.backup_id,
-            m.raw_size,
-            m.stored_new_bytes,
-            m.duration_seconds,
-        )
-        record_run(self.repo.storage, record)
+        record = record_backup_run(self.repo, target, tags, started, scheduled, report=report)
         self._after_success(report)
         return record
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from strongroom.engines import open_engine
+from strongroom.engines import open_engine, serverless_scratch
 from strongroom.engines.base import Engine, RestoreOptions
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.repository.ids import utc_now_iso
@@ -85,8 +84,9 @@ def scratch_for(
         server = open_engine(server_url)
         if server.kind == manifest.engine:
             return server.sibling(name)
-    if manifest.engine == "sqlite":
-        return open_engine(f"sqlite://{Path(tempfile.gettempdir()) / name}.db")
+    throwaway = serverless_scratch(manifest.engine, name)
+    if throwaway is not None:
+        return throwaway
     raise UsageError(
         f"give a scratch database URL for a {manifest.engine} restore drill: a database that "
         f"does not exist yet on a {manifest.engine} server where it may be created"
