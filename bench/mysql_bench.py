@@ -3,9 +3,9 @@
     .venv/bin/python bench/mysql_bench.py --scale 0.1     # quick (~30 MB of table data)
     .venv/bin/python bench/mysql_bench.py                 # --scale 1.0 (~300 MB)
 
-It starts a throwaway MariaDB (the test harness in tests/fixtures/mariadb.py), generates a
-deterministic web-app database (users with JSON profiles, workouts, notes of free text,
-invoices with PDF-like blobs; text from an invented Zipf-distributed vocabulary, so it
+It starts a throwaway MariaDB (src/strongroom_servers/mariadb.py, which the tests use too),
+generates a deterministic web-app database (users with JSON profiles, workouts, notes of free
+text, invoices with PDF-like blobs; text from an invented Zipf-distributed vocabulary, so it
 compresses like real data), then measures, each to local disk:
 
 * backups: ``mariadb-dump | gzip > file``, ``mariadb-dump > file`` (the raw limit) and
@@ -39,15 +39,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from strongroom.engines.mysql import MysqlEngine
+from strongroom.engines.mysql.dump import dump_command
+from strongroom_servers.mariadb import MariaDbServer, start_server
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.fixtures.mariadb import MariaDbServer, start_server  # noqa: E402
-
-from strongroom.engines.mysql import MysqlEngine  # noqa: E402
-from strongroom.engines.mysql.dump import dump_command  # noqa: E402
-
 STRONGROOM = ROOT / ".venv" / "bin" / "strongroom"
 MB = 1_000_000
 DB = "app"

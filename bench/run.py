@@ -4,8 +4,9 @@
     make bench BENCH_ARGS="--scale 0.1"       # a quick run
     .venv/bin/python bench/run.py --help
 
-It starts its own throwaway PostgreSQL cluster (the test harness in tests/fixtures), generates
-a deterministic web-app database (bench/datagen.py), then measures, each to local disk:
+It starts its own throwaway PostgreSQL cluster (src/strongroom_servers, which the tests use
+too), generates a deterministic web-app database (bench/datagen.py), then measures, each to
+local disk:
 
 * backups: ``pg_dump | gzip``, ``pg_dump -Fc -Z9``, ``pg_dump -Fc -Z0 > file`` (the raw
   limit), and ``strongroom backup`` into a local repository (first, and after a day of churn);
@@ -43,21 +44,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strongroom_servers.postgres import PgServer, find_server_bin_dir, free_port, run_as_user
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-for _path in (ROOT, BENCH):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(BENCH) not in sys.path:  # the sibling modules, also when imported from elsewhere
+    sys.path.insert(0, str(BENCH))
 
 import checksum_cost  # noqa: E402
 import datagen  # noqa: E402
-from tests.fixtures.postgres import (  # noqa: E402
-    RUN_AS,
-    PgServer,
-    _ensure_system_user,
-    find_server_bin_dir,
-    free_port,
-)
 
 MB = 1_000_000
 DEFAULT_DAYS_SCALE = 0.25
@@ -211,7 +206,7 @@ def start_server(work: Path) -> PgServer:
             "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: run "
             "`make system-tools` (Debian: apt-get install postgresql)"
         )
-    run_as = _ensure_system_user(RUN_AS) if os.geteuid() == 0 else None
+    run_as = run_as_user()
     last: Exception | None = None
     for _attempt in range(3):
         server = PgServer(

@@ -254,3 +254,44 @@ def test_the_rules_catch_what_they_should() -> None:
     assert broken("services.backup", "engines.base") is None
     assert broken("repository.chunks", "pipeline.hashing") is None
     assert broken("engines.mysql.dump", "engines.mysql.stats") is None
+
+
+# The CLI and the web read run records, verification records and pins through
+# services/records.py, and never the repository modules that store them.
+RECORD_MODULES = {
+    "strongroom.repository.runs",
+    "strongroom.repository.verifications",
+    "strongroom.repository.pins",
+}
+
+
+def test_the_cli_and_the_web_read_records_through_services() -> None:
+    _, edges = import_graph()
+    wrong = [
+        str(edge)
+        for edge in edges
+        if edge.importer.startswith(("strongroom.cli.", "strongroom.web."))
+        and edge.imported in RECORD_MODULES
+    ]
+    assert not wrong, "use strongroom.services.records instead:\n" + "\n".join(wrong)
+
+
+def test_the_product_never_imports_the_test_servers() -> None:
+    """``strongroom_servers`` (throwaway servers for tests and benchmarks) is not used by
+    ``strongroom`` itself."""
+    root = Path(__file__).resolve().parent.parent / "src" / "strongroom"
+    users = [
+        f"{path.relative_to(root.parent)}:{node.lineno}"
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and any(
+            name.split(".")[0] == "strongroom_servers"
+            for name in (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+        )
+    ]
+    assert not users, users

@@ -13,8 +13,7 @@ from strongroom.cli.output import human_bytes, human_seconds, progress_sink, std
 from strongroom.engines import open_engine
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
-from strongroom.repository.runs import runs_of
-from strongroom.repository.verifications import last_verifications
+from strongroom.services import records
 from strongroom.services.backup import run_recorded_backup
 from strongroom.services.metrics import build_registry, write_metrics_file
 
@@ -72,7 +71,7 @@ def _write_metrics(repository: Repository, metrics_file: Path | None) -> None:
         return
     registry = build_registry(
         repository.list_backups(),
-        runs_of(repository.storage),
-        last_verifications(repository.storage),
+        records.runs(repository),
+        records.last_verifications(repository),
     )
     write_metrics_file(metrics_file, registry)

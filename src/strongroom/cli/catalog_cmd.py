@@ -19,11 +19,8 @@ from strongroom.cli.output import human_bytes, human_seconds, stdout
 from strongroom.errors import KeyMissing
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
-from strongroom.repository.verifications import (
-    VerificationRecord,
-    last_verification,
-    last_verifications,
-)
+from strongroom.services import records
+from strongroom.services.records import VerificationRecord
 
 
 def verification_summary(record: VerificationRecord | None) -> dict[str, Any] | None:
@@ -81,10 +78,10 @@ def list_backups(
     """List the backups in the repository, oldest first."""
     repository = location(repo, key_file, s3_endpoint).open()
     backups = repository.list_backups(target)
-    records = last_verifications(repository.storage)
+    verified = records.last_verifications(repository)
     if as_json:
         stdout.print_json(
-            json.dumps([manifest_summary(m, records.get(m.backup_id)) for m in backups])
+            json.dumps([manifest_summary(m, verified.get(m.backup_id)) for m in backups])
         )
         return
     if not backups:
@@ -114,7 +111,7 @@ def list_backups(
             human_bytes(m.raw_size),
             human_bytes(m.stored_new_bytes),
             human_seconds(m.duration_seconds),
-            verification_text(records.get(m.backup_id)),
+            verification_text(verified.get(m.backup_id)),
         )
     stdout.print(table)
 
@@ -129,7 +126,7 @@ def show(
     """Show one backup, with the per-table row counts recorded at dump time."""
     repository = location(repo, key_file, s3_endpoint).open()
     m = repository.resolve(backup_id)
-    record = last_verification(repository.storage, m.backup_id)
+    record = records.last_verification(repository, m.backup_id)
     details = manifest_summary(m, record)
     tables = _tables(repository, m)
     if as_json:

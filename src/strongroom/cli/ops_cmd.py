@@ -17,6 +17,7 @@ from rich.table import Table
 from strongroom.cli.output import stdout
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
+from strongroom.services import records
 from strongroom.services.repository_access import open_configured
 
 if TYPE_CHECKING:
@@ -132,8 +133,6 @@ def health(
 ) -> None:
     """Exit 0 healthy, 1 warning, 2 critical: backup age, last run, last restore drill."""
     from strongroom.config import load_settings
-    from strongroom.repository.runs import runs_of
-    from strongroom.repository.verifications import last_verifications
     from strongroom.services.health import EXIT_CODES, evaluate_target, overall
     from strongroom.services.metrics import build_registry, write_metrics_file
     from strongroom.services.schedule import interval_of
@@ -142,8 +141,8 @@ def health(
     repo = open_repository(settings)
     now = datetime.now(UTC)
     manifests = repo.list_backups()
-    runs = runs_of(repo.storage)
-    verifications = last_verifications(repo.storage)
+    runs = records.runs(repo)
+    verifications = records.last_verifications(repo)
     names = sorted(set(settings.targets) or {m.target for m in manifests})
     results = []
     for name in names:

@@ -17,9 +17,8 @@ from sqlalchemy import delete, select
 
 from strongroom.errors import BackupNotFound
 from strongroom.repository.manifest import Manifest
-from strongroom.repository.pins import pinned_ids
 from strongroom.repository.repository import Repository
-from strongroom.repository.verifications import last_verifications
+from strongroom.services import records
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.models import IndexedBackup
 
@@ -69,8 +68,8 @@ class ManifestIndex:
         """One listing of manifests, pins and verifications; read only new manifests."""
         with self._lock:
             ids = set(repo.backup_ids())
-            pins = pinned_ids(repo.storage)
-            verified = last_verifications(repo.storage)
+            pins = records.pinned_ids(repo)
+            verified = records.last_verifications(repo)
             with self._db.session() as session:
                 known = set(session.scalars(select(IndexedBackup.backup_id)))
                 gone = known - ids

@@ -10,8 +10,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from strongroom.repository.runs import runs_of
-from strongroom.repository.verifications import last_verifications
+from strongroom.services import records
 from strongroom.services.health import TargetHealth, evaluate_target, overall
 from strongroom.services.metrics import build_registry
 from strongroom.services.schedule import interval_of, jobs_of, next_run
@@ -32,8 +31,8 @@ def health_report(ctx: WebContext) -> dict[str, Any]:
     repo = ctx.repository()
     now = datetime.now(UTC)
     manifests = repo.list_backups()
-    runs = runs_of(repo.storage)
-    verifications = last_verifications(repo.storage)
+    runs = records.runs(repo)
+    verifications = records.last_verifications(repo)
     names = sorted(set(ctx.settings.targets) or {m.target for m in manifests})
     results: list[TargetHealth] = []
     for name in names:
@@ -61,7 +60,7 @@ def forget_cache(ctx: WebContext) -> None:
 def metrics_text(ctx: WebContext) -> bytes:
     repo = ctx.repository()
     registry = build_registry(
-        repo.list_backups(), runs_of(repo.storage), last_verifications(repo.storage)
+        repo.list_backups(), records.runs(repo), records.last_verifications(repo)
     )
     return generate_latest(registry)
 

@@ -8,10 +8,8 @@ from typing import Any
 
 from strongroom.engines import open_engine
 from strongroom.errors import RepositoryError, StrongroomError, UsageError
-from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
-from strongroom.repository.pins import is_pinned
-from strongroom.repository.verifications import VerificationRecord, record_verification
+from strongroom.services import records
 from strongroom.services.backup import run_recorded_backup
 from strongroom.services.forget import delete_backup
 from strongroom.services.pins import pin_backup, unpin_backup
@@ -65,12 +63,7 @@ def start_verify(caller: Caller, manifest: Manifest) -> str:
 
     def work(progress: JobProgress) -> dict[str, Any]:
         result = verify_backup(repo, manifest, progress)
-        record_verification(
-            repo.storage,
-            VerificationRecord(
-                manifest.backup_id, utc_now_iso(), "read", result.ok, None, 0, 0, result.problem
-            ),
-        )
+        records.record_read_verification(repo, result)
         if not result.ok:
             raise JobFailed(result.problem or "verification failed")
         return {"ok": True, "bytes_checked": result.bytes_checked}
@@ -147,7 +140,7 @@ def forget_one(caller: Caller, reference: str) -> dict[str, Any]:
     repo = ctx.repository()
     try:
         manifest = repo.resolve(reference)
-        if is_pinned(repo.storage, manifest.backup_id):
+        if records.is_pinned(repo, manifest.backup_id):
             raise PinnedBackup(f"backup {manifest.backup_id} is pinned; unpin it first")
         delete_backup(repo.storage, manifest.backup_id)
     except StrongroomError as exc:

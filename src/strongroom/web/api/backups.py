@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from strongroom.repository.verifications import verification_history
+from strongroom.services import records
 from strongroom.web.actions import backups as actions
 from strongroom.web.api.common import READ_ERRORS, WRITE_ERRORS, accepted, caller, manifest_of
 from strongroom.web.api.schemas import (
@@ -62,7 +62,7 @@ def show_backup(request: Request, principal: Viewer, backup_id: BackupId) -> Bac
         row = ctx.index.get(manifest.backup_id)
     assert row is not None
     private = repo.private_section(manifest)
-    history = verification_history(repo.storage, manifest.backup_id)
+    history = records.verification_history(repo, manifest.backup_id)
     return BackupDetail(
         **BackupSummary.of(row).model_dump(),
         dump_format=manifest.dump_format,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from strongroom.repository.verifications import verification_history
+from strongroom.services import records
 from strongroom.web import audit
 from strongroom.web.actions.retention import preview
 from strongroom.web.api.targets import summaries
@@ -86,7 +86,7 @@ def backup_page(request: Request, principal: Viewer, backup_id: str) -> Response
         ctx.index.sync(repo)
         row = ctx.index.get(manifest.backup_id)
     private = repo.private_section(manifest)
-    history = list(reversed(verification_history(repo.storage, manifest.backup_id)))
+    history = list(reversed(records.verification_history(repo, manifest.backup_id)))
     return render(
         request,
         "backup.html",
