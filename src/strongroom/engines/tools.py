@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 _VERSION_CACHE: dict[Path, str | None] = {}
 _VERSION_LOCK = threading.Lock()
+
+
+def tool_candidates(
+    name: str, tool_dirs: Sequence[Path] | None, extra_dirs: Sequence[Path] = ()
+) -> list[Path]:
+    """Executables called ``name``: only in ``tool_dirs`` when given (the user's choice),
+    else on ``PATH`` and then in ``extra_dirs`` (e.g. Debian's versioned PostgreSQL
+    folders), each real file once, in that order."""
+    found: list[Path] = []
+    if tool_dirs is not None:
+        dirs = list(tool_dirs)
+    else:
+        which = shutil.which(name)
+        if which:
+            found.append(Path(which))
+        dirs = list(extra_dirs)
+    for directory in dirs:
+        path = directory / name
+        if path.is_file() and os.access(path, os.X_OK):
+            found.append(path)
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for path in found:
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 def tool_version(path: Path) -> str | None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from strongroom.engines.tools import first_line, tool_version
+from strongroom.engines.tools import first_line, tool_candidates, tool_version
 from strongroom.errors import ToolMissing
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -53,17 +51,7 @@ def option_value(value: str) -> str:
 def find_tool(names: Sequence[str], tool_dirs: Sequence[Path] | None) -> tuple[Path, str]:
     """The first runnable tool of ``names`` (in ``tool_dirs``, else on ``PATH``) and its
     ``--version`` text; ``ToolMissing`` if there is none."""
-    found: list[Path] = []
-    for name in names:
-        if tool_dirs is None:
-            which = shutil.which(name)
-            if which:
-                found.append(Path(which))
-            continue
-        for directory in tool_dirs:
-            path = directory / name
-            if path.is_file() and os.access(path, os.X_OK):
-                found.append(path)
+    found = [path for name in names for path in tool_candidates(name, tool_dirs)]
     wanted = " or ".join(names)
     if not found:
         raise ToolMissing(f"{wanted} not found: {INSTALL_HINT}")

@@ -14,7 +14,6 @@ import glob
 import logging
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from strongroom.engines.tools import first_line as _first_line
-from strongroom.engines.tools import tool_version
+from strongroom.engines.tools import tool_candidates, tool_version
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,
@@ -197,31 +196,9 @@ class PostgresServer:
         line = re.sub(r"^(FATAL|ERROR):\s*", "", line) or "unknown error"
         return DatabaseUnreachable(f"cannot reach PostgreSQL at {hp}: {self.redact(line)}")
 
-    def _candidates(self, name: str) -> list[Path]:
-        found: list[Path] = []
-        if self._tool_dirs is not None:
-            dirs = list(self._tool_dirs)
-        else:
-            which = shutil.which(name)
-            if which:
-                found.append(Path(which))
-            dirs = _debian_bin_dirs()
-        for directory in dirs:
-            path = directory / name
-            if path.is_file() and os.access(path, os.X_OK):
-                found.append(path)
-        unique: list[Path] = []
-        seen: set[Path] = set()
-        for path in found:
-            real = path.resolve()
-            if real not in seen:
-                seen.add(real)
-                unique.append(path)
-        return unique
-
     def tool(self, name: str, server_major: int | None) -> tuple[Path, str]:
         """The tool to run and its ``--version`` text, preferring one as new as the server."""
-        candidates = self._candidates(name)
+        candidates = tool_candidates(name, self._tool_dirs, _debian_bin_dirs())
         if not candidates:
             raise ToolMissing(f"{name} not found: {INSTALL_HINT}")
         versions = [(path, tool_version(path)) for path in candidates]
