@@ -9,6 +9,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -464,8 +465,8 @@ def test_a_scheduled_drill_restores_into_the_same_engine(
     assert record.ok and record.kind == "restore" and record.tables_checked == 2
     assert [s.kind for s in scratches] == [world.kind]
     scratch = scratches[0]
-    if world.kind == "sqlite":  # beside the target's file
-        assert Path(scratch.describe()).parent == Path(world.url[len("sqlite://") :]).parent
+    if world.kind == "sqlite":  # a temp file: the drill needs no write access to its folder
+        assert Path(scratch.describe()).parent == Path(tempfile.gettempdir())
     else:  # on the target's own server
         assert urlsplit(world.url).netloc.split("@")[-1] in scratch.describe()
     assert world.names() == before  # the scratch database was dropped

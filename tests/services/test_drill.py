@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from strongroom.engines.mysql import MysqlEngine
@@ -53,19 +56,20 @@ def test_beside_the_targets_database_on_its_own_server(kind: str, url: str, cls:
     assert engine.database_name().startswith("sr_drill_") and engine.host_port().endswith("99")
 
 
-def test_sqlite_goes_to_a_temp_file_or_beside_the_file(tmp_path) -> None:
-    alone = scratch_for(_manifest("sqlite"), scratch_url=None, server_url=None)
-    assert isinstance(alone, SqliteEngine) and alone.database_name().startswith(
-        "strongroom_verify_"
-    )
-    beside = scratch_for(
-        _manifest("sqlite"), scratch_url=None, server_url=f"sqlite://{tmp_path}/app.db"
-    )
-    assert isinstance(beside, SqliteEngine) and beside.path.parent == tmp_path
+def test_sqlite_always_goes_to_a_temp_file(tmp_path) -> None:
+    """Whatever DATABASE_URL says (another SQLite file in a folder that may not be
+    writable, or a URL of no engine at all), a SQLite drill restores into a temp file."""
+    for server_url in (None, f"sqlite://{tmp_path}/app.db", "redis://127.0.0.1/0"):
+        scratch = scratch_for(_manifest("sqlite"), scratch_url=None, server_url=server_url)
+        assert isinstance(scratch, SqliteEngine)
+        assert scratch.database_name().startswith("strongroom_verify_")
+        assert scratch.path.parent == Path(tempfile.gettempdir())
 
 
 def test_no_server_of_the_backups_engine_is_a_clear_usage_error() -> None:
     with pytest.raises(UsageError, match="scratch database URL for a mysql restore drill"):
         scratch_for(_manifest("mysql"), scratch_url=None, server_url=PG)
+    with pytest.raises(UsageError, match="scratch database URL for a mysql"):
+        scratch_for(_manifest("mysql"), scratch_url=None, server_url="redis://127.0.0.1/0")
     with pytest.raises(UsageError, match="postgresql"):
         scratch_for(_manifest("postgresql"), scratch_url="  ", server_url=None)

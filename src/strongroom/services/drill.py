@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from strongroom.engines import open_engine, serverless_scratch
+from strongroom.engines import engine_kind, open_engine, serverless_scratch
 from strongroom.engines.base import Engine, RestoreOptions
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.repository.ids import utc_now_iso
@@ -73,24 +73,29 @@ def scratch_for(
     prefix: str = "strongroom_verify",
 ) -> Engine:
     """Where a restore drill of ``manifest`` restores (the one rule the CLI, the web and the
-    scheduler share): ``scratch_url`` when given; else a new database
-    ``<prefix>_<8 hex>`` beside ``server_url``'s on the same server when that URL is of the
-    backup's engine; else, for a SQLite backup, a temp file. Raises ``UsageError`` when
-    none fits (a PostgreSQL or MySQL backup and no URL of such a server)."""
+    scheduler share): ``scratch_url`` when given; else, for an engine that needs no server
+    (SQLite), a temp file ``<prefix>_<8 hex>.db``; else a new database ``<prefix>_<8 hex>``
+    beside ``server_url``'s on the same server, when that URL is of the backup's engine (a
+    URL of anything else, say Redis, is ignored). Raises ``UsageError`` when none fits."""
     if scratch_url and scratch_url.strip():
         return open_engine(scratch_url.strip())
     name = f"{prefix}_{secrets.token_hex(4)}"
-    if server_url:
-        server = open_engine(server_url)
-        if server.kind == manifest.engine:
-            return server.sibling(name)
     throwaway = serverless_scratch(manifest.engine, name)
     if throwaway is not None:
         return throwaway
+    if server_url and _engine_of(server_url) == manifest.engine:
+        return open_engine(server_url).sibling(name)
     raise UsageError(
         f"give a scratch database URL for a {manifest.engine} restore drill: a database that "
         f"does not exist yet on a {manifest.engine} server where it may be created"
     )
+
+
+def _engine_of(url: str) -> str | None:
+    try:
+        return engine_kind(url).value
+    except StrongroomError:
+        return None
 
 
 def verify_by_restore(

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -392,22 +393,19 @@ def verify_tables(
     into_schema: str | None,
     expected: Sequence[TableStats],
 ) -> list[str]:
-    """Compare the restored ``tables`` (as requested; in ``into_schema`` when given) with
-    the backup's statistics: rows and the portable checksum, which does not depend on the
-    schema. Returns the names checked; raises ``VerificationMismatch`` naming a table that
-    differs. A table that row-level security hides from this role is not checked (logged)."""
+    """Compare the restored ``tables`` (as requested, in ``into_schema`` when given; a
+    partitioned table through its partitions, which hold its rows) with the backup's
+    statistics: rows and the portable checksum, which does not depend on the schema.
+    Returns the names checked; raises ``VerificationMismatch`` naming a table that differs.
+    A table that row-level security hides from this role is not checked (logged)."""
     recorded = {t.name: t for t in expected}
-    wanted: dict[str, str] = {}  # restored name -> name in the backup
-    for text in tables:
-        schema, name = parse_table_name(text)
-        if f"{schema}.{name}" in recorded:
-            wanted[f"{into_schema or schema}.{name}"] = f"{schema}.{name}"
     checked: list[str] = []
     with engine.connect() as conn:
         prepare_session(conn)
         conn.execute("BEGIN READ ONLY")
         try:
             with conn.cursor() as cur:
+                wanted = _restored_leaves(cur, tables, into_schema, recorded)
                 infos = [t for t in list_tables(cur) if t.qualified in wanted]
                 for hidden in (t for t in infos if t.rls_active):
                     logger.warning("%s not verified: row-level security", hidden.qualified)
@@ -432,3 +430,44 @@ def verify_tables(
         finally:
             conn.execute("ROLLBACK")
     return checked
+
+
+_LEAVES_SQL = """
+    WITH RECURSIVE tree(oid) AS (
+        SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s
+        UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid
+    )
+    SELECT n.nspname, c.relname FROM tree
+    JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r'
+"""
+
+
+def _restored_leaves(
+    cur: psycopg.Cursor[Any],
+    tables: Sequence[str],
+    into_schema: str | None,
+    recorded: dict[str, TableStats],
+) -> dict[str, str]:
+    """Restored tables that hold rows (a partitioned table's partitions), mapped to their
+    names in the backup. A table the backup has no statistics of is logged, not checked."""
+    wanted: dict[str, str] = {}
+    for text in tables:
+        schema, name = parse_table_name(text)
+        for leaf_schema, leaf in cur.execute(_LEAVES_SQL, (into_schema or schema, name)):
+            restored = f"{leaf_schema}.{leaf}"
+            if into_schema is None:
+                original = restored
+            else:  # moved from their schema: the partition's name, preferring the parent's
+                same = [n for n in recorded if n.split(".", 1)[1] == leaf]
+                original = (
+                    f"{schema}.{leaf}"
+                    if f"{schema}.{leaf}" in same
+                    else (same[0] if len(same) == 1 else "")
+                )
+            if original in recorded:
+                wanted[restored] = original
+            else:
+                logger.warning("%s not verified: no statistics of it in the backup", restored)
+    return wanted
