@@ -297,7 +297,9 @@ def _measure(
     engine = MysqlEngine(server.url(DB))
     tool, version = engine.tool(("mariadb-dump", "mysqldump"))
     client, _ = engine.tool(("mariadb", "mysql"))
-    options = engine.write_option_file()
+    options = work / "client.cnf"  # the shell commands below read it by name
+    options.touch(mode=0o600)
+    options.write_text(engine.option_file_text())
     env = {
         **os.environ,
         "STRONGROOM_REPO": str(work / "repo"),

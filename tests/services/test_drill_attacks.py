@@ -242,11 +242,6 @@ def _option_files() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("strongroom-my-*.cnf")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (pre-existing, not new in issue 12): kill -9 during a MySQL restore leaves "
-    "the client's option file with the password in the temp folder",
-)
 def test_killed_mysql_restore_leaves_no_child_and_no_password_file(
     tmp_path, mariadb_server, mysql_db, mysql_new_db
 ):

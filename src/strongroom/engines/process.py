@@ -20,14 +20,18 @@ STOP_TIMEOUT = 10.0  # seconds to wait for a killed child to exit
 
 
 def pipe_into(
-    command: list[str], source: Iterable[bytes], *, env: Mapping[str, str] | None = None
+    command: list[str],
+    source: Iterable[bytes],
+    *,
+    env: Mapping[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[int, str]:
     """Run ``command`` with ``source`` on its standard input; return (exit status, stderr).
 
     A child that closes its input early (it failed) stops the feeding; its status and
     stderr tell why. ``source`` is closed after use. A failure of ``source`` (a damaged
     chunk) or an interrupt kills the child, waits up to ``STOP_TIMEOUT`` seconds for it and
-    is re-raised."""
+    is re-raised. ``pass_fds``: descriptors the child inherits (an in-memory option file)."""
     with tempfile.TemporaryFile(prefix="strongroom-stderr-") as stderr_file:
         proc = subprocess.Popen(
             command,
@@ -35,6 +39,7 @@ def pipe_into(
             stdout=subprocess.DEVNULL,
             stderr=stderr_file,
             env=dict(env) if env is not None else None,
+            pass_fds=pass_fds,
         )
         try:
             stdin = cast(IO[bytes], proc.stdin)

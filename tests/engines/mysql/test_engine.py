@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import stat
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -63,12 +64,15 @@ def test_the_password_goes_into_a_private_option_file_not_the_command_line(tmp_p
     engine = MysqlEngine("mysql://u:p%22%23%5C%20x@127.0.0.1:3306/db")
     text = engine.option_file_text()
     assert 'password="p\\"#\\\\ x"' in text and "protocol=TCP" in text
-    path = engine.write_option_file()
-    try:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    options = engine.write_option_file()
+    try:  # in memory only: a killed process leaves no password on disk
+        assert str(options.path).startswith("/dev/fd/") and options.pass_fds
+        assert stat.S_IMODE(options.path.stat().st_mode) == 0o600
+        assert options.path.read_text() == text
+        assert not [p for p in Path(tempfile.gettempdir()).glob("strongroom-my-*")]
     finally:
-        path.unlink()
-    command = dump_command(Path("/usr/bin/mariadb-dump"), "mariadb-dump Ver 10.19", path, "db")
+        options.close()
+    command = dump_command(Path("/usr/bin/mariadb-dump"), "mariadb-dump Ver 10.19", options, "db")
     assert command[1].startswith("--defaults-file=") and "--single-transaction" in command
     assert not any('p"#' in arg for arg in command)
     assert command[-2:] == ["--", "db"]

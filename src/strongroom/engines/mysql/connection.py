@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,30 @@ def parse_url(url: str) -> ConnParams:
         socket=socket or None,
         database=database,
     )
+
+
+class OptionFile:
+    """The ``[client]`` option file a client tool reads with ``--defaults-file=<path>``.
+
+    Where the system has ``memfd_create`` (Linux) it lives in memory only: ``path`` is
+    ``/dev/fd/<fd>``, the child gets the descriptor (``pass_fds``), and a killed process
+    leaves no password behind. Elsewhere it is a mode-0600 temp file, removed by ``close``."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self.fd = fd
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.fd,) if self.fd is not None else ()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        else:
+            self.path.unlink(missing_ok=True)
 
 
 class MysqlConnection:
@@ -187,20 +211,26 @@ class MysqlConnection:
             lines += [f"host={option_value(p.host)}", f"port={p.port}", "protocol=TCP"]
         return "\n".join(lines) + "\n"
 
-    def write_option_file(self) -> Path:
-        """A new private option file; the caller removes it."""
+    def write_option_file(self) -> OptionFile:
+        """A new private option file (see :class:`OptionFile`); the caller closes it."""
+        data = self.option_file_text().encode()
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("strongroom-my.cnf", 0)  # not inheritable; see pass_fds
+            os.fchmod(fd, 0o600)  # the clients ignore a world-writable option file
+            os.write(fd, data)
+            return OptionFile(Path(f"/dev/fd/{fd}"), fd)
         fd, name = tempfile.mkstemp(prefix="strongroom-my-", suffix=".cnf")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(self.option_file_text())
-        return Path(name)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return OptionFile(Path(name), None)
 
     @contextmanager
-    def option_file(self) -> Iterator[Path]:
-        path = self.write_option_file()
+    def option_file(self) -> Iterator[OptionFile]:
+        options = self.write_option_file()
         try:
-            yield path
+            yield options
         finally:
-            path.unlink(missing_ok=True)
+            options.close()
 
     def tool(self, names: Sequence[str]) -> tuple[Path, str]:
         """The first runnable tool of ``names`` and its ``--version`` text."""

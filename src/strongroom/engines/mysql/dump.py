@@ -40,7 +40,7 @@ from typing import IO, Any, BinaryIO, cast
 import pymysql
 
 from strongroom.engines.base import DumpResult, RunningDump, TableStats
-from strongroom.engines.mysql.connection import MysqlConnection
+from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.stats import count_tables, list_tables, non_transactional
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_code, error_text
 from strongroom.errors import DumpFailed
@@ -199,7 +199,7 @@ class MysqlRunningDump:
         proc: subprocess.Popen[bytes],
         stream: BinaryIO,
         stderr_file: IO[bytes],
-        option_file: Path,
+        option_file: OptionFile,
         conn: pymysql.connections.Connection[Any],
         stats: _StatsThread,
         server_version: str,
@@ -283,7 +283,7 @@ class MysqlRunningDump:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             logger.warning("the dump tool (pid %d) did not exit after kill", self._proc.pid)
-        self._option_file.unlink(missing_ok=True)
+        self._option_file.close()
         self._stats.stop()
         self._stats.join(timeout=10)
         try:
@@ -300,12 +300,15 @@ def _dump_error(stderr: str) -> str:
     return re.sub(r"^\S*(mysqldump|mariadb-dump):\s*", "", chosen)
 
 
-def dump_command(tool: Path, tool_version: str, option_file: Path, database: str) -> list[str]:
+def dump_command(
+    tool: Path, tool_version: str, option_file: Path | OptionFile, database: str
+) -> list[str]:
     """The dump tool's arguments: a plain, uncompressed dump of one database (no
     ``CREATE DATABASE``/``USE``, so it restores under any name)."""
+    path = option_file.path if isinstance(option_file, OptionFile) else option_file
     command = [
         str(tool),
-        f"--defaults-file={option_file}",  # must come first
+        f"--defaults-file={path}",  # must come first
         "--single-transaction",
         "--routines",
         "--triggers",
@@ -387,9 +390,10 @@ def start_dump(db: MysqlConnection) -> Iterator[RunningDump]:
             stdout=subprocess.PIPE,
             stderr=stderr_file,
             bufsize=PIPE_BUFFER,
+            pass_fds=option_file.pass_fds,
         )
     except BaseException:
-        option_file.unlink(missing_ok=True)
+        option_file.close()
         stderr_file.close()
         conn.close()  # releases the lock
         raise

@@ -28,7 +28,7 @@ from strongroom.engines.base import (
     TableStats,
     TargetState,
 )
-from strongroom.engines.mysql.connection import MysqlConnection
+from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.dump import start_dump
 from strongroom.engines.mysql.restore import (
     contents,
@@ -110,11 +110,11 @@ class MysqlEngine:
         """The ``[client]`` option group the child tools read (holds the password)."""
         return self.connection.option_file_text()
 
-    def write_option_file(self) -> Path:
-        """A new private option file; the caller removes it."""
+    def write_option_file(self) -> OptionFile:
+        """A new private option file; the caller closes it."""
         return self.connection.write_option_file()
 
-    def option_file(self) -> AbstractContextManager[Path]:
+    def option_file(self) -> AbstractContextManager[OptionFile]:
         return self.connection.option_file()
 
     def tool(self, names: Sequence[str]) -> tuple[Path, str]:

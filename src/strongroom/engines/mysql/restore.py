@@ -115,14 +115,14 @@ def run_client(
     with db.option_file() as options:
         command = [
             str(client),
-            f"--defaults-file={options}",  # must come first
+            f"--defaults-file={options.path}",  # must come first
             f"--database={database}",
             "--batch",
             "--binary-mode",
             "--default-character-set=utf8mb4",
             "--max-allowed-packet=1G",
         ]
-        return pipe_into(command, source)
+        return pipe_into(command, source, pass_fds=options.pass_fds)
 
 
 def restore_dump(db: MysqlConnection, source: Iterable[bytes], *, create_like: str | None) -> None:
