@@ -14,6 +14,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, cast
 
+from strongroom.engines.base import DumpResult
+from strongroom.errors import DumpFailed
+
 logger = logging.getLogger("strongroom.engines.process")
 
 STOP_TIMEOUT = 10.0  # seconds to wait for a killed child to exit
@@ -73,3 +76,34 @@ def pipe_into(
         stderr_file.seek(0)
         stderr = stderr_file.read().decode("utf-8", "replace")
     return returncode, stderr
+
+
+class DumpProcess:
+    """The call-order contract of a running dump (``RunningDump``) that both engines share:
+    ``finish`` waits once (``_wait``) and then always closes; after ``close`` (or a failed
+    ``finish``) it raises ``DumpFailed``. Subclasses set ``_result = None`` and
+    ``_closed = False`` and implement ``_where``, ``_wait`` and ``close``."""
+
+    _result: DumpResult | None
+    _closed: bool
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def _wait(self) -> DumpResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> DumpResult:
+        """Wait for the dump and its statistics; raise ``DumpFailed`` on any failure."""
+        if self._result is not None:
+            return self._result
+        if self._closed:
+            raise DumpFailed(f"the dump of {self._where()} was already stopped")
+        try:
+            self._result = self._wait()
+        finally:
+            self.close()
+        return self._result

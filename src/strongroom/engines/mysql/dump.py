@@ -43,6 +43,7 @@ from strongroom.engines.base import DumpResult, RunningDump, TableStats
 from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.stats import count_tables, list_tables, non_transactional
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_code, error_text
+from strongroom.engines.process import DumpProcess
 from strongroom.errors import DumpFailed
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -189,7 +190,7 @@ class _StatsThread(threading.Thread):
             logger.debug("could not stop the statistics query", exc_info=True)
 
 
-class MysqlRunningDump:
+class MysqlRunningDump(DumpProcess):
     """A running ``mariadb-dump``/``mysqldump``; ``stream`` is its stdout."""
 
     def __init__(
@@ -232,17 +233,8 @@ class MysqlRunningDump:
         """Whether the statistics came from the dump's snapshot (commits were frozen)."""
         return self._stats.shared_snapshot
 
-    def finish(self) -> DumpResult:
-        """Wait for the dump and the statistics; raise ``DumpFailed`` on any failure."""
-        if self._result is not None:
-            return self._result
-        if self._closed:
-            raise DumpFailed(f"the dump of {self._db.where()} was already stopped")
-        try:
-            self._result = self._wait()
-        finally:
-            self.close()
-        return self._result
+    def _where(self) -> str:
+        return self._db.where()
 
     def _wait(self) -> DumpResult:
         where = self._db.where()

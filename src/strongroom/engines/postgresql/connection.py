@@ -228,10 +228,11 @@ class PostgresServer:
                 raise self.connect_error(exc, "postgres") from None
         return self.connect("template1")
 
-    def drop_database(self) -> str | None:
-        """Drop the target database; return ``None`` on success, else the reason."""
-        name = self.database_name()
-        logger.warning("dropping %s", self.where())
+    def drop_database(self, name: str | None = None) -> str | None:
+        """Drop the database (``name``, default this one), ending its sessions; return
+        ``None`` on success, else the reason (logged)."""
+        name = name or self.database_name()
+        logger.warning("dropping database %s at %s", name, self.host_port())
         try:
             with self.maintenance_connect() as conn:
                 conn.execute(
@@ -245,6 +246,6 @@ class PostgresServer:
                 conn.execute(drop)
         except (psycopg.Error, DatabaseAuthFailed, DatabaseUnreachable) as exc:
             reason = self.redact(_first_line(str(exc)))
-            logger.error("could not drop %s: %s", self.where(), reason)
+            logger.error("could not drop database %s at %s: %s", name, self.host_port(), reason)
             return reason
         return None

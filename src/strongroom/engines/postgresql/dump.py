@@ -19,6 +19,7 @@ from strongroom.engines.base import DumpResult, TableStats
 from strongroom.engines.postgresql.connection import PostgresServer, server_major
 from strongroom.engines.postgresql.state import DatabaseState, capture_state
 from strongroom.engines.postgresql.stats import snapshot_table_stats
+from strongroom.engines.process import DumpProcess
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import DumpFailed
@@ -60,7 +61,7 @@ class _RowCounter(threading.Thread):
                 logger.debug("could not cancel the row count", exc_info=True)
 
 
-class PostgresRunningDump:
+class PostgresRunningDump(DumpProcess):
     """A running ``pg_dump``; ``stream`` is its stdout."""
 
     def __init__(
@@ -96,17 +97,8 @@ class PostgresRunningDump:
         """The process id of ``pg_dump`` (for diagnostics and tests)."""
         return self._proc.pid
 
-    def finish(self) -> DumpResult:
-        """Wait for ``pg_dump`` and the row counts; raise ``DumpFailed`` on any failure."""
-        if self._result is not None:
-            return self._result
-        if self._closed:
-            raise DumpFailed(f"the dump of {self._engine.where()} was already stopped")
-        try:
-            self._result = self._wait()
-        finally:
-            self.close()
-        return self._result
+    def _where(self) -> str:
+        return self._engine.where()
 
     def _wait(self) -> DumpResult:
         where = self._engine.where()

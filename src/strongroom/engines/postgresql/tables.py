@@ -220,23 +220,10 @@ def _create_scratch(engine: PostgresServer) -> str:
 
 def _drop_scratch(engine: PostgresServer, name: str) -> str | None:
     """Drop the scratch database; ``None`` on success, else the reason."""
-    try:
-        with engine.maintenance_connect() as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
-            if conn.info.server_version >= 130000:
-                drop = sql.SQL("{} WITH (FORCE)").format(drop)
-            conn.execute(drop)
-    except Exception as exc:
-        reason = engine.redact(_first_line(str(exc)))
-        logger.error("could not drop scratch database %s: %s; drop it by hand", name, reason)
-        return reason
-    logger.info("dropped scratch database %s", name)
-    return None
+    problem = engine.drop_database(name)
+    if problem is not None:
+        logger.error("drop the scratch database %s by hand", name)
+    return problem
 
 
 def _restore_into_schema(
