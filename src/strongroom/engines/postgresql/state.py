@@ -14,7 +14,7 @@ Role passwords are never read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -100,7 +100,6 @@ class DatabaseState:
     roles: tuple[RoleRecord, ...] = ()
     extensions: tuple[Extension, ...] = ()
     event_triggers: tuple[str, ...] = ()
-    server_superuser: str = ""  # the role that took the dump was a superuser if non-empty
 
     def role(self, name: str) -> RoleRecord | None:
         return next((r for r in self.roles if r.name == name), None)
@@ -317,4 +316,3 @@ class RestoreChecks:
     restoring_role: str = ""
     restoring_superuser: bool = False
     can_create_roles: bool = False
-    notes: tuple[str, ...] = field(default=())
