@@ -447,7 +447,7 @@ def _restored_leaves(
             if into_schema is None:
                 original = restored
             else:  # moved from their schema: the partition's name, preferring the parent's
-                same = [n for n in recorded if n.split(".", 1)[1] == leaf]
+                same = [n for n in recorded if n.partition(".")[2] == leaf]
                 original = (
                     f"{schema}.{leaf}"
                     if f"{schema}.{leaf}" in same
