@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import secrets
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -36,6 +39,82 @@ from strongroom.errors import (
 log = logging.getLogger("strongroom.engines.sqlite")
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+# The mode a restore gives a new file (no file to replace), before the process umask: what
+# sqlite3 itself creates a database with (SQLITE_DEFAULT_FILE_PERMISSIONS).
+NEW_FILE_MODE = 0o644
+
+_JOURNAL_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def _umask() -> int:
+    """The process umask, from /proc when it shows it (no window with umask 0)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permission bits of a file a restore creates where none existed."""
+    return NEW_FILE_MODE & ~_umask()
+
+
+def _remove_journals(path: Path) -> None:
+    for suffix in _JOURNAL_SUFFIXES:
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _account(uid: int, gid: int) -> str:
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"{user}:{group}"
+
+
+def _take_owner(fd: int, path: Path, uid: int, gid: int) -> None:
+    """``fchown`` to ``uid:gid``; where the OS refuses (not root), the group alone if it
+    allows that, and a warning: never an error (the restore goes on)."""
+    current = os.fstat(fd)
+    if (current.st_uid, current.st_gid) == (uid, gid):
+        return
+    try:
+        os.fchown(fd, uid, gid)
+        return
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    if current.st_gid != gid:
+        with contextlib.suppress(OSError):
+            os.fchown(fd, -1, gid)  # a group this user belongs to
+    now = os.fstat(fd)
+    log.warning(
+        "cannot give %s the owner %s of the file it replaces (%s); it is owned by %s: "
+        "run the restore as root or as that user if the application cannot open it",
+        path,
+        _account(uid, gid),
+        reason,
+        _account(now.st_uid, now.st_gid),
+    )
+
+
+def _take_attributes(fd: int, path: Path, like: os.stat_result | None) -> None:
+    """Give the open file the owner, group and permission bits of ``like`` (the file it
+    is about to replace), or ``new_file_mode()`` when it replaces nothing; then fsync it.
+    The owner goes first: ``chown`` clears the set-user/group-ID bits."""
+    if like is None:
+        os.fchmod(fd, new_file_mode())
+    else:
+        _take_owner(fd, path, like.st_uid, like.st_gid)
+        os.fchmod(fd, stat.S_IMODE(like.st_mode))
+    os.fsync(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -98,6 +177,9 @@ class SqliteEngine:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = sqlite_path(url)
+        # a staged file stays 0600 until ``swap_in`` gives it the target's attributes
+        self._staged = False
+        self._written: tuple[int, int] | None = None  # (st_dev, st_ino) restore() wrote
 
     def describe(self) -> str:
         return str(self.path)
@@ -180,8 +262,10 @@ class SqliteEngine:
         state: Mapping[str, Any] | None = None,
         options: RestoreOptions | None = None,
     ) -> None:
-        """Write the stream to a temp file beside the target, check it, then link it into
-        place without ever replacing an existing file."""
+        """Write the stream to a temp file beside the target (mode 0600 while it is
+        written), check it, then link it into place without ever replacing an existing
+        file. The new file takes the owner, group and mode of an empty placeholder it
+        replaces, else ``new_file_mode()``; a staged file keeps 0600 until ``swap_in``."""
         self.check_restore_target()
         fd, temp_name = tempfile.mkstemp(
             prefix=f".{self.path.name}.", suffix=".strongroom-restore", dir=self.path.parent
@@ -193,14 +277,21 @@ class SqliteEngine:
                     handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            self._check_integrity(temp_path)
-            if self.path.exists():
+                written = os.fstat(handle.fileno())
+                self._check_integrity(temp_path)
+                placeholder = self.path.stat() if self.path.exists() else None
+                if not self._staged:
+                    _take_attributes(handle.fileno(), self.path, placeholder)
+            if placeholder is not None:
                 self.path.unlink()  # an empty placeholder file (checked above)
             os.link(temp_path, self.path)
+            self._written = (written.st_dev, written.st_ino)
         except OSError as exc:
             raise RestoreFailed(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         finally:
             temp_path.unlink(missing_ok=True)
+            # a read-only open of a WAL-mode database leaves an empty -wal and a -shm
+            _remove_journals(temp_path)
 
     @staticmethod
     def _check_integrity(path: Path) -> None:
@@ -239,7 +330,9 @@ class SqliteEngine:
     def staging(self) -> SqliteEngine:
         """A new file beside the target (same folder, so the swap is a rename)."""
         name = f".{self.path.name}.sr-{secrets.token_hex(4)}.restoring"
-        return SqliteEngine(str(self.path.with_name(name)))
+        staged = SqliteEngine(str(self.path.with_name(name)))
+        staged._staged = True
+        return staged
 
     def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
         """Atomically rename the staged file over the target.
@@ -248,22 +341,62 @@ class SqliteEngine:
         old ``-wal`` and ``-shm`` files are removed, so new connections open the restored
         file with fresh ones. A process that still holds the old file open keeps reading
         the old database (its inode) and whatever it writes from then on is lost with it:
-        stop or restart the application around a restore."""
+        stop or restart the application around a restore.
+
+        Before the rename the staged file takes the target's owner, group and permission
+        bits (``new_file_mode()`` when there is no target), so the file at the target's
+        name never has other ones; where the OS refuses the owner (not root) a warning is
+        logged and the restore goes on. The kept old file is the old inode, unchanged."""
         if not isinstance(staged, SqliteEngine):
             raise TypeError("a SQLite target can only take a SQLite staged file")
         old_path: Path | None = None
+        target: os.stat_result | None = None
         if self.path.exists():
             self._checkpoint()
-            if keep_old:
-                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                old_path = self.path.with_name(f"{self.path.name}.old-{stamp}")
-                os.link(self.path, old_path)
+            target = self.path.stat()
+        staged._settle(target)
+        if target is not None and keep_old:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            old_path = self.path.with_name(f"{self.path.name}.old-{stamp}")
+            os.link(self.path, old_path)
         os.replace(staged.path, self.path)
-        for suffix in ("-wal", "-shm", "-journal"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        _remove_journals(self.path)
         _fsync_dir(self.path.parent)
         log.warning("swapped the restored database into %s", self.path)
         return str(old_path) if old_path else None
+
+    def _settle(self, like: os.stat_result | None) -> None:
+        """Make the staged file ready to be renamed: remove the empty ``-wal``/``-shm``
+        the read-only checks left beside it (nothing writes to it), and give it ``like``'s
+        owner, group and mode. Works on an open descriptor of the file this engine wrote,
+        so a file swapped in under its name meanwhile is refused, never chowned."""
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise RestoreFailed(f"{wal} is not empty; the target is unchanged")
+        _remove_journals(self.path)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise RestoreFailed(
+                f"cannot open the restored file {self.path}: {exc.strerror or exc}; "
+                "the target is unchanged"
+            ) from exc
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode) or (
+                self._written is not None and (opened.st_dev, opened.st_ino) != self._written
+            ):
+                raise RestoreFailed(
+                    f"{self.path} is no longer the file the restore wrote; the target is unchanged"
+                )
+            _take_attributes(fd, self.path, like)
+        except OSError as exc:
+            raise RestoreFailed(
+                f"cannot set the owner or mode of {self.path}: {exc.strerror or exc}; "
+                "the target is unchanged"
+            ) from exc
+        finally:
+            os.close(fd)
 
     def _checkpoint(self) -> None:
         try:
@@ -290,8 +423,8 @@ class SqliteEngine:
             connection.close()
 
     def drop(self) -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        _remove_journals(self.path)
 
     def restore_tables(
         self,
