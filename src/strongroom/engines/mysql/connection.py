@@ -2,7 +2,11 @@
 private option file of the client tools, and finding those tools.
 
 URLs: ``mysql://user:pass@host:port/db`` or ``mariadb://…``; ``?unix_socket=/path`` (or
-``?socket=``) connects through a Unix socket. The password never reaches a command line:
+``?socket=``) connects through a Unix socket. Percent-encoded parts are UTF-8; the password
+goes to the server as its UTF-8 bytes, both from PyMySQL (which would otherwise encode it
+as latin-1) and from the client tools (which read it from a UTF-8 option file), so an
+account created with ``IDENTIFIED BY 'pässwort'`` over a utf8mb4 connection logs in
+either way. The password never reaches a command line:
 the client tools read a private option file (mode 0600, ``--defaults-file`` so no other
 option file can override it), removed when the tool has finished. Messages are redacted.
 
@@ -21,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit, urlunsplit
 
 import pymysql
 
@@ -57,31 +61,60 @@ class ConnParams:
     database: str
 
 
+_INVALID_URL = (
+    "invalid MySQL URL: write mysql://user:password@host:port/database and "
+    "percent-encode special characters (# / ? @ : space) in the user and password"
+)
+
+
+def _decode(text: str, what: str, shown: str) -> str:
+    """A percent-decoded URL part; its bytes must be UTF-8 and hold no NUL (the option
+    file of the client tools cannot carry one). The message never shows the part."""
+    try:
+        value = unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsupportedDatabaseUrl(
+            f"the {what} in the MySQL URL {shown} is not valid UTF-8 once percent-decoded: "
+            "percent-encode its UTF-8 bytes (e.g. ä as %C3%A4)"
+        ) from None
+    if "\0" in value:
+        raise UnsupportedDatabaseUrl(
+            f"the {what} in the MySQL URL {shown} holds a NUL character (%00), "
+            "which the MySQL client tools cannot take"
+        )
+    return value
+
+
 def parse_url(url: str) -> ConnParams:
     """Parse ``mysql://`` / ``mariadb://`` URLs (``UnsupportedDatabaseUrl`` if malformed)."""
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port or 3306
+        username, password, hostname = parts.username, parts.password, parts.hostname
     except ValueError:  # the text may hold pieces of the password: do not show it
-        raise UnsupportedDatabaseUrl(
-            "invalid MySQL URL: write mysql://user:password@host:port/database and "
-            "percent-encode special characters (# / ? @ : space) in the user and password"
-        ) from None
+        raise UnsupportedDatabaseUrl(_INVALID_URL) from None
     if parts.scheme.lower() not in ("mysql", "mariadb"):
         raise UnsupportedDatabaseUrl(f"not a MySQL URL: {shown}")
-    database = unquote(parts.path.lstrip("/"))
+    database = _decode(parts.path.lstrip("/"), "database name", shown)
     if not database or "/" in database:
         raise UnsupportedDatabaseUrl(f"MySQL URL {shown} must name one database: …/dbname")
-    query = parse_qs(parts.query, keep_blank_values=True)
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise UnsupportedDatabaseUrl(
+            f"the parameters of the MySQL URL {shown} are not valid UTF-8 once percent-decoded"
+        ) from None
     socket = next((query[k][-1] for k in _URL_PARAMS_SOCKET if query.get(k)), None)
+    if socket and "\0" in socket:
+        raise UnsupportedDatabaseUrl(f"the socket path in the MySQL URL {shown} holds a NUL")
     for key in query:
         if key not in _URL_PARAMS_SOCKET:
             logger.warning("ignoring the URL parameter %r (strongroom reads only unix_socket)", key)
     return ConnParams(
-        user=unquote(parts.username) if parts.username else getpass.getuser(),
-        password=unquote(parts.password) if parts.password is not None else None,
-        host=parts.hostname or "localhost",
+        user=_decode(username, "user", shown) if username else getpass.getuser(),
+        password=_decode(password, "password", shown) if password is not None else None,
+        host=hostname or "localhost",
         port=port,
         socket=socket or None,
         database=database,
@@ -122,15 +155,17 @@ class MysqlConnection:
         ``$STRONGROOM_MYSQL_BINDIR``, else ``PATH``)."""
         self.url = url
         self.params = parse_url(url)
+        written = urlsplit(url).password  # parse_url has checked that urlsplit works
+        self._secrets = tuple({secret for secret in (self.params.password, written) if secret})
         if tool_dirs is None and os.environ.get(BINDIR_ENV):
             tool_dirs = [os.environ[BINDIR_ENV]]
         self.tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
 
     # --- naming and redaction ---------------------------------------------------------
     def redact(self, text: str) -> str:
-        """``text`` with URL passwords and this connection's password removed."""
-        password = self.params.password
-        return redact_text(text, (password,) if password else ())
+        """``text`` with URL passwords and this connection's password removed (as
+        written in the URL, percent-encoded, and decoded)."""
+        return redact_text(text, self._secrets)
 
     def describe(self) -> str:
         """The URL with its password redacted."""
@@ -158,11 +193,15 @@ class MysqlConnection:
 
     # --- connections ------------------------------------------------------------------
     def connect_raw(self, database: str | None = None) -> pymysql.connections.Connection[Any]:
-        """An autocommit connection in UTC; raises PyMySQL's own errors."""
+        """An autocommit connection in UTC; raises PyMySQL's own errors.
+
+        The password goes as UTF-8 bytes: PyMySQL encodes a text password as latin-1,
+        which fails on characters outside latin-1 and sends other bytes than the client
+        tools (and than the server hashed) for any non-ASCII one."""
         p = self.params
         return pymysql.connect(
             user=p.user,
-            password=p.password or "",
+            password=(p.password or "").encode("utf-8"),
             host=p.host,
             port=p.port,
             unix_socket=p.socket,
@@ -213,7 +252,7 @@ class MysqlConnection:
 
     def write_option_file(self) -> OptionFile:
         """A new private option file (see :class:`OptionFile`); the caller closes it."""
-        data = self.option_file_text().encode()
+        data = self.option_file_text().encode("utf-8")  # the clients take the bytes as-is
         if hasattr(os, "memfd_create"):
             fd = os.memfd_create("strongroom-my.cnf", 0)  # not inheritable; see pass_fds
             os.fchmod(fd, 0o600)  # the clients ignore a world-writable option file

@@ -41,7 +41,15 @@ def limit_name(base: str, suffix: str) -> str:
 
 
 def option_value(value: str) -> str:
-    """A value for a MySQL option file: double-quoted, with escapes the parser undoes."""
+    """A value for a MySQL option file: double-quoted, with escapes the parser undoes.
+
+    The quotes keep ``#`` (a comment outside quotes), ``'`` and leading or trailing
+    spaces in the value; backslashes, double quotes and line breaks are escaped. Any
+    other character, non-ASCII included, stays as it is: the file is written as UTF-8
+    and the clients take its bytes unchanged. A NUL cannot be written (the parser reads
+    C strings); ``parse_url`` refuses one before it gets here."""
+    if "\0" in value:
+        raise ValueError("an option file value cannot hold a NUL character")
     escaped = (
         value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     )
