@@ -19,7 +19,18 @@ belong to their database. So the swap (``swap_databases``):
 4. re-creates the staged triggers, views (``CREATE OR REPLACE``), routines and events in
    the target, replacing the target's own; with ``keep_old`` the target's own objects are
    re-created in the old database (its events disabled), else the old database is dropped;
-   the staged database, now without tables, is dropped.
+   the staged database, now without tables, is dropped. If any of it fails, the step is
+   undone (``_undo``): every object now in the target is dropped, one ``RENAME TABLE``
+   moves the restored tables back to the staged database and the target's own back into
+   the target, the target's captured objects are re-created and the empty old database
+   dropped, so the target is as it was (all or nothing).
+
+Definitions captured from the staged database are re-created in the target with every
+qualifier naming the staged database rewritten to the target's (``retarget``): the server
+prints a view's text from its stored, fully qualified form, and drops the qualifier only
+where it can resolve the view (a view whose definer has no rights on the staged database,
+e.g. an application user granted ``ALL ON `shop`.*`` only, comes out as
+```shop_sr_…`.`products`.`id```).
 
 Between steps 3 and 4 the target's tables are in place but, for a few milliseconds, without
 triggers: stop writers around a restore.
@@ -27,6 +38,8 @@ triggers: stop writers around a restore.
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -192,6 +205,69 @@ def drop(cur: Any, database: str, definition: Definition) -> None:
     cur.execute(f"DROP {kind} IF EXISTS {quote_ident(database)}.{quote_ident(definition.name)}")
 
 
+def _encodings(charset: str) -> list[str]:
+    """Python codecs a name may be written in inside a statement of ``charset``."""
+    names = ["utf-8"]  # identifiers are kept in the server's system charset (utf8)
+    python = {"latin1": "cp1252", "utf8mb3": "utf-8", "utf8": "utf-8", "utf8mb4": "utf-8"}
+    try:
+        extra = codecs.lookup(python.get(charset.lower(), charset)).name
+    except LookupError:
+        return names
+    return names if extra in ("utf-8", "utf_8") else [*names, extra]
+
+
+def retarget(definition: Definition, staged: str, target: str) -> Definition:
+    """``definition`` with every qualifier naming ``staged`` naming ``target`` instead.
+
+    Only the server's own quoted qualifier is replaced: the backquoted name followed by a
+    dot, ```shop_sr_1a2b3c4d`.``, or with double quotes where ``ANSI_QUOTES`` made the
+    server print them, ``"shop_sr_1a2b3c4d".``, each with its quote character doubled
+    inside the name exactly as the server writes it. This is exact, never a match inside
+    user text: the staged name ends in 8 random hex digits chosen for this restore, after
+    the dump was written, so no text that came from the dump (a routine's body, a string
+    literal, a comment, another identifier) can hold it; every occurrence was written by
+    the server, which qualifies names with the database the object lives in. Replacing
+    that database by the target is what the server would have printed had the object
+    been created in the target, where the tables will be. Trigger, routine and event
+    texts are kept as written (their ``shop``.x stays ``shop``.x), so for them this is a
+    no-op today; it is applied to every kind so that no definition created in the target
+    can ever name the staged database. ``swap_databases`` refuses to start (before
+    anything changes) if the staged name is still in a definition afterwards.
+    """
+    statement = definition.statement
+    for quote in ("`", '"'):
+        was = quote + staged.replace(quote, quote * 2) + quote + "."
+        now = quote + target.replace(quote, quote * 2) + quote + "."
+        for encoding in _encodings(definition.charset_client):
+            try:
+                statement = statement.replace(was.encode(encoding), now.encode(encoding))
+            except UnicodeEncodeError:
+                continue
+    return dataclasses.replace(definition, statement=statement)
+
+
+def retarget_all(objects: SchemaObjects, staged: str, target: str) -> SchemaObjects:
+    """``objects`` of the staged database, ready to be created in ``target``."""
+
+    def move(items: list[Definition]) -> list[Definition]:
+        moved = [retarget(d, staged, target) for d in items]
+        for item in moved:
+            if staged.encode() in item.statement:
+                raise RestoreFailed(
+                    f"the definition of {item.kind.lower()} {item.name} names the staged "
+                    f"database {staged}, which strongroom cannot rewrite"
+                )
+        return moved
+
+    return SchemaObjects(
+        tables=list(objects.tables),
+        triggers=move(objects.triggers),
+        views=move(objects.views),
+        routines=move(objects.routines),
+        events=move(objects.events),
+    )
+
+
 def create_views(cur: Any, database: str, views: Iterable[Definition]) -> None:
     """Create views, retrying those that select from views not created yet."""
     pending = list(views)
@@ -238,7 +314,7 @@ def swap_databases(db: MysqlConnection, staged: str, old: str, *, keep_old: bool
     target = db.database_name()
     with db.connect() as conn, conn.cursor() as cur:
         try:
-            incoming = capture(cur, staged)
+            incoming = retarget_all(capture(cur, staged), staged, target)
             cur.execute(
                 "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (target,)
             )
@@ -266,12 +342,14 @@ def swap_databases(db: MysqlConnection, staged: str, old: str, *, keep_old: bool
             if not exists:  # created above, still empty
                 drop_database(db, target)
             raise
-        problems = _complete(cur, target, current, incoming)
-        if problems:
-            kept = f"; the replaced database is kept as {old}" if not current.empty else ""
+        try:
+            _complete(cur, target, current, incoming)
+        except _StepFailed as failed:
+            state = _undo(db, cur, current, incoming, staged, old, created=not exists)
             raise RestoreFailed(
-                f"the restored tables are in {db.where()}, but {'; '.join(problems)}{kept}"
-            )
+                f"could not re-create the restored objects in {db.where()}: "
+                f"{db.redact(str(failed))}; {state}"
+            ) from None
         if not current.empty and keep_old:
             _keep_old_objects(cur, old, current)
     logger.warning("swapped the restored database into %s", db.where())
@@ -335,15 +413,19 @@ def _move_tables(
         ) from None
 
 
-def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObjects) -> list[str]:
-    """Step 4 in the target: its objects replaced by the staged ones; problems found."""
-    problems: list[str] = []
+class _StepFailed(Exception):
+    """One action of step 4 failed (its description and the server's message)."""
+
+
+def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObjects) -> None:
+    """Step 4 in the target: its objects replaced by the staged ones; stops at the first
+    failure (``_StepFailed``), which the caller undoes."""
 
     def attempt(what: str, action: Any) -> None:
         try:
             action()
         except pymysql.Error as exc:
-            problems.append(f"{what} failed ({exc.args[-1] if exc.args else exc})")
+            raise _StepFailed(f"{what} failed ({error_text(exc)})") from exc
 
     for trigger in incoming.triggers:
         attempt(f"creating trigger {trigger.name}", lambda t=trigger: create(cur, target, t))
@@ -359,7 +441,102 @@ def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObj
             )
     for item in [*incoming.routines, *incoming.events]:
         attempt(f"creating {item.kind.lower()} {item.name}", lambda i=item: create(cur, target, i))
-    return problems
+
+
+def _drop_objects(cur: Any, database: str) -> None:
+    """Drop every trigger, view, routine and event of ``database`` (its tables stay)."""
+    found = [
+        ("TRIGGER", n)
+        for (n,) in _names(
+            cur,
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+            database,
+        )
+    ]
+    found += [
+        ("VIEW", n)
+        for (n,) in _names(
+            cur,
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+            " AND TABLE_TYPE = 'VIEW'",
+            database,
+        )
+    ]
+    found += [
+        (kind, n)
+        for n, kind in _names(
+            cur,
+            "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
+            " WHERE ROUTINE_SCHEMA = %s",
+            database,
+        )
+    ]
+    found += [
+        ("EVENT", n)
+        for (n,) in _names(
+            cur,
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
+            database,
+        )
+    ]
+    for kind, name in found:
+        cur.execute(f"DROP {kind} IF EXISTS {quote_ident(database)}.{quote_ident(name)}")
+
+
+def _undo(
+    db: MysqlConnection,
+    cur: Any,
+    current: SchemaObjects,
+    incoming: SchemaObjects,
+    staged: str,
+    old: str,
+    *,
+    created: bool,
+) -> str:
+    """Undo steps 3 and 4 after a failure in step 4; what state the target is left in.
+
+    Every object in the target now is either a restored one step 4 created or one of the
+    target's own it had not dropped yet; all are dropped (triggers must go before their
+    tables can be renamed), one ``RENAME TABLE`` moves the restored tables back to the
+    staged database and the target's own back from the old one (InnoDB re-points foreign
+    keys as on the way in), and the target's captured triggers, views, routines and events
+    are re-created as they were. The old database, empty again, is dropped (or the target
+    itself, if the swap created it). The staged database is the caller's to drop.
+    """
+    target = db.database_name()
+    try:
+        _drop_objects(cur, target)
+        moves = [(t, target, staged) for t in incoming.tables] + [
+            (t, old, target) for t in current.tables
+        ]
+        if moves:
+            cur.execute(rename_statement(moves))
+    except pymysql.Error as exc:
+        reason = db.redact(error_text(exc))
+        logger.error("could not undo the swap into %s: %s", db.where(), reason)
+        where = f"; the original tables are in {old}" if not current.empty else ""
+        return f"putting the original back failed too ({reason}){where}"
+    lost = _put_back(cur, target, current.triggers)
+    try:
+        create_views(cur, target, current.views)
+    except pymysql.Error as exc:
+        logger.error("could not re-create the views of %s: %s", db.where(), exc)
+        lost.append("the views")
+    for item in [*current.routines, *current.events]:
+        try:
+            create(cur, target, item)
+        except pymysql.Error as exc:
+            logger.error("could not re-create %s %s: %s", item.kind.lower(), item.name, exc)
+            lost.append(f"{item.kind.lower()} {item.name}")
+    if created:
+        drop_database(db, target)
+    elif not current.empty:
+        problem = drop_database(db, old)
+        if problem is not None:
+            logger.warning("the empty database %s is left behind: %s", old, problem)
+    if lost:
+        return f"the original tables are back but these are lost: {', '.join(lost)}"
+    return "the original database is unchanged"
 
 
 def _keep_old_objects(cur: Any, old: str, current: SchemaObjects) -> None:
