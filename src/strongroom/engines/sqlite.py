@@ -267,9 +267,16 @@ class SqliteEngine:
         file. The new file takes the owner, group and mode of an empty placeholder it
         replaces, else ``new_file_mode()``; a staged file keeps 0600 until ``swap_in``."""
         self.check_restore_target()
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".strongroom-restore", dir=self.path.parent
-        )
+        try:
+            fd, temp_name = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".strongroom-restore", dir=self.path.parent
+            )
+        except OSError as exc:
+            raise RestoreFailed(
+                f"cannot write a file in {self.path.parent}: {exc.strerror or exc}; restore as "
+                "a user who may write that folder (the restored file takes the old one's "
+                "owner and mode)"
+            ) from None
         temp_path = Path(temp_name)
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -433,13 +433,16 @@ def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObj
     for view in current.views:
         if view.name not in restored_views:
             attempt(f"dropping view {view.name}", lambda v=view: drop(cur, target, v))
-    attempt("creating the views", lambda: create_views(cur, target, incoming.views))
     for kind_objects in (current.routines, current.events):
         for item in kind_objects:
             attempt(
                 f"dropping {item.kind.lower()} {item.name}", lambda i=item: drop(cur, target, i)
             )
-    for item in [*incoming.routines, *incoming.events]:
+    # Routines before views: CREATE VIEW checks that the functions it calls exist.
+    for item in incoming.routines:
+        attempt(f"creating {item.kind.lower()} {item.name}", lambda i=item: create(cur, target, i))
+    attempt("creating the views", lambda: create_views(cur, target, incoming.views))
+    for item in incoming.events:
         attempt(f"creating {item.kind.lower()} {item.name}", lambda i=item: create(cur, target, i))
 
 
@@ -517,17 +520,23 @@ def _undo(
         where = f"; the original tables are in {old}" if not current.empty else ""
         return f"putting the original back failed too ({reason}){where}"
     lost = _put_back(cur, target, current.triggers)
-    try:
-        create_views(cur, target, current.views)
-    except pymysql.Error as exc:
-        logger.error("could not re-create the views of %s: %s", db.where(), exc)
-        lost.append("the views")
-    for item in [*current.routines, *current.events]:
+
+    def put_back(item: Definition) -> None:
         try:
             create(cur, target, item)
         except pymysql.Error as exc:
             logger.error("could not re-create %s %s: %s", item.kind.lower(), item.name, exc)
             lost.append(f"{item.kind.lower()} {item.name}")
+
+    for item in current.routines:  # before the views, which may call them
+        put_back(item)
+    try:
+        create_views(cur, target, current.views)
+    except pymysql.Error as exc:
+        logger.error("could not re-create the views of %s: %s", db.where(), exc)
+        lost.append("the views")
+    for item in current.events:
+        put_back(item)
     if created:
         drop_database(db, target)
     elif not current.empty:
@@ -544,9 +553,9 @@ def _keep_old_objects(cur: Any, old: str, current: SchemaObjects) -> None:
     try:
         for trigger in current.triggers:
             create(cur, old, trigger)
-        create_views(cur, old, current.views)
-        for item in current.routines:
+        for item in current.routines:  # before the views, which may call them
             create(cur, old, item)
+        create_views(cur, old, current.views)
         for event in current.events:
             create(cur, old, event)
             cur.execute(f"ALTER EVENT {quote_ident(old)}.{quote_ident(event.name)} DISABLE")
