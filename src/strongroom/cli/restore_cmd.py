@@ -62,16 +62,32 @@ SkipSuperuserOption = Annotated[
         "extensions) when restoring as another role.",
     ),
 ]
+RewriteDefinersOption = Annotated[
+    bool,
+    typer.Option(
+        "--rewrite-definers",
+        help="MySQL/MariaDB: create views, triggers, routines and events whose DEFINER the "
+        "restoring account cannot set (or that does not exist on the server) with the "
+        "restoring account as definer.",
+    ),
+]
 
 
 def restore_options(
-    create_roles: bool, skip_missing_roles: bool, skip_superuser_objects: bool
+    create_roles: bool,
+    skip_missing_roles: bool,
+    skip_superuser_objects: bool,
+    rewrite_definers: bool = False,
 ) -> RestoreOptions:
     """The user's choices about what the server restored into lacks."""
     if create_roles and skip_missing_roles:
         raise UsageError("choose one of --create-roles and --skip-missing-roles")
     missing: MissingRoles = "create" if create_roles else "skip" if skip_missing_roles else "refuse"
-    return RestoreOptions(missing_roles=missing, skip_superuser_objects=skip_superuser_objects)
+    return RestoreOptions(
+        missing_roles=missing,
+        skip_superuser_objects=skip_superuser_objects,
+        rewrite_definers=rewrite_definers,
+    )
 
 
 def restore(
@@ -107,6 +123,7 @@ def restore(
     create_roles: CreateRolesOption = False,
     skip_missing_roles: SkipRolesOption = False,
     skip_superuser_objects: SkipSuperuserOption = False,
+    rewrite_definers: RewriteDefinersOption = False,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -118,7 +135,9 @@ def restore(
         raise UsageError("give a backup ID (or latest), or --before TIME")
     if into_schema and not table:
         raise UsageError("--into-schema goes with --table")
-    options = restore_options(create_roles, skip_missing_roles, skip_superuser_objects)
+    options = restore_options(
+        create_roles, skip_missing_roles, skip_superuser_objects, rewrite_definers
+    )
     repository = location(repo, key_file, s3_endpoint).open()
     manifest = (
         newest_good_before(repository, before, target)
@@ -150,6 +169,7 @@ def rollback(
     create_roles: CreateRolesOption = False,
     skip_missing_roles: SkipRolesOption = False,
     skip_superuser_objects: SkipSuperuserOption = False,
+    rewrite_definers: RewriteDefinersOption = False,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -157,7 +177,9 @@ def rollback(
     """Restore the newest pre-restore safety backup of a database (undo the last restore)."""
     if not to:
         raise UsageError("say which database to roll back: --to DATABASE_URL")
-    options = restore_options(create_roles, skip_missing_roles, skip_superuser_objects)
+    options = restore_options(
+        create_roles, skip_missing_roles, skip_superuser_objects, rewrite_definers
+    )
     repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(to)
     manifest = find_rollback_backup(repository, engine)

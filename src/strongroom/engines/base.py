@@ -57,10 +57,14 @@ class RestoreOptions:
 
     ``missing_roles``: roles the backup names that the server lacks: ``refuse`` (default),
     ``create`` them (NOLOGIN, no password), or ``skip`` their ownership and privileges.
-    ``skip_superuser_objects``: leave out objects only a superuser can create."""
+    ``skip_superuser_objects``: leave out objects only a superuser can create.
+    ``rewrite_definers`` (MySQL/MariaDB): create views, triggers, routines and events whose
+    DEFINER the restoring account cannot set, or that does not exist on the server, with
+    the restoring account as definer (``engines.mysql.definers``)."""
 
     missing_roles: MissingRoles = "refuse"
     skip_superuser_objects: bool = False
+    rewrite_definers: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,11 @@ log = logging.getLogger("strongroom.drill")
 
 # A drill proves the data restores and verifies; it needs no roles the scratch server lacks
 # and creates none: ownership and privileges of missing roles, and superuser-only objects
-# (event triggers, untrusted extensions), are left out of the scratch copy.
-DRILL_OPTIONS = RestoreOptions(missing_roles="skip", skip_superuser_objects=True)
+# (event triggers, untrusted extensions), are left out of the scratch copy, and MySQL
+# objects whose definer the scratch account cannot set get that account as definer.
+DRILL_OPTIONS = RestoreOptions(
+    missing_roles="skip", skip_superuser_objects=True, rewrite_definers=True
+)
 
 
 @dataclass(frozen=True)

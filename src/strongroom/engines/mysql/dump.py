@@ -40,6 +40,7 @@ from typing import IO, Any, BinaryIO, cast
 import pymysql
 
 from strongroom.engines.base import DumpResult, RunningDump, TableStats
+from strongroom.engines.mysql import definers
 from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.stats import count_tables, list_tables, non_transactional
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_code, error_text
@@ -205,7 +206,9 @@ class MysqlRunningDump(DumpProcess):
         stats: _StatsThread,
         server_version: str,
         tool_version: str,
+        state: dict[str, Any] | None = None,
     ) -> None:
+        self._state = state
         self._db = db
         self._proc = proc
         self._stream = stream
@@ -259,6 +262,7 @@ class MysqlRunningDump(DumpProcess):
             tool_version=self._tool_version,
             dump_format=DUMP_FORMAT,
             tables=self._stats.tables,
+            state=self._state,
         )
 
     def close(self) -> None:
@@ -355,6 +359,7 @@ def start_dump(db: MysqlConnection) -> Iterator[RunningDump]:
             row = cur.fetchone()
             server_version = str(row[0]) if row else ""
             floor_id = int(row[1]) if row and row[1] is not None else 0
+            state = {"definers": definers.to_state(definers.capture(cur, database))}
             loose = non_transactional(list_tables(cur, database))
             if loose:
                 logger.warning(
@@ -404,6 +409,7 @@ def start_dump(db: MysqlConnection) -> Iterator[RunningDump]:
         stats=stats,
         server_version=server_version,
         tool_version=tool_version,
+        state=state,
     )
     try:
         stats.start()

@@ -28,6 +28,7 @@ from strongroom.engines.base import (
     TableStats,
     TargetState,
 )
+from strongroom.engines.mysql import definers
 from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.dump import start_dump
 from strongroom.engines.mysql.restore import (
@@ -161,8 +162,12 @@ class MysqlEngine:
         options: RestoreOptions | None = None,
     ) -> None:
         """Feed a plain SQL dump into the client, into a new (created here) or empty
-        database; a failure drops the database if it was created here."""
-        del size_hint, tables_hint, state, options  # a stream holds everything
+        database; a failure drops the database if it was created here. With
+        ``options.rewrite_definers`` the definers this account cannot set (or that do not
+        exist here) become the restoring account (``definers.rewrite``)."""
+        del size_hint, tables_hint, state  # a stream holds everything else
+        if options is not None and options.rewrite_definers:
+            source = definers.rewrite(source, definers.account(self.connection).needs_rewrite)
         restore_dump(self.connection, source, create_like=self._create_like)
 
     def run_client(self, client: Path, source: Iterable[bytes], database: str) -> tuple[int, str]:
@@ -196,9 +201,9 @@ class MysqlEngine:
         return snapshot_stats(self.connection)
 
     def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
-        """Nothing to check: the dump holds everything this engine restores."""
-        del state, options
-        return PlanChecks()
+        """The definers of the backup's objects this account cannot set or that do not
+        exist here (``definers.plan_checks``); the dump holds everything else."""
+        return definers.plan_checks(self.connection, state, options)
 
     def inspect(self) -> TargetState:
         """Whether the database exists, is empty, its size and its tables' row counts."""

@@ -143,6 +143,11 @@ def restore_dump(db: MysqlConnection, source: Iterable[bytes], *, create_like: s
     if returncode != 0:
         reason = first_line(stderr, prefer="error") or exit_description(returncode)
         outcome = _after_failure(db, not exists)
+        if reason.startswith("ERROR 1227"):  # a DEFINER this account may not set
+            outcome += (
+                "; the backup holds objects whose definer this account cannot set: restore "
+                "as an account with SET USER, or with --rewrite-definers"
+            )
         raise RestoreFailed(f"{client.name} failed for {where}: {db.redact(reason)}; {outcome}")
     logger.info("restored %s", where)
 

@@ -35,14 +35,17 @@ def scratch_engine(ctx: WebContext, manifest: Manifest, scratch_url: str | None)
 
 
 def options_of(
-    missing_roles: str = "refuse", skip_superuser_objects: bool = False
+    missing_roles: str = "refuse",
+    skip_superuser_objects: bool = False,
+    rewrite_definers: bool = False,
 ) -> RestoreOptions:
     """The user's choices about what the server restored into lacks (see the CLI's
-    ``--create-roles``, ``--skip-missing-roles``, ``--skip-superuser-objects``)."""
+    ``--create-roles``, ``--skip-missing-roles``, ``--skip-superuser-objects``,
+    ``--rewrite-definers``)."""
     choices: dict[str, MissingRoles] = {"refuse": "refuse", "create": "create", "skip": "skip"}
     if missing_roles not in choices:
         raise UsageError("missing_roles must be refuse, create or skip")
-    return RestoreOptions(choices[missing_roles], skip_superuser_objects)
+    return RestoreOptions(choices[missing_roles], skip_superuser_objects, rewrite_definers)
 
 
 def plan(

@@ -30,7 +30,9 @@ def restore_plan(
     ctx = context_of(request)
     manifest = resolve(caller(request, principal), backup_id)
     engine = actions.destination(ctx, manifest, body.to)
-    options = actions.options_of(body.missing_roles, body.skip_superuser_objects)
+    options = actions.options_of(
+        body.missing_roles, body.skip_superuser_objects, body.rewrite_definers
+    )
     plan = actions.plan(ctx, manifest, body.to, body.safety_backup, options)
     return RestorePlanResponse.model_validate(actions.plan_json(plan, engine))
 
@@ -50,6 +52,8 @@ def restore(
         body.confirm,
         safety_backup=body.safety_backup,
         drop_old=body.drop_old,
-        options=actions.options_of(body.missing_roles, body.skip_superuser_objects),
+        options=actions.options_of(
+            body.missing_roles, body.skip_superuser_objects, body.rewrite_definers
+        ),
     )
     return accepted(job_id)

@@ -170,6 +170,11 @@ class RestorePlanRequest(BaseModel):
     skip_superuser_objects: bool = Field(
         default=False, description="leave out event triggers and untrusted extensions"
     )
+    rewrite_definers: bool = Field(
+        default=False,
+        description="MySQL/MariaDB: objects whose DEFINER the restoring account cannot set "
+        "(or that does not exist on the server) get the restoring account as definer",
+    )
 
 
 class RestoreRequest(RestorePlanRequest):

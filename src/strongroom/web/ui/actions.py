@@ -69,12 +69,15 @@ def restore_plan(
     safety_backup: Annotated[str, Form(max_length=10)] = "",
     missing_roles: Annotated[str, Form(max_length=10)] = "refuse",
     skip_superuser_objects: Annotated[str, Form(max_length=10)] = "",
+    rewrite_definers: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     ctx = context_of(request)
     try:
         manifest = ops.resolve(Caller.of(request, principal), backup_id)
         engine = restore_ops.destination(ctx, manifest, to)
-        options = restore_ops.options_of(missing_roles, skip_superuser_objects == "on")
+        options = restore_ops.options_of(
+            missing_roles, skip_superuser_objects == "on", rewrite_definers == "on"
+        )
         plan = restore_ops.plan(ctx, manifest, to, safety_backup == "on", options)
     except StrongroomError as exc:
         return _problem(request, exc)
@@ -91,6 +94,7 @@ def restore(
     safety_backup: Annotated[str, Form(max_length=10)] = "",
     missing_roles: Annotated[str, Form(max_length=10)] = "refuse",
     skip_superuser_objects: Annotated[str, Form(max_length=10)] = "",
+    rewrite_definers: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     caller = Caller.of(request, principal)
     try:
@@ -101,7 +105,9 @@ def restore(
             to,
             confirm,
             safety_backup=safety_backup == "on",
-            options=restore_ops.options_of(missing_roles, skip_superuser_objects == "on"),
+            options=restore_ops.options_of(
+                missing_roles, skip_superuser_objects == "on", rewrite_definers == "on"
+            ),
         )
     except StrongroomError as exc:
         return _problem(request, exc)
