@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from blake3 import blake3
-
 from strongroom.engines.base import (
     DumpResult,
     Engine,
@@ -27,6 +25,7 @@ from strongroom.engines.base import (
     TableStats,
     TargetState,
 )
+from strongroom.engines.sqlite_stats import VIRTUAL_TABLES, Survey, planned_notes, survey
 from strongroom.engines.urls import sqlite_path
 from strongroom.errors import (
     DatabaseUnreachable,
@@ -125,37 +124,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-_CHECKSUM_MODULUS = 1 << 64
-
-
-def _table_stats(connection: sqlite3.Connection, name: str) -> TableStats:
-    """Row count and an order-independent checksum: the sum, modulo 2**64, of a 64-bit
-    BLAKE3 hash of each row's values."""
-    rows = 0
-    total = 0
-    for row in connection.execute(f"SELECT * FROM {_quote(name)}"):
-        rows += 1
-        digest = blake3(repr(row).encode()).digest(length=8)
-        total = (total + int.from_bytes(digest, "big")) % _CHECKSUM_MODULUS
-    return TableStats(name, rows, f"b3sum64:{total:016x}")
-
-
-def count_tables(connection: sqlite3.Connection) -> list[TableStats]:
-    """Row counts and checksums of every user table, by name."""
-    names = [
-        row[0]
-        for row in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY name"
-        )
-    ]
-    return [_table_stats(connection, name) for name in names]
-
-
 class _SqliteDump:
     def __init__(self, stream: BinaryIO, result: DumpResult) -> None:
         self._stream = stream
@@ -180,6 +148,11 @@ class SqliteEngine:
         # a staged file stays 0600 until ``swap_in`` gives it the target's attributes
         self._staged = False
         self._written: tuple[int, int] | None = None  # (st_dev, st_ino) restore() wrote
+        # restored from a backup that recorded statistics of the virtual tables themselves
+        # (taken before they were reported): ``table_stats`` reads them too, to compare
+        self._read_virtual = False
+        # what the last ``table_stats`` did not check: "virtual table v: why"
+        self.unchecked: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return str(self.path)
@@ -225,7 +198,7 @@ class SqliteEngine:
                 copy = sqlite3.connect(copy_path)
                 try:
                     source.backup(copy, pages=-1)
-                    tables = count_tables(copy)
+                    found = survey(copy)
                     version = str(copy.execute("SELECT sqlite_version()").fetchone()[0])
                 finally:
                     copy.close()
@@ -239,8 +212,11 @@ class SqliteEngine:
                 server_version=version,
                 tool_version=f"sqlite3 {sqlite3.sqlite_version} online backup API",
                 dump_format="sqlite3-database",
-                tables=tables,
+                tables=found.tables,
+                state=found.state(),
             )
+            for virtual in found.virtual:  # the copy has all their pages: nothing alarming
+                log.info("%s", virtual.note())
             with copy_path.open("rb") as stream:
                 yield _SqliteDump(stream, result)
 
@@ -265,7 +241,10 @@ class SqliteEngine:
         """Write the stream to a temp file beside the target (mode 0600 while it is
         written), check it, then link it into place without ever replacing an existing
         file. The new file takes the owner, group and mode of an empty placeholder it
-        replaces, else ``new_file_mode()``; a staged file keeps 0600 until ``swap_in``."""
+        replaces, else ``new_file_mode()``; a staged file keeps 0600 until ``swap_in``.
+        ``state`` without the virtual tables (a backup that predates reporting them) makes
+        ``table_stats`` read them as that backup did."""
+        self._read_virtual = state is None or VIRTUAL_TABLES not in state
         self.check_restore_target()
         try:
             fd, temp_name = tempfile.mkstemp(
@@ -317,9 +296,10 @@ class SqliteEngine:
 
     # --- safe restore: a temp file beside the target, then an atomic rename -------------
     def plan_checks(self, state: Mapping[str, Any] | None, options: RestoreOptions) -> PlanChecks:
-        """Nothing to check: the dump holds everything this engine restores."""
-        del state, options
-        return PlanChecks()
+        """Nothing to refuse: the dump holds everything this engine restores. The lines
+        name the virtual tables the verification will not check here, and why."""
+        del options
+        return PlanChecks(lines=tuple(planned_notes(state)))
 
     def inspect(self) -> TargetState:
         if not self.path.exists():
@@ -327,7 +307,7 @@ class SqliteEngine:
         size = self.path.stat().st_size
         if size == 0:
             return TargetState(exists=True, empty=True, size_bytes=0)
-        tables = self.table_stats()
+        tables = self._survey().tables
         return TargetState(True, not tables, size, tables)
 
     def sibling(self, name: str) -> SqliteEngine:
@@ -450,9 +430,23 @@ class SqliteEngine:
             "into a new file (restore ID --to sqlite:///path/copy.db) and copy the rows from it"
         )
 
-    def table_stats(self) -> list[TableStats]:
+    def _survey(self) -> Survey:
         connection = self._open_readonly()
         try:
-            return count_tables(connection)
+            return survey(connection, read_virtual=self._read_virtual)
+        except sqlite3.Error as exc:
+            raise DatabaseUnreachable(f"cannot read the tables of {self.path}: {exc}") from exc
         finally:
             connection.close()
+
+    def table_stats(self) -> list[TableStats]:
+        """Statistics of the ordinary tables (shadow tables of virtual tables included);
+        the virtual tables it cannot check are logged and kept in ``unchecked``."""
+        found = self._survey()
+        self.unchecked = tuple(found.unchecked)
+        for virtual in found.virtual:
+            if virtual.problem is not None:
+                log.warning("not checked: %s", virtual.note())
+            else:
+                log.info("%s%s", "not checked: " if virtual.reason else "", virtual.note())
+        return found.tables

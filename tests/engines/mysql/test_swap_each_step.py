@@ -13,17 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import pymysql
-import pytest
 
 from strongroom.engines.mysql import MysqlEngine
 from strongroom.engines.mysql.connection import MysqlConnection
 from strongroom.errors import RestoreFailed
-from tests.engines.mysql.test_swap_fidelity import (  # noqa: F401 (app_user is a fixture)
+from tests.engines.mysql.test_swap_fidelity import (
     _change_live,
-    _shop,
     _definitions,
-    app_user,
+    _shop,
 )
+from tests.engines.mysql.test_swap_fidelity import app_user as app_user  # a fixture
 from tests.fixtures.mariadb import MariaDbServer
 
 _CHANGES = (b"CREATE", b"DROP", b"RENAME", b"ALTER")
