@@ -3,7 +3,9 @@
 The checksum of a table is the sum (exact, ``DECIMAL``) over its rows of the first 64 bits
 of ``MD5`` of a row image built on the server:
 
-* every stored column, in column order, joined by the byte ``0x1f``;
+* every stored column, in column order, each part cast to ``BINARY`` (its bytes in the
+  column's own character set, so columns of different character sets never need a common
+  collation), joined by the byte ``0x1f``;
 * ``QUOTE(col)`` for ordinary columns: the value's text form quoted and escaped, or the bare
   word ``NULL``, so ``NULL``, ``'NULL'`` and ``''`` all differ and no separator can be faked;
 * ``IFNULL(MD5(col), 'N')`` for BLOB/TEXT/JSON/spatial columns (their raw bytes hashed first,
@@ -26,7 +28,11 @@ from typing import Any
 from strongroom.engines.base import TableStats
 from strongroom.engines.mysql.connection import MysqlConnection
 
-CHECKSUM_PREFIX = "md5sum64:"
+# "md5bin64": the row image is built from binary strings (see the module docstring); the
+# earlier "md5sum64" coerced text to one character set and failed with ERROR 1270 ("Illegal
+# mix of collations") on a latin1 table with a TEXT column. Checksums of different methods
+# are never compared (``engines.base.checksum_method``): older backups are checked on rows.
+CHECKSUM_PREFIX = "md5bin64:"
 
 _HASHED_TYPES = frozenset(
     {
@@ -113,9 +119,9 @@ def non_transactional(shapes: Iterable[TableShape]) -> list[str]:
 def checksum_query(database: str, shape: TableShape) -> str:
     """``SELECT count, checksum`` of one table (see the module docstring)."""
     parts = [
-        f"IFNULL(MD5({quote_ident(c)}), 'N')"
+        f"CAST(IFNULL(MD5({quote_ident(c)}), 'N') AS BINARY)"
         if kind in _HASHED_TYPES
-        else f"QUOTE({quote_ident(c)})"
+        else f"CAST(QUOTE({quote_ident(c)}) AS BINARY)"
         for c, kind in shape.columns
     ] or ["''"]
     row = f"CONCAT_WS(x'1f', {', '.join(parts)})"

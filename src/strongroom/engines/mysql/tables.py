@@ -27,7 +27,7 @@ from typing import Any
 
 import pymysql
 
-from strongroom.engines.base import TableStats
+from strongroom.engines.base import TableStats, checksum_method
 from strongroom.engines.mysql.connection import MysqlConnection
 from strongroom.engines.mysql.restore import create_database, drop_database, run_client
 from strongroom.engines.mysql.stats import quote_ident, snapshot_stats
@@ -217,7 +217,12 @@ def _verify(scratch: MysqlConnection, wanted: list[str], expected: Sequence[Tabl
         want, got = recorded.get(name), actual.get(name)
         if want is None or got is None:
             continue
-        same_checksum = want.checksum is None or want.checksum == got.checksum
+        same_checksum = (
+            want.checksum is None
+            or got.checksum is None
+            or checksum_method(want.checksum) != checksum_method(got.checksum)
+            or want.checksum == got.checksum
+        )
         if want.rows != got.rows or not same_checksum:
             raise VerificationMismatch(
                 f"table {name} restored from the dump differs from the backup's record "
