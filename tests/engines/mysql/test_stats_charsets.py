@@ -36,9 +36,7 @@ def test_checksums_of_latin1_and_mixed_tables_restore_equal(mariadb_server, mysq
     with source.dump() as running:
         data = running.stream.read()
         result = running.finish()
-    assert {t.name: t.checksum for t in result.tables} == {
-        n: s.checksum for n, s in stats.items()
-    }
+    assert {t.name: t.checksum for t in result.tables} == {n: s.checksum for n, s in stats.items()}
     copy = f"{name}_copy"
     try:
         target = MysqlEngine(mariadb_server.url(copy))
