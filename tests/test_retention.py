@@ -178,10 +178,14 @@ def test_never_forgets_pinned_newest_verified_young_pre_restore_or_future_backup
         b = d.backup
         if b.pinned or b.time > now:
             assert d.keep
-        if "pre-restore" in b.tags and timedelta(0) <= now - b.time < timedelta(days=7):
-            assert d.keep
+        if "pre-restore" in b.tags and timedelta(0) <= now - b.time <= timedelta(days=7):
+            assert d.keep  # the default safety rule keeps every one younger than 7 days
     for target in TARGETS:
-        verified = [b for b in backups if b.target == target and b.verified_good]
+        verified = [
+            b
+            for b in backups
+            if b.target == target and b.verified_good and "pre-restore" not in b.tags
+        ]
         if verified:
             newest = max(verified, key=lambda b: (b.time, b.backup_id))
             assert all(d.keep for d in decisions if d.backup is newest)
@@ -466,13 +470,13 @@ def test_always_kept_rules_and_their_reasons() -> None:
         info("2026-05-21T00:00Z"),  # in the future
         info("2026-03-01T00:00Z", target="billing", verified_good=True),
     ]
-    decisions = decide(backups, RetentionPolicy(keep_last=1), now)
+    decisions = decide(backups, RetentionPolicy(keep_last=1, keep_safety=1), now)
     assert [d.reasons for d in decisions] == [
         ("pinned",),
         (),
         ("newest verified good",),
         (),
-        ("pre-restore safety backup younger than 7 days",),
+        ("safety 1 of 1", "safety within 7d"),
         ("last 1 of 1",),
         ("newer than now",),
         ("newest verified good", "last 1 of 1"),

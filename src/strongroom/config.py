@@ -81,11 +81,13 @@ class RetentionSettings(_Model):
 
 
 class HookSettings(_Model):
-    """Shell commands run around jobs (environment: STRONGROOM_TARGET, STRONGROOM_BACKUP_ID)."""
+    """Shell commands run around every backup and restore of the target, however started
+    (see ``services/hooks.py`` for their environment and what a failure does)."""
 
     pre_backup: list[str] = Field(default_factory=list)
     post_backup: list[str] = Field(default_factory=list)
     post_restore: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=900.0, gt=0, le=86400)  # per command
 
 
 class VerifySettings(_Model):

@@ -18,12 +18,19 @@ Semantics (restic-style, each target on its own):
   and the skipped hour of a spring-forward night is simply absent.
 * ``keep_within=D`` keeps backups with ``time >= now - D`` ("within 30d").
 * ``keep_tags`` keeps backups carrying any of those tags ("tag <name>", one per tag).
+* Safety backups (tag ``pre-restore``, taken by a restore of their target) take part in
+  none of the rules above except ``keep_tags``, so they never fill a last/hourly/daily/
+  weekly/monthly/yearly slot nor push a regular backup out of one. Their own rule, per
+  target: the ``keep_safety`` newest ("safety 1 of 3") and every one younger than
+  ``keep_safety_within`` ("safety within 7d"); defaults 3 and 7 days, 0/``None`` turns
+  one off. A backup marked ``rollback_point`` (the safety backup ``rollback`` would
+  restore) is always kept ("rollback point").
 * Always kept, whatever the policy: pinned backups ("pinned"); each target's newest
-  verified-good backup not newer than ``now`` ("newest verified good"); backups tagged
-  ``pre-restore`` younger than 7 days ("pre-restore safety backup younger than 7 days");
-  backups newer than ``now`` ("newer than now", a clock skew is never a reason to delete).
-* Backups newer than ``now`` take part in no count (last, buckets, within): a skewed clock
-  cannot push real backups out of their slots.
+  verified-good regular backup not newer than ``now`` ("newest verified good"); rollback
+  points; backups newer than ``now`` ("newer than now", a clock skew is never a reason to
+  delete).
+* Backups newer than ``now`` take part in no count (last, buckets, within, safety): a
+  skewed clock cannot push real backups out of their slots.
 * An empty policy (nothing set, or every count 0) keeps everything ("no policy").
 * Decisions come back in input order; a kept backup has at least one reason, a forgotten
   one has none. Applying :func:`decide` again to the kept backups keeps them all with the
@@ -45,14 +52,15 @@ if TYPE_CHECKING:
     from strongroom.repository.manifest import Manifest
 
 PRE_RESTORE_TAG = "pre-restore"
-PRE_RESTORE_GRACE = timedelta(days=7)
+DEFAULT_KEEP_SAFETY = 3
+DEFAULT_KEEP_SAFETY_WITHIN = timedelta(days=7)
 RETENTION_DAYS_VARIABLE = "BACKUP_RETENTION_DAYS"
 
 REASON_NO_POLICY = "no policy"
 REASON_FUTURE = "newer than now"
 REASON_PINNED = "pinned"
 REASON_VERIFIED = "newest verified good"
-REASON_PRE_RESTORE = "pre-restore safety backup younger than 7 days"
+REASON_ROLLBACK_POINT = "rollback point"
 
 _COUNT_FIELDS = (
     "keep_last",
@@ -113,7 +121,10 @@ def format_duration(duration: timedelta) -> str:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """What to keep. ``None`` (or 0) means the rule is off; ``timezone`` is an IANA name."""
+    """What to keep. ``None`` (or 0) means the rule is off; ``timezone`` is an IANA name.
+    ``keep_safety``/``keep_safety_within``: the safety backups' own rule (see the module
+    docstring); they are not part of :meth:`is_empty` nor :meth:`describe`
+    (:meth:`describe_safety`)."""
 
     keep_last: int | None = None
     keep_hourly: int | None = None
@@ -124,18 +135,20 @@ class RetentionPolicy:
     keep_within: timedelta | None = None
     keep_tags: frozenset[str] = field(default_factory=frozenset)
     timezone: str = "UTC"
+    keep_safety: int | None = DEFAULT_KEEP_SAFETY
+    keep_safety_within: timedelta | None = DEFAULT_KEEP_SAFETY_WITHIN
 
     def __post_init__(self) -> None:
-        for name in _COUNT_FIELDS:
+        for name in (*_COUNT_FIELDS, "keep_safety"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        if self.keep_within is not None and (
-            not isinstance(self.keep_within, timedelta) or self.keep_within <= timedelta(0)
-        ):
-            raise ValueError(f"keep_within must be a positive duration, got {self.keep_within!r}")
+        for name in ("keep_within", "keep_safety_within"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
+                raise ValueError(f"{name} must be a positive duration, got {value!r}")
         tags: object = self.keep_tags
         if isinstance(tags, str) or not isinstance(tags, Iterable):
             raise ValueError(f"keep_tags must be a set of tag names, got {tags!r}")
@@ -204,6 +217,17 @@ class RetentionPolicy:
             parts.append(f"in {self.timezone}")
         return ", ".join(parts)
 
+    def describe_safety(self) -> str:
+        """The safety backups' rule for humans, e.g. ``newest 3 and all younger than 7d``
+        (plus the rollback point, always)."""
+        parts = []
+        if self.keep_safety:
+            parts.append(f"newest {self.keep_safety}")
+        if self.keep_safety_within is not None:
+            parts.append(f"all younger than {format_duration(self.keep_safety_within)}")
+        kept = " and ".join(parts) if parts else "none by count or age"
+        return f"{kept}, and the rollback point of each database"
+
 
 def _require_aware(moment: datetime, what: str) -> None:
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
@@ -220,6 +244,12 @@ class BackupInfo:
     tags: frozenset[str] = field(default_factory=frozenset)
     pinned: bool = False
     verified_good: bool = False
+    rollback_point: bool = False  # the safety backup ``rollback`` would restore
+
+    @property
+    def safety(self) -> bool:
+        """A safety backup (tag ``pre-restore``): decided by the safety rule only."""
+        return PRE_RESTORE_TAG in self.tags
 
     def __post_init__(self) -> None:
         _require_aware(self.time, f"time of backup {self.backup_id}")
@@ -228,7 +258,11 @@ class BackupInfo:
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, pinned: bool = False, verified_good: bool = False
+        cls,
+        manifest: Manifest,
+        pinned: bool = False,
+        verified_good: bool = False,
+        rollback_point: bool = False,
     ) -> BackupInfo:
         """Build from a manifest; the backup's time is when it finished (naive = UTC)."""
         finished = parse_iso(manifest.finished_at)
@@ -241,6 +275,7 @@ class BackupInfo:
             tags=frozenset(manifest.tags),
             pinned=pinned,
             verified_good=verified_good,
+            rollback_point=rollback_point,
         )
 
 
@@ -312,7 +347,8 @@ def _decide_target(
     newest_first = sorted(
         indices, key=lambda i: (backups[i].time, backups[i].backup_id, -i), reverse=True
     )
-    past = [i for i in newest_first if backups[i].time <= now]
+    in_past = [i for i in newest_first if backups[i].time <= now]
+    past = [i for i in in_past if not backups[i].safety]  # regular: the policy's slots
 
     for i in newest_first:
         if backups[i].time > now:
@@ -323,9 +359,7 @@ def _decide_target(
     verified = next((i for i in past if backups[i].verified_good), None)
     if verified is not None:
         reasons[verified].append(REASON_VERIFIED)
-    for i in past:
-        if PRE_RESTORE_TAG in backups[i].tags and now - backups[i].time < PRE_RESTORE_GRACE:
-            reasons[i].append(REASON_PRE_RESTORE)
+    _decide_safety(backups, [i for i in in_past if backups[i].safety], policy, now, reasons)
 
     if policy.is_empty():
         for i in newest_first:
@@ -364,3 +398,29 @@ def _decide_target(
         for i in newest_first:
             for tag in sorted(policy.keep_tags & backups[i].tags):
                 reasons[i].append(f"tag {tag}")
+
+
+def _decide_safety(
+    backups: Sequence[BackupInfo],
+    safety: list[int],
+    policy: RetentionPolicy,
+    now: datetime,
+    reasons: list[list[str]],
+) -> None:
+    """The safety backups' own rule; ``safety``: one target's, not newer than now, newest
+    first."""
+    for i in safety:
+        if backups[i].rollback_point:
+            reasons[i].append(REASON_ROLLBACK_POINT)
+    if policy.keep_safety:
+        for rank, i in enumerate(safety[: policy.keep_safety], start=1):
+            reasons[i].append(f"safety {rank} of {policy.keep_safety}")
+    if policy.keep_safety_within is not None:
+        label = f"safety within {format_duration(policy.keep_safety_within)}"
+        try:
+            cutoff: datetime | None = now - policy.keep_safety_within
+        except OverflowError:
+            cutoff = None
+        for i in safety:
+            if cutoff is None or backups[i].time >= cutoff:
+                reasons[i].append(label)

@@ -162,7 +162,7 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
         stored = _chunk_files(repo)
         conditions = {
             # its dump has begun, so it has listed chunks/
-            "staging": lambda: any(dirs["staging"].glob("strongroom-sqlite-*")),
+            "staging": lambda: any(dirs["staging"].rglob("strongroom-sqlite-*")),
             # it has stored a new chunk (no other backup runs yet that could)
             "prod": lambda: bool(_chunk_files(repo) - stored),
         }

@@ -32,7 +32,9 @@ def _sqlite_backup(tmp_path: Path, env: dict[str, str]) -> Path:
 
 
 def _temp_scratch_files() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("strongroom*verify*")}
+    temp = Path(tempfile.gettempdir())  # private folders: strongroom-<uid>/<pid>-…/
+    patterns = ("strongroom*verify*", "strongroom-*/*/strongroom*verify*")
+    return {p.name for pattern in patterns for p in temp.glob(pattern)}
 
 
 # --- SQLite drills without --scratch ---------------------------------------------------

@@ -65,7 +65,11 @@ def test_pins_are_respected(env, three_backups):
 def test_backup_retention_days_from_the_environment(env, three_backups):
     days = {**env, "BACKUP_RETENTION_DAYS": "30"}
     document = json.loads(_ok(run_cli("forget", "--json", env=days)))
-    assert document["policy"] == {"description": "within 30d", "source": "BACKUP_RETENTION_DAYS"}
+    assert document["policy"] == {
+        "description": "within 30d",
+        "source": "BACKUP_RETENTION_DAYS",
+        "safety": "newest 3 and all younger than 7d, and the rollback point of each database",
+    }
     assert all(b["reasons"] == ["within 30d"] for b in document["backups"])
     assert document["deleted"] == []
     # options win over the environment

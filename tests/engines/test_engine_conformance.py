@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -41,6 +40,7 @@ from strongroom.services.restore import (
     run_restore,
 )
 from strongroom.storage.local import LocalStorage
+from strongroom.tempfiles import private_dir
 from tests.helpers import REPO_ROOT, STRONGROOM
 from tests.services.test_daemon import SUNDAY_NOON, Clock
 
@@ -466,7 +466,7 @@ def test_a_scheduled_drill_restores_into_the_same_engine(
     assert [s.kind for s in scratches] == [world.kind]
     scratch = scratches[0]
     if world.kind == "sqlite":  # a temp file: the drill needs no write access to its folder
-        assert Path(scratch.describe()).parent == Path(tempfile.gettempdir())
+        assert Path(scratch.describe()).parent == private_dir()
     else:  # on the target's own server
         assert urlsplit(world.url).netloc.split("@")[-1] in scratch.describe()
     assert world.names() == before  # the scratch database was dropped

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from strongroom.engines.mysql import MysqlEngine
@@ -13,6 +10,7 @@ from strongroom.engines.sqlite import SqliteEngine
 from strongroom.errors import UsageError
 from strongroom.repository.manifest import Manifest
 from strongroom.services.drill import scratch_for
+from strongroom.tempfiles import private_dir
 
 
 def _manifest(engine: str) -> Manifest:
@@ -63,7 +61,7 @@ def test_sqlite_always_goes_to_a_temp_file(tmp_path) -> None:
         scratch = scratch_for(_manifest("sqlite"), scratch_url=None, server_url=server_url)
         assert isinstance(scratch, SqliteEngine)
         assert scratch.database_name().startswith("strongroom_verify_")
-        assert scratch.path.parent == Path(tempfile.gettempdir())
+        assert scratch.path.parent == private_dir()  # swept if the process is killed
 
 
 def test_no_server_of_the_backups_engine_is_a_clear_usage_error() -> None:

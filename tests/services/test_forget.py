@@ -163,7 +163,7 @@ def test_young_pre_restore_backups_stay(repo):
     newest = fake_manifest(NOW - timedelta(hours=1))
     for m in (young, old, newest):
         repo.write_manifest(m)
-    forget(repo, RetentionPolicy(keep_last=1), now=NOW)
+    forget(repo, RetentionPolicy(keep_last=1, keep_safety=1), now=NOW)
     assert set(repo.backup_ids()) == {young.backup_id, newest.backup_id}
 
 

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
-from strongroom.repository.verifications import VerificationRecord
+from strongroom.repository.verifications import VerificationRecord, VerificationStatus
 from strongroom.services.health import CRITICAL, HEALTHY, WARNING, evaluate_target, overall
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -40,8 +40,18 @@ def _drill(backup_id, days_ago, ok=True):
     return VerificationRecord(backup_id, at, "restore", ok, 3.5, 2, 0, None if ok else "x")
 
 
+def _read(backup_id, days_ago, ok=True):
+    at = (NOW - timedelta(days=days_ago)).isoformat().replace("+00:00", "Z")
+    return VerificationRecord(backup_id, at, "read", ok, None, 0, 0, None if ok else "x")
+
+
 def _evaluate(manifests, runs=(), verifications=None):
-    return evaluate_target("shop", manifests, list(runs), verifications or {}, DAY, GRACE, NOW)
+    """``verifications``: backup id -> one record or a list of records (its history)."""
+    statuses = {
+        backup_id: VerificationStatus.of(history if isinstance(history, list) else [history])
+        for backup_id, history in (verifications or {}).items()
+    }
+    return evaluate_target("shop", manifests, list(runs), statuses, DAY, GRACE, NOW)
 
 
 def test_healthy_when_recent_and_drilled():
@@ -88,3 +98,18 @@ def test_safety_backups_do_not_count_and_overall_takes_the_worst():
     result = _evaluate([_manifest("a", 30), safety], verifications={"a": _drill("a", 1)})
     assert result.newest_backup_id == "a" and result.status == WARNING
     assert overall([result, _evaluate([])]) == CRITICAL
+
+
+def test_read_checks_are_no_drills_and_a_failed_one_makes_a_backup_not_good():
+    # only read checks: still "no restore drill has passed"
+    read_only = _evaluate([_manifest("a", 2)], verifications={"a": _read("a", 0)})
+    assert read_only.status == WARNING and "no restore drill" in read_only.reasons[0]
+    # a read check after a passed drill: the drill still counts
+    both = _evaluate([_manifest("a", 2)], verifications={"a": [_drill("a", 1), _read("a", 0)]})
+    assert both.status == HEALTHY and both.last_verified_restore_seconds == 3.5
+    # a failed read check after the drill: that backup is no longer good
+    damaged = _evaluate(
+        [_manifest("a", 30), _manifest("b", 2)],
+        verifications={"b": [_drill("b", 1), _read("b", 0, ok=False)]},
+    )
+    assert damaged.newest_backup_id == "a"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from strongroom import __version__
+from strongroom import __version__, interrupts, tempfiles
 from strongroom.cli.backup_cmd import backup
 from strongroom.cli.cat_cmd import cat
 from strongroom.cli.catalog_cmd import list_backups, show
@@ -19,6 +19,7 @@ from strongroom.cli.logs import configure_logging
 from strongroom.cli.maintenance_cmd import check, prune, stats
 from strongroom.cli.ops_cmd import config_app, health, run, schedule
 from strongroom.cli.output import stderr
+from strongroom.cli.recover_cmd import recover
 from strongroom.cli.restore_cmd import restore, rollback
 from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.verify_cmd import verify
@@ -29,6 +30,8 @@ from strongroom.redaction import redact_text
 log = logging.getLogger("strongroom.cli")
 
 UNEXPECTED_EXIT = 70
+INTERRUPTED_EXIT = 130  # SIGINT; any signal N exits 128 + N (SIGTERM 143, SIGHUP 129)
+STOPPED_CLEANLY = "stopped cleanly; nothing unfinished was recorded"
 
 app = typer.Typer(
     name="strongroom",
@@ -74,6 +77,7 @@ app.command("list")(list_backups)
 app.command()(show)
 app.command()(restore)
 app.command()(rollback)
+app.command()(recover)
 app.command()(verify)
 app.command()(cat)
 app.command("forget")(forget_cmd)
@@ -93,16 +97,32 @@ app.command()(reindex)
 
 
 def _fail(message: str, code: int) -> None:
+    interrupts.hold()  # from here on a signal does not cut the message short
     stderr.print(f"error: {redact_text(message)}", markup=False)
     sys.exit(code)
 
 
+def _interrupted(exc: BaseException | None) -> None:
+    """The one line for a command a signal stopped (``interrupts``: the cleanup has run)."""
+    if isinstance(exc, interrupts.Interrupted):
+        _fail(f"interrupted by {exc.name}; {exc.outcome or STOPPED_CLEANLY}", exc.exit_code)
+    _fail(f"interrupted; {STOPPED_CLEANLY}", INTERRUPTED_EXIT)
+
+
 def main() -> None:
-    """Entry point: run the app; turn every failure into one line and an exit code."""
+    """Entry point: run the app; turn every failure into one line and an exit code.
+
+    SIGINT, SIGTERM and SIGHUP stop a command through its cleanup (``interrupts``): one
+    ``error:`` line, exit 128 + the signal's number. Temp folders of strongroom processes
+    that died are removed first (``tempfiles.sweep``)."""
+    interrupts.install()
     try:
+        tempfiles.sweep()
         result = app(standalone_mode=False)
     except typer.Abort:
-        _fail("aborted", 130)
+        if interrupts.last() is not None:  # a signal at a prompt
+            _interrupted(interrupts.last())
+        _fail("aborted", INTERRUPTED_EXIT)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except TyperException as exc:  # usage errors (unknown option, missing value…): one line
@@ -114,8 +134,8 @@ def main() -> None:
         _fail(message, int(getattr(exc, "exit_code", 2)))
     except StrongroomError as exc:
         _fail(exc.message, exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; no backup was recorded for unfinished work", 130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
@@ -125,7 +145,11 @@ def main() -> None:
             f"unexpected failure ({type(exc).__name__}): {exc}; run with -v for details",
             UNEXPECTED_EXIT,
         )
-    sys.exit(result if isinstance(result, int) else 0)
+    interrupts.hold()
+    code = result if isinstance(result, int) else 0
+    if code == INTERRUPTED_EXIT and interrupts.last() is not None:
+        _interrupted(interrupts.last())  # typer turned the interrupt into exit code 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,8 +14,24 @@ from strongroom.engines import open_engine
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
 from strongroom.services import records
-from strongroom.services.backup import run_recorded_backup
+from strongroom.services.backup import BackupReport, run_recorded_backup
+from strongroom.services.hooks import HookFailedAfter, hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
+from strongroom.services.repository_access import open_configured
+
+if TYPE_CHECKING:
+    from strongroom.config import Settings
+
+BackupConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        envvar="STRONGROOM_CONFIG",
+        help="strongroom.toml: the target's hooks run around the backup; without a URL, "
+        "the configured target's database, and without --repo, the configured repository.",
+        show_envvar=True,
+    ),
+]
 
 
 def backup(
@@ -36,19 +52,52 @@ def backup(
         Path | None,
         typer.Option("--metrics-file", help="Also write Prometheus metrics to this textfile."),
     ] = None,
+    config: BackupConfigOption = None,
 ) -> None:
-    """Back up a database into the repository."""
-    url = database_url or os.environ.get("DATABASE_URL")
+    """Back up a database into the repository (running the target's configured hooks)."""
+    settings = _settings(config)
+    url = database_url or _configured_url(settings, target) or os.environ.get("DATABASE_URL")
     if not url:
         raise UsageError("no database given: pass DATABASE_URL as an argument or set $DATABASE_URL")
-    repository = location(repo, key_file, s3_endpoint).open()
+    if settings is not None and not repo:
+        repository = open_configured(settings)
+    else:
+        repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(url)
+    hooks = hooks_of(settings, target or engine.database_name())
     try:
         report = run_recorded_backup(
-            repository, engine, target=target, tags=tuple(tag or ()), progress=progress_sink()
+            repository,
+            engine,
+            target=target,
+            tags=tuple(tag or ()),
+            progress=progress_sink(),
+            hooks=hooks,
         )
+    except HookFailedAfter as exc:  # post_backup failed: the backup exists, say what it is
+        if isinstance(exc.result, BackupReport):
+            _print_report(exc.result)
+        raise
     finally:
         _write_metrics(repository, metrics_file)
+    _print_report(report)
+
+
+def _settings(config: str | None) -> Settings | None:
+    if not config:
+        return None
+    from strongroom.config import load_settings
+
+    return load_settings(config)
+
+
+def _configured_url(settings: Settings | None, target: str | None) -> str | None:
+    if settings is None or target is None or target not in settings.targets:
+        return None
+    return settings.targets[target].database_url(os.environ)
+
+
+def _print_report(report: BackupReport) -> None:
     m = report.manifest
     share = 100.0 * report.new_plain_bytes / m.raw_size if m.raw_size else 0.0
     stdout.print(f"backup {m.backup_id} complete")
@@ -72,6 +121,6 @@ def _write_metrics(repository: Repository, metrics_file: Path | None) -> None:
     registry = build_registry(
         repository.list_backups(),
         records.runs(repository),
-        records.last_verifications(repository),
+        records.verification_statuses(repository),
     )
     write_metrics_file(metrics_file, registry)

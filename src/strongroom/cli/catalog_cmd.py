@@ -20,10 +20,13 @@ from strongroom.errors import KeyMissing
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.services import records
-from strongroom.services.records import VerificationRecord
+from strongroom.services.records import VerificationRecord, VerificationStatus
+
+KIND_NAMES = {"read": "read", "restore": "drill"}  # what the VERIFIED column calls a kind
 
 
 def verification_summary(record: VerificationRecord | None) -> dict[str, Any] | None:
+    """One verification record as JSON (``kind``: ``read`` or ``restore``)."""
     if record is None:
         return None
     return {
@@ -37,15 +40,33 @@ def verification_summary(record: VerificationRecord | None) -> dict[str, Any] | 
     }
 
 
-def verification_text(record: VerificationRecord | None) -> str:
-    if record is None:
-        return "never"
+def _record_text(record: VerificationRecord) -> str:
     outcome = "ok" if record.ok else "FAILED"
     rto = f", restore {human_seconds(record.restore_seconds)}" if record.restore_seconds else ""
-    return f"{outcome} {record.verified_at}{rto}"
+    return f"{KIND_NAMES.get(record.kind, record.kind)} {outcome} {record.verified_at}{rto}"
 
 
-def manifest_summary(m: Manifest, record: VerificationRecord | None = None) -> dict[str, Any]:
+def verification_text(status: VerificationStatus | None) -> str:
+    """The VERIFIED column: ``never``; else the newest record (and the newest restore drill
+    when that is older), prefixed ``good:`` only when the backup is verified good (a passed
+    drill, nothing failed since). E.g. ``good: drill ok 2026-…, restore 3.1 s``,
+    ``read ok 2026-… (no restore drill)``, ``read FAILED 2026-…; drill ok 2026-…``."""
+    if status is None:
+        return "never"
+    parts = [_record_text(status.last)]
+    drill = status.last_drill
+    if drill is None:
+        parts[0] += " (no restore drill)"
+    elif drill != status.last:
+        parts.append(_record_text(drill))
+    text = "; ".join(parts)
+    return f"good: {text}" if status.verified_good else text
+
+
+def manifest_summary(m: Manifest, status: VerificationStatus | None = None) -> dict[str, Any]:
+    """A backup as JSON: its manifest's clear fields, its newest verification of any kind
+    (``last_verification``), its newest restore drill (``last_restore_drill``) and
+    ``verified_good`` (a drill passed and nothing failed since: what retention keeps)."""
     return {
         "id": m.backup_id,
         "target": m.target,
@@ -64,7 +85,9 @@ def manifest_summary(m: Manifest, record: VerificationRecord | None = None) -> d
         "chunk_count": m.chunk_count,
         "new_chunk_count": m.new_chunk_count,
         "stream_checksum": m.stream_checksum,
-        "last_verification": verification_summary(record),
+        "last_verification": verification_summary(status.last if status else None),
+        "last_restore_drill": verification_summary(status.last_drill if status else None),
+        "verified_good": status.verified_good if status else False,
     }
 
 
@@ -78,7 +101,7 @@ def list_backups(
     """List the backups in the repository, oldest first."""
     repository = location(repo, key_file, s3_endpoint).open()
     backups = repository.list_backups(target)
-    verified = records.last_verifications(repository)
+    verified = records.verification_statuses(repository)
     if as_json:
         stdout.print_json(
             json.dumps([manifest_summary(m, verified.get(m.backup_id)) for m in backups])
@@ -126,8 +149,8 @@ def show(
     """Show one backup, with the per-table row counts recorded at dump time."""
     repository = location(repo, key_file, s3_endpoint).open()
     m = repository.resolve(backup_id)
-    record = records.last_verification(repository, m.backup_id)
-    details = manifest_summary(m, record)
+    status = records.verification_status(repository, m.backup_id)
+    details = manifest_summary(m, status)
     tables = _tables(repository, m)
     if as_json:
         details["database"] = tables[0] if tables else None
@@ -146,7 +169,9 @@ def show(
         elif key == "duration_seconds":
             value = human_seconds(float(value))
         elif key == "last_verification":
-            value = verification_text(record)
+            value = verification_text(status)
+        elif key in ("last_restore_drill", "verified_good"):
+            continue  # in the line above
         stdout.print(f"{key:<18} {value}")
     if tables is None:
         stdout.print("tables             (encrypted: give the key to see table statistics)")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from strongroom import interrupts
 from strongroom.cli.output import stdout
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
@@ -118,7 +119,7 @@ def run(
         if signals["count"] == 1:
             daemon.stop.set()
             return
-        raise KeyboardInterrupt
+        interrupts.handle(signum, _frame)  # raises (exit 128 + signum, one error: line)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
@@ -142,7 +143,7 @@ def health(
     now = datetime.now(UTC)
     manifests = repo.list_backups()
     runs = records.runs(repo)
-    verifications = records.last_verifications(repo)
+    verifications = records.verification_statuses(repo)
     names = sorted(set(settings.targets) or {m.target for m in manifests})
     results = []
     for name in names:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
@@ -15,15 +17,28 @@ from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.services.hooks import destination_hooks
 from strongroom.services.restore import (
+    PRE_RESTORE_TAG,
     RestorePlan,
     RestoreReport,
-    find_rollback_backup,
-    newest_good_before,
     plan_restore,
     restore_tables,
     run_restore,
 )
+from strongroom.services.restore_choice import (
+    DestinationTarget,
+    RollbackChoice,
+    destination_fingerprint,
+    destination_target,
+    find_rollback,
+    latest_of,
+    newest_good_before,
+    source_target,
+)
+
+if TYPE_CHECKING:
+    from strongroom.config import Settings
 
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
 YesOption = Annotated[
@@ -60,6 +75,25 @@ SkipSuperuserOption = Annotated[
         "--skip-superuser-objects",
         help="Leave out objects only a superuser can create (event triggers, untrusted "
         "extensions) when restoring as another role.",
+    ),
+]
+TargetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="The target whose backups latest/--before choose from (default: the target the "
+        "destination belongs to); also settles which target the destination is when several "
+        "could be.",
+    ),
+]
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        envvar="STRONGROOM_CONFIG",
+        help="strongroom.toml: a configured target whose URL names the destination's "
+        "database is the destination's target.",
+        show_envvar=True,
     ),
 ]
 RewriteDefinersOption = Annotated[
@@ -108,10 +142,16 @@ def restore(
             "(local time unless it names an offset, e.g. +01:00 or Z).",
         ),
     ] = None,
-    target: Annotated[
-        str | None,
-        typer.Option("--target", help="With latest/--before: only backups of this target."),
-    ] = None,
+    target: TargetOption = None,
+    include_safety: Annotated[
+        bool,
+        typer.Option(
+            "--include-safety",
+            help="With latest/--before: safety (pre-restore) backups count too (they are "
+            "left out otherwise; an explicit ID may always name one).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
     table: Annotated[
         list[str] | None,
         typer.Option("--table", help="Restore only this table (repeatable), e.g. public.users."),
@@ -135,19 +175,34 @@ def restore(
         raise UsageError("give a backup ID (or latest), or --before TIME")
     if into_schema and not table:
         raise UsageError("--into-schema goes with --table")
+    by_time = before is not None or backup_id == "latest"
+    if include_safety and not by_time:
+        raise UsageError("--include-safety goes with latest or --before")
     options = restore_options(
         create_roles, skip_missing_roles, skip_superuser_objects, rewrite_definers
     )
+    settings = _settings(config)
+    configured = configured_urls(settings)
     repository = location(repo, key_file, s3_endpoint).open()
-    manifest = (
-        newest_good_before(repository, before, target)
-        if before is not None
-        else repository.resolve(str(backup_id), target)
-    )
     engine = open_engine(to)
+    if by_time:
+        source = source_target(repository, engine, configured=configured, given=target)
+        if before is not None:
+            manifest = newest_good_before(repository, before, source, include_safety=include_safety)
+            chosen = f"the newest good backup of target {source} started before {before}"
+        else:
+            manifest = latest_of(repository, source, include_safety=include_safety)
+            chosen = f"the newest backup of target {source}"
+        chosen += " (safety backups included)" if include_safety else ""
+    else:
+        manifest = repository.resolve(str(backup_id))
+        chosen = "named by its id"
     if table:
         _restore_tables(repository, manifest, engine, table, into_schema, dry_run)
         return
+    dest = destination_target(
+        repository, engine, configured=configured, given=target, backup=manifest
+    )
     perform_restore(
         repository,
         manifest,
@@ -157,6 +212,9 @@ def restore(
         safety_backup=not no_safety_backup,
         drop_old=drop_old,
         options=options,
+        target=dest,
+        chosen=chosen,
+        settings=settings,
     )
 
 
@@ -170,29 +228,75 @@ def rollback(
     skip_missing_roles: SkipRolesOption = False,
     skip_superuser_objects: SkipSuperuserOption = False,
     rewrite_definers: RewriteDefinersOption = False,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="The target the database belongs to, when several could be (see restore).",
+        ),
+    ] = None,
+    config: ConfigOption = None,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
-    """Restore the newest pre-restore safety backup of a database (undo the last restore)."""
+    """Undo the last restore into a database that completed: restore the safety backup
+    it took. A second rollback undoes the first."""
     if not to:
         raise UsageError("say which database to roll back: --to DATABASE_URL")
     options = restore_options(
         create_roles, skip_missing_roles, skip_superuser_objects, rewrite_definers
     )
+    settings = _settings(config)
     repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(to)
-    manifest = find_rollback_backup(repository, engine)
+    dest = destination_target(
+        repository, engine, configured=configured_urls(settings), given=target
+    )
+    if target is not None and dest.name != target.strip():
+        raise UsageError(
+            f"{engine.describe()} belongs to target {dest.name!r} ({dest.basis}), "
+            f"not {target.strip()!r}"
+        )
+    choice = find_rollback(
+        repository,
+        dest.name,
+        destination_fingerprint(repository, engine),
+        legacy_targets=(engine.database_name(),),
+    )
     perform_restore(
         repository,
-        manifest,
+        choice.manifest,
         engine,
         dry_run=dry_run,
         yes=yes,
         safety_backup=not no_safety_backup,
         drop_old=drop_old,
         options=options,
+        target=dest,
+        rollback=choice,
+        settings=settings,
     )
+
+
+def _settings(config: str | None) -> Settings | None:
+    if not config:
+        return None
+    from strongroom.config import load_settings
+
+    return load_settings(config)
+
+
+def configured_urls(settings: Settings | None) -> dict[str, str]:
+    """Configured target name -> database URL (targets whose ``url_env`` is not set here
+    are left out: they cannot be the destination)."""
+    urls = {}
+    for name, settings_of in (settings.targets if settings is not None else {}).items():
+        try:
+            urls[name] = settings_of.database_url(os.environ)
+        except UsageError:
+            continue
+    return urls
 
 
 def perform_restore(
@@ -205,10 +309,25 @@ def perform_restore(
     safety_backup: bool,
     drop_old: bool,
     options: RestoreOptions | None = None,
+    target: DestinationTarget | None = None,
+    chosen: str | None = None,
+    rollback: RollbackChoice | None = None,
+    settings: Settings | None = None,
 ) -> None:
-    """The restore contract shared by restore and rollback."""
-    plan = plan_restore(repository, manifest, engine, safety_backup=safety_backup, options=options)
-    print_plan(plan, drop_old=drop_old)
+    """The restore contract shared by restore and rollback. ``target``: the destination's
+    target (default: found without configuration); ``chosen``: how the backup was chosen,
+    for the plan; ``rollback``: what a rollback undoes; ``settings``: the configuration
+    whose ``post_restore`` hooks apply (default: ``STRONGROOM_CONFIG``, see run_restore)."""
+    plan = plan_restore(
+        repository,
+        manifest,
+        engine,
+        safety_backup=safety_backup,
+        options=options,
+        target=target,
+        undoes=rollback.undoes.restore_id if rollback and rollback.undoes else None,
+    )
+    print_plan(plan, drop_old=drop_old, chosen=chosen, rollback=rollback)
     if plan.checks.refusal is not None:
         raise UsageError(f"{plan.checks.refusal}; nothing was changed")
     if dry_run:
@@ -224,9 +343,13 @@ def perform_restore(
         keep_old=not drop_old,
         progress=progress_sink(),
         plan=plan,
+        hooks=destination_hooks(settings, engine) if settings is not None else None,
     )
     if report.safety_backup_id:
-        stdout.print(f"safety backup {report.safety_backup_id} taken (tag pre-restore)")
+        stdout.print(
+            f"safety backup {report.safety_backup_id} of target {plan.destination_target} "
+            "taken (tag pre-restore)"
+        )
     print_comparison(report)
     if report.left_out:
         stdout.print(f"left out as chosen ({len(report.left_out)} statements):")
@@ -265,14 +388,28 @@ def confirm_replacement(engine: Engine, yes: bool) -> None:
         raise UsageError(f"confirmation did not match {name!r}; nothing was changed")
 
 
-def print_plan(plan: RestorePlan, *, drop_old: bool) -> None:
+def print_plan(
+    plan: RestorePlan,
+    *,
+    drop_old: bool,
+    chosen: str | None = None,
+    rollback: RollbackChoice | None = None,
+) -> None:
     m = plan.manifest
     state = plan.state
-    stdout.print("restore plan")
+    stdout.print("rollback plan" if rollback else "restore plan")
+    kind = "safety backup, " if PRE_RESTORE_TAG in m.tags else ""
     stdout.print(
-        f"  backup         {m.backup_id} ({m.target}, {m.engine} {m.engine_version}, "
-        f"{human_bytes(m.raw_size)} raw, taken {m.started_at})"
+        f"  backup         {m.backup_id} ({kind}target {m.target}, {m.engine} "
+        f"{m.engine_version}, {human_bytes(m.raw_size)} raw, taken {m.started_at})",
+        markup=False,
     )
+    if chosen:
+        stdout.print(f"  chosen         {chosen}", markup=False)
+    if rollback is not None:
+        stdout.print(f"  undoes         {rollback.describe()}", markup=False)
+        for note in rollback.notes:
+            stdout.print(f"  note           {note}", markup=False)
     if not state.exists:
         now = "does not exist: it will be created"
     elif state.empty:
@@ -280,7 +417,10 @@ def print_plan(plan: RestorePlan, *, drop_old: bool) -> None:
     else:
         size = human_bytes(state.size_bytes) if state.size_bytes is not None else "?"
         now = f"exists: {size}, {len(state.tables)} tables"
-    stdout.print(f"  target         {plan.target} ({now})")
+    stdout.print(f"  into           {plan.target} ({now})", markup=False)
+    stdout.print(f"  target         {plan.destination_target} ({plan.target_basis})", markup=False)
+    if plan.warning:
+        stdout.print(f"  [bold red]WARNING[/]        {escape(plan.warning)}")
     if plan.will_replace:
         fate = "dropped (--drop-old)" if drop_old else "kept under a dated name"
         stdout.print(
@@ -288,7 +428,8 @@ def print_plan(plan: RestorePlan, *, drop_old: bool) -> None:
             f"restored copy verifies, then {fate}"
         )
         safety = (
-            "a pre-restore backup of the target is taken first (rollback returns to it)"
+            f"a pre-restore backup of the database is taken first, filed under target "
+            f"{plan.destination_target} (rollback returns to it)"
             if plan.safety_backup
             else "NONE (--no-safety-backup)"
         )

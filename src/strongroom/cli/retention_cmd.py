@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +19,13 @@ from strongroom.cli.options import (
 )
 from strongroom.cli.output import stdout
 from strongroom.errors import UsageError
-from strongroom.retention import RetentionPolicy, parse_duration
+from strongroom.retention import (
+    DEFAULT_KEEP_SAFETY,
+    DEFAULT_KEEP_SAFETY_WITHIN,
+    RetentionPolicy,
+    format_duration,
+    parse_duration,
+)
 from strongroom.services.forget import ForgetEntry, ForgetResult, choose_policy, forget
 from strongroom.services.pins import pin_backup, unpin_backup
 
@@ -52,6 +59,23 @@ def forget_cmd(
     timezone: Annotated[
         str, typer.Option("--timezone", help="Time zone of hours/days/weeks (IANA name).")
     ] = "UTC",
+    keep_safety: Annotated[
+        int,
+        typer.Option(
+            "--keep-safety",
+            min=0,
+            metavar="N",
+            help="Safety (pre-restore) backups: keep the N newest of each target.",
+        ),
+    ] = DEFAULT_KEEP_SAFETY,
+    keep_safety_within: Annotated[
+        str,
+        typer.Option(
+            "--keep-safety-within",
+            metavar="DURATION",
+            help="Safety (pre-restore) backups: keep all younger than this (0 for none).",
+        ),
+    ] = format_duration(DEFAULT_KEEP_SAFETY_WITHIN),
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the decisions; delete nothing.")
     ] = False,
@@ -64,8 +88,10 @@ def forget_cmd(
 
     Without --keep options: BACKUP_RETENTION_DAYS=N keeps N days, else 7 daily, 4 weekly,
     12 monthly.
-    Always kept: pinned backups, each target's newest verified-good backup, and pre-restore
-    safety backups younger than 7 days.
+    Always kept: pinned backups and each target's newest verified-good backup.
+    Safety (pre-restore) backups fill none of the policy's slots: their own rule keeps the
+    newest --keep-safety (3) of each target, all younger than --keep-safety-within (7d),
+    and the one `rollback` would restore.
     """
     counts = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
     given_any = any(c is not None for c in counts) or keep_within is not None or bool(keep_tag)
@@ -82,11 +108,15 @@ def forget_cmd(
             keep_tags=frozenset(keep_tag or ()),
             timezone=timezone,
         )
+        safety_within = (
+            None if keep_safety_within.strip() == "0" else parse_duration(keep_safety_within)
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if given_any and given.is_empty():
         raise UsageError("every --keep option given is 0: give at least one rule that keeps")
     policy, source = choose_policy(given if given_any else None, os.environ, timezone=timezone)
+    policy = replace(policy, keep_safety=keep_safety, keep_safety_within=safety_within)
     repository = location(repo, key_file, s3_endpoint).open()
     result = forget(repository, policy, source=source, target=target, dry_run=dry_run)
     if as_json:
@@ -110,7 +140,11 @@ def _entry_json(entry: ForgetEntry) -> dict[str, Any]:
 def _as_json(result: ForgetResult) -> dict[str, Any]:
     return {
         "dry_run": result.dry_run,
-        "policy": {"description": result.policy.describe(), "source": result.policy_source},
+        "policy": {
+            "description": result.policy.describe(),
+            "source": result.policy_source,
+            "safety": result.policy.describe_safety(),
+        },
         "backups": [_entry_json(e) for e in _newest_first(result.entries)],
         "kept": len(result.kept),
         "to_forget": len(result.to_forget),
@@ -126,6 +160,7 @@ def _newest_first(entries: list[ForgetEntry]) -> list[ForgetEntry]:
 
 def _print(result: ForgetResult) -> None:
     stdout.print(f"policy: {result.policy.describe()} (from {result.policy_source})")
+    stdout.print(f"safety backups (pre-restore): {result.policy.describe_safety()}")
     if not result.entries:
         stdout.print("no backups")
         return

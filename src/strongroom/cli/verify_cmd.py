@@ -71,6 +71,7 @@ def verify(
 
 
 def _read_all(repository: Repository, manifests: list[Manifest]) -> None:
+    """Read checks; each outcome is recorded (kind ``read``) by ``verify_backup``."""
     failures = []
     for manifest in manifests:
         result = verify_backup(repository, manifest, progress_sink())
@@ -85,10 +86,16 @@ def _read_all(repository: Repository, manifests: list[Manifest]) -> None:
             stderr.print(f"DAMAGED  {manifest.backup_id} {manifest.target}: {result.problem}")
     if not manifests:
         stdout.print("no backups to verify")
+    else:
+        stdout.print(
+            f"recorded {len(manifests)} read check(s) in the repository; only a passed "
+            "restore drill (verify --restore) makes a backup verified good"
+        )
     if failures:
         first = failures[0]
         raise IntegrityError(
-            f"{len(failures)} of {len(manifests)} backup(s) damaged; first: {first.problem}"
+            f"{len(failures)} of {len(manifests)} backup(s) damaged (recorded in the "
+            f"repository); first: {first.problem}"
         )
 
 

@@ -35,12 +35,11 @@ def open_engine(url: str) -> Engine:
 
 def serverless_scratch(kind: str, name: str) -> Engine | None:
     """A throwaway database ``name`` of engine ``kind`` that needs no server (SQLite: a file
-    in the temp folder), or ``None`` for engines that live on a server."""
+    in this process's private temp folder, swept if the process is killed), or ``None`` for
+    engines that live on a server."""
     if kind != EngineKind.SQLITE.value:
         return None
-    import tempfile
-    from pathlib import Path
-
     from strongroom.engines.sqlite import SqliteEngine
+    from strongroom.tempfiles import private_dir
 
-    return SqliteEngine(f"sqlite://{Path(tempfile.gettempdir()) / name}.db")
+    return SqliteEngine(f"sqlite://{private_dir() / name}.db")

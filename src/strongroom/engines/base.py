@@ -76,6 +76,27 @@ class PlanChecks:
     refusal: str | None = None
 
 
+SwapOutcome = Literal["completed", "undone", "busy", "failed"]
+
+
+@dataclass(frozen=True)
+class SwapRecovery:
+    """What :meth:`Engine.recover_swaps` found about one interrupted swap.
+
+    ``database``: the swap's target as ``database_name()`` names it (so a caller can tell
+    its own target's from another's). ``outcome``: ``completed`` (the restored copy had
+    taken the target's place; the remaining steps ran), ``undone`` (it had not; the
+    original is back exactly as it was, open to connections, the staged copy removed),
+    ``busy`` (a live swap holds the journal's lock: left alone), ``failed`` (could not be
+    settled now, e.g. missing privileges; the journal stays). ``message``: the one line
+    shown to the user, redacted, naming the database, the step reached and what was done
+    (or, for ``failed``/``busy``, what to do)."""
+
+    database: str
+    outcome: SwapOutcome
+    message: str
+
+
 class RunningDump(Protocol):
     """A dump in progress: read ``stream`` to EOF, then call ``finish``."""
 
@@ -159,9 +180,44 @@ class Engine(Protocol):
         """A new, not yet existing target beside this one (same server or folder), into
         which a restore is staged and verified before it is swapped in."""
 
-    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
+    def swap_in(
+        self, staged: Engine, *, keep_old: bool, source_database: str | None = None
+    ) -> str | None:
         """Put ``staged`` in this target's place. The old target, if any, is kept under a
-        dated name (returned) or dropped when ``keep_old`` is false."""
+        dated name (returned) or dropped when ``keep_old`` is false. ``source_database``:
+        the name of the database the backup was taken of (MySQL re-points definitions that
+        name it at the target; the others ignore it)."""
+
+    def recover_swaps(self) -> list[SwapRecovery]:
+        """Settle every interrupted swap this engine can see, one ``SwapRecovery`` each;
+        ``[]`` when there is none (the common case: it must then be cheap, one query or
+        one ``stat``). Called before any command uses the database (``services.swaps``)
+        and by ``strongroom recover``. The contract (docs/design.md, "Swap journal"):
+
+        - Scope: what a later command touching the same place must see: PostgreSQL and
+          MySQL every swap journal on the server, SQLite the journal of this file.
+        - A swap journal exists only while a swap runs or after it was interrupted:
+          ``swap_in`` writes it (``engines.swap_journal``: one ``JournalEntry`` naming
+          the step about to run) before each step, durably, and clears it after the
+          last; a swap in progress holds a lock that dies with its process (PostgreSQL:
+          a session advisory lock; a file engine: e.g. ``flock``). A journal whose lock
+          is held is waited for (bounded) and then reported ``busy``, never touched.
+        - Direction, decided from what is there, not from the journal's step: if the
+          staged copy has taken the target's name (the ``RENAME_IN`` step took effect)
+          the swap is completed (old copy reopened or dropped as ``keep_old`` said,
+          clean-up, journal cleared); otherwise it is undone (original back exactly as
+          it was, open to connections if it was, the staged copy removed, journal
+          cleared). Never closes anything.
+        - Trust: act only on what the journal's writer could have changed itself
+          (PostgreSQL: only databases carrying the same journal, ``swap_id``), since
+          the recovering user may have more rights than the one who wrote it.
+        - Idempotent: a recovery killed half-way is settled again by the next one;
+          two at once serialise on the lock and the second finds nothing.
+        - Never raises for a swap it cannot settle (``failed``, the journal stays);
+          raises ``DatabaseUnreachable``/``DatabaseAuthFailed`` when it cannot look.
+        - ``message``: ``undid|completed the interrupted swap into <where> (stopped at
+          step <step>): <what is there now>`` (``SwapRecovery``).
+        """
 
     def drop(self) -> None:
         """Remove this target (database or file); missing is fine."""

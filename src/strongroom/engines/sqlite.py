@@ -16,12 +16,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from strongroom import tempfiles
 from strongroom.engines.base import (
     DumpResult,
     Engine,
     PlanChecks,
     RestoreOptions,
     RunningDump,
+    SwapRecovery,
     TableStats,
     TargetState,
 )
@@ -192,7 +194,7 @@ class SqliteEngine:
         """Copy the database with the online backup API (one step, so the copy is one
         consistent snapshot even while other processes write), then stream the copy."""
         source = self._open_readonly()
-        with tempfile.TemporaryDirectory(prefix="strongroom-sqlite-") as workdir:
+        with tempfiles.private_tempdir("strongroom-sqlite-") as workdir:  # swept if killed
             copy_path = Path(workdir) / "snapshot.db"
             try:
                 copy = sqlite3.connect(copy_path)
@@ -321,8 +323,11 @@ class SqliteEngine:
         staged._staged = True
         return staged
 
-    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
-        """Atomically rename the staged file over the target.
+    def swap_in(
+        self, staged: Engine, *, keep_old: bool, source_database: str | None = None
+    ) -> str | None:
+        """Atomically rename the staged file over the target (``source_database`` is not
+        used: a file names no database).
 
         Before the rename the target's WAL is checkpointed into it; after the rename the
         old ``-wal`` and ``-shm`` files are removed, so new connections open the restored
@@ -334,6 +339,7 @@ class SqliteEngine:
         bits (``new_file_mode()`` when there is no target), so the file at the target's
         name never has other ones; where the OS refuses the owner (not root) a warning is
         logged and the restore goes on. The kept old file is the old inode, unchanged."""
+        del source_database
         if not isinstance(staged, SqliteEngine):
             raise TypeError("a SQLite target can only take a SQLite staged file")
         old_path: Path | None = None
@@ -408,6 +414,10 @@ class SqliteEngine:
             raise UsageError(f"check query failed: {exc}") from exc
         finally:
             connection.close()
+
+    def recover_swaps(self) -> list[SwapRecovery]:
+        """Not yet: SQLite swaps write no journal so far (``Engine.recover_swaps``)."""
+        return []
 
     def drop(self) -> None:
         self.path.unlink(missing_ok=True)

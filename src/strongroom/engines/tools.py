@@ -9,6 +9,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from strongroom.engines.process import run_tool
+
 _VERSION_CACHE: dict[Path, str | None] = {}
 _VERSION_LOCK = threading.Lock()
 
@@ -47,10 +49,9 @@ def tool_version(path: Path) -> str | None:
         if path in _VERSION_CACHE:
             return _VERSION_CACHE[path]
     try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-        version: str | None = out.stdout.strip() if out.returncode == 0 else None
+        out = run_tool([str(path), "--version"], timeout=30)
+        text = out.stdout.decode("utf-8", "replace").strip()
+        version: str | None = text if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         version = None
     with _VERSION_LOCK:

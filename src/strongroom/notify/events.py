@@ -10,7 +10,13 @@ from typing import Literal, get_args
 from strongroom.redaction import redact_text
 
 EventKind = Literal[
-    "backup_failed", "backup_succeeded", "backup_stale", "size_changed", "verify_failed", "test"
+    "backup_failed",
+    "backup_succeeded",
+    "backup_stale",
+    "size_changed",
+    "verify_failed",
+    "hook_failed",  # a post_backup hook failed after the backup was complete (it is kept)
+    "test",
 ]
 DetailValue = str | int | float | None
 
@@ -103,6 +109,9 @@ class Event:
             return f"strongroom: backup size of {t} changed{by}"
         if self.kind == "verify_failed":
             return f"strongroom: verification of {t} FAILED"
+        if self.kind == "hook_failed":
+            hook = self.details.get("hook")
+            return f"strongroom: {hook or 'a'} hook of {t} FAILED"
         return f"strongroom: test notification for {t}"
 
     def detail_lines(self) -> list[tuple[str, str]]:

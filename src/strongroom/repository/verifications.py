@@ -1,7 +1,12 @@
-"""Verification records: the outcome of ``verify --restore`` drills, kept beside manifests.
+"""Verification records: the outcome of every verification of a backup, kept beside manifests.
 
-``verifications/<backup id>/<verified at>.json``, clear JSON (no table names: only counts,
-times and the outcome). The newest record of a backup is its "last verification".
+``verifications/<backup id>/<verified at>-<kind>.json`` (older records:
+``<verified at>.json``), clear JSON (no table names: only counts, times and the outcome).
+Two kinds: ``read`` (every chunk re-read and hashed, the whole-stream checksum compared)
+and ``restore`` (a restore drill: restored into a throwaway database, every table
+verified). The newest record of a backup is its "last verification"; a backup is
+"verified good" only when its newest restore drill passed and nothing failed since
+(:class:`VerificationStatus`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from strongroom.errors import ObjectNotFound
 from strongroom.storage.base import Storage
 
 VERIFICATIONS_PREFIX = "verifications/"
+KIND_READ = "read"  # every chunk re-read: hashes and the whole-stream checksum
+KIND_RESTORE = "restore"  # a restore drill (verify --restore)
+KINDS = (KIND_READ, KIND_RESTORE)
 
 
 @dataclass(frozen=True)
@@ -48,13 +56,56 @@ class VerificationRecord:
         )
 
 
-def _key(backup_id: str, verified_at: str) -> str:
+@dataclass(frozen=True)
+class VerificationStatus:
+    """What the verifications of one backup say: its newest record of any kind and its
+    newest restore drill (``None``: never drilled)."""
+
+    last: VerificationRecord
+    last_drill: VerificationRecord | None
+
+    @property
+    def failed(self) -> bool:
+        """The newest verification failed: the backup is not good (damaged or unrestorable)."""
+        return not self.last.ok
+
+    @property
+    def verified_good(self) -> bool:
+        """A restore drill of it passed, and no verification of any kind failed since.
+        Only this protects a backup in retention ("newest verified good"); a read check
+        alone never does."""
+        drill = self.last_drill
+        return drill is not None and drill.ok and self.last.ok
+
+    @classmethod
+    def of(cls, history: list[VerificationRecord]) -> VerificationStatus | None:
+        """The status of a backup from its records (any order); ``None`` without any."""
+        if not history:
+            return None
+        ordered = sorted(history, key=lambda r: r.verified_at)
+        drills = [r for r in ordered if r.kind == KIND_RESTORE]
+        return cls(ordered[-1], drills[-1] if drills else None)
+
+
+def _key(backup_id: str, verified_at: str, kind: str) -> str:
+    """The record's key; the stamp comes first, so keys sort by time, and the kind is in
+    the name, so finding a backup's newest drill needs no reading of its read checks."""
     stamp = verified_at.replace(":", "").replace("-", "")
-    return f"{VERIFICATIONS_PREFIX}{backup_id}/{stamp}.json"
+    suffix = f"-{kind}" if kind in KINDS else ""
+    return f"{VERIFICATIONS_PREFIX}{backup_id}/{stamp}{suffix}.json"
+
+
+def _kind_in_key(key: str) -> str | None:
+    """The kind a key names, or ``None`` for a record written before kinds were named."""
+    for kind in KINDS:
+        if key.endswith(f"-{kind}.json"):
+            return kind
+    return None
 
 
 def record_verification(storage: Storage, record: VerificationRecord) -> None:
-    storage.put(_key(record.backup_id, record.verified_at), record.to_json())
+    """Write one record (``verifications/<id>/<time>-<kind>.json``) and sync."""
+    storage.put(_key(record.backup_id, record.verified_at, record.kind), record.to_json())
     storage.sync()
 
 
@@ -88,3 +139,47 @@ def last_verifications(storage: Storage) -> dict[str, VerificationRecord]:
         except (ObjectNotFound, ValueError, KeyError):
             continue
     return result
+
+
+def _read_record(storage: Storage, key: str) -> VerificationRecord | None:
+    try:
+        return VerificationRecord.from_json(storage.get(key))
+    except (ObjectNotFound, ValueError, KeyError):
+        return None
+
+
+def _status_from_keys(storage: Storage, keys: list[str]) -> VerificationStatus | None:
+    """Read, newest first, until both the newest record and the newest drill are known;
+    records whose key names them ``read`` are skipped once the newest is known."""
+    last: VerificationRecord | None = None
+    for key in sorted(keys, reverse=True):
+        if last is not None and _kind_in_key(key) == KIND_READ:
+            continue
+        record = _read_record(storage, key)
+        if record is None:
+            continue
+        if last is None:
+            last = record
+        if record.kind == KIND_RESTORE:
+            return VerificationStatus(last, record)
+    return None if last is None else VerificationStatus(last, None)
+
+
+def verification_statuses(storage: Storage) -> dict[str, VerificationStatus]:
+    """The :class:`VerificationStatus` of every backup that has a record, by backup id
+    (one listing; usually one or two reads per backup)."""
+    keys: dict[str, list[str]] = {}
+    for key in storage.list(VERIFICATIONS_PREFIX):
+        backup_id = key[len(VERIFICATIONS_PREFIX) :].split("/", 1)[0]
+        keys.setdefault(backup_id, []).append(key)
+    result = {}
+    for backup_id, own in keys.items():
+        status = _status_from_keys(storage, own)
+        if status is not None:
+            result[backup_id] = status
+    return result
+
+
+def verification_status(storage: Storage, backup_id: str) -> VerificationStatus | None:
+    """The :class:`VerificationStatus` of one backup; ``None`` when it was never verified."""
+    return _status_from_keys(storage, list(storage.list(f"{VERIFICATIONS_PREFIX}{backup_id}/")))

@@ -1,4 +1,11 @@
-"""The backup use case: dump -> chunk -> name -> skip known -> zstd -> age -> storage."""
+"""The backup use case: dump -> chunk -> name -> skip known -> zstd -> age -> storage.
+
+:func:`run_backup` takes one backup. :func:`recorded_backup` (and :func:`run_recorded_backup`)
+is what every path that backs up a target goes through (the CLI, the web, the cron
+endpoint, the scheduler): the target's ``pre_backup`` hooks, the backup, its run record,
+then its ``post_backup`` hooks (``services/hooks.py``). Safety backups taken by a restore
+call :func:`run_backup` directly: they run no hooks and leave no run record.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +34,16 @@ from strongroom.repository.manifest import (
 )
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import RunRecord, record_run
+from strongroom.services.hooks import (
+    HookFailedAfter,
+    TargetHooks,
+    configured_settings,
+    hooks_of,
+    run_post_backup,
+    run_pre_backup,
+)
 from strongroom.services.progress import NoProgress, ProgressSink
+from strongroom.services.swaps import settle_interrupted_swaps
 
 log = logging.getLogger("strongroom.backup")
 
@@ -137,6 +153,7 @@ def run_backup(
     replaces the default ``user@host`` in the manifest (the web service names its user).
     """
     progress = progress or NoProgress()
+    settle_interrupted_swaps(engine)  # what a killed swap left (design.md, "Swap journal")
     engine.check()
     name = target or engine.database_name()
     backup_id = new_backup_id()
@@ -262,6 +279,55 @@ def record_backup_run(
     return record
 
 
+@dataclass(frozen=True)
+class BackupRun:
+    """One recorded backup run. ``report`` is ``None`` when no backup was taken; ``error``
+    is what stopped it then, or, beside a report, the ``post_backup`` hook that failed
+    after the backup was complete (``HookFailedAfter``: the backup is kept)."""
+
+    record: RunRecord
+    report: BackupReport | None = None
+    error: StrongroomError | None = None
+
+
+def recorded_backup(
+    repo: Repository,
+    engine: Engine,
+    *,
+    target: str | None = None,
+    tags: tuple[str, ...] = (),
+    progress: ProgressSink | None = None,
+    created_by: str | None = None,
+    scheduled_for: str | None = None,
+    hooks: TargetHooks | None = None,
+) -> BackupRun:
+    """The target's ``pre_backup`` hooks, :func:`run_backup`, its run record
+    (:func:`record_backup_run`), then its ``post_backup`` hooks; never raises a
+    ``StrongroomError`` (see :class:`BackupRun`). ``hooks``: the target's (``None``: those
+    of the configuration named by ``STRONGROOM_CONFIG``, if any). A failing ``pre_backup``
+    hook means no backup is taken and the run is recorded as failed (``HookFailed``); a
+    failing ``post_backup`` hook leaves the backup and its successful run record in place."""
+    name = target or engine.database_name()
+    if hooks is None:
+        hooks = hooks_of(configured_settings(), name)
+    started = utc_now_iso()
+    with log_context(target=name):
+        try:
+            run_pre_backup(hooks, engine)
+            report = run_backup(
+                repo, engine, target=target, tags=tags, progress=progress, created_by=created_by
+            )
+        except StrongroomError as exc:
+            record = record_backup_run(repo, name, tags, started, scheduled_for, error=exc)
+            return BackupRun(record, None, exc)
+        record = record_backup_run(repo, name, tags, started, scheduled_for, report=report)
+        try:
+            run_post_backup(hooks, report, report.manifest.backup_id, engine)
+        except HookFailedAfter as exc:
+            return BackupRun(record, report, exc)
+    return BackupRun(record, report)
+
+
 def run_recorded_backup(
     repo: Repository,
     engine: Engine,
@@ -271,17 +337,22 @@ def run_recorded_backup(
     progress: ProgressSink | None = None,
     created_by: str | None = None,
     scheduled_for: str | None = None,
+    hooks: TargetHooks | None = None,
 ) -> BackupReport:
-    """``run_backup`` that also leaves a run record (success, or the failure's kind) in the
-    repository (:func:`record_backup_run`). Failures are re-raised."""
-    name = target or engine.database_name()
-    started = utc_now_iso()
-    try:
-        report = run_backup(
-            repo, engine, target=target, tags=tags, progress=progress, created_by=created_by
-        )
-    except StrongroomError as exc:
-        record_backup_run(repo, name, tags, started, scheduled_for, error=exc)
-        raise
-    record_backup_run(repo, name, tags, started, scheduled_for, report=report)
-    return report
+    """:func:`recorded_backup` that raises what stopped the run: the failure (the run is
+    recorded as failed), or ``HookFailedAfter`` from a ``post_backup`` hook, whose
+    ``result`` is this report (the backup is kept)."""
+    run = recorded_backup(
+        repo,
+        engine,
+        target=target,
+        tags=tags,
+        progress=progress,
+        created_by=created_by,
+        scheduled_for=scheduled_for,
+        hooks=hooks,
+    )
+    if run.error is not None:
+        raise run.error
+    assert run.report is not None
+    return run.report

@@ -7,7 +7,6 @@ import logging
 import os
 import random
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,29 +30,16 @@ from strongroom.repository.runs import (
     runs_of,
     try_claim,
 )
-from strongroom.repository.verifications import last_verifications
-from strongroom.services.backup import BackupReport, record_backup_run, run_backup
+from strongroom.repository.verifications import verification_statuses
+from strongroom.services.backup import BackupReport, record_backup_run, recorded_backup
 from strongroom.services.health import HEALTHY, evaluate_target
+from strongroom.services.hooks import HookFailedAfter, hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.schedule import Job, interval_of, jobs_of, latest_due, next_run
 
 log = logging.getLogger("strongroom.daemon")
 
 MAX_SLEEP = 60.0
-
-
-class HookFailed(StrongroomError):
-    exit_code = 5
-
-
-def run_hooks(commands: list[str], env: Mapping[str, str], what: str) -> None:
-    """Run shell hooks in order; the first failure stops the job."""
-    for command in commands:
-        result = subprocess.run(  # noqa: S602 (hooks are the user's own shell commands)
-            command, shell=True, env=dict(env), capture_output=True, check=False
-        )
-        if result.returncode != 0:
-            raise HookFailed(f"{what} hook {command!r} exited with status {result.returncode}")
 
 
 @dataclass
@@ -120,32 +106,48 @@ class Daemon:
         scheduled = min(claim.scheduled_for for _, claim in claimed)
         settings = self._target(target)
         started = utc_now_iso()
-        hook_env = {**self.env, "STRONGROOM_TARGET": target}
         log.info("backup of %s (%s) starts", target, ", ".join(tags))
         try:
-            url = settings.database_url(self.env)
-            run_hooks(settings.hooks.pre_backup, hook_env, "pre_backup")
-            report = run_backup(self.repo, open_engine(url), target=target, tags=tags)
-            run_hooks(
-                settings.hooks.post_backup,
-                {**hook_env, "STRONGROOM_BACKUP_ID": report.manifest.backup_id},
-                "post_backup",
-            )
+            engine = open_engine(settings.database_url(self.env))
         except StrongroomError as exc:
-            log.error("backup of %s failed: %s", target, exc.message)
             record = record_backup_run(self.repo, target, tags, started, scheduled, error=exc)
+            self._backup_failed(target, tags, exc)
+            return record
+        # the same path as `strongroom backup` and the web: hooks, backup, run record
+        run = recorded_backup(
+            self.repo,
+            engine,
+            target=target,
+            tags=tags,
+            scheduled_for=scheduled,
+            hooks=hooks_of(self.settings, target, self.env),
+        )
+        if run.report is None:
+            assert run.error is not None
+            self._backup_failed(target, tags, run.error)
+            return run.record
+        if isinstance(run.error, HookFailedAfter):
             self._notify(
                 Event(
-                    "backup_failed",
+                    "hook_failed",
                     target,
-                    f"backup of {target} failed: {exc.message}",
-                    {"error": exc.message, "tags": ", ".join(tags)},
+                    run.error.message,
+                    {"backup_id": run.report.manifest.backup_id, "hook": "post_backup"},
                 )
             )
-            return record
-        record = record_backup_run(self.repo, target, tags, started, scheduled, report=report)
-        self._after_success(report)
-        return record
+        self._after_success(run.report)
+        return run.record
+
+    def _backup_failed(self, target: str, tags: tuple[str, ...], exc: StrongroomError) -> None:
+        log.error("backup of %s failed: %s", target, exc.message)
+        self._notify(
+            Event(
+                "backup_failed",
+                target,
+                f"backup of {target} failed: {exc.message}",
+                {"error": exc.message, "tags": ", ".join(tags)},
+            )
+        )
 
     def _after_success(self, report: BackupReport) -> None:
         m = report.manifest
@@ -269,7 +271,7 @@ class Daemon:
             return
         manifests = self.repo.list_backups()
         runs = runs_of(self.repo.storage)
-        verifications = last_verifications(self.repo.storage)
+        verifications = verification_statuses(self.repo.storage)
         for name, target in self.settings.targets.items():
             interval = interval_of(list(target.schedule.values()), now, self.settings.timezone)
             health = evaluate_target(
@@ -303,7 +305,7 @@ class Daemon:
         registry = build_registry(
             self.repo.list_backups(),
             runs_of(self.repo.storage),
-            last_verifications(self.repo.storage),
+            verification_statuses(self.repo.storage),
         )
         write_metrics_file(self.metrics_file, registry)
 

@@ -15,9 +15,14 @@ from strongroom.errors import StrongroomError, UsageError
 from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
-from strongroom.repository.verifications import VerificationRecord, record_verification
+from strongroom.repository.verifications import (
+    KIND_RESTORE,
+    VerificationRecord,
+    record_verification,
+)
 from strongroom.services.progress import NoProgress, ProgressSink
 from strongroom.services.restore import TableComparison, compare_tables, with_progress
+from strongroom.services.swaps import settle_interrupted_swaps
 
 log = logging.getLogger("strongroom.drill")
 
@@ -109,13 +114,18 @@ def verify_by_restore(
     checks: list[str] | None = None,
     progress: ProgressSink | None = None,
 ) -> DrillResult:
-    """Restore into ``scratch`` (must not exist or be empty), verify, check, drop it."""
+    """Restore into ``scratch`` (must not exist or be empty), verify, check, drop it, and
+    record the outcome (kind ``restore``; the CLI, the web and the scheduler all come
+    here). A passed drill is what makes a backup "verified good". Raises ``UsageError``
+    (another engine) or ``TargetNotEmpty`` before restoring anything, and records nothing
+    then; a failed restore, table or check is recorded and reported in the result."""
     progress = progress or NoProgress()
     if manifest.engine != scratch.kind:
         raise UsageError(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; the scratch database "
             f"must be {manifest.engine} too"
         )
+    settle_interrupted_swaps(scratch)  # what a killed swap left on that server
     scratch.check_restore_target()
     private = repo.private_section(manifest)
     clock = time.monotonic()
@@ -158,7 +168,7 @@ def verify_by_restore(
     record = VerificationRecord(
         backup_id=manifest.backup_id,
         verified_at=utc_now_iso(),
-        kind="restore",
+        kind=KIND_RESTORE,
         ok=problem is None,
         restore_seconds=round(restore_seconds, 3),
         tables_checked=len(comparisons),

@@ -17,7 +17,8 @@ from strongroom.repository.layout import manifest_key
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.pins import is_pinned, pinned_ids, remove_pin
 from strongroom.repository.repository import Repository
-from strongroom.repository.verifications import VERIFICATIONS_PREFIX, last_verifications
+from strongroom.repository.restores import restore_history, rollback_points
+from strongroom.repository.verifications import VERIFICATIONS_PREFIX, verification_statuses
 from strongroom.retention import (
     RETENTION_DAYS_VARIABLE,
     BackupInfo,
@@ -91,15 +92,18 @@ class ForgetResult:
 def plan(
     repo: Repository, policy: RetentionPolicy, target: str | None, now: datetime
 ) -> list[ForgetEntry]:
-    """Every backup (of ``target``) with its keep/forget decision; reads, deletes nothing."""
+    """Every backup (of ``target``) with its keep/forget decision; reads, deletes nothing.
+    Safety backups are decided by the policy's safety rule; the one ``rollback`` would
+    restore into each database (from the restore records) is always kept."""
     manifests = repo.list_backups(target)
     pins = pinned_ids(repo.storage)
-    verified = last_verifications(repo.storage)
+    points = rollback_points(restore_history(repo.storage, target))
+    verified = verification_statuses(repo.storage)
     infos = []
     for m in manifests:
-        record = verified.get(m.backup_id)
-        good = record is not None and record.ok
-        infos.append(BackupInfo.from_manifest(m, m.backup_id in pins, good))
+        status = verified.get(m.backup_id)
+        good = status is not None and status.verified_good  # a passed restore drill only
+        infos.append(BackupInfo.from_manifest(m, m.backup_id in pins, good, m.backup_id in points))
     decisions = decide(infos, policy, now)
     return [ForgetEntry(m, d) for m, d in zip(manifests, decisions, strict=True)]
 

@@ -3,13 +3,14 @@ restore drill passed lately? Exit 0 healthy, 1 warning, 2 critical."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
-from strongroom.repository.verifications import VerificationRecord
+from strongroom.repository.verifications import VerificationStatus
 
 HEALTHY, WARNING, CRITICAL = "healthy", "warning", "critical"
 EXIT_CODES = {HEALTHY: 0, WARNING: 1, CRITICAL: 2}
@@ -43,14 +44,18 @@ def evaluate_target(
     target: str,
     manifests: list[Manifest],
     runs: list[RunRecord],
-    verifications: dict[str, VerificationRecord],
+    verifications: Mapping[str, VerificationStatus],
     interval: timedelta,
     grace: timedelta,
     now: datetime,
 ) -> TargetHealth:
     """Warning when the newest good backup is older than interval + grace (the familiar
     "25 hours" for a daily schedule), critical past twice that or when the last run failed;
-    a warning too when no restore drill passed in the last 7 days."""
+    a warning too when no restore drill passed in the last 7 days.
+
+    ``verifications``: each backup's status (``records.verification_statuses``). A backup
+    whose newest verification failed is not good; only restore drills count as drills
+    (read checks never do)."""
     status = HEALTHY
     reasons: list[str] = []
     good = [
@@ -58,7 +63,7 @@ def evaluate_target(
         for m in manifests
         if m.target == target
         and "pre-restore" not in m.tags
-        and not (m.backup_id in verifications and not verifications[m.backup_id].ok)
+        and not (m.backup_id in verifications and verifications[m.backup_id].failed)
     ]
     newest = max(good, key=lambda m: m.finished_at) if good else None
     limit = interval + grace
@@ -86,9 +91,9 @@ def evaluate_target(
     drills = [
         v
         for m in manifests
-        if m.target == target
-        for v in [verifications.get(m.backup_id)]
-        if v is not None and v.kind == "restore" and v.ok
+        if m.target == target and m.backup_id in verifications
+        for v in [verifications[m.backup_id].last_drill]
+        if v is not None and v.ok
     ]
     last_drill = max(drills, key=lambda v: v.verified_at) if drills else None
     if last_drill is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
@@ -9,13 +10,17 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
-from strongroom.repository.verifications import VerificationRecord
+from strongroom.repository.verifications import VerificationStatus
 
 
 def build_registry(
-    manifests: list[Manifest], runs: list[RunRecord], verifications: dict[str, VerificationRecord]
+    manifests: list[Manifest],
+    runs: list[RunRecord],
+    verifications: Mapping[str, VerificationStatus],
 ) -> CollectorRegistry:
-    """Gauges for every target seen in the repository's manifests and run records."""
+    """Gauges for every target seen in the repository's manifests and run records;
+    ``verifications`` by backup id (``records.verification_statuses``): the drill gauges
+    read each backup's newest restore drill, never a read check."""
     registry = CollectorRegistry()
     label = ["target"]
     last_success = Gauge(
@@ -73,11 +78,11 @@ def build_registry(
             sum(1 for r in runs if r.target == target and r.kind == "backup" and not r.ok)
         )
         drills = [
-            verifications[m.backup_id]
+            drill
             for m in own
             if m.backup_id in verifications
-            and verifications[m.backup_id].ok
-            and verifications[m.backup_id].kind == "restore"
+            for drill in [verifications[m.backup_id].last_drill]
+            if drill is not None and drill.ok
         ]
         if drills:
             newest_drill = max(drills, key=lambda v: v.verified_at)

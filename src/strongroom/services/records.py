@@ -9,22 +9,21 @@ from __future__ import annotations
 from strongroom.repository import pins as _pins
 from strongroom.repository import runs as _runs
 from strongroom.repository import verifications as _verifications
-from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import RunRecord
-from strongroom.repository.verifications import VerificationRecord
-from strongroom.services.verify import VerifyResult
+from strongroom.repository.verifications import VerificationRecord, VerificationStatus
 
 __all__ = [
     "RunRecord",
     "VerificationRecord",
+    "VerificationStatus",
     "is_pinned",
-    "last_verification",
     "last_verifications",
     "pinned_ids",
-    "record_read_verification",
     "runs",
     "verification_history",
+    "verification_status",
+    "verification_statuses",
 ]
 
 
@@ -38,23 +37,20 @@ def last_verifications(repo: Repository) -> dict[str, VerificationRecord]:
     return _verifications.last_verifications(repo.storage)
 
 
-def last_verification(repo: Repository, backup_id: str) -> VerificationRecord | None:
-    """The newest verification record of one backup, if any."""
-    return _verifications.last_verification(repo.storage, backup_id)
-
-
 def verification_history(repo: Repository, backup_id: str) -> list[VerificationRecord]:
     """Every verification record of one backup, oldest first."""
     return _verifications.verification_history(repo.storage, backup_id)
 
 
-def record_read_verification(repo: Repository, result: VerifyResult) -> VerificationRecord:
-    """Record the outcome of re-reading a backup (kind ``read``); returns the record."""
-    record = VerificationRecord(
-        result.manifest.backup_id, utc_now_iso(), "read", result.ok, None, 0, 0, result.problem
-    )
-    _verifications.record_verification(repo.storage, record)
-    return record
+def verification_statuses(repo: Repository) -> dict[str, VerificationStatus]:
+    """Each verified backup's newest record and newest restore drill, by backup id; its
+    ``verified_good`` is what retention, health and ``list`` count as verified good."""
+    return _verifications.verification_statuses(repo.storage)
+
+
+def verification_status(repo: Repository, backup_id: str) -> VerificationStatus | None:
+    """One backup's :class:`VerificationStatus`; ``None`` when it was never verified."""
+    return _verifications.verification_status(repo.storage, backup_id)
 
 
 def pinned_ids(repo: Repository) -> set[str]:

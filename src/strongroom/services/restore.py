@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from strongroom.engines.base import (
@@ -23,14 +22,38 @@ from strongroom.engines.base import (
     TargetState,
     checksum_method,
 )
-from strongroom.errors import BackupNotFound, StrongroomError, UsageError
+from strongroom.errors import StrongroomError, UsageError
+from strongroom.interrupts import deferred as deferred_interrupts
+from strongroom.interrupts import note_outcome
 from strongroom.logcontext import log_context
-from strongroom.repository.ids import parse_iso
+from strongroom.repository.ids import new_backup_id, utc_now_iso
 from strongroom.repository.manifest import Manifest, TableRecord
 from strongroom.repository.repository import Repository
-from strongroom.repository.verifications import last_verifications
+from strongroom.repository.restores import (
+    KIND_RESTORE,
+    KIND_ROLLBACK,
+    OUTCOME_COMPLETED,
+    OUTCOME_FAILED,
+    RestoreRecord,
+    write_restore_record,
+)
 from strongroom.services.backup import run_backup
+from strongroom.services.hooks import (
+    TargetHooks,
+    configured_settings,
+    destination_hooks,
+    run_post_restore,
+)
 from strongroom.services.progress import NoProgress, ProgressSink
+from strongroom.services.restore_choice import (
+    DestinationTarget,
+    backup_database_name,
+    destination_fingerprint,
+    destination_target,
+    find_rollback,
+)
+from strongroom.services.restore_choice import newest_good_before as newest_good_before
+from strongroom.services.swaps import settle_interrupted_swaps
 
 log = logging.getLogger("strongroom.restore")
 
@@ -75,6 +98,13 @@ class RestorePlan:
     checks: PlanChecks = field(default_factory=PlanChecks)
     options: RestoreOptions = field(default_factory=RestoreOptions)
     engine_state: dict[str, Any] | None = None
+    # The target the destination database belongs to: its safety backup and restore record
+    # are filed under it (services.restore_choice.destination_target), and why.
+    destination_target: str = ""
+    target_basis: str = ""
+    # Set when the backup is of another target than the destination's (shown loudly).
+    warning: str | None = None
+    undoes: str | None = None  # a rollback: the restore id it undoes
 
     @property
     def will_replace(self) -> bool:
@@ -127,16 +157,21 @@ def with_progress(stream: Iterable[bytes], progress: ProgressSink) -> Iterator[b
 
 
 def safety_target_name(engine: Engine) -> str:
-    """The target name safety backups of this database are filed under."""
+    """Where versions before restore records filed this database's safety backups (its
+    database name); rollback still finds them there. New ones go to the plan's
+    ``destination_target``."""
     return engine.database_name()
 
 
 def _restore_rate(repo: Repository, manifest: Manifest) -> tuple[float, str]:
     """Bytes per second measured by the newest restore drill of this target, if any."""
-    records = last_verifications(repo.storage)
+    from strongroom.repository.verifications import verification_statuses
+
+    statuses = verification_statuses(repo.storage)
     best: tuple[str, float, str] | None = None
     for m in repo.list_backups(manifest.target):
-        record = records.get(m.backup_id)
+        status = statuses.get(m.backup_id)
+        record = status.last_drill if status else None  # read checks measure no restore
         if record and record.ok and record.restore_seconds:
             rate = m.raw_size / max(record.restore_seconds, 0.001)
             if best is None or record.verified_at > best[0]:
@@ -153,15 +188,25 @@ def plan_restore(
     *,
     safety_backup: bool = True,
     options: RestoreOptions | None = None,
+    target: DestinationTarget | None = None,
+    undoes: str | None = None,
 ) -> RestorePlan:
     """Look at the target and the backup; change nothing. ``plan.checks.refusal`` says
-    why the restore may not start (missing roles, superuser-only objects…), if it may not."""
+    why the restore may not start (missing roles, superuser-only objects…), if it may not.
+
+    ``target``: the target ``engine``'s database belongs to (default:
+    ``restore_choice.destination_target`` without configuration; ``UsageError`` when that
+    is ambiguous). ``plan.warning`` is set when the backup belongs to another target than
+    the destination's and its database name differs. ``undoes``: for a rollback, the
+    restore id it undoes (recorded with the rollback)."""
     options = options or RestoreOptions()
     if manifest.engine != engine.kind:
         raise UsageError(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; it cannot be restored "
             f"into a {engine.kind} database"
         )
+    settle_interrupted_swaps(engine)  # what a killed swap left (design.md, "Swap journal")
+    target = target or destination_target(repo, engine, backup=manifest)
     state = engine.inspect()
     private = repo.private_section(manifest)
     rate, basis = _restore_rate(repo, manifest)
@@ -176,7 +221,58 @@ def plan_restore(
         checks=engine.plan_checks(private.engine_state, options),
         options=options,
         engine_state=private.engine_state,
+        destination_target=target.name,
+        target_basis=target.basis,
+        warning=_other_target_warning(
+            manifest, backup_database_name(repo, manifest), engine, target.name
+        ),
+        undoes=undoes,
     )
+
+
+def _other_target_warning(
+    manifest: Manifest, backup_database: str, engine: Engine, destination: str
+) -> str | None:
+    """A line for the plan when the backup is of another target than the destination's."""
+    if manifest.target in (destination, engine.database_name()):
+        return None
+    return (
+        f"backup {manifest.backup_id} is of target {manifest.target!r} (database "
+        f"{backup_database!r}), but {engine.describe()} is database "
+        f"{engine.database_name()!r} of target {destination!r}: its content will be replaced "
+        f"by {manifest.target!r}'s"
+    )
+
+
+def _begin_record(
+    repo: Repository, manifest: Manifest, engine: Engine, plan: RestorePlan, safety: str | None
+) -> RestoreRecord:
+    """Record the restore as started (durably) before anything is staged."""
+    record = RestoreRecord(
+        restore_id=new_backup_id(),
+        target=plan.destination_target or engine.database_name(),
+        destination=destination_fingerprint(repo, engine),
+        backup_id=manifest.backup_id,
+        backup_target=manifest.target,
+        safety_backup_id=safety,
+        started_at=utc_now_iso(),
+        kind=KIND_ROLLBACK if plan.undoes else KIND_RESTORE,
+        undoes=plan.undoes,
+    )
+    try:
+        write_restore_record(repo.storage, record)
+    except StrongroomError as exc:
+        raise type(exc)(f"{exc.message}; {_untouched(plan)}") from exc
+    return record
+
+
+def _end_record(repo: Repository, record: RestoreRecord, outcome: str) -> None:
+    """Record how the restore ended; a failure to do so is logged, never raised (the
+    record then stays ``started``: rollback treats it as interrupted and says so)."""
+    try:
+        write_restore_record(repo.storage, record.ended(outcome))
+    except (StrongroomError, OSError) as exc:
+        log.error("could not record that restore %s %s: %s", record.restore_id, outcome, exc)
 
 
 def _untouched(plan: RestorePlan) -> str:
@@ -202,18 +298,41 @@ def run_restore(
     progress: ProgressSink | None = None,
     plan: RestorePlan | None = None,
     options: RestoreOptions | None = None,
+    hooks: TargetHooks | None = None,
 ) -> RestoreReport:
     """Restore ``manifest`` safely into ``engine``'s target (see the module docstring).
 
     Raises ``UsageError`` before anything is created when the plan's checks refuse (roles
-    missing on the server and no choice made, superuser-only objects…)."""
+    missing on the server and no choice made, superuser-only objects…).
+
+    Once the verified copy is swapped in, the ``post_restore`` hooks of the configured
+    target whose database ``engine`` is run (``hooks``; ``None``: found in the
+    configuration named by ``STRONGROOM_CONFIG``, if any; see ``services/hooks.py``). A
+    failing hook raises ``HookFailedAfter`` (exit 8) whose ``result`` is the report: the
+    restore is not undone."""
     with log_context(backup_id=manifest.backup_id, target=manifest.target):
         plan = plan or plan_restore(
             repo, manifest, engine, safety_backup=safety_backup, options=options
         )
         if plan.checks.refusal is not None:
             raise UsageError(plan.checks.refusal)
-        return _restore(repo, manifest, engine, safety_backup, keep_old, progress, plan)
+        if hooks is None:  # found before anything changes: a bad configuration stops here
+            hooks = destination_hooks(configured_settings(), engine)
+        try:
+            report = _restore(repo, manifest, engine, safety_backup, keep_old, progress, plan)
+        except KeyboardInterrupt as exc:  # SIGINT/SIGTERM (interrupts.Interrupted)
+            note_outcome(exc, _untouched(plan))  # unless the swap had completed
+            raise
+        if report.swapped:
+            run_post_restore(
+                hooks,
+                report,
+                backup_id=manifest.backup_id,
+                engine=engine,
+                safety_backup_id=report.safety_backup_id,
+                old_kept_as=report.old_kept_as,
+            )
+        return report
 
 
 def _restore(
@@ -231,9 +350,13 @@ def _restore(
     if plan.safety_backup:
         log.info("taking a safety backup of %s before restoring", plan.target)
         safety = run_backup(
-            repo, engine, target=safety_target_name(engine), tags=(PRE_RESTORE_TAG,)
+            repo,
+            engine,
+            target=plan.destination_target or engine.database_name(),
+            tags=(PRE_RESTORE_TAG,),
         )
         safety_id = safety.manifest.backup_id
+    record = _begin_record(repo, manifest, engine, plan, safety_id)
     staged = engine.staging()
     clock = time.monotonic()
     progress.start("restore", manifest.raw_size)
@@ -248,9 +371,11 @@ def _restore(
         comparisons = compare_tables(plan.backup_tables, staged.table_stats())
     except StrongroomError as exc:
         _discard(staged)
+        _end_record(repo, record, OUTCOME_FAILED)
         raise type(exc)(f"{exc.message}; {_untouched(plan)}") from exc
     except BaseException:
         _discard(staged)
+        _end_record(repo, record, OUTCOME_FAILED)
         raise
     finally:
         progress.finish()
@@ -261,40 +386,28 @@ def _restore(
     )
     if not report.ok:
         _discard(staged)
+        _end_record(repo, record, OUTCOME_FAILED)
         log.error("restore of %s did not verify; %s", manifest.backup_id, _untouched(plan))
         return report
-    try:
-        old = engine.swap_in(staged, keep_old=keep_old)
-    except BaseException:
-        _discard(staged)
-        raise
+    with deferred_interrupts() as swap:  # a signal waits until the swap is done or undone
+        try:
+            old = engine.swap_in(
+                staged,
+                keep_old=keep_old,
+                source_database=repo.private_section(manifest).database,
+            )
+        except BaseException:
+            _discard(staged)
+            _end_record(repo, record, OUTCOME_FAILED)
+            raise
+        _end_record(repo, record, OUTCOME_COMPLETED)
+        swap.outcome = f"the restore had completed: {plan.target} holds backup " + (
+            f"{manifest.backup_id} (verified)" + (f"; the old one is kept as {old}" if old else "")
+        )
     log.warning("restored %s into %s (verified)", manifest.backup_id, plan.target)
     return RestoreReport(
         manifest, plan.target, comparisons, duration, True, old, safety_id, left_out
     )
-
-
-def newest_good_before(repository: Repository, when: str, target: str | None) -> Manifest:
-    """The newest backup of ``target`` (all targets when ``None``) started before ``when``
-    (ISO 8601; local time unless it names an offset) whose last verification did not
-    fail. Raises ``UsageError`` for a time that does not parse, ``BackupNotFound`` when
-    no backup qualifies."""
-    try:
-        instant = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f'--before {when!r} is not a time like "2026-11-20 14:00"') from exc
-    if instant.tzinfo is None:
-        instant = instant.astimezone()  # the machine's local time zone
-    verdicts = last_verifications(repository.storage)
-    candidates = [
-        m
-        for m in repository.list_backups(target)
-        if parse_iso(m.started_at) < instant
-        and not (m.backup_id in verdicts and not verdicts[m.backup_id].ok)
-    ]
-    if not candidates:
-        raise BackupNotFound(f"no good backup started before {instant.isoformat()}")
-    return max(candidates, key=lambda m: m.started_at)
 
 
 def restore_tables(
@@ -312,6 +425,7 @@ def restore_tables(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; its tables cannot be "
             f"restored into a {engine.kind} database"
         )
+    settle_interrupted_swaps(engine)
     private = repo.private_section(manifest)
     with log_context(backup_id=manifest.backup_id, target=manifest.target):
         return engine.restore_tables(
@@ -323,12 +437,18 @@ def restore_tables(
         )
 
 
-def find_rollback_backup(repo: Repository, engine: Engine) -> Manifest:
-    """The newest ``pre-restore`` safety backup taken of this target."""
-    name = safety_target_name(engine)
-    candidates = [m for m in repo.list_backups(name) if PRE_RESTORE_TAG in m.tags]
-    if not candidates:
-        raise UsageError(
-            f"there is no {PRE_RESTORE_TAG} safety backup of {engine.describe()} to roll back to"
-        )
-    return candidates[-1]
+def find_rollback_backup(
+    repo: Repository, engine: Engine, target: DestinationTarget | None = None
+) -> Manifest:
+    """The safety backup ``rollback`` restores into ``engine``'s database: the one taken
+    before the last restore into it that completed (see
+    ``services.restore_choice.find_rollback``, which also says what it undoes). ``target``:
+    the target the database belongs to (default: :func:`destination_target` without
+    configuration). Raises ``UsageError`` when there is nothing to roll back to."""
+    target = target or destination_target(repo, engine)
+    return find_rollback(
+        repo,
+        target.name,
+        destination_fingerprint(repo, engine),
+        legacy_targets=(safety_target_name(engine),),
+    ).manifest

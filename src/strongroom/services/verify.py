@@ -1,4 +1,5 @@
-"""The verify use case: re-read every chunk, check each hash and the whole-stream checksum."""
+"""The verify use case: re-read every chunk, check each hash and the whole-stream checksum,
+and record the outcome (kind ``read``) in the repository."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import time
 from dataclasses import dataclass
 
 from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.repository.verifications import (
+    KIND_READ,
+    VerificationRecord,
+    record_verification,
+)
 from strongroom.services.progress import NoProgress, ProgressSink
 from strongroom.services.restore import with_progress
 
@@ -19,13 +26,37 @@ class VerifyResult:
     bytes_checked: int
     duration_seconds: float
     problem: str | None = None
+    record: VerificationRecord | None = None  # what was recorded (None: not recorded)
 
 
 def verify_backup(
-    repo: Repository, manifest: Manifest, progress: ProgressSink | None = None
+    repo: Repository,
+    manifest: Manifest,
+    progress: ProgressSink | None = None,
+    *,
+    record: bool = True,
 ) -> VerifyResult:
-    """Read the whole backup back; never raises for damage, reports it in the result."""
-    progress = progress or NoProgress()
+    """Read the whole backup back; never raises for damage, reports it in the result.
+
+    With ``record`` (the default; the CLI's ``verify`` and ``verify --all`` and the web's
+    Verify all come here) the outcome is written as a verification record of kind
+    ``read``. A passed read check never makes a backup "verified good" (only a restore
+    drill does); a failed one makes it not good. Errors that are not the backup's
+    (storage unreachable, wrong key) raise their ``StrongroomError`` and record nothing.
+    """
+    result = _read_back(repo, manifest, progress or NoProgress())
+    if not record:
+        return result
+    entry = VerificationRecord(
+        manifest.backup_id, utc_now_iso(), KIND_READ, result.ok, None, 0, 0, result.problem
+    )
+    record_verification(repo.storage, entry)
+    return VerifyResult(
+        manifest, result.ok, result.bytes_checked, result.duration_seconds, result.problem, entry
+    )
+
+
+def _read_back(repo: Repository, manifest: Manifest, progress: ProgressSink) -> VerifyResult:
     clock = time.monotonic()
     checked = 0
     progress.start(f"verify {manifest.backup_id}", manifest.raw_size)

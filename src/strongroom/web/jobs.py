@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from strongroom.errors import StrongroomError
+from strongroom.interrupts import Interrupted
 from strongroom.redaction import redact_text
 from strongroom.repository.ids import utc_now_iso
 from strongroom.web.db import ServiceDatabase
@@ -37,19 +39,31 @@ class JobFailed(StrongroomError):
 
 
 class JobProgress:
-    """A ProgressSink that records a job's phase and bytes in its row."""
+    """A ProgressSink that records a job's phase and bytes in its row.
 
-    def __init__(self, db: ServiceDatabase, job_id: str) -> None:
+    Once ``stopping`` is set (the server shuts down) the next report raises
+    ``interrupts.Interrupted``: the job stops through the same cleanup as a command
+    stopped by a signal (staged copy dropped, lock released, children stopped)."""
+
+    def __init__(
+        self, db: ServiceDatabase, job_id: str, stopping: threading.Event | None = None
+    ) -> None:
         self._db = db
         self._job_id = job_id
+        self._stopping = stopping
         self._phase = "starting"
         self._done = 0
         self._total: int | None = None
         self._flushed = 0.0
         self._lock = threading.Lock()
 
+    def _check(self) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            raise Interrupted(signal.SIGTERM)
+
     def phase(self, name: str, total: int | None = None) -> None:
         """Enter a phase that reports no bytes (e.g. "safety backup", "indexing")."""
+        self._check()
         self._phase, self._done, self._total = name, 0, total
         self._flush(force=True)
 
@@ -57,6 +71,7 @@ class JobProgress:
         self.phase(label, total)
 
     def advance(self, done_bytes: int) -> None:
+        self._check()
         self._done = done_bytes
         self._flush()
 
@@ -94,6 +109,7 @@ class JobRunner:
         self._owner = owner_name()
         self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
+        self._stopping = threading.Event()  # set by shutdown: running jobs stop
         self._pool_lock = threading.Lock()
         self._after: list[Callable[[JobRun], None]] = []
 
@@ -129,7 +145,8 @@ class JobRunner:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="sr-job")
-            self._pool.submit(self._run, job_id, work)
+                self._stopping = threading.Event()
+            self._pool.submit(self._run, job_id, work, self._stopping)
         return job_id
 
     def _set(self, job_id: str, **fields: Any) -> JobRun | None:
@@ -141,11 +158,22 @@ class JobRunner:
                 setattr(row, name, value)
             return row
 
-    def _run(self, job_id: str, work: Work) -> None:
+    def _run(self, job_id: str, work: Work, stopping: threading.Event | None = None) -> None:
         self._set(job_id, status=RUNNING, phase="starting", started_at=utc_now_iso())
-        progress = JobProgress(self._db, job_id)
+        progress = JobProgress(self._db, job_id, stopping)
         try:
             result = work(progress)
+        except KeyboardInterrupt as exc:  # the server is stopping (JobProgress)
+            outcome = getattr(exc, "outcome", None)
+            message = "stopped: the server shut down" + (f"; {outcome}" if outcome else "")
+            log.error("job %s %s", job_id, message)
+            row = self._set(
+                job_id,
+                status=FAILED,
+                phase="failed",
+                error=redact_text(message),
+                finished_at=utc_now_iso(),
+            )
         except StrongroomError as exc:
             log.error("job %s failed: %s", job_id, exc.message)
             row = self._set(
@@ -180,10 +208,13 @@ class JobRunner:
                     log.exception("after-job callback failed")
 
     def shutdown(self) -> None:
-        """Cancel queued jobs (marked failed); running ones finish. A later submit starts
-        a new pool (an app may be started again, e.g. in tests)."""
+        """Cancel queued jobs (marked failed); running ones stop at their next progress
+        report, through their cleanup (a swap under way finishes first: it reports no
+        progress), and are marked failed. A later submit starts a new pool (an app may be
+        started again, e.g. in tests)."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            self._stopping.set()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         with self._db.session() as session:

@@ -32,7 +32,7 @@ def health_report(ctx: WebContext) -> dict[str, Any]:
     now = datetime.now(UTC)
     manifests = repo.list_backups()
     runs = records.runs(repo)
-    verifications = records.last_verifications(repo)
+    verifications = records.verification_statuses(repo)
     names = sorted(set(ctx.settings.targets) or {m.target for m in manifests})
     results: list[TargetHealth] = []
     for name in names:
@@ -60,7 +60,7 @@ def forget_cache(ctx: WebContext) -> None:
 def metrics_text(ctx: WebContext) -> bytes:
     repo = ctx.repository()
     registry = build_registry(
-        repo.list_backups(), records.runs(repo), records.last_verifications(repo)
+        repo.list_backups(), records.runs(repo), records.verification_statuses(repo)
     )
     return generate_latest(registry)
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit, urlunsplit
 
 import pymysql
 
+from strongroom import tempfiles
 from strongroom.engines.mysql.tools import (
     BINDIR_ENV,
     error_code,
@@ -126,7 +127,9 @@ class OptionFile:
 
     Where the system has ``memfd_create`` (Linux) it lives in memory only: ``path`` is
     ``/dev/fd/<fd>``, the child gets the descriptor (``pass_fds``), and a killed process
-    leaves no password behind. Elsewhere it is a mode-0600 temp file, removed by ``close``."""
+    leaves no password behind. Elsewhere it is a mode-0600 file in the process's private
+    temp folder (``tempfiles``), removed by ``close``, or at the next start of strongroom
+    if the process was killed."""
 
     def __init__(self, path: Path, fd: int | None) -> None:
         self.path = path
@@ -254,12 +257,20 @@ class MysqlConnection:
         """A new private option file (see :class:`OptionFile`); the caller closes it."""
         data = self.option_file_text().encode("utf-8")  # the clients take the bytes as-is
         if hasattr(os, "memfd_create"):
-            fd = os.memfd_create("strongroom-my.cnf", 0)  # not inheritable; see pass_fds
-            os.fchmod(fd, 0o600)  # the clients ignore a world-writable option file
-            os.write(fd, data)
-            return OptionFile(Path(f"/dev/fd/{fd}"), fd)
-        fd, name = tempfile.mkstemp(prefix="strongroom-my-", suffix=".cnf")
-        with os.fdopen(fd, "wb") as handle:
+            try:
+                fd = os.memfd_create("strongroom-my.cnf", 0)  # not inheritable; see pass_fds
+            except OSError:  # ENOSYS: an old kernel, or a sandbox that forbids it
+                logger.debug("memfd_create failed; the option file goes to a private folder")
+            else:
+                try:
+                    os.fchmod(fd, 0o600)  # the clients ignore a world-writable option file
+                    os.write(fd, data)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return OptionFile(Path(f"/dev/fd/{fd}"), fd)
+        fd, name = tempfile.mkstemp(prefix="my-", suffix=".cnf", dir=tempfiles.private_dir())
+        with os.fdopen(fd, "wb") as handle:  # mkstemp: mode 0600
             handle.write(data)
         return OptionFile(Path(name), None)
 

@@ -16,17 +16,21 @@ chose ``RestoreOptions.rewrite_definers``; then ``rewrite`` turns exactly those 
 of the dump stream into ``DEFINER=CURRENT_USER`` as the stream goes into the client.
 
 ``rewrite`` changes only the definer clauses the dump tool writes at the start of a
-statement (mariadb-dump and mysqldump 5.7/8 write the same forms)::
+statement (mariadb-dump and mysqldump 5.7/8 write the same forms; under ``ANSI_QUOTES``
+with double quotes)::
 
     /*!50013 DEFINER=`u`@`h` SQL SECURITY DEFINER */            (a view, second line)
     /*!50001 CREATE ALGORITHM=UNDEFINED DEFINER=`r` SQL SECURITY …  (a view, one line)
     /*!50003 CREATE*/ /*!50017 DEFINER=`u`@`h`*/ /*!50003 TRIGGER …
     /*!50106 CREATE*/ /*!50117 DEFINER=`u`@`h`*/ /*!50106 EVENT …
-    CREATE DEFINER=`u`@`h` PROCEDURE|FUNCTION …   (right after ``DELIMITER ;;``)
+    CREATE DEFINER=`u`@`h` [AGGREGATE] FUNCTION|PROCEDURE|PACKAGE [BODY] …
 
-A table's rows never start a line with these (``INSERT INTO …`` lines, strings escaped
-onto one line), and the ``CREATE DEFINER=`` form counts only right after the dump's
-``DELIMITER ;;`` line, so text inside a routine body is never rewritten.
+and only on a line that starts outside any string, quoted name or comment: a small lexer
+(``_Lexer``) follows quotes and comments over every statement line, with the dump's
+``sql_mode`` (``NO_BACKSLASH_ESCAPES``, ``ANSI_QUOTES``), so text inside a routine body is
+never rewritten. A table's rows are ``INSERT INTO`` lines that hold all their strings on
+the line (the dump escapes line breaks): they stream through unread, in the pieces they
+came in, so the filter costs one pass over each line's start, however long the line.
 """
 
 from __future__ import annotations
@@ -49,14 +53,19 @@ logger = logging.getLogger("strongroom.engines.mysql")
 SET_DEFINER_PRIVILEGES = frozenset({"SUPER", "SET USER", "SET_USER_ID", "SET_ANY_DEFINER"})
 _SHOWN = 6  # objects named in a plan line before "and N more"
 
-_QUOTED = rb"`(?:[^`]|``)*`"
+_QUOTED = rb"(?:`(?:[^`]|``)*`|\"(?:[^\"]|\"\")*\")"
 _DEFINER = rb"DEFINER=(?P<definer>" + _QUOTED + rb"(?:@" + _QUOTED + rb")?)"
-_AT_STATEMENT_START = re.compile(
-    rb"^(?P<head>/\*!50013 |/\*!50001 CREATE ALGORITHM=\w+ |/\*!50003 CREATE\*/ /\*!50017 "
+_HEAD_CLAUSE = re.compile(
+    rb"^(?:/\*!50013 |/\*!50001 CREATE ALGORITHM=\w+ |/\*!50003 CREATE\*/ /\*!50017 "
     rb"|/\*!50106 CREATE\*/ /\*!50117 )" + _DEFINER
 )
-_AFTER_DELIMITER = re.compile(rb"^(?P<head>CREATE )" + _DEFINER + rb" (?:PROCEDURE|FUNCTION)\b")
-_DELIMITER_LINE = b"DELIMITER ;;"
+_ROUTINE_CLAUSE = re.compile(
+    rb"^CREATE " + _DEFINER + rb" (?:AGGREGATE )?(?:PROCEDURE|FUNCTION|PACKAGE)\b"
+)
+_ROWS = b"INSERT INTO "
+_MODE_LINE = re.compile(
+    rb"^/\*!(?:40101|50003) SET (?:SESSION )?sql_mode\s*=\s*(?:'([^']*)'|@saved_sql_mode)", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -134,16 +143,18 @@ def split_definer(definer: str) -> tuple[str, str]:
 class Account:
     """The restoring account as the server sees it (``CURRENT_USER()``) and what it may do.
 
+    ``roles``: its enabled roles (as definers: ``role@``), which it may name as definer;
     ``existing``: every account and role of the server as ``user@host`` (roles ``role@``),
     or ``None`` if this account may not read ``mysql.user``."""
 
     current: str
     may_set_any: bool
     existing: frozenset[str] | None
+    roles: frozenset[str] = frozenset()
 
     def cannot_set(self, definer: str) -> bool:
         """Whether creating an object with this definer fails with ERROR 1227."""
-        return not self.may_set_any and definer != self.current
+        return not self.may_set_any and definer != self.current and definer not in self.roles
 
     def missing(self, definer: str) -> bool:
         """Whether the definer account is known not to exist on this server."""
@@ -153,6 +164,23 @@ class Account:
         return self.cannot_set(definer) or self.missing(definer)
 
 
+_GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ")
+
+
+def _global_privileges(grants: Iterable[str]) -> set[str]:
+    """The global privileges in ``SHOW GRANTS`` lines (the account's and its enabled
+    roles': MariaDB and MySQL list both), upper case; ``ALL PRIVILEGES`` as ``SUPER``."""
+    found: set[str] = set()
+    for line in grants:
+        match = _GLOBAL_GRANT.match(line)
+        if match is None or match.group(1).startswith("`"):  # GRANT `role` TO …
+            continue
+        for privilege in match.group(1).split(","):
+            name = privilege.strip().upper()
+            found.add("SUPER" if name == "ALL PRIVILEGES" else name)
+    return found
+
+
 def account(db: MysqlConnection) -> Account:
     """Who this account is and whether it may set other definers (see the module
     docstring). Raises what ``MysqlConnection.connect`` raises."""
@@ -160,10 +188,14 @@ def account(db: MysqlConnection) -> Account:
         cur.execute("SELECT CURRENT_USER()")
         row = cur.fetchone()
         current = _text(row[0]) if row else ""
-        user, host = split_definer(current)
-        grantee = f"'{user}'@'{host}'"
-        cur.execute("SELECT GRANTEE, PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES")
-        privileges = {_text(p).upper() for g, p in cur.fetchall() if _text(g) == grantee}
+        cur.execute("SHOW GRANTS")  # never logged: it may hold password hashes
+        privileges = _global_privileges(_text(r[0]) for r in cur.fetchall())
+        roles: frozenset[str] = frozenset()
+        try:
+            cur.execute("SELECT ROLE_NAME FROM information_schema.ENABLED_ROLES")
+            roles = frozenset(f"{_text(r[0])}@" for r in cur.fetchall())
+        except pymysql.Error as exc:
+            logger.debug("cannot list the enabled roles: %s", error_text(exc))
         existing: frozenset[str] | None
         try:
             cur.execute("SELECT User, Host FROM mysql.user")
@@ -171,12 +203,20 @@ def account(db: MysqlConnection) -> Account:
         except pymysql.Error as exc:
             logger.debug("cannot list the server's accounts: %s", error_text(exc))
             existing = None
-    return Account(current, bool(privileges & SET_DEFINER_PRIVILEGES), existing)
+    return Account(current, bool(privileges & SET_DEFINER_PRIVILEGES), existing, roles)
 
 
 def _listed(objects: list[DefinedObject]) -> str:
-    shown = ", ".join(o.label() for o in objects[:_SHOWN])
-    return shown + (f" and {len(objects) - _SHOWN} more" if len(objects) > _SHOWN else "")
+    """Every definer account named once, each with (some of) its objects."""
+    by_definer: dict[str, list[str]] = {}
+    for o in objects:
+        by_definer.setdefault(o.definer, []).append(f"{o.kind.lower()} {o.name}")
+    parts = []
+    for definer, names in sorted(by_definer.items()):
+        shown = ", ".join(names[:_SHOWN])
+        more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+        parts.append(f"{definer} ({shown}{more})")
+    return "; ".join(parts)
 
 
 def plan_checks(
@@ -192,6 +232,8 @@ def plan_checks(
       (an undo then re-creates them with this account as definer);
     - objects of the target whose definition this account cannot read: always refused
       (neither the safety backup nor the swap can copy them).
+
+    A backup that recorded no definers (made before they were) gets a line saying so.
     """
     who = account(db)
     with db.connect() as conn, conn.cursor() as cur:
@@ -205,12 +247,28 @@ def plan_checks(
             "as the definer or an administrator"
         )
     replaced = [o for o, _ in current if who.cannot_set(o.definer)]
-    objects = from_state(state) or []
+    recorded = from_state(state)
+    objects = recorded or []
     unsettable = [o for o in objects if who.cannot_set(o.definer)]
     missing = [o for o in objects if not who.cannot_set(o.definer) and who.missing(o.definer)]
     lines: list[str] = []
-    if objects and not unsettable and not missing:
-        lines.append(f"definers kept: {', '.join(sorted({o.definer for o in objects}))}")
+    if recorded is None:
+        lines.append(
+            "definers: the backup does not record them (made by an older version)"
+            + (
+                f"; any this account cannot set become {who.current}"
+                if options.rewrite_definers
+                else ""
+            )
+        )
+    elif objects and not unsettable and not missing:
+        kept = ", ".join(sorted({o.definer for o in objects}))
+        lines.append(
+            f"definers kept: {kept}"
+            if who.existing is not None
+            else f"definers not checked against this server's accounts ({who.current} cannot "
+            f"read mysql.user): {kept}; an object whose definer is missing here fails when used"
+        )
     if options.rewrite_definers:
         if unsettable or missing:
             lines.append(
@@ -219,8 +277,8 @@ def plan_checks(
             )
         if replaced:
             lines.append(
-                f"if the swap has to be undone, the target's {_listed(replaced)} are "
-                f"re-created with {who.current} as definer"
+                f"if the swap has to be undone, the target's objects of {_listed(replaced)} "
+                f"are re-created with {who.current} as definer"
             )
         return PlanChecks(lines=tuple(lines))
     problems = []
@@ -233,8 +291,8 @@ def plan_checks(
         problems.append(f"definer accounts missing on this server: {_listed(missing)}")
     if replaced:
         problems.append(
-            f"the target's {_listed(replaced)} could not be re-created by {who.current} "
-            "if the swap had to be undone"
+            f"the target's objects of {_listed(replaced)} could not be re-created by "
+            f"{who.current} if the swap had to be undone"
         )
     if not problems:
         return PlanChecks(lines=tuple(lines))
@@ -248,13 +306,13 @@ def plan_checks(
     )
 
 
-_SHOWN_DEFINER = re.compile(rb"^(CREATE (?:ALGORITHM=\w+ )?)" + _DEFINER)
+_SHOWN_DEFINER = re.compile(rb"^CREATE (?:OR REPLACE )?(?:ALGORITHM=\w+ )?" + _DEFINER)
 
 
 def as_current_user(statement: bytes) -> bytes | None:
     """A ``SHOW CREATE`` statement with its DEFINER made ``CURRENT_USER``, or ``None`` if
-    it names none (``CREATE [ALGORITHM=…] DEFINER=`u`@`h` …``: the clause the server
-    prints before the object's name)."""
+    it names none (``CREATE [OR REPLACE] [ALGORITHM=…] DEFINER=`u`@`h` …``: the clause the
+    server prints before the object's name)."""
     match = _SHOWN_DEFINER.match(statement)
     if match is None:
         return None
@@ -263,48 +321,123 @@ def as_current_user(statement: bytes) -> bytes | None:
 
 
 def _parse(quoted: bytes) -> str:
-    """```u`@`h``` or ```r``` as ``u@h`` / ``r@``."""
-    parts = re.findall(_QUOTED, quoted)
-    names = [p[1:-1].replace(b"``", b"`").decode("utf-8", "replace") for p in parts]
+    """```u`@`h``` or ```r``` (or with double quotes) as ``u@h`` / ``r@``."""
+    names = []
+    for part in re.findall(_QUOTED, quoted):
+        quote = part[:1]
+        names.append(part[1:-1].replace(quote * 2, quote).decode("utf-8", "replace"))
     return f"{names[0]}@{names[1] if len(names) > 1 else ''}"
+
+
+class _Lexer:
+    """Whether the next line of a dump starts inside a string, quoted name or comment.
+
+    ``state``: ``None`` (code), a quote byte (``'``, ``"``, `````), or ``b"*"`` (inside
+    ``/* … */``). ``/*!NNNNN … */`` version comments hold code and are followed as code.
+    Backslash escapes count in strings unless the dump's ``sql_mode`` has
+    ``NO_BACKSLASH_ESCAPES``; under ``ANSI_QUOTES`` ``"`` quotes a name (no escapes)."""
+
+    _CODE = re.compile(rb"['\"`#]|--(?=[\s]|$)|/\*(?!!)")
+
+    def __init__(self) -> None:
+        self.state: bytes | None = None
+        self.backslash = True
+        self.ansi_quotes = False
+
+    def feed(self, line: bytes) -> None:
+        mode = _MODE_LINE.match(line) if self.state is None else None
+        if mode is not None:
+            modes = (mode.group(1) or b"").upper()  # @saved_sql_mode: the dump's own
+            self.backslash = b"NO_BACKSLASH_ESCAPES" not in modes
+            self.ansi_quotes = b"ANSI_QUOTES" in modes
+        pos, end = 0, len(line)
+        while pos < end:
+            if self.state is None:
+                found = self._CODE.search(line, pos)
+                if found is None:
+                    return
+                token = found.group()
+                if token in (b"#", b"--"):
+                    return  # a comment to the end of the line
+                if token == b"/*":
+                    self.state, pos = b"*", found.end()
+                else:
+                    self.state, pos = token, found.end()
+            elif self.state == b"*":
+                close = line.find(b"*/", pos)
+                if close < 0:
+                    return
+                self.state, pos = None, close + 2
+            else:
+                pos = self._close_quote(line, pos)
+
+    def _close_quote(self, line: bytes, pos: int) -> int:
+        quote = self.state or b"'"
+        escapes = self.backslash and quote != b"`" and not (quote == b'"' and self.ansi_quotes)
+        while pos < len(line):
+            byte = line[pos : pos + 1]
+            if escapes and byte == b"\\":
+                pos += 2
+            elif byte == quote:
+                if line[pos + 1 : pos + 2] == quote:
+                    pos += 2
+                else:
+                    self.state = None
+                    return pos + 1
+            else:
+                pos += 1
+        return pos
 
 
 def rewrite(source: Iterable[bytes], needs_rewrite: Callable[[str], bool]) -> Iterator[bytes]:
     """``source`` (a plain SQL dump, in pieces of any size) with every definer clause at a
     statement start (module docstring) whose definer ``needs_rewrite`` made
-    ``DEFINER=CURRENT_USER``; every other byte is passed through unchanged."""
-    carry = b""
-    previous = b""
+    ``DEFINER=CURRENT_USER``; every other byte is passed through unchanged. Rows stream
+    through in the pieces they came in; other lines are read whole."""
+    lexer = _Lexer()
+    line: list[bytes] = []  # the current line's pieces, while it is read whole
+    held = 0
+    decided = False  # whether the current line's start was looked at
+    passing = False  # the current line is a row: pass it through
     for piece in source:
-        if not piece:
-            continue
-        data = carry + piece
-        end = data.rfind(b"\n")
-        if end < 0:
-            carry = data
-            continue
-        carry = data[end + 1 :]
-        lines = data[: end + 1].split(b"\n")
-        lines.pop()  # empty: the block ends with a newline
-        out = []
-        for line in lines:
-            out.append(_rewrite_line(line, previous, needs_rewrite))
-            previous = line
-        yield b"\n".join(out) + b"\n"
-    if carry:
-        yield _rewrite_line(carry, previous, needs_rewrite)
+        pos = 0
+        while pos < len(piece):
+            newline = piece.find(b"\n", pos)
+            stop = len(piece) if newline < 0 else newline + 1
+            part = piece[pos:stop]
+            pos = stop
+            if passing:
+                yield part
+            else:
+                line.append(part)
+                held += len(part)
+                if not decided and (held >= len(_ROWS) or newline >= 0):
+                    decided = True
+                    if lexer.state is None and b"".join(line[:13])[: len(_ROWS)] == _ROWS:
+                        passing = True
+                        yield b"".join(line)
+                        line, held = [], 0
+            if newline >= 0:
+                if not passing:
+                    yield _rewrite_line(b"".join(line), lexer, needs_rewrite)
+                line, held, decided, passing = [], 0, False, False
+    if line:
+        yield _rewrite_line(b"".join(line), lexer, needs_rewrite)
 
 
-def _rewrite_line(line: bytes, previous: bytes, needs_rewrite: Callable[[str], bool]) -> bytes:
-    if not line.startswith((b"/*!5", b"CREATE DEFINER=")):
+def _rewrite_line(line: bytes, lexer: _Lexer, needs_rewrite: Callable[[str], bool]) -> bytes:
+    """One whole line (with its newline), rewritten if it starts with a definer clause in
+    code; the lexer is advanced over it."""
+    at_code = lexer.state is None
+    lexer.feed(line)
+    if not at_code or not line.startswith((b"/*!5", b"CREATE DEFINER=")):
         return line
-    pattern = _AT_STATEMENT_START
-    if line.startswith(b"CREATE"):
-        if previous.rstrip(b"\r") != _DELIMITER_LINE:
-            return line
-        pattern = _AFTER_DELIMITER
-    match = pattern.match(line)
+    match = (_ROUTINE_CLAUSE if line.startswith(b"CREATE") else _HEAD_CLAUSE).match(line)
     if match is None or not needs_rewrite(_parse(match.group("definer"))):
         return line
     start, stop = match.span("definer")
+    logger.info(
+        "creating the object of %s with the restoring account as definer",
+        line[: min(len(line), 120)].decode("utf-8", "replace").strip(),
+    )
     return line[:start] + b"CURRENT_USER" + line[stop:]

@@ -29,7 +29,6 @@ import io
 import logging
 import re
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,12 +38,13 @@ from typing import IO, Any, BinaryIO, cast
 
 import pymysql
 
+from strongroom import tempfiles
 from strongroom.engines.base import DumpResult, RunningDump, TableStats
-from strongroom.engines.mysql import definers
+from strongroom.engines.mysql import definers, staging
 from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.stats import count_tables, list_tables, non_transactional
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_code, error_text
-from strongroom.engines.process import DumpProcess
+from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.errors import DumpFailed
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -270,15 +270,9 @@ class MysqlRunningDump(DumpProcess):
         if self._closed:
             return
         self._closed = True
-        if self._proc.poll() is None:
-            logger.debug("stopping the dump tool (pid %d)", self._proc.pid)
-            self._proc.kill()
         if self._proc.stdout is not None:
-            self._proc.stdout.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            logger.warning("the dump tool (pid %d) did not exit after kill", self._proc.pid)
+            self._proc.stdout.close()  # a write blocked on a full pipe now fails
+        stop(self._proc)  # if still running: SIGTERM, then SIGKILL
         self._option_file.close()
         self._stats.stop()
         self._stats.join(timeout=10)
@@ -359,7 +353,10 @@ def start_dump(db: MysqlConnection) -> Iterator[RunningDump]:
             row = cur.fetchone()
             server_version = str(row[0]) if row else ""
             floor_id = int(row[1]) if row and row[1] is not None else 0
-            state = {"definers": definers.to_state(definers.capture(cur, database))}
+            state = {
+                "definers": definers.to_state(definers.capture(cur, database)),
+                **staging.capture_state(cur, database),  # character set, event statuses
+            }
             loose = non_transactional(list_tables(cur, database))
             if loose:
                 logger.warning(
@@ -378,10 +375,10 @@ def start_dump(db: MysqlConnection) -> Iterator[RunningDump]:
         conn.close()
         raise
     option_file = db.write_option_file()
-    stderr_file = tempfile.TemporaryFile(prefix="strongroom-mysqldump-")  # noqa: SIM115 (owned by the dump)
+    stderr_file = tempfiles.anonymous_file("mysqldump-stderr-")
     logger.info("dumping %s with %s", db.where(), tool)
     try:
-        proc = subprocess.Popen(
+        proc = popen(
             dump_command(tool, tool_version, option_file, database),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

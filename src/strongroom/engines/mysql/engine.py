@@ -25,10 +25,11 @@ from strongroom.engines.base import (
     PlanChecks,
     RestoreOptions,
     RunningDump,
+    SwapRecovery,
     TableStats,
     TargetState,
 )
-from strongroom.engines.mysql import definers
+from strongroom.engines.mysql import definers, staging
 from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.dump import start_dump
 from strongroom.engines.mysql.restore import (
@@ -54,6 +55,8 @@ class MysqlEngine:
     """A MySQL or MariaDB database reachable through a ``mysql://``/``mariadb://`` URL."""
 
     kind = KIND
+    # event name (case-folded) -> its status in the backup, once ``restore`` loaded a dump
+    event_statuses: dict[str, str] | None = None
 
     def __init__(
         self,
@@ -162,13 +165,32 @@ class MysqlEngine:
         options: RestoreOptions | None = None,
     ) -> None:
         """Feed a plain SQL dump into the client, into a new (created here) or empty
-        database; a failure drops the database if it was created here. With
+        staged or scratch database; a failure drops the database if it was created here.
+
+        This database is only ever a staged copy (``staging``) or a drill's scratch one,
+        so the dump goes through ``staging.Staging.rewrite``: its events are created
+        disabled (their original statuses are kept in ``event_statuses`` for the swap)
+        and qualifiers in trigger, routine and event names point here, never at the
+        original. A new database gets the default character set and collation the
+        backup recorded (``state``), else those of ``create_like``. With
         ``options.rewrite_definers`` the definers this account cannot set (or that do not
-        exist here) become the restoring account (``definers.rewrite``)."""
-        del size_hint, tables_hint, state  # a stream holds everything else
+        exist here) become the restoring account (``definers.rewrite``; skipped when the
+        backup's recorded definers need none)."""
+        del size_hint, tables_hint  # a stream holds everything else
+        loader = staging.Staging(self.database_name(), staging.recorded_events(state))
+        source = loader.rewrite(source)
         if options is not None and options.rewrite_definers:
-            source = definers.rewrite(source, definers.account(self.connection).needs_rewrite)
-        restore_dump(self.connection, source, create_like=self._create_like)
+            who = definers.account(self.connection)
+            recorded = definers.from_state(state)
+            if recorded is None or any(who.needs_rewrite(o.definer) for o in recorded):
+                source = definers.rewrite(source, who.needs_rewrite)
+        restore_dump(
+            self.connection,
+            source,
+            create_like=self._create_like,
+            shape=staging.recorded_shape(state),
+        )
+        self.event_statuses = loader.statuses()
 
     def run_client(self, client: Path, source: Iterable[bytes], database: str) -> tuple[int, str]:
         """Pipe ``source`` into the ``mariadb``/``mysql`` client; (exit status, stderr)."""
@@ -229,23 +251,41 @@ class MysqlEngine:
 
     # --- safe restore: a staged database beside the target, then RENAME TABLE ----------
     def staging(self) -> MysqlEngine:
-        """A new database ``<name>_sr_<8 hex>`` beside the target, created like it."""
+        """A new database ``<name>_sr_<8 hex>`` beside the target; ``restore`` creates it
+        with the backup's recorded character set and collation, else like the target."""
         name = limit_name(self.database_name(), f"_sr_{secrets.token_hex(4)}")
         return self.sibling(name, create_like=self.database_name())
 
-    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
+    def swap_in(
+        self, staged: Engine, *, keep_old: bool, source_database: str | None = None
+    ) -> str | None:
         """Move the staged tables (and views, triggers, routines, events) into the target;
-        the target's own go to ``<name>_old_<UTC time>`` (dropped unless ``keep_old``)."""
+        the target's own go to ``<name>_old_<UTC time>`` (dropped unless ``keep_old``).
+        ``source_database``: the backed-up database's name (the manifest's); qualifiers
+        naming it in the restored definitions are re-pointed at the target (``swap``).
+        Events come back with the statuses ``staged.restore`` recorded (it loaded them
+        disabled)."""
         if not isinstance(staged, MysqlEngine):
             raise TypeError("a MySQL target can only take a MySQL staged database")
         now = time.time()  # milliseconds too: two swaps within one second must not collide
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}"
         old_name = limit_name(self.database_name(), f"_old_{stamp}")
-        return swap_databases(self.connection, staged.database_name(), old_name, keep_old=keep_old)
+        return swap_databases(
+            self.connection,
+            staged.database_name(),
+            old_name,
+            keep_old=keep_old,
+            source=source_database,
+            events=staged.event_statuses,
+        )
 
     def drop_database(self, name: str | None = None) -> str | None:
         """Drop a database (default: this one); ``None`` on success, else the reason."""
         return drop_database(self.connection, name)
+
+    def recover_swaps(self) -> list[SwapRecovery]:
+        """Not yet: MySQL swaps write no journal so far (``Engine.recover_swaps``)."""
+        return []
 
     def drop(self) -> None:
         """Drop this database; missing is fine."""

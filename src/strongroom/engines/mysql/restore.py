@@ -1,8 +1,9 @@
 """Restoring a plain SQL dump through the ``mariadb``/``mysql`` client, and the databases
 it goes into: whether one exists and what it holds, creating and dropping it.
 
-A restore goes into a new database (created here, with the character set and collation of
-``create_like`` if given) or an empty one; if it fails, a database created here is dropped.
+A restore goes into a new database (created here, with the default character set and
+collation the backup recorded, else those of ``create_like`` if given) or an empty one; if
+it fails, a database created here is dropped.
 """
 
 from __future__ import annotations
@@ -72,13 +73,16 @@ def target_exists(db: MysqlConnection) -> bool:
     return exists
 
 
-def create_database(db: MysqlConnection, like: str | None = None) -> None:
-    """Create the database of ``db`` (character set and collation of ``like`` if it
-    exists)."""
+def create_database(
+    db: MysqlConnection, like: str | None = None, *, shape: tuple[str, str] | None = None
+) -> None:
+    """Create the database of ``db`` with the default character set and collation
+    ``shape`` (as ``staging.recorded_shape`` checked them: plain names), else those of
+    ``like`` if it exists, else the server's."""
     name = db.database_name()
     try:
         with db.connect() as conn, conn.cursor() as cur:
-            shape = schema_shape(cur, like) if like else None
+            shape = shape or (schema_shape(cur, like) if like else None)
             options = f" CHARACTER SET {shape[0]} COLLATE {shape[1]}" if shape else ""
             logger.info("creating database %s at %s", name, db.host_port())
             cur.execute(f"CREATE DATABASE {quote_ident(name)}{options}")
@@ -89,6 +93,12 @@ def create_database(db: MysqlConnection, like: str | None = None) -> None:
             f"restores are staged in new databases named {base}_…, so the user needs CREATE, "
             f"DROP and ALTER there (e.g. GRANT ALL ON `{base}\\_%`.*)"
         ) from None
+
+
+def alter_shape(cur: Any, name: str, shape: tuple[str, str]) -> None:
+    """Give database ``name`` the default character set and collation ``shape`` (names as
+    ``information_schema`` gives them). Raises ``pymysql.Error``."""
+    cur.execute(f"ALTER DATABASE {quote_ident(name)} CHARACTER SET {shape[0]} COLLATE {shape[1]}")
 
 
 def drop_database(db: MysqlConnection, name: str | None = None) -> str | None:
@@ -110,7 +120,11 @@ def drop_database(db: MysqlConnection, name: str | None = None) -> str | None:
 def run_client(
     db: MysqlConnection, client: Path, source: Iterable[bytes], database: str
 ) -> tuple[int, str]:
-    """Pipe ``source`` into the ``mariadb``/``mysql`` client; (exit status, stderr)."""
+    """Pipe ``source`` into the ``mariadb``/``mysql`` client; (exit status, stderr).
+
+    ``--comments``: without it the client strips ``--``, ``#`` and ``/* */`` comments from
+    what it sends, routine, trigger and event bodies included, so the restored
+    definitions would differ from the backed-up ones."""
     logger.info("restoring into database %s with %s", database, client)
     with db.option_file() as options:
         command = [
@@ -119,19 +133,28 @@ def run_client(
             f"--database={database}",
             "--batch",
             "--binary-mode",
+            "--comments",
             "--default-character-set=utf8mb4",
             "--max-allowed-packet=1G",
         ]
         return pipe_into(command, source, pass_fds=options.pass_fds)
 
 
-def restore_dump(db: MysqlConnection, source: Iterable[bytes], *, create_like: str | None) -> None:
-    """Feed a plain SQL dump into the client, into a new (created here) or empty
-    database; a failure drops the database if it was created here."""
+def restore_dump(
+    db: MysqlConnection,
+    source: Iterable[bytes],
+    *,
+    create_like: str | None,
+    shape: tuple[str, str] | None = None,
+) -> None:
+    """Feed a plain SQL dump into the client, into a new (created here, with the default
+    character set and collation ``shape`` the backup recorded, else those of
+    ``create_like``) or empty database; a failure drops the database if it was created
+    here."""
     exists = target_exists(db)
     client, _ = db.tool(CLIENT_TOOLS)
     if not exists:
-        create_database(db, like=create_like)
+        create_database(db, like=create_like, shape=shape)
     where = db.where()
     try:
         returncode, stderr = run_client(db, client, source, db.database_name())

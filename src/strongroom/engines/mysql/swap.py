@@ -11,19 +11,25 @@ belong to their database. So the swap (``swap_databases``):
    database come out unqualified) in the original client character set, with the
    ``sql_mode`` (and the event's ``time_zone``) they were created under;
 2. creates ``<name>_old_<UTC time>`` and drops the staged triggers (nothing of the target
-   has changed yet; a failure here leaves it as it was);
+   has changed yet; a failure here drops the databases this step created and leaves the
+   target as it was);
 3. drops the target's triggers and runs ONE ``RENAME TABLE`` that moves every target table
    to the old database, then every staged table into the target. If it fails (missing
    privilege, a table locked past ``lock_wait_timeout``) the target's triggers are
    re-created and the target is as it was;
-4. re-creates the staged triggers, views (``CREATE OR REPLACE``), routines and events in
-   the target, replacing the target's own; with ``keep_old`` the target's own objects are
-   re-created in the old database (its events disabled), else the old database is dropped;
-   the staged database, now without tables, is dropped. If any of it fails, the step is
+4. gives the target the staged database's default character set and collation if they
+   differ (the backup's, see ``staging``; an object takes the database's collation when
+   it is created, so this comes first), re-creates the staged triggers, views (``CREATE
+   OR REPLACE``), routines and events in the target, replacing the target's own, each
+   event with the status it was backed up with (it was loaded disabled: ``staging``);
+   with ``keep_old`` the target's own objects are re-created in the old database (its
+   events disabled), else the old database is dropped; the staged database, now without
+   tables, is dropped. If any of it fails, the step is
    undone (``_undo``): every object now in the target is dropped, one ``RENAME TABLE``
    moves the restored tables back to the staged database and the target's own back into
-   the target, the target's captured objects are re-created and the empty old database
-   dropped, so the target is as it was (all or nothing).
+   the target, its character set and collation are put back, the target's captured
+   objects are re-created and the empty old database dropped, so the target is as it was
+   (all or nothing).
 
 Definitions captured from the staged database are re-created in the target with every
 qualifier naming the staged database rewritten to the target's (``retarget``): the server
@@ -32,148 +38,57 @@ where it can resolve the view (a view whose definer has no rights on the staged 
 e.g. an application user granted ``ALL ON `shop`.*`` only, comes out as
 ```shop_sr_…`.`products`.`id```).
 
+The staging filter (``staging``) may have re-pointed a qualifier of a trigger's, routine's
+or event's own name (``CREATE TRIGGER shop.t … ON shop.orders``) at the staged database,
+quoted as it was: ``retarget`` rewrites those too (the unquoted staged name, as a whole
+word, is just as exact), so an in-place restore gives back the text as it was written.
+
+Given the backed-up (``source``) database's name, definitions are also re-pointed from it
+(``requalify_all``, rules in ``qualifiers``): the server keeps trigger, routine and event
+bodies as written, so a ``shop.audit`` in them would still name the original after a
+restore as ``shop_copy`` (writing into it, or failing once it is gone). Every qualifier
+naming the source is rewritten to name the target; strings and comments are kept; a
+definition where that cannot be done with certainty makes the swap refuse before anything
+changed. In the same way the target's own objects kept in the old database
+(``keep_old``) have their qualifiers naming the target re-pointed at the old database, so
+the kept copy never writes into the restored one (an object that cannot be rewritten is
+left out, with a warning).
+
 Between steps 3 and 4 the target's tables are in place but, for a few milliseconds, without
 triggers: stop writers around a restore.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pymysql
 
+from strongroom.engines.mysql import qualifiers, staging
 from strongroom.engines.mysql.connection import MysqlConnection
-from strongroom.engines.mysql.restore import create_database, drop_database
-from strongroom.engines.mysql.stats import MOVABLE_TYPES, quote_ident
-from strongroom.engines.mysql.tools import error_text
+from strongroom.engines.mysql.definers import as_current_user
+from strongroom.engines.mysql.objects import Definition as Definition
+from strongroom.engines.mysql.objects import SchemaObjects as SchemaObjects
+from strongroom.engines.mysql.objects import capture as capture
+from strongroom.engines.mysql.objects import names, text
+from strongroom.engines.mysql.restore import (
+    alter_shape,
+    create_database,
+    drop_database,
+    schema_shape,
+)
+from strongroom.engines.mysql.stats import quote_ident
+from strongroom.engines.mysql.tools import error_code, error_text
 from strongroom.errors import RestoreFailed
 
 logger = logging.getLogger("strongroom.engines.mysql")
 
 _NO_SUCH_TABLE = 1146
+_NO_SET_USER = 1227  # "you need (at least one of) the SUPER, SET USER privilege(s)"
 _VIEW_ROUNDS = 20
-
-
-@dataclass(frozen=True)
-class Definition:
-    """One stored object, as ``SHOW CREATE`` gave it (bytes in its client charset)."""
-
-    kind: str  # TRIGGER, VIEW, PROCEDURE, FUNCTION, EVENT
-    name: str
-    statement: bytes
-    sql_mode: str | None
-    charset_client: str
-    collation_connection: str
-    time_zone: str | None = None
-
-
-@dataclass
-class SchemaObjects:
-    """Everything in one database that ``RENAME TABLE`` does not carry across."""
-
-    tables: list[str] = field(default_factory=list)
-    triggers: list[Definition] = field(default_factory=list)
-    views: list[Definition] = field(default_factory=list)
-    routines: list[Definition] = field(default_factory=list)
-    events: list[Definition] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.tables or self.triggers or self.views or self.routines or self.events)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _names(cur: Any, query: str, database: str) -> list[tuple[str, ...]]:
-    cur.execute(query, (database,))
-    return [tuple(_text(v) for v in row) for row in cur.fetchall()]
-
-
-def _show(cur: Any, kind: str, name: str, database: str) -> Definition:
-    """``SHOW CREATE kind name`` as raw bytes (character_set_results = binary)."""
-    cur.execute(f"SHOW CREATE {kind} {quote_ident(name)}")
-    row = cur.fetchone()
-    columns = [d[0] for d in cur.description or ()]
-    values = dict(zip(columns, row or (), strict=False))
-    key = {
-        "TRIGGER": "SQL Original Statement",
-        "VIEW": "Create View",
-        "PROCEDURE": "Create Procedure",
-        "FUNCTION": "Create Function",
-        "EVENT": "Create Event",
-    }[kind]
-    statement = values.get(key)
-    if not statement:
-        raise RestoreFailed(
-            f"cannot read the definition of {kind.lower()} {name} in database {database}: "
-            "the user needs to own it or be allowed to read mysql.proc (SHOW CREATE ROUTINE)"
-        )
-    mode = values.get("sql_mode")
-    zone = values.get("time_zone")
-    return Definition(
-        kind=kind,
-        name=name,
-        statement=statement if isinstance(statement, bytes) else str(statement).encode(),
-        sql_mode=_text(mode) if mode is not None else None,
-        charset_client=_text(values.get("character_set_client", "utf8mb4")),
-        collation_connection=_text(values.get("collation_connection", "utf8mb4_general_ci")),
-        time_zone=_text(zone) if zone is not None else None,
-    )
-
-
-def capture(cur: Any, database: str) -> SchemaObjects:
-    """Tables and the definitions of every trigger, view, routine and event of ``database``."""
-    found = SchemaObjects()
-    tables = _names(
-        cur,
-        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
-        database,
-    )
-    found.tables = sorted(name for name, kind in tables if kind in MOVABLE_TYPES)
-    views = sorted(name for name, kind in tables if kind == "VIEW")
-    triggers = _names(
-        cur,
-        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
-        " ORDER BY EVENT_OBJECT_TABLE, EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER",
-        database,
-    )
-    routines = _names(
-        cur,
-        "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
-        " WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
-        database,
-    )
-    events = _names(
-        cur,
-        "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s"
-        " ORDER BY EVENT_NAME",
-        database,
-    )
-    unsupported = [
-        f"{kind.lower()} {name}" for name, kind in routines if kind not in ("PROCEDURE", "FUNCTION")
-    ]
-    if unsupported:
-        raise RestoreFailed(
-            f"database {database} holds {', '.join(unsupported)}, which strongroom cannot "
-            "move between databases"
-        )
-    cur.execute(f"USE {quote_ident(database)}")
-    cur.execute("SET SESSION character_set_results = binary")
-    try:
-        found.triggers = [_show(cur, "TRIGGER", n, database) for (n,) in triggers]
-        found.views = [_show(cur, "VIEW", n, database) for n in views]
-        found.routines = [_show(cur, kind, n, database) for n, kind in routines]
-        found.events = [_show(cur, "EVENT", n, database) for (n,) in events]
-    finally:
-        cur.execute("SET NAMES utf8mb4")
-    return found
 
 
 def create(cur: Any, database: str, definition: Definition, *, replace: bool = False) -> None:
@@ -184,7 +99,7 @@ def create(cur: Any, database: str, definition: Definition, *, replace: bool = F
     cur.execute(f"USE {quote_ident(database)}")
     cur.execute("SELECT @@SESSION.sql_mode")
     row = cur.fetchone()
-    saved_mode = _text(row[0]) if row else ""
+    saved_mode = text(row[0]) if row else ""
     try:
         if definition.sql_mode is not None:
             cur.execute("SET SESSION sql_mode = %s", (definition.sql_mode,))
@@ -194,7 +109,21 @@ def create(cur: Any, database: str, definition: Definition, *, replace: bool = F
             f"SET character_set_client = {definition.charset_client},"
             f" collation_connection = {definition.collation_connection}"
         )
-        cur.execute(statement)
+        try:
+            cur.execute(statement)
+        except pymysql.Error as exc:
+            # Only the target's own objects can hit this (the staged ones were created by
+            # this account): the plan refused unless the user chose --rewrite-definers.
+            rewritten = as_current_user(statement) if error_code(exc) == _NO_SET_USER else None
+            if rewritten is None:
+                raise
+            logger.warning(
+                "re-creating %s %s with the restoring account as definer: %s",
+                definition.kind.lower(),
+                definition.name,
+                error_text(exc),
+            )
+            cur.execute(rewritten)
     finally:
         cur.execute("SET NAMES utf8mb4")
         cur.execute("SET SESSION sql_mode = %s, time_zone = '+00:00'", (saved_mode,))
@@ -205,67 +134,86 @@ def drop(cur: Any, database: str, definition: Definition) -> None:
     cur.execute(f"DROP {kind} IF EXISTS {quote_ident(database)}.{quote_ident(definition.name)}")
 
 
-def _encodings(charset: str) -> list[str]:
-    """Python codecs a name may be written in inside a statement of ``charset``."""
-    names = ["utf-8"]  # identifiers are kept in the server's system charset (utf8)
-    python = {"latin1": "cp1252", "utf8mb3": "utf-8", "utf8": "utf-8", "utf8mb4": "utf-8"}
-    try:
-        extra = codecs.lookup(python.get(charset.lower(), charset)).name
-    except LookupError:
-        return names
-    return names if extra in ("utf-8", "utf_8") else [*names, extra]
-
-
-def retarget(definition: Definition, staged: str, target: str) -> Definition:
-    """``definition`` with every qualifier naming ``staged`` naming ``target`` instead.
-
-    Only the server's own quoted qualifier is replaced: the backquoted name followed by a
-    dot, ```shop_sr_1a2b3c4d`.``, or with double quotes where ``ANSI_QUOTES`` made the
-    server print them, ``"shop_sr_1a2b3c4d".``, each with its quote character doubled
-    inside the name exactly as the server writes it. This is exact, never a match inside
-    user text: the staged name ends in 8 random hex digits chosen for this restore, after
-    the dump was written, so no text that came from the dump (a routine's body, a string
-    literal, a comment, another identifier) can hold it; every occurrence was written by
-    the server, which qualifies names with the database the object lives in. Replacing
-    that database by the target is what the server would have printed had the object
-    been created in the target, where the tables will be. Trigger, routine and event
-    texts are kept as written (their ``shop``.x stays ``shop``.x), so for them this is a
-    no-op today; it is applied to every kind so that no definition created in the target
-    can ever name the staged database. ``swap_databases`` refuses to start (before
-    anything changes) if the staged name is still in a definition afterwards.
-    """
-    statement = definition.statement
-    for quote in ("`", '"'):
-        was = quote + staged.replace(quote, quote * 2) + quote + "."
-        now = quote + target.replace(quote, quote * 2) + quote + "."
-        for encoding in _encodings(definition.charset_client):
-            try:
-                statement = statement.replace(was.encode(encoding), now.encode(encoding))
-            except UnicodeEncodeError:
-                continue
+def retarget(
+    definition: Definition, staged: str, target: str, keywords: frozenset[str] | None = None
+) -> Definition:
+    """``definition`` with every qualifier naming ``staged`` naming ``target`` instead
+    (``qualifiers.retarget_statement``: exact, only what the server or the staging filter
+    wrote; ``keywords``: the server's, to know when the target needs quotes)."""
+    statement = qualifiers.retarget_statement(
+        definition.statement, definition.charset_client, staged, target, keywords=keywords
+    )
     return dataclasses.replace(definition, statement=statement)
 
 
-def retarget_all(objects: SchemaObjects, staged: str, target: str) -> SchemaObjects:
+def _each(objects: SchemaObjects, change: Callable[[Definition], Definition]) -> SchemaObjects:
+    lists = (objects.triggers, objects.views, objects.routines, objects.events)
+    return SchemaObjects(list(objects.tables), *([change(d) for d in items] for items in lists))
+
+
+def retarget_all(
+    objects: SchemaObjects, staged: str, target: str, keywords: frozenset[str] | None = None
+) -> SchemaObjects:
     """``objects`` of the staged database, ready to be created in ``target``."""
 
-    def move(items: list[Definition]) -> list[Definition]:
-        moved = [retarget(d, staged, target) for d in items]
-        for item in moved:
-            if staged.encode() in item.statement:
-                raise RestoreFailed(
-                    f"the definition of {item.kind.lower()} {item.name} names the staged "
-                    f"database {staged}, which strongroom cannot rewrite"
-                )
+    def move(item: Definition) -> Definition:
+        moved = retarget(item, staged, target, keywords)
+        if staged.encode() in moved.statement:
+            raise RestoreFailed(
+                f"the definition of {item.kind.lower()} {item.name} names the staged "
+                f"database {staged}, which strongroom cannot rewrite"
+            )
         return moved
 
-    return SchemaObjects(
-        tables=list(objects.tables),
-        triggers=move(objects.triggers),
-        views=move(objects.views),
-        routines=move(objects.routines),
-        events=move(objects.events),
+    return _each(objects, move)
+
+
+def requalify(item: Definition, source: str, target: str, scope: qualifiers.Scope) -> Definition:
+    """``item`` with its qualifiers naming ``source`` naming ``target``; raises
+    ``qualifiers.Unrewritable``."""
+    statement = qualifiers.requalify_statement(
+        item.statement,
+        charset=item.charset_client,
+        sql_mode=item.sql_mode,
+        source=source,
+        target=target,
+        scope=scope,
     )
+    return dataclasses.replace(item, statement=statement)
+
+
+def requalify_all(
+    objects: SchemaObjects, source: str, target: str, scope: qualifiers.Scope
+) -> SchemaObjects:
+    """``requalify`` on every definition; ``RestoreFailed`` names one that cannot be."""
+
+    def move(item: Definition) -> Definition:
+        try:
+            return requalify(item, source, target, scope)
+        except qualifiers.Unrewritable as exc:
+            raise RestoreFailed(
+                f"the definition of {item.kind.lower()} {item.name} {exc}; restore it under "
+                f"its own name ({source})"
+            ) from None
+
+    return _each(objects, move)
+
+
+def with_statuses(objects: SchemaObjects, statuses: Mapping[str, str]) -> SchemaObjects:
+    """``objects`` whose events have the status ``statuses`` gives them (case-folded event
+    name -> ``ENABLED``/``DISABLED``/``SLAVESIDE_DISABLED``): the staged copy was loaded
+    with every event disabled (``staging``). An event not named there is kept as it is."""
+
+    def give(item: Definition) -> Definition:
+        status = statuses.get(item.name.casefold())
+        if item.kind != "EVENT" or status is None:
+            return item
+        statement = staging.with_status(
+            item.statement, charset=item.charset_client, sql_mode=item.sql_mode, status=status
+        )
+        return dataclasses.replace(item, statement=statement)
+
+    return _each(objects, give)
 
 
 def create_views(cur: Any, database: str, views: Iterable[Definition]) -> None:
@@ -309,33 +257,55 @@ def _put_back(cur: Any, database: str, triggers: list[Definition]) -> list[str]:
     return lost
 
 
-def swap_databases(db: MysqlConnection, staged: str, old: str, *, keep_old: bool) -> str | None:
-    """Swap ``staged`` into the database of ``db`` (module docstring); the old name or None."""
+def swap_databases(
+    db: MysqlConnection,
+    staged: str,
+    old: str,
+    *,
+    keep_old: bool,
+    source: str | None = None,
+    events: Mapping[str, str] | None = None,
+) -> str | None:
+    """Swap ``staged`` into the database of ``db`` (module docstring); the old name or None.
+    ``source``: the backed-up database's name (``None``: its qualifiers are kept).
+    ``events``: case-folded event name -> the status to give it (``staging``; ``None``:
+    as in the staged database)."""
     target = db.database_name()
+    made: list[str] = []  # databases step 2 created, dropped again if it fails
     with db.connect() as conn, conn.cursor() as cur:
         try:
-            incoming = retarget_all(capture(cur, staged), staged, target)
-            cur.execute(
-                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (target,)
-            )
-            exists = cur.fetchone() is not None
+            scope = qualifiers.load_scope(cur, staged)
+            incoming = retarget_all(capture(cur, staged), staged, target, scope.keywords)
+            if source is not None:
+                incoming = requalify_all(incoming, source, target, scope)
+            if events is not None:
+                incoming = with_statuses(incoming, events)
+            shape, was = schema_shape(cur, staged), schema_shape(cur, target)
+            exists = was is not None
             current = capture(cur, target) if exists else SchemaObjects()
             if not exists:
                 create_database(db, like=staged)
+                made.append(target)
             if not current.empty:
                 cur.execute(
                     f"CREATE DATABASE {quote_ident(old)} CHARACTER SET"
                     f" {schema_charset(cur, target)}"
                 )
+                made.append(old)
             for trigger in incoming.triggers:
                 drop(cur, staged, trigger)
         except pymysql.Error as exc:
+            for name in made:
+                drop_database(db, name)
             raise RestoreFailed(
                 f"cannot prepare the swap into {db.where()}: "
                 f"{db.redact(error_text(exc))}; the original database is unchanged"
             ) from None
         except RestoreFailed as exc:
+            for name in made:
+                drop_database(db, name)
             raise RestoreFailed(f"{exc.message}; the original database is unchanged") from None
+        reshape = (shape, was) if exists and shape is not None and shape != was else None
         try:
             _move_tables(db, cur, current, incoming, staged, old)
         except RestoreFailed:
@@ -343,15 +313,17 @@ def swap_databases(db: MysqlConnection, staged: str, old: str, *, keep_old: bool
                 drop_database(db, target)
             raise
         try:
-            _complete(cur, target, current, incoming)
+            _complete(cur, target, current, incoming, reshape[0] if reshape else None)
         except _StepFailed as failed:
-            state = _undo(db, cur, current, incoming, staged, old, created=not exists)
+            state = _undo(
+                db, cur, current, incoming, staged, old, created=not exists, reshape=reshape
+            )
             raise RestoreFailed(
                 f"could not re-create the restored objects in {db.where()}: "
                 f"{db.redact(str(failed))}; {state}"
             ) from None
         if not current.empty and keep_old:
-            _keep_old_objects(cur, old, current)
+            _keep_old_objects(cur, target, old, current)
     logger.warning("swapped the restored database into %s", db.where())
     drop_database(db, staged)
     if current.empty:
@@ -417,15 +389,25 @@ class _StepFailed(Exception):
     """One action of step 4 failed (its description and the server's message)."""
 
 
-def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObjects) -> None:
-    """Step 4 in the target: its objects replaced by the staged ones; stops at the first
-    failure (``_StepFailed``), which the caller undoes."""
+def _complete(
+    cur: Any,
+    target: str,
+    current: SchemaObjects,
+    incoming: SchemaObjects,
+    shape: tuple[str, str] | None,
+) -> None:
+    """Step 4 in the target: its default character set and collation made the staged
+    database's (``shape``; ``None``: they are the same), its objects replaced by the
+    staged ones; stops at the first failure (``_StepFailed``), which the caller undoes."""
 
     def attempt(what: str, action: Any) -> None:
         try:
             action()
         except pymysql.Error as exc:
             raise _StepFailed(f"{what} failed ({error_text(exc)})") from exc
+
+    if shape is not None:  # first: an object takes the database's collation when created
+        attempt("changing the database's character set", lambda: alter_shape(cur, target, shape))
 
     for trigger in incoming.triggers:
         attempt(f"creating trigger {trigger.name}", lambda t=trigger: create(cur, target, t))
@@ -448,41 +430,15 @@ def _complete(cur: Any, target: str, current: SchemaObjects, incoming: SchemaObj
 
 def _drop_objects(cur: Any, database: str) -> None:
     """Drop every trigger, view, routine and event of ``database`` (its tables stay)."""
-    found = [
-        ("TRIGGER", n)
-        for (n,) in _names(
-            cur,
-            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
-            database,
-        )
-    ]
-    found += [
-        ("VIEW", n)
-        for (n,) in _names(
-            cur,
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
-            " AND TABLE_TYPE = 'VIEW'",
-            database,
-        )
-    ]
-    found += [
-        (kind, n)
-        for n, kind in _names(
-            cur,
-            "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
-            " WHERE ROUTINE_SCHEMA = %s",
-            database,
-        )
-    ]
-    found += [
-        ("EVENT", n)
-        for (n,) in _names(
-            cur,
-            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
-            database,
-        )
-    ]
-    for kind, name in found:
+    queries = (
+        "SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+        "SELECT 'VIEW', TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+        " AND TABLE_TYPE = 'VIEW'",
+        "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES"
+        " WHERE ROUTINE_SCHEMA = %s",
+        "SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
+    )
+    for kind, name in [row for query in queries for row in names(cur, query, database)]:
         cur.execute(f"DROP {kind} IF EXISTS {quote_ident(database)}.{quote_ident(name)}")
 
 
@@ -495,8 +451,11 @@ def _undo(
     old: str,
     *,
     created: bool,
+    reshape: tuple[tuple[str, str], tuple[str, str] | None] | None = None,
 ) -> str:
     """Undo steps 3 and 4 after a failure in step 4; what state the target is left in.
+    ``reshape``: (the staged, the target's) default character set and collation when step
+    4 began by changing the target's; the target's is put back.
 
     Every object in the target now is either a restored one step 4 created or one of the
     target's own it had not dropped yet; all are dropped (triggers must go before their
@@ -519,7 +478,14 @@ def _undo(
         logger.error("could not undo the swap into %s: %s", db.where(), reason)
         where = f"; the original tables are in {old}" if not current.empty else ""
         return f"putting the original back failed too ({reason}){where}"
-    lost = _put_back(cur, target, current.triggers)
+    lost = []
+    if reshape is not None and reshape[1] is not None:  # before the objects, as in step 4
+        try:
+            alter_shape(cur, target, reshape[1])
+        except pymysql.Error as exc:
+            logger.error("could not put back the character set of %s: %s", db.where(), exc)
+            lost.append("its default character set and collation")
+    lost += _put_back(cur, target, current.triggers)
 
     def put_back(item: Definition) -> None:
         try:
@@ -548,15 +514,29 @@ def _undo(
     return "the original database is unchanged"
 
 
-def _keep_old_objects(cur: Any, old: str, current: SchemaObjects) -> None:
-    """Re-create the replaced database's objects beside its tables (events disabled)."""
+def _keep_old_objects(cur: Any, target: str, old: str, current: SchemaObjects) -> None:
+    """Re-create the replaced database's objects beside its tables (events disabled), their
+    qualifiers naming the target re-pointed at ``old`` (module docstring)."""
     try:
-        for trigger in current.triggers:
+        names = [d.name for d in (*current.triggers, *current.views, *current.routines)]
+        scope = qualifiers.load_scope(cur, old, also=names)
+
+        def kept(items: list[Definition]) -> list[Definition]:
+            out = []
+            for item in items:
+                try:
+                    out.append(requalify(item, target, old, scope))
+                except qualifiers.Unrewritable as exc:
+                    what = f"{item.kind.lower()} {item.name}"
+                    logger.warning("%s is not kept in %s: its definition %s", what, old, exc)
+            return out
+
+        for trigger in kept(current.triggers):
             create(cur, old, trigger)
-        for item in current.routines:  # before the views, which may call them
+        for item in kept(current.routines):  # before the views, which may call them
             create(cur, old, item)
-        create_views(cur, old, current.views)
-        for event in current.events:
+        create_views(cur, old, kept(current.views))
+        for event in kept(current.events):
             create(cur, old, event)
             cur.execute(f"ALTER EVENT {quote_ident(old)}.{quote_ident(event.name)} DISABLE")
     except pymysql.Error as exc:

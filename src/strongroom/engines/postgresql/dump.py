@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import tempfile
 import threading
 from typing import IO, Any, BinaryIO, cast
 
 import psycopg
 
+from strongroom import tempfiles
 from strongroom.engines.base import DumpResult, TableStats
 from strongroom.engines.postgresql.connection import PostgresServer, server_major
 from strongroom.engines.postgresql.state import DatabaseState, capture_state
 from strongroom.engines.postgresql.stats import snapshot_table_stats
-from strongroom.engines.process import DumpProcess
+from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import DumpFailed
@@ -151,15 +151,9 @@ class PostgresRunningDump(DumpProcess):
         if self._closed:
             return
         self._closed = True
-        if self._proc.poll() is None:
-            logger.debug("stopping pg_dump (pid %d)", self._proc.pid)
-            self._proc.kill()
         if self._proc.stdout is not None:
-            self._proc.stdout.close()
-        try:
-            self._proc.wait(timeout=_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            logger.warning("pg_dump (pid %d) did not exit after kill", self._proc.pid)
+            self._proc.stdout.close()  # a write blocked on a full pipe now fails
+        stop(self._proc)  # if still running (SIGTERM: it cancels its query, then SIGKILL)
         self._counter.stop()
         self._counter.join(timeout=_STOP_TIMEOUT)
         try:
@@ -199,9 +193,9 @@ def start_dump(server: PostgresServer) -> PostgresRunningDump:
         server.conninfo(with_password=False),
     ]
     logger.info("dumping %s with %s", server.where(), tool)
-    stderr_file = tempfile.TemporaryFile(prefix="strongroom-pg_dump-")  # noqa: SIM115 (owned by the dump)
+    stderr_file = tempfiles.anonymous_file("pg_dump-stderr-")
     try:
-        proc = subprocess.Popen(
+        proc = popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -20,11 +19,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from strongroom import tempfiles
 from strongroom.engines.base import (
     Engine,
     PlanChecks,
     RestoreOptions,
     RunningDump,
+    SwapRecovery,
     TableStats,
     TargetState,
 )
@@ -54,7 +55,8 @@ from strongroom.engines.postgresql.stats import (
     USER_NAMESPACES,
     parallel_table_stats,
 )
-from strongroom.engines.postgresql.swap import check_may_replace, limit_name, swap_into_place
+from strongroom.engines.postgresql.swap import check_may_replace, recover, swap_into_place
+from strongroom.engines.postgresql.swap_store import carries_journal, limit_name
 from strongroom.engines.postgresql.tables import restore_tables, verify_tables
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
@@ -467,21 +469,29 @@ class PostgresEngine(PostgresServer):
         """A new database beside the target: ``<name>_sr_<random>`` (dropped on failure)."""
         return self.sibling(limit_name(self.database_name(), f"_sr_{secrets.token_hex(4)}"))
 
-    def swap_in(self, staged: Engine, *, keep_old: bool) -> str | None:
+    def swap_in(
+        self, staged: Engine, *, keep_old: bool, source_database: str | None = None
+    ) -> str | None:
         """Give the staged database the backup's recorded state, then swap it into this
-        target's place (see ``postgresql.swap``); drop the old one unless ``keep_old``."""
+        target's place (see ``postgresql.swap``); drop the old one unless ``keep_old``.
+        (``source_database`` is not needed: a dump names no database.)"""
+        del source_database
         if not isinstance(staged, PostgresEngine):
             raise TypeError("a PostgreSQL target can only take a PostgreSQL staged database")
         staged.give_recorded_state()
-        existed, old_name = swap_into_place(self, staged.database_name())
+        existed, kept = swap_into_place(self, staged.database_name(), keep_old=keep_old)
         if not existed:
             logger.warning("put the restored database in place as %s", self.where())
             return None
-        logger.warning("swapped the restored database into %s (old: %s)", self.where(), old_name)
-        if not keep_old:
-            self.sibling(old_name).drop()
-            return None
-        return old_name
+        logger.warning(
+            "swapped the restored database into %s (old: %s)", self.where(), kept or "dropped"
+        )
+        return kept
+
+    def recover_swaps(self) -> list[SwapRecovery]:
+        """Settle every interrupted swap on this server (``postgresql.swap.recover``;
+        the contract is ``Engine.recover_swaps``)."""
+        return recover(self)
 
     def give_recorded_state(self) -> None:
         """Give this (restored, verified, not yet swapped-in) database the backup's recorded
@@ -517,7 +527,16 @@ class PostgresEngine(PostgresServer):
 
     def drop(self) -> None:
         """Drop this database (terminating its sessions); missing is fine. Roles that this
-        engine's restore created for it (``--create-roles``) are dropped too."""
+        engine's restore created for it (``--create-roles``) are dropped too. A database
+        that carries an interrupted swap's journal is kept (logged): only the recovery that
+        settles the swap may drop it (``postgresql.swap``)."""
+        if carries_journal(self, self.database_name()):
+            logger.warning(
+                "kept %s: it carries the journal of an interrupted swap, which the next "
+                "strongroom command on this server settles",
+                self.where(),
+            )
+            return
         problem = self.drop_database()
         if problem is not None:
             raise RestoreFailed(f"could not drop {self.where()}: {problem}")
@@ -536,7 +555,7 @@ class PostgresEngine(PostgresServer):
         ``postgresql.toc`` and ``postgresql.tables``; ``into``: a side schema), then their
         rows and checksums compared with ``expected`` (``VerificationMismatch``)."""
         del source_database  # table names in the dump are schema-qualified
-        with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as workdir:
+        with tempfiles.private_tempdir("tables-") as workdir:  # swept if killed
             dump_file = Path(workdir) / "dump"
             with dump_file.open("wb") as handle:
                 for data in source:  # every chunk is verified as it is read

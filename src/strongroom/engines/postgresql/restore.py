@@ -11,20 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from strongroom import tempfiles
 from strongroom.engines.postgresql.connection import PostgresServer
-from strongroom.engines.process import pipe_into
+from strongroom.engines.process import pipe_into, run_tool
 from strongroom.errors import UsageError
 
 logger = logging.getLogger("strongroom.engines.postgresql")
 
 PARALLEL_RESTORE_MIN_BYTES = 64 * 1024 * 1024
 MAX_RESTORE_JOBS = 4
-_STOP_TIMEOUT = 10.0
 
 
 def parallel_jobs(size_hint: int | None, tables_hint: int | None = None) -> int:
@@ -58,15 +57,13 @@ def restore_flags(faithful: bool) -> list[str]:
 def run_pg_restore_parallel(
     server: PostgresServer, tool: Path, source: Iterable[bytes], jobs: int, faithful: bool
 ) -> tuple[int, str]:
-    """Materialise the dump in a temp file, then ``pg_restore -j`` from it."""
-    with tempfile.TemporaryDirectory(prefix="strongroom-restore-") as workdir:
-        dump_file = Path(workdir) / "dump"
-        with dump_file.open("wb") as handle:
-            for data in source:  # every chunk is verified as it is read
-                handle.write(data)
-        listing = subprocess.run(
-            [str(tool), "--list", str(dump_file)], capture_output=True, check=False
-        )
+    """Materialise the dump in a private unnamed temp file (``tempfiles.spool``: nothing is
+    left behind, even by a killed process), then ``pg_restore -j`` from it."""
+    with tempfiles.spool("dump-") as dump:
+        for data in source:  # every chunk is verified as it is read
+            dump.handle.write(data)
+        dump.handle.flush()
+        listing = run_tool([str(tool), "--list", dump.path], pass_fds=dump.pass_fds)
         data_entries = listing.stdout.count(b" TABLE DATA ")
         jobs = max(1, min(jobs, data_entries))
         logger.info("restoring into %s with %s -j %d", server.where(), tool, jobs)
@@ -76,16 +73,9 @@ def run_pg_restore_parallel(
             f"--jobs={jobs}",
             "-d",
             server.conninfo(with_password=False),
-            str(dump_file),
+            dump.path,
         ]
-        result = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=server.child_env(),
-            check=False,
-        )
+        result = run_tool(command, env=server.child_env(), pass_fds=dump.pass_fds)
         return result.returncode, result.stderr.decode("utf-8", "replace")
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from strongroom import tempfiles
 from strongroom.engines.base import TableStats, checksum_method
 from strongroom.engines.postgresql.connection import PostgresServer
 from strongroom.engines.postgresql.connection import server_major as _server_major
@@ -32,6 +31,7 @@ from strongroom.engines.postgresql.toc import (
     parse_toc,
     plan_restore,
 )
+from strongroom.engines.process import run_tool
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import RestoreFailed, TargetNotEmpty, UsageError, VerificationMismatch
@@ -45,19 +45,12 @@ _LIST_NAMES_UP_TO = 10
 def _run(engine: PostgresServer, command: list[str], what: str) -> str:
     """Run a client tool with the engine's environment; return its stdout."""
     logger.debug("running %s", command[0])
-    result = subprocess.run(
-        command,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        env=engine.child_env(),
-        check=False,
-    )
+    result = run_tool(command, env=engine.child_env())
     if result.returncode != 0:
-        reason = _first_line(result.stderr, prefer="error") or _exit_description(result.returncode)
+        stderr = result.stderr.decode("utf-8", "replace")
+        reason = _first_line(stderr, prefer="error") or _exit_description(result.returncode)
         raise RestoreFailed(f"{what}: {engine.redact(reason)}")
-    return result.stdout
+    return result.stdout.decode("utf-8", "replace")
 
 
 def _error(engine: PostgresServer, what: str, exc: BaseException) -> RestoreFailed:
@@ -149,7 +142,7 @@ def _restore_list(
 ) -> None:
     """``pg_restore -L`` the entries into ``dbname`` (default: the target) in one transaction."""
     where = engine.where() if dbname is None else f"database {dbname} at {engine.host_port()}"
-    with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as tmp:
+    with tempfiles.private_tempdir("tables-") as tmp:
         list_file = Path(tmp) / "restore.list"
         list_file.write_text("".join(e.line + "\n" for e in entries), encoding="utf-8")
         _run(
@@ -331,7 +324,7 @@ def _copy_relations(
     relations: list[str],
 ) -> None:
     """``pg_dump -t`` the relations from the scratch database into the target."""
-    with tempfile.TemporaryDirectory(prefix="strongroom-tables-") as tmp:
+    with tempfiles.private_tempdir("tables-") as tmp:
         moved_dump = Path(tmp) / "moved.dump"
         command = [str(pg_dump), "-Fc", "-Z0", "--no-password", "-f", str(moved_dump)]
         for name in relations:

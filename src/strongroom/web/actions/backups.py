@@ -12,6 +12,7 @@ from strongroom.repository.manifest import Manifest
 from strongroom.services import records
 from strongroom.services.backup import run_recorded_backup
 from strongroom.services.forget import delete_backup
+from strongroom.services.hooks import hooks_of
 from strongroom.services.pins import pin_backup, unpin_backup
 from strongroom.services.verify import verify_backup
 from strongroom.web import audit
@@ -20,20 +21,23 @@ from strongroom.web.jobs import JobFailed, JobProgress
 
 
 def start_backup(caller: Caller, target: str, tags: tuple[str, ...]) -> str:
-    """Back up a configured target on a job; the run is recorded like the CLI's."""
+    """Back up a configured target on a job (the "Back up now" button, ``POST
+    /api/backups``, the cron endpoint); the run is recorded and the target's hooks run as
+    for the CLI's. A failing ``post_backup`` hook fails the job, the backup is kept."""
     ctx = caller.ctx
     url = ctx.database_url(target)  # raises for an unknown target
     repo = ctx.repository()
 
     def work(progress: JobProgress) -> dict[str, Any]:
         progress.phase("connecting")
-        report = run_recorded_backup(
+        report = run_recorded_backup(  # the target's hooks run here, as for every backup
             repo,
             open_engine(url),
             target=target,
             tags=tags,
             progress=progress,
             created_by=f"{caller.name} (web)",
+            hooks=hooks_of(ctx.settings, target, ctx.env),
         )
         m = report.manifest
         return {
@@ -62,8 +66,7 @@ def start_verify(caller: Caller, manifest: Manifest) -> str:
     repo = ctx.repository()
 
     def work(progress: JobProgress) -> dict[str, Any]:
-        result = verify_backup(repo, manifest, progress)
-        records.record_read_verification(repo, result)
+        result = verify_backup(repo, manifest, progress)  # records the outcome (kind "read")
         if not result.ok:
             raise JobFailed(result.problem or "verification failed")
         return {"ok": True, "bytes_checked": result.bytes_checked}

@@ -1,6 +1,10 @@
 """Restore through the web: the plan (dry run), a typed confirmation, then a job running
 the full contract of ``strongroom restore`` (safety backup, staged restore, verification,
-swap). The destination is the backup's configured target unless a URL is given."""
+swap). The destination is the backup's configured target unless a URL is given.
+
+``latest`` resolves as on the command line (``services.restore_choice``): within one
+target (the request's ``target``, else the one the destination belongs to, else the only
+configured target), never to a safety backup."""
 
 from __future__ import annotations
 
@@ -11,7 +15,14 @@ from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.manifest import Manifest
 from strongroom.services.drill import scratch_for
+from strongroom.services.hooks import destination_hooks
 from strongroom.services.restore import RestorePlan, plan_restore, run_restore
+from strongroom.services.restore_choice import (
+    DestinationTarget,
+    destination_target,
+    latest_of,
+    source_target,
+)
 from strongroom.web import audit
 from strongroom.web.actions.common import Caller
 from strongroom.web.context import WebContext
@@ -22,6 +33,67 @@ def destination(ctx: WebContext, manifest: Manifest, to: str | None) -> Engine:
     """The database a restore writes: ``to``, else the target's configured database."""
     url = to.strip() if to and to.strip() else ctx.database_url(manifest.target)
     return open_engine(url)
+
+
+def configured_urls(ctx: WebContext) -> dict[str, str]:
+    """Configured target name -> database URL (those whose ``url_env`` is unset left out)."""
+    urls = {}
+    for name in ctx.settings.targets:
+        try:
+            urls[name] = ctx.database_url(name)
+        except UsageError:
+            continue
+    return urls
+
+
+def choose_backup(caller: Caller, reference: str, to: str | None, target: str | None) -> Manifest:
+    """The backup a restore request names: an id or unique prefix as is; ``latest`` the
+    newest regular backup of ``target``, else of the target ``to`` belongs to, else of the
+    only configured target. Raises ``UsageError`` (naming ``"target"``) when that is not
+    clear, ``BackupNotFound`` when the target has no backup."""
+    ctx = caller.ctx
+    if reference.strip() != "latest":
+        if not reference or len(reference) > 100:  # as web.actions.backups.resolve
+            raise UsageError("give a backup id")
+        return ctx.repository().resolve(reference)
+    repo = ctx.repository()
+    configured = configured_urls(ctx)
+    if target and target.strip():
+        name = target.strip()
+    elif to and to.strip():
+        name = source_target(
+            repo, open_engine(to.strip()), configured=configured, option='"target"'
+        )
+    elif len(ctx.settings.targets) == 1:
+        name = next(iter(ctx.settings.targets))
+    else:
+        raise UsageError(
+            'latest needs a target: give "target" (or "to") '
+            f"(targets: {', '.join(ctx.target_names()) or 'none'})"
+        )
+    return latest_of(repo, name)
+
+
+def target_of(
+    ctx: WebContext,
+    manifest: Manifest,
+    to: str | None,
+    engine: Engine,
+    given: str | None = None,
+) -> DestinationTarget:
+    """The target the destination belongs to (its safety backup is filed there): the
+    backup's own when restoring into its configured database, else as the CLI finds it
+    (``given``: the request's ``target``, settling a tie)."""
+    if not (to and to.strip()):
+        return DestinationTarget(manifest.target, "the backup's configured target")
+    return destination_target(
+        ctx.repository(),
+        engine,
+        configured=configured_urls(ctx),
+        given=given,
+        backup=manifest,
+        option='"target"',
+    )
 
 
 def scratch_engine(ctx: WebContext, manifest: Manifest, scratch_url: str | None) -> Engine:
@@ -54,13 +126,16 @@ def plan(
     to: str | None,
     safety_backup: bool,
     options: RestoreOptions | None = None,
+    target: str | None = None,
 ) -> RestorePlan:
+    engine = destination(ctx, manifest, to)
     return plan_restore(
         ctx.repository(),
         manifest,
-        destination(ctx, manifest, to),
+        engine,
         safety_backup=safety_backup,
         options=options,
+        target=target_of(ctx, manifest, to, engine, target),
     )
 
 
@@ -72,6 +147,10 @@ def plan_json(plan: RestorePlan, engine: Engine) -> dict[str, Any]:
     return {
         "backup_id": m.backup_id,
         "backup_target": m.target,
+        "safety_backup_chosen": "pre-restore" in m.tags,
+        "destination_target": plan.destination_target,
+        "target_basis": plan.target_basis,
+        "warning": plan.warning,
         "engine": m.engine,
         "raw_size": m.raw_size,
         "taken_at": m.started_at,
@@ -102,6 +181,7 @@ def start_restore(
     safety_backup: bool = True,
     drop_old: bool = False,
     options: RestoreOptions | None = None,
+    target: str | None = None,
 ) -> str:
     """Check the typed confirmation against the destination's database name, then restore
     on a job. The audit entry is written now and gets the outcome when the job ends."""
@@ -120,7 +200,14 @@ def start_restore(
             detail=f"into {engine.describe()}",
         )
         raise UsageError(f"type the database name {name!r} to confirm; nothing was changed")
-    the_plan = plan_restore(repo, manifest, engine, safety_backup=safety_backup, options=options)
+    the_plan = plan_restore(
+        repo,
+        manifest,
+        engine,
+        safety_backup=safety_backup,
+        options=options,
+        target=target_of(ctx, manifest, to, engine, target),
+    )
     if the_plan.checks.refusal is not None:
         audit.record(
             ctx.db,
@@ -154,6 +241,7 @@ def start_restore(
                 keep_old=not drop_old,
                 progress=progress,
                 plan=the_plan,
+                hooks=destination_hooks(ctx.settings, engine, ctx.env),  # post_restore
             )
         except Exception as exc:
             audit.update_result(

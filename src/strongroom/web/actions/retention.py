@@ -25,6 +25,7 @@ def preview(ctx: WebContext, target: str | None = None) -> list[dict[str, Any]]:
             {
                 "target": name,
                 "policy": policy.describe(),
+                "safety": policy.describe_safety(),
                 "backups": [
                     {
                         "backup_id": e.manifest.backup_id,

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from strongroom.web.actions import restore as actions
-from strongroom.web.actions.backups import resolve
 from strongroom.web.api.common import WRITE_ERRORS, accepted, caller
 from strongroom.web.api.schemas import (
     JobAccepted,
@@ -28,12 +27,12 @@ def restore_plan(
 ) -> RestorePlanResponse:
     """What a restore would do; changes nothing. ``database_name`` is the confirmation."""
     ctx = context_of(request)
-    manifest = resolve(caller(request, principal), backup_id)
+    manifest = actions.choose_backup(caller(request, principal), backup_id, body.to, body.target)
     engine = actions.destination(ctx, manifest, body.to)
     options = actions.options_of(
         body.missing_roles, body.skip_superuser_objects, body.rewrite_definers
     )
-    plan = actions.plan(ctx, manifest, body.to, body.safety_backup, options)
+    plan = actions.plan(ctx, manifest, body.to, body.safety_backup, options, body.target)
     return RestorePlanResponse.model_validate(actions.plan_json(plan, engine))
 
 
@@ -44,7 +43,7 @@ def restore(
     """Restore with the full contract: safety backup, staged restore, verification, swap.
     ``confirm`` must equal the destination database's name (see the plan)."""
     who = caller(request, principal)
-    manifest = resolve(who, backup_id)
+    manifest = actions.choose_backup(who, backup_id, body.to, body.target)
     job_id = actions.start_restore(
         who,
         manifest,
@@ -55,5 +54,6 @@ def restore(
         options=actions.options_of(
             body.missing_roles, body.skip_superuser_objects, body.rewrite_definers
         ),
+        target=body.target,
     )
     return accepted(job_id)

@@ -161,6 +161,12 @@ class RestorePlanRequest(BaseModel):
         max_length=2000,
         description="database URL to restore into; default: the backup target's database",
     )
+    target: str | None = Field(
+        default=None,
+        max_length=200,
+        description="with backup id latest: whose newest regular backup (default: the target "
+        "the destination belongs to); also settles which target the destination is",
+    )
     safety_backup: bool = True
     missing_roles: Literal["refuse", "create", "skip"] = Field(
         default="refuse",
@@ -191,6 +197,16 @@ class PlanTable(BaseModel):
 class RestorePlanResponse(BaseModel):
     backup_id: str
     backup_target: str
+    safety_backup_chosen: bool = Field(
+        default=False, description="the backup chosen is a pre-restore safety backup"
+    )
+    destination_target: str = Field(
+        default="", description="the target the destination belongs to (its safety backup's)"
+    )
+    target_basis: str = Field(default="", description="why it is that target")
+    warning: str | None = Field(
+        default=None, description="set when the backup is of another target than the destination"
+    )
     engine: str
     raw_size: int
     taken_at: str
@@ -238,6 +254,7 @@ class RetentionBackup(BaseModel):
 class RetentionTarget(BaseModel):
     target: str
     policy: str
+    safety: str = Field(default="", description="the rule for pre-restore safety backups")
     backups: list[RetentionBackup]
 
 

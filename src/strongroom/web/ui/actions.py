@@ -55,7 +55,10 @@ def restore_dialog(
     principal: Annotated[Principal, Depends(require_admin("restore"))],
     backup_id: str,
 ) -> Response:
-    manifest = ops.resolve(Caller.of(request, principal), backup_id)
+    try:
+        manifest = restore_ops.choose_backup(Caller.of(request, principal), backup_id, None, None)
+    except StrongroomError as exc:
+        return _problem(request, exc)
     configured = manifest.target in context_of(request).settings.targets
     return render(request, "_restore_dialog.html", {"m": manifest, "configured": configured})
 
@@ -73,7 +76,7 @@ def restore_plan(
 ) -> Response:
     ctx = context_of(request)
     try:
-        manifest = ops.resolve(Caller.of(request, principal), backup_id)
+        manifest = restore_ops.choose_backup(Caller.of(request, principal), backup_id, to, None)
         engine = restore_ops.destination(ctx, manifest, to)
         options = restore_ops.options_of(
             missing_roles, skip_superuser_objects == "on", rewrite_definers == "on"
@@ -98,7 +101,7 @@ def restore(
 ) -> Response:
     caller = Caller.of(request, principal)
     try:
-        manifest = ops.resolve(caller, backup_id)
+        manifest = restore_ops.choose_backup(caller, backup_id, to, None)
         job_id = restore_ops.start_restore(
             caller,
             manifest,
