@@ -85,6 +85,7 @@ def connect(url: str) -> Any:
     if url.startswith("mysql://"):
         parts = urlsplit(url)
         return pymysql.connect(
+            ssl_disabled=True,
             host=parts.hostname,
             port=parts.port or 3306,
             user=parts.username,

@@ -11,12 +11,12 @@ import secrets
 import sqlite3
 import stat
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from strongroom import tempfiles
+from strongroom.engines import sqlite_swap
 from strongroom.engines.base import (
     DumpResult,
     Engine,
@@ -338,23 +338,24 @@ class SqliteEngine:
         Before the rename the staged file takes the target's owner, group and permission
         bits (``new_file_mode()`` when there is no target), so the file at the target's
         name never has other ones; where the OS refuses the owner (not root) a warning is
-        logged and the restore goes on. The kept old file is the old inode, unchanged."""
+        logged and the restore goes on. The kept old file is the old inode, unchanged.
+
+        The steps (hard link to ``<file>.old-<UTC time>Z``, rename, removal of the old
+        ``-wal``/``-shm``/``-journal``) run under the file's swap lock, each announced in
+        the swap journal beside it first (``engines.sqlite_swap``), so a process killed
+        half-way leaves what the next command settles. Raises ``RestoreFailed`` with the
+        target unchanged (``SwapInterrupted`` if it could not be settled on the spot)."""
         del source_database
         if not isinstance(staged, SqliteEngine):
             raise TypeError("a SQLite target can only take a SQLite staged file")
-        old_path: Path | None = None
-        target: os.stat_result | None = None
-        if self.path.exists():
-            self._checkpoint()
-            target = self.path.stat()
-        staged._settle(target)
-        if target is not None and keep_old:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            old_path = self.path.with_name(f"{self.path.name}.old-{stamp}")
-            os.link(self.path, old_path)
-        os.replace(staged.path, self.path)
-        _remove_journals(self.path)
-        _fsync_dir(self.path.parent)
+        with sqlite_swap.swap_lock(self.path):
+            sqlite_swap.settle_earlier(self.path)  # a killed swap into this file
+            target: os.stat_result | None = None
+            if self.path.exists():
+                self._checkpoint()
+                target = self.path.stat()
+            staged._settle(target)
+            old_path = sqlite_swap.swap_into_place(self.path, staged.path, keep_old=keep_old)
         log.warning("swapped the restored database into %s", self.path)
         return str(old_path) if old_path else None
 
@@ -416,8 +417,11 @@ class SqliteEngine:
             connection.close()
 
     def recover_swaps(self) -> list[SwapRecovery]:
-        """Not yet: SQLite swaps write no journal so far (``Engine.recover_swaps``)."""
-        return []
+        """Complete or undo an interrupted swap into this file, if its journal is beside
+        it (``Engine.recover_swaps``; ``engines.sqlite_swap.recover``): at most one
+        ``SwapRecovery``; one ``lstat`` when there is none. Raises ``DatabaseUnreachable``
+        when the folder cannot be searched."""
+        return sqlite_swap.recover(self.path, self.database_name())
 
     def drop(self) -> None:
         self.path.unlink(missing_ok=True)

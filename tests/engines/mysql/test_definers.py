@@ -27,6 +27,7 @@ def _url(server: MariaDbServer, user: str, database: str) -> str:
 
 def _run_as(server: MariaDbServer, user: str, database: str, statements: list[str]) -> None:
     conn = pymysql.connect(
+        ssl_disabled=True,
         host=server.host,
         port=server.port,
         user=user,

@@ -58,6 +58,7 @@ def _url(server: MariaDbServer, user: str, database: str) -> str:
 
 def _connect(server: MariaDbServer, user: str, database: str | None) -> Any:
     return pymysql.connect(
+        ssl_disabled=True,
         host=server.host,
         port=server.port,
         user=user,

@@ -214,12 +214,12 @@ def test_retarget_rewrites_the_staged_name_as_the_filter_wrote_it():
 
     text = (
         b"CREATE TRIGGER shop_sr_0a1b2c3d . t BEFORE INSERT ON `shop_sr_0a1b2c3d`.t"
-        b" FOR EACH ROW SET @x = 'shop_sr_0a1b2c3dx'"
+        b" FOR EACH ROW SET @x = 'shop_sr_0a1b2c3d.x' /* shop_sr_0a1b2c3d.y */"
     )
     words = frozenset({"ORDER"})
-    assert retarget(text, "shop", words) == (
+    assert retarget(text, "shop", words) == (  # strings and comments are kept
         b"CREATE TRIGGER shop . t BEFORE INSERT ON `shop`.t"
-        b" FOR EACH ROW SET @x = 'shop_sr_0a1b2c3dx'"
+        b" FOR EACH ROW SET @x = 'shop_sr_0a1b2c3d.x' /* shop_sr_0a1b2c3d.y */"
     )
     assert retarget(text, "order", words).startswith(b"CREATE TRIGGER `order` . t")
     assert retarget(text, "shop", None).startswith(b"CREATE TRIGGER `shop` . t")  # unknown

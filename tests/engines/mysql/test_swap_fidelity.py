@@ -39,6 +39,7 @@ def app_user(mariadb_server: MariaDbServer, mysql_db: str) -> Iterator[str]:
 def _as_app(server: MariaDbServer, user: str, database: str, statements: list[str]) -> None:
     """Run statements through the application's own connection (so it is the definer)."""
     conn = pymysql.connect(
+        ssl_disabled=True,
         host=server.host,
         port=server.port,
         user=user,

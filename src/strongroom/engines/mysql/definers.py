@@ -28,9 +28,10 @@ with double quotes)::
 and only on a line that starts outside any string, quoted name or comment: a small lexer
 (``_Lexer``) follows quotes and comments over every statement line, with the dump's
 ``sql_mode`` (``NO_BACKSLASH_ESCAPES``, ``ANSI_QUOTES``), so text inside a routine body is
-never rewritten. A table's rows are ``INSERT INTO`` lines that hold all their strings on
-the line (the dump escapes line breaks): they stream through unread, in the pieces they
-came in, so the filter costs one pass over each line's start, however long the line.
+never rewritten. A table's rows are ``INSERT INTO`` statements whose strings never span a
+line (the dump escapes line breaks; mariadb-dump 10.x writes one row per line, the last
+ending in ``;``): they stream through unread, in the pieces they came in, so the filter
+costs one look at each line's end, however long the line.
 """
 
 from __future__ import annotations
@@ -398,7 +399,8 @@ def rewrite(source: Iterable[bytes], needs_rewrite: Callable[[str], bool]) -> It
     line: list[bytes] = []  # the current line's pieces, while it is read whole
     held = 0
     decided = False  # whether the current line's start was looked at
-    passing = False  # the current line is a row: pass it through
+    rows = False  # inside an INSERT statement: its lines pass through unread
+    last = b""  # the last byte passed through before the current position (rows)
     for piece in source:
         pos = 0
         while pos < len(piece):
@@ -406,21 +408,35 @@ def rewrite(source: Iterable[bytes], needs_rewrite: Callable[[str], bool]) -> It
             stop = len(piece) if newline < 0 else newline + 1
             part = piece[pos:stop]
             pos = stop
-            if passing:
+            if rows:
                 yield part
-            else:
-                line.append(part)
-                held += len(part)
-                if not decided and (held >= len(_ROWS) or newline >= 0):
-                    decided = True
-                    if lexer.state is None and b"".join(line[:13])[: len(_ROWS)] == _ROWS:
-                        passing = True
-                        yield b"".join(line)
-                        line, held = [], 0
+                body = part[:-1] if newline >= 0 else part
+                if body:
+                    last = body[-1:]
+                if newline >= 0:
+                    # mariadb-dump writes a row per line (strings escaped onto it): the
+                    # statement ends with the line that ends in ";"
+                    rows = last != b";"
+                    if not rows:
+                        line, held, decided, last = [], 0, False, b""
+                continue
+            line.append(part)
+            held += len(part)
+            if not decided and (held >= len(_ROWS) or newline >= 0):
+                decided = True
+                if lexer.state is None and b"".join(line[:13])[: len(_ROWS)] == _ROWS:
+                    whole = b"".join(line)
+                    yield whole
+                    line, held = [], 0
+                    body = whole[:-1] if newline >= 0 else whole
+                    last = body[-1:]
+                    rows = newline < 0 or last != b";"
+                    if not rows:
+                        decided = False
+                    continue
             if newline >= 0:
-                if not passing:
-                    yield _rewrite_line(b"".join(line), lexer, needs_rewrite)
-                line, held, decided, passing = [], 0, False, False
+                yield _rewrite_line(b"".join(line), lexer, needs_rewrite)
+                line, held, decided = [], 0, False
     if line:
         yield _rewrite_line(b"".join(line), lexer, needs_rewrite)
 

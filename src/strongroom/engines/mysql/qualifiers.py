@@ -78,9 +78,6 @@ _PLAIN = re.compile(r"[0-9A-Za-z_$\u0080-\uffff]+")
 _WORD_START = re.compile(r"[0-9A-Za-z_$\u0080-\U0010ffff]")
 _WORD = re.compile(r"[0-9A-Za-z_$\u0080-\U0010ffff]+")
 _CODE_COMMENT = re.compile(r"/\*(?:!|M!)[0-9]*")
-# A whole unquoted name in bytes (not part of a longer name, nor inside quotes).
-_BEFORE_WORD = rb"(?<![0-9A-Za-z_$\x80-\xff`\"])"
-_AFTER_WORD = rb"(?![0-9A-Za-z_$\x80-\xff`\"])"
 
 
 class Unrewritable(ValueError):
@@ -412,50 +409,65 @@ def retarget_statement(
     target: str,
     *,
     keywords: frozenset[str] | None = None,
+    sql_mode: str | None = None,
 ) -> bytes:
     """``statement`` with every qualifier naming ``staged`` naming ``target`` instead.
 
-    Replaced is every occurrence of the staged name as a whole name: quoted as the server
-    writes it, ```shop_sr_1a2b3c4d`.`` (or with double quotes where ``ANSI_QUOTES`` made the
-    server print them), with its quote character doubled inside the name, and unquoted,
-    as the staging filter (``staging``) writes it where the dump had an unquoted
-    qualifier in an object's name (``CREATE TRIGGER shop.t … ON shop.orders``). This is
-    exact, never a match inside user text: the staged name ends in 8 random hex digits
-    chosen for this restore, after the dump was written, so no text that came from the dump
-    (a routine's body, a string literal, a comment, another identifier) can hold it; every
-    occurrence was written by the server, which qualifies names with the database the
-    object lives in (a view whose definer has no rights on the staged database is printed
-    that way), or by the staging filter. Replacing that database by the target is what
-    the server would have printed had the object been created in the target, where the
-    tables will be. An unquoted name stays unquoted unless the target is not a plain name
-    or is one of the server's ``keywords`` (upper case; ``None``: unknown, always quoted).
-    Trigger, routine and event texts are kept as written, so for them this is a no-op
-    unless the staging filter re-pointed their names; it is applied to every kind so that
-    no definition created in the target can ever name the staged database. The swap
-    refuses to start (before anything changes) if the staged name is still in a
+    Replaced are the server's own quoted qualifier: the backquoted name followed by a dot,
+    ```shop_sr_1a2b3c4d`.``, or with double quotes where ``ANSI_QUOTES`` made the server
+    print them, ``"shop_sr_1a2b3c4d".``, each with its quote character doubled inside the
+    name exactly as the server writes it; and the qualifiers the staging filter
+    (``staging``) wrote in an object's name (``CREATE TRIGGER shop.t … ON shop.orders``
+    loaded as ``shop_sr_1a2b3c4d.t``, quoted as the dump had it): a name token (found by
+    ``Lexer`` under the statement's ``sql_mode``, so never in a string or comment) that is
+    the staged name and is followed by a dot. This is exact, never a match inside user
+    text: the staged name ends in 8 random hex digits chosen for this restore, after the
+    dump was written, so no text that came from the dump (a routine's body, a string
+    literal, a comment, another identifier) can hold it; every occurrence was written by
+    the server, which qualifies names with the database the object lives in (a view
+    whose definer has no rights on the staged database is printed that way), or by the
+    staging filter. Replacing that database by the target is what the server would have
+    printed had the object been created in the target, where the tables will be; a
+    qualifier the filter wrote keeps its quoting (unquoted unless the target is not a
+    plain name or is one of the server's ``keywords``, upper case; ``None``: unknown,
+    always quoted). Trigger, routine and event texts are kept as written, so for them this
+    is a no-op unless the staging filter re-pointed their names; it is applied to every
+    kind so that no definition created in the target can ever name the staged database.
+    The swap refuses to start (before anything changes) if the staged name is still in a
     definition afterwards.
     """
     for quote in ("`", '"'):
-        was = quote + staged.replace(quote, quote * 2) + quote
-        now = quote + target.replace(quote, quote * 2) + quote
+        was = quote + staged.replace(quote, quote * 2) + quote + "."
+        now = quote + target.replace(quote, quote * 2) + quote + "."
         for encoding in _encodings(charset):
             try:
                 statement = statement.replace(was.encode(encoding), now.encode(encoding))
             except UnicodeEncodeError:
                 continue
-    if not _PLAIN.fullmatch(staged):
-        return statement  # the staging filter quotes such a name
-    plain = _PLAIN.fullmatch(target) and not target.isdigit()
-    if not plain or keywords is None or target.upper() in keywords:
-        target = "`" + target.replace("`", "``") + "`"
-    for encoding in _encodings(charset):
-        try:
-            was_bytes, now_bytes = staged.encode(encoding), target.encode(encoding)
-        except UnicodeEncodeError:
-            continue
-        word = re.compile(_BEFORE_WORD + b"(" + re.escape(was_bytes) + b")" + _AFTER_WORD)
-        statement = b"".join(
-            part if index % 2 == 0 else now_bytes
-            for index, part in enumerate(word.split(statement))
-        )
-    return statement
+    name = codec(charset)
+    probe = staged.encode(name or "utf-8", "replace")
+    if name is None or probe not in statement:
+        return statement
+    text = statement.decode(name, "surrogateescape")
+    if text.encode(name, "surrogateescape") != statement:
+        return statement  # the swap refuses: the staged name is still there
+    ansi_quotes, backslash_escapes = dialect(sql_mode)
+    try:
+        tokens = Lexer(text, ansi_quotes=ansi_quotes, backslash_escapes=backslash_escapes).run()
+    except Unrewritable:
+        return statement
+    scope = Scope(fold_case=False, keywords=keywords)
+    out: list[str] = []
+    last = 0
+    for i, token in enumerate(tokens[:-1]):
+        if token.kind == "ident" and token.name == staged and tokens[i + 1].kind == "dot":
+            if i and tokens[i - 1].kind == "dot":
+                continue  # x.<staged>.y: not a qualifier of a database
+            out += [text[last : token.start], _replacement(token, target, scope)]
+            last = token.end
+    if not out:
+        return statement
+    try:
+        return ("".join(out) + text[last:]).encode(name, "surrogateescape")
+    except UnicodeEncodeError:
+        return statement

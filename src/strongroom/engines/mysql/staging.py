@@ -6,10 +6,10 @@ Until the swap nothing of the dump may act outside that database, and as dumped,
 kinds of statement would:
 
 * **Events.** The dump creates each event with its status; with the event scheduler on,
-  an ``ENABLE``\\ d one starts running as soon as it is created, in a copy not verified
-  yet, and its body is kept as written, so ``INSERT INTO shop.audit`` writes into the
-  original ``shop``. So every event is created ``DISABLE``\\ d (its status clause is
-  rewritten, or ``DISABLE`` is added where the text has none), and its original status
+  an enabled one starts running as soon as it is created, in a copy not verified yet,
+  and its body is kept as written, so ``INSERT INTO shop.audit`` writes into the
+  original ``shop``. So every event is created disabled (its status clause becomes
+  ``DISABLE``, or ``DISABLE`` is added where the text has none), and its original status
   is recorded (``Staging.statuses``); the swap gives it back when it re-creates the
   event in the target (``with_status``). A drill's copy never runs an event.
 * **Qualified object names.** The server keeps a trigger's text as written, so one
@@ -27,8 +27,10 @@ kinds of statement would:
   (``qualifiers.requalify_statement``).
 
 ``Staging.rewrite`` filters the dump as it streams into the client, like
-``definers.rewrite``. Only statements the dump tools write at the start of a line, in
-code (not inside a string, quoted name or comment), are looked at::
+``definers.rewrite``. Only statements the dump tools write at the start of a line that
+starts a statement (the line before ended one with the client's delimiter, or was a
+``DELIMITER`` command), in code (not inside a string, quoted name or comment), are looked
+at; a line of a routine's body never starts a statement::
 
     /*!50003 CREATE*/ /*!50017 DEFINER=`u`@`h`*/ /*!50003 TRIGGER …      (triggers)
     /*!50106 CREATE*/ /*!50117 DEFINER=`u`@`h`*/ /*!50106 EVENT …        (events)
@@ -64,7 +66,8 @@ logger = logging.getLogger("strongroom.engines.mysql")
 HEAD_LIMIT = 1 << 20  # bytes of one statement's head read before its name or status
 
 ENABLED, DISABLED, SLAVESIDE_DISABLED = "ENABLED", "DISABLED", "SLAVESIDE_DISABLED"
-# information_schema.EVENTS.STATUS -> the clause that gives it (MariaDB, MySQL < 8.4)
+# information_schema.EVENTS.STATUS -> the clause that gives it (MariaDB and MySQL; MySQL
+# 8.0.22 and later also write DISABLE ON REPLICA, which is read as the same status)
 STATUS_CLAUSES = {ENABLED: "ENABLE", DISABLED: "DISABLE", SLAVESIDE_DISABLED: "DISABLE ON SLAVE"}
 _SHAPE_NAME = re.compile(r"[A-Za-z0-9_]+")  # a character set or collation name
 
@@ -200,11 +203,9 @@ def _parse(tokens: list[Token], staged: str | None, *, done: bool) -> _Head | No
         i += 1
     head = _Head(tokens[i].name.upper())
     i += 1
-    if [t.name.upper() for t in tokens[i : i + 3] if t.word("IF", "NOT", "EXISTS")] == [
-        "IF",
-        "NOT",
-        "EXISTS",
-    ]:
+    if i < len(tokens) and tokens[i].word("IF"):  # IF NOT EXISTS
+        if len(tokens) < i + 3:
+            return None if not done else head
         i += 3
     name = _chain(tokens, i) if i < len(tokens) else None
     if name is None:
@@ -410,10 +411,13 @@ class _Tracker:
 class _Statement:
     """The head of one trigger, event or routine statement, read line by line."""
 
-    def __init__(self, codec: str, sql_mode: str | None) -> None:
+    def __init__(self, charset: str, sql_mode: str | None) -> None:
         self.lines: list[bytes] = []
         self.size = 0
-        self.codec = codec
+        self.declared = charset
+        known = qualifiers.codec(charset)
+        self.codec = known or "latin-1"
+        self.as_latin1 = known is None  # read byte by byte, not in its own charset
         self.sql_mode = sql_mode
         self.lexer = self._lexer()
 
@@ -429,18 +433,25 @@ class _Statement:
         self.size += len(line)
         text = line.decode(self.codec, "surrogateescape")
         if self.codec != "latin-1" and text.encode(self.codec, "surrogateescape") != line:
-            self.codec = "latin-1"
+            self.codec, self.as_latin1 = "latin-1", True
             self.lexer = self._lexer()
             return self.lexer.extend(b"".join(self.lines).decode("latin-1"))
         return self.lexer.extend(text)
 
     def rewritten(self, edits: list[tuple[int, int, str]]) -> bytes:
+        """The statement's lines with ``edits`` made (spans of their decoded text).
+        ``RestoreFailed`` when a new name cannot be written in its character set (or
+        the statement was read as Latin-1 and the name is not ASCII)."""
+        if self.as_latin1 and not all(e[2].isascii() for e in edits):
+            raise RestoreFailed(
+                f"cannot write the staged database's name in character set {self.declared}"
+            )
         text = _apply(self.lexer.text, edits)
         try:
             return text.encode(self.codec, "surrogateescape")
         except UnicodeEncodeError:
             raise RestoreFailed(
-                f"cannot write the staged database's name in character set {self.codec}"
+                f"cannot write the staged database's name in character set {self.declared}"
             ) from None
 
 
@@ -546,22 +557,21 @@ class Staging:
         if self._statement is None and tracker.at_start and tracker.state is None:
             tracker.settings(line)
             if line.startswith(_STARTS) and not _NOT_OURS.match(line):
-                codec = qualifiers.codec(tracker.charset) or "latin-1"
-                self._statement = _Statement(codec, tracker.mode)
+                self._statement = _Statement(tracker.charset, tracker.mode)
         tracker.feed(line)
         if self._statement is None:
             yield line
             return
         tokens = self._statement.add(line)
         ended = tracker.ends_statement(line)
-        if not ended and self._statement.size > HEAD_LIMIT:
+        head = _parse(tokens, self.staged, done=ended)
+        if head is not None:
+            yield self._finish(done=ended, head=head)
+        elif self._statement.size > HEAD_LIMIT:
             raise RestoreFailed(
                 f"the dump holds a statement whose first {HEAD_LIMIT} bytes do not name "
                 "the object it creates; strongroom cannot restore it safely"
             )
-        head = _parse(tokens, self.staged, done=ended)
-        if head is not None:
-            yield self._finish(done=ended, head=head)
 
     def _finish(self, *, done: bool, head: _Head | None = None) -> bytes:
         statement, self._statement = self._statement, None

@@ -40,8 +40,9 @@ e.g. an application user granted ``ALL ON `shop`.*`` only, comes out as
 
 The staging filter (``staging``) may have re-pointed a qualifier of a trigger's, routine's
 or event's own name (``CREATE TRIGGER shop.t … ON shop.orders``) at the staged database,
-quoted as it was: ``retarget`` rewrites those too (the unquoted staged name, as a whole
-word, is just as exact), so an in-place restore gives back the text as it was written.
+quoted as it was: ``retarget`` rewrites those too (a name token that is the staged name,
+followed by a dot, is just as exact), so an in-place restore gives back the text as it was
+written.
 
 Given the backed-up (``source``) database's name, definitions are also re-pointed from it
 (``requalify_all``, rules in ``qualifiers``): the server keeps trigger, routine and event
@@ -141,7 +142,12 @@ def retarget(
     (``qualifiers.retarget_statement``: exact, only what the server or the staging filter
     wrote; ``keywords``: the server's, to know when the target needs quotes)."""
     statement = qualifiers.retarget_statement(
-        definition.statement, definition.charset_client, staged, target, keywords=keywords
+        definition.statement,
+        definition.charset_client,
+        staged,
+        target,
+        keywords=keywords,
+        sql_mode=definition.sql_mode,
     )
     return dataclasses.replace(definition, statement=statement)
 
