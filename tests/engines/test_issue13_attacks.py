@@ -82,11 +82,6 @@ def test_special_mode_bits_survive(repo, root, folder, mode, keep_old):
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: restoring to a symlinked path replaces the symlink with a regular file;"
-    " the real database the link points to keeps the old data",
-)
 def test_a_symlinked_target_restores_the_file_it_points_to(repo, root, folder):
     real_dir = folder / "real"
     real_dir.mkdir()
@@ -459,12 +454,6 @@ def test_undo_that_itself_fails_says_where_the_tables_are(
     staged.drop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (dump side, not the swap): a trigger whose body holds a /* */ comment is"
-    " dumped inside mariadb-dump's /*!50003 ... */ wrapper; its */ ends the wrapper and the"
-    " staged restore fails with ERROR 1064",
-)
 def test_a_trigger_with_a_block_comment_restores(mariadb_server, mysql_db):
     name = _dbname(mysql_db)
     mariadb_server.execute(

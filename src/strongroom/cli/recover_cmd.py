@@ -24,9 +24,10 @@ def recover(
         ),
     ] = None,
 ) -> None:
-    """Complete or undo the swaps a killed restore left on the server of URL (PostgreSQL;
-    MySQL and SQLite swaps keep no journal yet). Every command that uses a database does
-    this first by itself; one line per swap settled.
+    """Complete or undo the swaps a killed restore left on a server or at a SQLite file.
+
+    Works for PostgreSQL, MySQL/MariaDB and SQLite. Every command that uses a database
+    does this first by itself; one line per swap settled.
 
     Exit codes: 0 nothing is left interrupted; 2 no URL;
     5 a swap could not be settled now (rights, still held, unreachable)."""

@@ -240,8 +240,9 @@ def rollback(
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
-    """Undo the last restore into a database that completed: restore the safety backup
-    it took. A second rollback undoes the first."""
+    """Undo the last completed restore into a database (restores its safety backup).
+
+    A second rollback undoes the first."""
     if not to:
         raise UsageError("say which database to roll back: --to DATABASE_URL")
     options = restore_options(

@@ -118,14 +118,6 @@ def _take_attributes(fd: int, path: Path, like: os.stat_result | None) -> None:
     os.fsync(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _SqliteDump:
     def __init__(self, stream: BinaryIO, result: DumpResult) -> None:
         self._stream = stream
@@ -147,6 +139,10 @@ class SqliteEngine:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = sqlite_path(url)
+        if self.path.is_symlink():
+            # the file the link names is the database: it is what a restore replaces (the
+            # staged copy goes beside it, the rename lands on it) and the link stays a link
+            self.path = Path(os.path.realpath(self.path))
         # a staged file stays 0600 until ``swap_in`` gives it the target's attributes
         self._staged = False
         self._written: tuple[int, int] | None = None  # (st_dev, st_ino) restore() wrote

@@ -29,7 +29,7 @@ from strongroom.engines.base import (
     TableStats,
     TargetState,
 )
-from strongroom.engines.mysql import definers, staging
+from strongroom.engines.mysql import definers, staging, swap_recovery
 from strongroom.engines.mysql.connection import MysqlConnection, OptionFile
 from strongroom.engines.mysql.dump import start_dump
 from strongroom.engines.mysql.restore import (
@@ -284,8 +284,10 @@ class MysqlEngine:
         return drop_database(self.connection, name)
 
     def recover_swaps(self) -> list[SwapRecovery]:
-        """Not yet: MySQL swaps write no journal so far (``Engine.recover_swaps``)."""
-        return []
+        """Settle every interrupted swap on this server (``Engine.recover_swaps``; the
+        journals are tables in the ``<name>_old_<time>`` databases: ``swap_store``).
+        Raises ``DatabaseUnreachable``/``DatabaseAuthFailed`` when it cannot look."""
+        return swap_recovery.recover(self.connection)
 
     def drop(self) -> None:
         """Drop this database; missing is fine."""

@@ -55,6 +55,12 @@ changed. In the same way the target's own objects kept in the old database
 the kept copy never writes into the restored one (an object that cannot be rewritten is
 left out, with a warning).
 
+Crash safety (docs/design.md, "Swap journal", MySQL): the swap holds the target's swap
+lock and writes a journal entry into a table of the old database before each step
+(``close``: step 2's drops, ``rename_away``: the target's triggers dropped, ``rename_in``:
+the RENAME, the commit point, ``finish``: step 4 and the staged database dropped,
+``drop_old``); ``swap_recovery.recover`` completes or undoes a swap killed at any of them.
+
 Between steps 3 and 4 the target's tables are in place but, for a few milliseconds, without
 triggers: stop writers around a restore.
 """
@@ -68,7 +74,7 @@ from typing import Any
 
 import pymysql
 
-from strongroom.engines.mysql import qualifiers, staging
+from strongroom.engines.mysql import qualifiers, staging, swap_store
 from strongroom.engines.mysql.connection import MysqlConnection
 from strongroom.engines.mysql.definers import as_current_user
 from strongroom.engines.mysql.objects import Definition as Definition
@@ -83,6 +89,7 @@ from strongroom.engines.mysql.restore import (
 )
 from strongroom.engines.mysql.stats import quote_ident
 from strongroom.engines.mysql.tools import error_code, error_text
+from strongroom.engines.swap_journal import JournalEntry, SwapStep
 from strongroom.errors import RestoreFailed
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -275,71 +282,110 @@ def swap_databases(
     """Swap ``staged`` into the database of ``db`` (module docstring); the old name or None.
     ``source``: the backed-up database's name (``None``: its qualifiers are kept).
     ``events``: case-folded event name -> the status to give it (``staging``; ``None``:
-    as in the staged database)."""
+    as in the staged database). Holds the target's swap lock throughout and writes the
+    journal before each step (``swap_store``). Raises ``RestoreFailed`` (the target as it
+    was, unless the message says otherwise)."""
+    with db.connect() as conn, conn.cursor() as cur:
+        if not swap_store.lock(cur, db.database_name(), swap_store.LOCK_WAIT):
+            raise RestoreFailed(
+                f"another swap into {db.where()} is in progress; the original database is unchanged"
+            )
+        try:
+            return _swap(db, cur, staged, old, keep_old, source, events)
+        finally:
+            swap_store.unlock(cur, db.database_name())
+
+
+def _swap(
+    db: MysqlConnection,
+    cur: Any,
+    staged: str,
+    old: str,
+    keep_old: bool,
+    source: str | None,
+    events: Mapping[str, str] | None,
+) -> str | None:
     target = db.database_name()
     made: list[str] = []  # databases step 2 created, dropped again if it fails
-    with db.connect() as conn, conn.cursor() as cur:
-        try:
-            scope = qualifiers.load_scope(cur, staged)
-            incoming = retarget_all(capture(cur, staged), staged, target, scope.keywords)
-            if source is not None:
-                incoming = requalify_all(incoming, source, target, scope)
-            if events is not None:
-                incoming = with_statuses(incoming, events)
-            shape, was = schema_shape(cur, staged), schema_shape(cur, target)
-            exists = was is not None
-            current = capture(cur, target) if exists else SchemaObjects()
-            if not exists:
-                create_database(db, like=staged)
-                made.append(target)
-            if not current.empty:
-                cur.execute(
-                    f"CREATE DATABASE {quote_ident(old)} CHARACTER SET"
-                    f" {schema_charset(cur, target)}"
-                )
-                made.append(old)
-            for trigger in incoming.triggers:
-                drop(cur, staged, trigger)
-        except pymysql.Error as exc:
-            for name in made:
-                drop_database(db, name)
-            raise RestoreFailed(
-                f"cannot prepare the swap into {db.where()}: "
-                f"{db.redact(error_text(exc))}; the original database is unchanged"
-            ) from None
-        except RestoreFailed as exc:
-            for name in made:
-                drop_database(db, name)
-            raise RestoreFailed(f"{exc.message}; the original database is unchanged") from None
-        reshape = (shape, was) if exists and shape is not None and shape != was else None
-        try:
-            _move_tables(db, cur, current, incoming, staged, old)
-        except RestoreFailed:
-            if not exists:  # created above, still empty
-                drop_database(db, target)
-            raise
-        try:
-            _complete(cur, target, current, incoming, reshape[0] if reshape else None)
-        except _StepFailed as failed:
-            state = _undo(
-                db, cur, current, incoming, staged, old, created=not exists, reshape=reshape
-            )
-            raise RestoreFailed(
-                f"could not re-create the restored objects in {db.where()}: "
-                f"{db.redact(str(failed))}; {state}"
-            ) from None
-        if not current.empty and keep_old:
-            _keep_old_objects(cur, target, old, current)
+    try:
+        scope = qualifiers.load_scope(cur, staged)
+        incoming = retarget_all(capture(cur, staged), staged, target, scope.keywords)
+        if source is not None:
+            incoming = requalify_all(incoming, source, target, scope)
+        if events is not None:
+            incoming = with_statuses(incoming, events)
+        shape, was = schema_shape(cur, staged), schema_shape(cur, target)
+        exists = was is not None
+        current = capture(cur, target) if exists else SchemaObjects()
+        if not exists:
+            create_database(db, like=staged)
+            made.append(target)
+        # The old database always: it holds the journal (swap_store).
+        cur.execute(
+            f"CREATE DATABASE {quote_ident(old)} CHARACTER SET {schema_charset(cur, target)}"
+        )
+        made.append(old)
+        cur.execute("SELECT CONNECTION_ID()")
+        details = swap_store.Details(current, incoming, shape, was, not exists, cur.fetchone()[0])
+        entry = JournalEntry(
+            engine=swap_store.KIND,
+            target=target,
+            staged=staged,
+            old=old,
+            keep_old=keep_old,
+            step=SwapStep.CLOSE,
+            details=details.as_json(),
+        )
+        swap_store.create_journal(cur, entry)
+        for trigger in incoming.triggers:
+            drop(cur, staged, trigger)
+    except pymysql.Error as exc:
+        for name in made:
+            drop_database(db, name)
+        raise RestoreFailed(
+            f"cannot prepare the swap into {db.where()}: "
+            f"{db.redact(error_text(exc))}; the original database is unchanged"
+        ) from None
+    except RestoreFailed as exc:
+        for name in made:
+            drop_database(db, name)
+        raise RestoreFailed(f"{exc.message}; the original database is unchanged") from None
+    reshape = (shape, was) if exists and shape is not None and shape != was else None
+    try:
+        _move_tables(db, cur, current, incoming, staged, entry)
+    except RestoreFailed:
+        if not exists:  # created above, still empty
+            drop_database(db, target)
+        raise
+    try:
+        swap_store.write(cur, entry.at(SwapStep.FINISH))
+        complete(cur, target, current, incoming, reshape[0] if reshape else None)
+    except (_StepFailed, pymysql.Error) as failed:
+        state = _undo(db, cur, current, incoming, staged, old, created=not exists, reshape=reshape)
+        reason = str(failed) if isinstance(failed, _StepFailed) else error_text(failed)
+        raise RestoreFailed(
+            f"could not re-create the restored objects in {db.where()}: "
+            f"{db.redact(reason)}; {state}"
+        ) from None
+    if not current.empty and keep_old:
+        keep_old_objects(cur, target, old, current)
     logger.warning("swapped the restored database into %s", db.where())
     drop_database(db, staged)
-    if current.empty:
-        return None
-    if keep_old:
+    if not current.empty and keep_old:
+        try:
+            swap_store.clear(cur, old)
+        except pymysql.Error as exc:
+            logger.warning("could not remove the swap journal from %s: %s", old, exc)
         return old
+    if not current.empty:
+        try:
+            swap_store.write(cur, entry.at(SwapStep.DROP_OLD))
+        except pymysql.Error as exc:
+            logger.warning("could not write the swap journal in %s: %s", old, exc)
     problem = drop_database(db, old)
     if problem is not None:
         logger.warning("the replaced database is kept as %s: %s", old, problem)
-        return old
+        return None if current.empty else old
     return None
 
 
@@ -360,27 +406,29 @@ def _move_tables(
     current: SchemaObjects,
     incoming: SchemaObjects,
     staged: str,
-    old: str,
+    entry: JournalEntry,
 ) -> None:
-    """Drop the target's triggers and move all tables in one RENAME (step 3)."""
-    target = db.database_name()
+    """Drop the target's triggers and move all tables in one RENAME (step 3), each
+    preceded by its journal entry."""
+    target, old = db.database_name(), entry.old or ""
     moves = [(t, target, old) for t in current.tables] + [
         (t, staged, target) for t in incoming.tables
     ]
     dropped: list[Definition] = []
     try:
+        swap_store.write(cur, entry.at(SwapStep.RENAME_AWAY))
         for trigger in current.triggers:
             drop(cur, target, trigger)
             dropped.append(trigger)
+        swap_store.write(cur, entry.at(SwapStep.RENAME_IN))
         if moves:
             cur.execute(rename_statement(moves))
     except pymysql.Error as exc:
         reason = db.redact(error_text(exc))
         lost = _put_back(cur, target, dropped)
-        if not current.empty:
-            with_old = drop_database(db, old)
-            if with_old is not None:
-                logger.warning("the empty database %s is left behind: %s", old, with_old)
+        with_old = drop_database(db, old)  # and the journal with it
+        if with_old is not None:
+            logger.warning("the empty database %s is left behind: %s", old, with_old)
         state = (
             "the original database is unchanged"
             if not lost
@@ -395,7 +443,7 @@ class _StepFailed(Exception):
     """One action of step 4 failed (its description and the server's message)."""
 
 
-def _complete(
+def complete(
     cur: Any,
     target: str,
     current: SchemaObjects,
@@ -434,7 +482,7 @@ def _complete(
         attempt(f"creating {item.kind.lower()} {item.name}", lambda i=item: create(cur, target, i))
 
 
-def _drop_objects(cur: Any, database: str) -> None:
+def drop_objects(cur: Any, database: str) -> None:
     """Drop every trigger, view, routine and event of ``database`` (its tables stay)."""
     queries = (
         "SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
@@ -473,7 +521,7 @@ def _undo(
     """
     target = db.database_name()
     try:
-        _drop_objects(cur, target)
+        drop_objects(cur, target)
         moves = [(t, target, staged) for t in incoming.tables] + [
             (t, old, target) for t in current.tables
         ]
@@ -511,16 +559,15 @@ def _undo(
         put_back(item)
     if created:
         drop_database(db, target)
-    elif not current.empty:
-        problem = drop_database(db, old)
-        if problem is not None:
-            logger.warning("the empty database %s is left behind: %s", old, problem)
+    problem = drop_database(db, old)  # and the journal with it
+    if problem is not None:
+        logger.warning("the empty database %s is left behind: %s", old, problem)
     if lost:
         return f"the original tables are back but these are lost: {', '.join(lost)}"
     return "the original database is unchanged"
 
 
-def _keep_old_objects(cur: Any, target: str, old: str, current: SchemaObjects) -> None:
+def keep_old_objects(cur: Any, target: str, old: str, current: SchemaObjects) -> None:
     """Re-create the replaced database's objects beside its tables (events disabled), their
     qualifiers naming the target re-pointed at ``old`` (module docstring)."""
     try:
