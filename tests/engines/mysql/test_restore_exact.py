@@ -31,7 +31,6 @@ from tests.fixtures.mysql_app import (
     APP_CHARSET,
     APP_COLLATION,
     PLACEHOLDER,
-    STAGING_GRANT_WHY,
     AppAccount,
     build_app_database,
     create_app_account,
@@ -546,11 +545,6 @@ def test_a_latin1_table_with_a_text_column_backs_up(mariadb_server, mysql_db):
 
 
 # --- what stays broken (each fails before the swap; engine steps as the restore runs them) --
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (staged load, engines/mysql/restore.py): " + STAGING_GRANT_WHY + "; an app"
-    " account with ALL on its own database only makes a restore by root fail before the swap",
-)
 def test_views_of_an_account_limited_to_its_own_database_restore(mariadb_server, mysql_db):
     name = _name(mysql_db)
     account = create_app_account(mariadb_server, [name], staging=False)
@@ -564,8 +558,17 @@ def test_views_of_an_account_limited_to_its_own_database_restore(mariadb_server,
                 "CREATE VIEW v_calls AS SELECT twice(id) AS d FROM t",
             ):
                 cur.execute(statement)
-        _, staged = _stage(mysql_db, _dump(mysql_db))
-        staged.drop()
+        grants_before = mariadb_server.query(None, "SELECT * FROM mysql.db ORDER BY 1, 2, 3")
+        engine, staged = _stage(mysql_db, _dump(mysql_db))
+        # the rights lent to the definer for the load are taken back at once
+        assert mariadb_server.query(None, "SELECT * FROM mysql.db ORDER BY 1, 2, 3") == (
+            grants_before
+        )
+        assert engine.swap_in(staged, keep_old=False, source_database=name) is None
+        with account.connect(name) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO t VALUES (3)")
+            cur.execute("SELECT (SELECT id FROM v_on_v), (SELECT d FROM v_calls)")
+            assert cur.fetchone() == (3, 6)
     finally:
         drop_app_account(mariadb_server, account)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -457,3 +458,74 @@ def _rewrite_line(line: bytes, lexer: _Lexer, needs_rewrite: Callable[[str], boo
         line[: min(len(line), 120)].decode("utf-8", "replace").strip(),
     )
     return line[:start] + b"CURRENT_USER" + line[stop:]
+
+
+# Rights a definer needs on the database its views are created in: CREATE VIEW resolves
+# a view on a view (or one calling a function) with the definer's rights there, so an
+# application account granted ALL on `shop`.* only makes the staged load fail with
+# ERROR 1356/1370 in `shop_sr_…` (the target's own grants never name the staged copy).
+LENT_PRIVILEGES = "SELECT, SHOW VIEW, EXECUTE"
+
+
+def _grantee(definer: str) -> str:
+    user, host = split_definer(definer)
+    quoted = "'" + user.replace("\\", "\\\\").replace("'", "''") + "'"
+    if definer.endswith("@") and not host:
+        return quoted  # a role
+    return quoted + "@'" + host.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@contextmanager
+def lent_rights(db: MysqlConnection, objects: list[DefinedObject] | None) -> Iterator[None]:
+    """While the dump loads into the database of ``db`` (a staged or scratch copy), grant
+    ``LENT_PRIVILEGES`` on it to each recorded definer that is not this account, exists
+    here and has no grant of its own naming exactly this database; revoke exactly those
+    afterwards, whatever happens. A grant this account may not give is skipped (logged):
+    the load then fails as it would have, with the server's message. A process killed in
+    between leaves a grant on a database name that no longer exists (``<name>_sr_<hex>``,
+    never reused)."""
+    if not objects:
+        yield
+        return
+    database = db.database_name()
+    escaped = database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    lent: list[str] = []
+    try:
+        with db.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            row = cur.fetchone()
+            current = _text(row[0]) if row else ""
+            for definer in sorted({o.definer for o in objects} - {current}):
+                grantee = _grantee(definer)
+                try:
+                    cur.execute(
+                        "SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES"
+                        " WHERE GRANTEE = %s AND TABLE_SCHEMA IN (%s, %s) LIMIT 1",
+                        (grantee if "@" in grantee else f"{grantee}@''", database, escaped),
+                    )
+                    if cur.fetchone() is not None:
+                        continue
+                    cur.execute(
+                        f"GRANT {LENT_PRIVILEGES} ON `{database.replace('`', '``')}`.* TO "
+                        + grantee
+                    )
+                    lent.append(grantee)
+                except pymysql.Error as exc:
+                    logger.debug("not lending rights to %s: %s", definer, error_text(exc))
+        yield
+    finally:
+        if lent:
+            with db.connect() as conn, conn.cursor() as cur:
+                for grantee in lent:
+                    try:
+                        cur.execute(
+                            f"REVOKE {LENT_PRIVILEGES} ON `{database.replace('`', '``')}`.* FROM "
+                            + grantee
+                        )
+                    except pymysql.Error as exc:
+                        logger.warning(
+                            "could not revoke the rights lent to %s on %s: %s",
+                            grantee,
+                            database,
+                            error_text(exc),
+                        )

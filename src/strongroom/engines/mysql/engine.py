@@ -175,7 +175,8 @@ class MysqlEngine:
         backup recorded (``state``), else those of ``create_like``. With
         ``options.rewrite_definers`` the definers this account cannot set (or that do not
         exist here) become the restoring account (``definers.rewrite``; skipped when the
-        backup's recorded definers need none)."""
+        backup's recorded definers need none). Definers without rights here get them for the
+        load only (``definers.lent_rights``)."""
         del size_hint, tables_hint  # a stream holds everything else
         loader = staging.Staging(self.database_name(), staging.recorded_events(state))
         source = loader.rewrite(source)
@@ -184,12 +185,13 @@ class MysqlEngine:
             recorded = definers.from_state(state)
             if recorded is None or any(who.needs_rewrite(o.definer) for o in recorded):
                 source = definers.rewrite(source, who.needs_rewrite)
-        restore_dump(
-            self.connection,
-            source,
-            create_like=self._create_like,
-            shape=staging.recorded_shape(state),
-        )
+        with definers.lent_rights(self.connection, definers.from_state(state)):
+            restore_dump(
+                self.connection,
+                source,
+                create_like=self._create_like,
+                shape=staging.recorded_shape(state),
+            )
         self.event_statuses = loader.statuses()
 
     def run_client(self, client: Path, source: Iterable[bytes], database: str) -> tuple[int, str]:
