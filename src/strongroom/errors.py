@@ -100,6 +100,12 @@ class RestoreFailed(DatabaseError):
     pass
 
 
+class SwapInterrupted(RestoreFailed):
+    """A swap stopped half-way and could not be settled on the spot: whether the target
+    now holds the restored or the original database is decided by the next command that
+    settles its journal (or ``strongroom recover``)."""
+
+
 class TargetNotEmpty(DatabaseError):
     pass
 

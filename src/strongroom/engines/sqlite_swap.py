@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeGuard
 
+from strongroom import errors
 from strongroom.engines import swap_journal
 from strongroom.engines.base import SwapOutcome, SwapRecovery
 from strongroom.engines.swap_journal import JournalEntry, JournalUnreadable, SwapStep
@@ -64,7 +65,7 @@ COMPANIONS = ("-wal", "-shm", "-journal")
 _SHM_DMS_BYTE = 128
 
 
-class SwapInterrupted(RestoreFailed):
+class SwapInterrupted(errors.SwapInterrupted):
     """A swap stopped half-way and could not be settled on the spot; its journal stays
     beside the file for the next command (or ``strongroom recover``)."""
 

@@ -36,7 +36,11 @@ RESTORES_PREFIX = "restores/"
 RESTORE_FORMAT = "strongroom-restore"
 RESTORE_VERSION = 1
 
-OUTCOME_STARTED = "started"  # stays so only when the process was killed: outcome unknown
+OUTCOME_STARTED = "started"  # stays so only when the process was killed before its swap
+# written just before the swap; stays so only when the process was killed (or the swap
+# could not settle itself) during it: the next command settled the swap one way or the
+# other, and this record cannot tell which
+OUTCOME_SWAPPING = "swapping"
 OUTCOME_COMPLETED = "completed"  # swapped in: the target changed
 OUTCOME_FAILED = "failed"  # ended before the swap: the target is as it was
 KIND_RESTORE = "restore"
@@ -66,7 +70,12 @@ class RestoreRecord:
     @property
     def interrupted(self) -> bool:
         """The process ended without saying how the restore ended (kill -9, power loss)."""
-        return self.outcome == OUTCOME_STARTED
+        return self.outcome in (OUTCOME_STARTED, OUTCOME_SWAPPING)
+
+    @property
+    def swap_unknown(self) -> bool:
+        """Interrupted during its swap: the target may hold the restored database."""
+        return self.outcome == OUTCOME_SWAPPING
 
     def ended(self, outcome: str) -> RestoreRecord:
         """This record with its final outcome and the time now."""
@@ -139,8 +148,9 @@ def last_completed(records: Sequence[RestoreRecord]) -> RestoreRecord | None:
 
 
 def rollback_points(records: Iterable[RestoreRecord]) -> set[str]:
-    """The safety backup ids ``rollback`` would restore: per target and destination, the
-    one of the last completed restore (when it took one)."""
+    """The safety backup ids ``rollback`` would restore (or name): per target and
+    destination, the one of the last completed restore (when it took one) and those of
+    later restores interrupted during their swap."""
     by_place: dict[tuple[str, str], list[RestoreRecord]] = {}
     for record in records:
         by_place.setdefault((record.target, record.destination), []).append(record)
@@ -150,4 +160,6 @@ def rollback_points(records: Iterable[RestoreRecord]) -> set[str]:
         last = last_completed(history)
         if last is not None and last.safety_backup_id is not None:
             points.add(last.safety_backup_id)
+        later = history[history.index(last) + 1 :] if last is not None else history
+        points.update(r.safety_backup_id for r in later if r.swap_unknown and r.safety_backup_id)
     return points

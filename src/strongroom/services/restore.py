@@ -8,6 +8,7 @@ swap leaves the target exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from strongroom.engines.base import (
     TargetState,
     checksum_method,
 )
-from strongroom.errors import StrongroomError, UsageError
+from strongroom.errors import RestoreFailed, StrongroomError, SwapInterrupted, UsageError
 from strongroom.interrupts import deferred as deferred_interrupts
 from strongroom.interrupts import note_outcome
 from strongroom.logcontext import log_context
@@ -34,6 +35,7 @@ from strongroom.repository.restores import (
     KIND_ROLLBACK,
     OUTCOME_COMPLETED,
     OUTCOME_FAILED,
+    OUTCOME_SWAPPING,
     RestoreRecord,
     write_restore_record,
 )
@@ -389,6 +391,14 @@ def _restore(
         _end_record(repo, record, OUTCOME_FAILED)
         log.error("restore of %s did not verify; %s", manifest.backup_id, _untouched(plan))
         return report
+    try:  # before the swap: a kill during it leaves "swapping" (outcome unknown)
+        write_restore_record(repo.storage, dataclasses.replace(record, outcome=OUTCOME_SWAPPING))
+    except (StrongroomError, OSError) as exc:
+        _discard(staged)
+        _end_record(repo, record, OUTCOME_FAILED)
+        raise RestoreFailed(
+            f"cannot record the restore before its swap: {exc}; {_untouched(plan)}"
+        ) from None
     with deferred_interrupts() as swap:  # a signal waits until the swap is done or undone
         try:
             old = engine.swap_in(
@@ -396,6 +406,8 @@ def _restore(
                 keep_old=keep_old,
                 source_database=repo.private_section(manifest).database,
             )
+        except SwapInterrupted:
+            raise  # the record stays "swapping": the journal decides, later
         except BaseException:
             _discard(staged)
             _end_record(repo, record, OUTCOME_FAILED)

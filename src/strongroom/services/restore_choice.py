@@ -267,6 +267,24 @@ def find_rollback(
         return _legacy_rollback(repo, target, legacy_targets)
     last = last_completed(history)
     later = history[history.index(last) + 1 :] if last is not None else history
+    unknown = [r for r in later if r.swap_unknown]
+    if unknown:
+        # killed during its swap: the next command completed or undid it, and which is not
+        # recorded; going back to ``last`` would silently skip it (and lose what was
+        # written between the two restores), so say what to restore instead
+        newest = unknown[-1]
+        before = (
+            f"restore its safety backup: strongroom restore {newest.safety_backup_id} "
+            "--to <the database>"
+            if newest.safety_backup_id
+            else "it took no safety backup"
+        )
+        raise UsageError(
+            f"the restore of backup {newest.backup_id} into target {target!r} at "
+            f"{human_time(newest.started_at)} was interrupted during its swap, which a later "
+            "command completed or undid (the record cannot tell which): rollback will not "
+            f"guess; to return to the state just before that restore, {before}"
+        )
     notes = tuple(
         f"the restore of backup {r.backup_id} at {human_time(r.started_at)} was interrupted; "
         f"if it changed the database, its safety backup {r.safety_backup_id or '(none)'} "

@@ -46,6 +46,7 @@ from typing import Any
 
 import psycopg
 
+from strongroom import errors
 from strongroom.engines.base import SwapOutcome, SwapRecovery
 from strongroom.engines.postgresql.connection import PostgresServer
 from strongroom.engines.postgresql.swap_store import (
@@ -79,7 +80,7 @@ logger = logging.getLogger("strongroom.engines.postgres")
 LOCK_WAIT = 30.0  # seconds a swap or a recovery waits for a live swap of the same target
 
 
-class SwapInterrupted(RestoreFailed):
+class SwapInterrupted(errors.SwapInterrupted):
     """A swap stopped half-way and could not be settled on the spot; its journal stays on
     the server for the next command (or ``strongroom recover``)."""
 
