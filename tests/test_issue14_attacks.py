@@ -226,13 +226,6 @@ def test_odd_target_names_round_trip(tmp_path: Path, env: dict[str, str], name: 
         assert path.resolve().is_relative_to((tmp_path / "repo").resolve())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when a target's only backups are safety backups, 'restore --before T "
-    "--include-safety --to <its file>' is refused with 'no target's backups are of database "
-    "'shop': give --target ... (targets: none)': the destination-target lookup ignores "
-    "safety backups, so --include-safety can never apply without --target",
-)
 def test_before_with_only_safety_backups_needs_and_honours_include_safety(
     tmp_path: Path, env: dict[str, str]
 ) -> None:

@@ -176,6 +176,8 @@ def source_target(
     target = destination_target(repo, engine, configured=configured, option=option)
     known = regular_targets(repo)
     if target.name not in known and target.name not in (configured or {}):
+        if repo.list_backups(target.name):  # only safety backups left: still its own
+            return target.name
         everything = set(known) | set(configured or {})
         if len(everything) == 1:
             return everything.pop()
