@@ -64,6 +64,9 @@ def _debian_bin_dirs() -> list[Path]:
     return [Path(p) for p in sorted(glob.glob(DEBIAN_BIN_GLOB), key=key, reverse=True)]
 
 
+_NO_TIMEOUTS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+
+
 class PostgresServer:
     """A PostgreSQL database reachable through a ``postgres(ql)://`` URL or a libpq
     ``key=value`` string; raises ``UnsupportedDatabaseUrl`` for one that does not parse."""
@@ -149,13 +152,29 @@ class PostgresServer:
         conninfo = self.conninfo(dbname=dbname, with_password=True)
         if "application_name" not in self._params:
             conninfo = make_conninfo(conninfo, application_name="strongroom")
-        conn = psycopg.connect(conninfo, autocommit=True)
-        try:  # a database's own timeouts must not cut strongroom's statements short
-            conn.execute(
-                "SELECT set_config('statement_timeout', '0', false),"
-                " set_config('lock_timeout', '0', false),"
-                " set_config('idle_in_transaction_session_timeout', '0', false)"
-            )
+        # A database's own timeouts (ALTER DATABASE … SET statement_timeout = '1ms') must
+        # not cut strongroom's statements short, not even the first one: startup options
+        # take precedence over database and role settings. A pooler that refuses the
+        # ``options`` startup parameter gets the SET below, retried if a timeout cuts it.
+        options = (self._params.get("options", "") + " " + _NO_TIMEOUTS).strip()
+        try:
+            conn = psycopg.connect(make_conninfo(conninfo, options=options), autocommit=True)
+        except psycopg.OperationalError as exc:
+            if "options" not in str(exc).lower():
+                raise
+            conn = psycopg.connect(conninfo, autocommit=True)
+        try:
+            for attempt in range(5):
+                try:
+                    conn.execute(
+                        "SELECT set_config('statement_timeout', '0', false),"
+                        " set_config('lock_timeout', '0', false),"
+                        " set_config('idle_in_transaction_session_timeout', '0', false)"
+                    )
+                    break
+                except psycopg.errors.QueryCanceled:
+                    if attempt == 4:
+                        raise
         except BaseException:
             conn.close()
             raise
