@@ -66,7 +66,7 @@ CHANGED = {
     "orders": ORDERS[:50],
 }
 OLD_NAME = {
-    "postgresql": r"_old_\d{8}T\d{6}",
+    "postgresql": r"_old_\d{8}_\d{6}\Z",  # lower case: no quotes needed in SQL
     "mysql": r"_old_\d{8}T\d{6}",
     "sqlite": r"\.db\.old-\d{8}T\d{6}Z",
 }
@@ -324,7 +324,7 @@ def test_drill_runs_check_queries_records_the_outcome_and_drops_the_scratch(
     assert not bad.ok
     assert [c.rows for c in bad.checks] == [0, 11]
     assert all(c.matches for c in bad.comparisons)  # the data itself verified
-    assert bad.record.problem == "1 check query(ies) returned rows"
+    assert bad.record.problem == "1 check query returned rows"
     assert world.leftovers(before) == set() and not scratch.inspect().exists
     stored = last_verifications(world.repo.storage)[manifest.backup_id]
     assert not stored.ok and stored.checks_run == 2

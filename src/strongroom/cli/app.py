@@ -128,6 +128,8 @@ def main() -> None:
     except TyperException as exc:  # usage errors (unknown option, missing value…): one line
         format_message = getattr(exc, "format_message", None)
         message = format_message() if callable(format_message) else str(exc)
+        if not message.strip():  # no_args_is_help: the help went to stdout already
+            message = "no command given"
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             message += f" (see {ctx.command_path} --help)"
@@ -140,7 +142,8 @@ def main() -> None:
         sys.stderr.close()
         sys.exit(1)
     except Exception as exc:
-        log.debug("unexpected failure:\n%s", redact_text(traceback.format_exc()))
+        # -v shows INFO: the details the line below promises
+        log.info("unexpected failure:\n%s", redact_text(traceback.format_exc()))
         _fail(
             f"unexpected failure ({type(exc).__name__}): {exc}; run with -v for details",
             UNEXPECTED_EXIT,

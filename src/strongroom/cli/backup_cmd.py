@@ -18,6 +18,7 @@ from strongroom.services.backup import BackupReport, run_recorded_backup
 from strongroom.services.hooks import HookFailedAfter, hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.repository_access import open_configured
+from strongroom.wording import counted
 
 if TYPE_CHECKING:
     from strongroom.config import Settings
@@ -102,10 +103,11 @@ def _print_report(report: BackupReport) -> None:
     share = 100.0 * report.new_plain_bytes / m.raw_size if m.raw_size else 0.0
     stdout.print(f"backup {m.backup_id} complete")
     stdout.print(f"  target       {m.target} ({m.engine} {m.engine_version})")
-    stdout.print(f"  raw size     {human_bytes(m.raw_size)} in {m.chunk_count} chunks")
+    chunks = counted(m.chunk_count, "chunk")
+    stdout.print(f"  raw size     {human_bytes(m.raw_size)} in {chunks}")
     stdout.print(
         f"  new data     {human_bytes(report.new_plain_bytes)} ({share:.1f}% of raw, "
-        f"{m.new_chunk_count} new chunks)"
+        f"{counted(m.new_chunk_count, 'new chunk')})"
     )
     stdout.print(f"  new stored   {human_bytes(m.stored_new_bytes)} (compressed, encrypted)")
     if report.new_plain_bytes:

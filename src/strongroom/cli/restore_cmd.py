@@ -36,6 +36,7 @@ from strongroom.services.restore_choice import (
     newest_good_before,
     source_target,
 )
+from strongroom.wording import counted
 
 if TYPE_CHECKING:
     from strongroom.config import Settings
@@ -357,20 +358,23 @@ def perform_restore(
         for line in report.left_out[:20]:
             stdout.print(f"  {line}")
     if not report.ok:
-        bad = sum(1 for c in report.comparisons if not c.matches)
+        bad = [c.name for c in report.comparisons if not c.matches]
         untouched = "untouched" if plan.state.exists else "not created"
+        shown = ", ".join(bad[:10]) + (", …" if len(bad) > 10 else "")
         raise VerificationMismatch(
-            f"the restored copy differs from the backup in {bad} table(s); "
+            f"the restored copy differs from the backup in {counted(len(bad), 'table')} "
+            f"({shown}); "
             f"{engine.describe()} is {untouched}"
         )
     stdout.print(
-        f"restore complete and verified: {len(report.comparisons)} tables match "
+        f"restore complete and verified: {counted(len(report.comparisons), 'table')} match "
         f"({human_seconds(report.duration_seconds)})"
     )
     if report.old_kept_as:
         stdout.print(
-            f"the replaced database is kept as {report.old_kept_as}; drop it when satisfied "
-            "(or restore with --drop-old)"
+            f"the replaced database is kept as {report.old_kept_as}; when satisfied, remove "
+            f"it with: {engine.drop_hint(report.old_kept_as)} (or restore with --drop-old)",
+            markup=False,
         )
 
 
@@ -417,7 +421,7 @@ def print_plan(
         now = "exists and is empty"
     else:
         size = human_bytes(state.size_bytes) if state.size_bytes is not None else "?"
-        now = f"exists: {size}, {len(state.tables)} tables"
+        now = f"exists: {size}, {counted(len(state.tables), 'table')}"
     stdout.print(f"  into           {plan.target} ({now})", markup=False)
     stdout.print(f"  target         {plan.destination_target} ({plan.target_basis})", markup=False)
     if plan.warning:

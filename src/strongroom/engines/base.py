@@ -188,6 +188,11 @@ class Engine(Protocol):
         the name of the database the backup was taken of (MySQL re-points definitions that
         name it at the target; the others ignore it)."""
 
+    def drop_hint(self, kept: str) -> str:
+        """How a user removes ``kept`` (the name ``swap_in`` returned) by hand, spelled so
+        that it works when pasted: ``DROP DATABASE "Shop_old_20261130_054954";`` (quoted
+        only where the name needs it), or ``rm -- '/srv/app.db.old-…'`` for a file."""
+
     def recover_swaps(self) -> list[SwapRecovery]:
         """Settle every interrupted swap this engine can see, one ``SwapRecovery`` each;
         ``[]`` when there is none (the common case: it must then be cheap, one query or

@@ -8,6 +8,7 @@ import logging
 import os
 import pwd
 import secrets
+import shlex
 import sqlite3
 import stat
 import tempfile
@@ -352,8 +353,12 @@ class SqliteEngine:
                 target = self.path.stat()
             staged._settle(target)
             old_path = sqlite_swap.swap_into_place(self.path, staged.path, keep_old=keep_old)
-        log.warning("swapped the restored database into %s", self.path)
+        log.info("swapped the restored database into %s", self.path)
         return str(old_path) if old_path else None
+
+    def drop_hint(self, kept: str) -> str:
+        """``rm -- 'path'`` (shell-quoted)."""
+        return f"rm -- {shlex.quote(kept)}"
 
     def _settle(self, like: os.stat_result | None) -> None:
         """Make the staged file ready to be renamed: remove the empty ``-wal``/``-shm``

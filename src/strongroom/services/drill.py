@@ -23,6 +23,7 @@ from strongroom.repository.verifications import (
 from strongroom.services.progress import NoProgress, ProgressSink
 from strongroom.services.restore import TableComparison, compare_tables, with_progress
 from strongroom.services.swaps import settle_interrupted_swaps
+from strongroom.wording import counted
 
 log = logging.getLogger("strongroom.drill")
 
@@ -160,10 +161,12 @@ def verify_by_restore(
     bad_tables = [c.name for c in comparisons if not c.matches]
     bad_checks = [c for c in results if not c.ok]
     if problem is None and bad_tables:
-        problem = f"{len(bad_tables)} table(s) differ from the backup"
-        detail = f"{problem}: {', '.join(bad_tables[:10])}"
+        # the record is clear JSON: its problem names no table; the detail (shown) does
+        problem = f"{counted(len(bad_tables), 'table')} differ from the backup"
+        shown = ", ".join(bad_tables[:10]) + (", …" if len(bad_tables) > 10 else "")
+        detail = f"{problem}: {shown}"
     if problem is None and bad_checks:
-        problem = f"{len(bad_checks)} check query(ies) returned rows"
+        problem = f"{counted(len(bad_checks), 'check query', 'check queries')} returned rows"
         detail = problem
     record = VerificationRecord(
         backup_id=manifest.backup_id,

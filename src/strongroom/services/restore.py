@@ -23,7 +23,13 @@ from strongroom.engines.base import (
     TargetState,
     checksum_method,
 )
-from strongroom.errors import RestoreFailed, StrongroomError, SwapInterrupted, UsageError
+from strongroom.errors import (
+    DatabaseError,
+    RestoreFailed,
+    StrongroomError,
+    SwapInterrupted,
+    UsageError,
+)
 from strongroom.interrupts import deferred as deferred_interrupts
 from strongroom.interrupts import note_outcome
 from strongroom.logcontext import log_context
@@ -374,6 +380,8 @@ def _restore(
     except StrongroomError as exc:
         _discard(staged)
         _end_record(repo, record, OUTCOME_FAILED)
+        if isinstance(exc, DatabaseError):  # the tool failed: a damaged stream says why
+            exc = repo.stream_problem(manifest) or exc
         raise type(exc)(f"{exc.message}; {_untouched(plan)}") from exc
     except BaseException:
         _discard(staged)
@@ -416,7 +424,7 @@ def _restore(
         swap.outcome = f"the restore had completed: {plan.target} holds backup " + (
             f"{manifest.backup_id} (verified)" + (f"; the old one is kept as {old}" if old else "")
         )
-    log.warning("restored %s into %s (verified)", manifest.backup_id, plan.target)
+    log.info("restored %s into %s (verified)", manifest.backup_id, plan.target)
     return RestoreReport(
         manifest, plan.target, comparisons, duration, True, old, safety_id, left_out
     )

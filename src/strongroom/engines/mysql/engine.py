@@ -40,7 +40,7 @@ from strongroom.engines.mysql.restore import (
     run_client,
     target_exists,
 )
-from strongroom.engines.mysql.stats import row_counts, snapshot_stats
+from strongroom.engines.mysql.stats import quote_ident, row_counts, snapshot_stats
 from strongroom.engines.mysql.swap import swap_databases
 from strongroom.engines.mysql.tables import restore_tables
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_text, limit_name
@@ -280,6 +280,11 @@ class MysqlEngine:
             source=source_database,
             events=staged.event_statuses,
         )
+
+    def drop_hint(self, kept: str) -> str:
+        """``DROP DATABASE `name`;`` (back-quoted: MySQL names are case-sensitive here and
+        may hold characters that need it)."""
+        return f"DROP DATABASE {quote_ident(kept)};"
 
     def drop_database(self, name: str | None = None) -> str | None:
         """Drop a database (default: this one); ``None`` on success, else the reason."""

@@ -369,7 +369,7 @@ def _swap(
         ) from None
     if not current.empty and keep_old:
         keep_old_objects(cur, target, old, current)
-    logger.warning("swapped the restored database into %s", db.where())
+    logger.info("swapped the restored database into %s", db.where())
     drop_database(db, staged)
     if not current.empty and keep_old:
         try:

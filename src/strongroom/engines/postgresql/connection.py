@@ -251,7 +251,7 @@ class PostgresServer:
         """Drop the database (``name``, default this one), ending its sessions; return
         ``None`` on success, else the reason (logged)."""
         name = name or self.database_name()
-        logger.warning("dropping database %s at %s", name, self.host_port())
+        logger.info("dropping database %s at %s", name, self.host_port())
         try:
             with self.maintenance_connect() as conn:
                 conn.execute(

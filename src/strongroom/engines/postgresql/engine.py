@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -67,6 +68,7 @@ from strongroom.errors import (
     TargetNotEmpty,
     UsageError,
 )
+from strongroom.wording import counted
 
 logger = logging.getLogger("strongroom.engines.postgresql")
 
@@ -228,9 +230,13 @@ class PostgresEngine(PostgresServer):
         recorded = DatabaseState.from_dict(dict(state))
         checks = self._checks(recorded)
         lines = [
-            f"database owner {recorded.owner}, {len(recorded.roles)} role(s) referred to, "
-            f"{len(recorded.settings)} setting group(s), "
-            + ("default privileges" if recorded.acl is None else f"{len(recorded.acl)} grant(s)")
+            f"database owner {recorded.owner}, {counted(len(recorded.roles), 'role')} "
+            f"referred to, {counted(len(recorded.settings), 'setting group')}, "
+            + (
+                "default privileges"
+                if recorded.acl is None
+                else counted(len(recorded.acl), "grant")
+            )
         ]
         if checks.missing_roles:
             fate = {
@@ -481,12 +487,19 @@ class PostgresEngine(PostgresServer):
         staged.give_recorded_state()
         existed, kept = swap_into_place(self, staged.database_name(), keep_old=keep_old)
         if not existed:
-            logger.warning("put the restored database in place as %s", self.where())
+            logger.info("put the restored database in place as %s", self.where())
             return None
-        logger.warning(
+        logger.info(
             "swapped the restored database into %s (old: %s)", self.where(), kept or "dropped"
         )
         return kept
+
+    def drop_hint(self, kept: str) -> str:
+        """``DROP DATABASE name;`` with ``name`` double-quoted unless it is a plain
+        lower-case identifier (PostgreSQL folds unquoted names to lower case)."""
+        if re.fullmatch(r"[a-z_][a-z0-9_]*", kept) is None:
+            kept = '"' + kept.replace('"', '""') + '"'
+        return f"DROP DATABASE {kept};"
 
     def recover_swaps(self) -> list[SwapRecovery]:
         """Settle every interrupted swap on this server (``postgresql.swap.recover``;

@@ -258,7 +258,7 @@ def _settle_earlier(target: PostgresServer, conn: psycopg.Connection[Any]) -> No
 
 
 def _old_name(conn: psycopg.Connection[Any], name: str) -> str:
-    old = limit_name(name, f"_old_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+    old = limit_name(name, f"_old_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}")
     if by_name(conn, old) is not None:  # two swaps within one second
         old = limit_name(old, f"_{secrets.token_hex(2)}")
     return old
