@@ -15,8 +15,13 @@ def test_titles_per_kind() -> None:
     assert title("backup_failed") == "strongroom: backup of shop FAILED"
     assert title("backup_succeeded") == "strongroom: backup of shop succeeded"
     assert title("backup_stale", age_hours=26.04) == (
-        "strongroom: backups of shop are STALE (last backup 26.0 h ago)"
+        "strongroom: backups of shop are STALE (last good backup 26 h ago)"
     )
+    assert title("backup_stale", age_hours=2.44) == (
+        "strongroom: backups of shop are STALE (last good backup 2.4 h ago)"
+    )
+    no_backup = Event("backup_stale", "shop", "s", {"last_good_backup": None}, "t", "h")
+    assert no_backup.title() == "strongroom: backups of shop are STALE (no good backup yet)"
     assert title("size_changed", change_percent=-42.0) == (
         "strongroom: backup size of shop changed by -42.0%"
     )

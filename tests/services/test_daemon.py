@@ -11,7 +11,7 @@ from strongroom.repository.keys import KeySource
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import runs_of
 from strongroom.repository.verifications import last_verifications
-from strongroom.services.daemon import Daemon
+from strongroom.services.daemon import Daemon, JobsFailed
 from strongroom.storage.local import LocalStorage
 from tests.helpers import make_sqlite_db
 
@@ -214,3 +214,106 @@ def test_scheduled_drill_of_a_mysql_target_restores_into_mysql(tmp_path, mariadb
     record = last_verifications(repo.storage)[repo.list_backups()[-1].backup_id]
     assert record.ok and record.kind == "restore" and record.tables_checked > 0
     assert mariadb_server.databases() == before  # the scratch database was dropped
+
+
+# --- daylight saving ----------------------------------------------------------------------
+def test_a_daily_job_runs_once_on_the_autumn_change_day(world):
+    """02:30 Europe/Berlin happens twice on 2026-10-25 (CEST, then CET): one backup."""
+    tmp_path, repo_dir, db = world
+    settings = parse_settings(
+        f"""
+        timezone = "Europe/Berlin"
+        [repository]
+        location = "{repo_dir}"
+        [targets.shop]
+        url = "sqlite://{db}"
+        schedule = {{ daily = "30 2 * * *" }}
+        retention = {{ keep_last = 100 }}
+        """
+    )
+    repo = Repository.open(LocalStorage(repo_dir), KeySource(key_file=tmp_path / "k"))
+    clock = Clock(datetime(2026, 10, 24, 23, 0, tzinfo=UTC))  # 01:00 CEST
+    daemon = Daemon(settings, repo, {}, clock=clock)
+    daemon.tick()  # the run of the 24th, missed "while down"
+    ran = []
+    while clock.now < datetime(2026, 10, 25, 4, 0, tzinfo=UTC):  # to 05:00 CET
+        clock.now += timedelta(minutes=10)
+        ran += [(clock.now, r.scheduled_for) for r in daemon.tick()]
+    assert [(when.isoformat(), due) for when, due in ran] == [
+        ("2026-10-25T00:30:00+00:00", "2026-10-25T02:30:00+02:00")
+    ]
+    assert len(repo.list_backups()) == 2
+
+
+# --- alerts -------------------------------------------------------------------------------
+def _stale(recorder):
+    return [e for e in recorder.events if e.kind == "backup_stale"]
+
+
+def test_no_good_backup_yet_alerts_once_across_processes(world):
+    """A target with no good backup: "no good backup yet" (not "0.0 h ago"), sent once,
+    also by later passes of new processes (run --once from cron, serve restarts)."""
+    _, _, db = world
+    db.unlink()
+    recorder = Recorder()
+    clock = Clock(datetime.now(UTC))
+    for _ in range(4):  # four `run --once` a quarter of an hour apart
+        _daemon(world, clock, recorder=recorder).tick()
+        clock.now += timedelta(minutes=15)
+    stale = _stale(recorder)
+    assert len(stale) == 1, [e.summary for e in stale]
+    assert stale[0].title() == "strongroom: backups of shop are STALE (no good backup yet)"
+    assert stale[0].summary.startswith("no good backup of shop yet")
+    assert "0.0 h" not in stale[0].summary
+
+
+def test_a_stale_backup_alerts_once_per_condition(world):
+    tmp_path, repo_dir, db = world
+    recorder = Recorder()
+    clock = Clock(datetime.now(UTC))
+    first = _daemon(world, clock, recorder=recorder)
+    assert [r.ok for r in first.tick()] == [True]
+    assert _stale(recorder) == []
+    saved = tmp_path / "saved.db"
+    db.rename(saved)
+    clock.now += timedelta(hours=31)  # the daily run fails; the good backup is 31 h old
+    for _ in range(3):
+        _daemon(world, clock, recorder=recorder).tick()
+        clock.now += timedelta(minutes=15)
+    stale = _stale(recorder)
+    assert len(stale) == 1
+    assert "last good backup 31 h ago" in stale[0].title(), stale[0].title()
+    assert stale[0].summary.startswith("last good backup of shop 31 h ago")
+    assert list((repo_dir / "alerts").rglob("*.json"))  # the state is in the repository
+
+    saved.rename(db)  # a new backup: still stale by this clock, but a new condition
+    clock.now += timedelta(days=1)
+    assert [r.ok for r in _daemon(world, clock, recorder=recorder).tick()] == [True]
+    _daemon(world, clock, recorder=recorder).tick()
+    assert len(_stale(recorder)) == 2
+    newest = first.repo.list_backups()[-1].backup_id
+    assert _stale(recorder)[1].details["last_good_backup"] == newest
+
+    clock.now = datetime.now(UTC)  # fresh again: the state is cleared...
+    _daemon(world, clock, recorder=recorder).tick()
+    assert list((repo_dir / "alerts").rglob("*.json")) == []
+    clock.now += timedelta(hours=30)  # ...so the next staleness alerts again
+    _daemon(world, clock, recorder=recorder).tick()
+    _daemon(world, clock, recorder=recorder).tick()
+    assert len(_stale(recorder)) == 3
+
+
+def test_failures_of_a_pass_are_listed_with_their_exit_codes(world):
+    _, _, db = world
+    daemon = _daemon(world, Clock(SUNDAY_NOON), extra='verify = { schedule = "0 5 * * *" }')
+    db.unlink()
+    daemon.tick()
+    assert [(f.job, f.exit_code) for f in daemon.failures] == [
+        ("backup of shop", 5),
+        ("restore drill of shop", 1),
+    ]
+    error = JobsFailed(daemon.failures)
+    assert error.exit_code == 5 and "\n" not in error.message
+    assert (
+        error.message.startswith("backup of shop failed: ") and "1 more job failed" in error.message
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from tests.helpers import sqlite_counts
 from tests.web.conftest import CRON_SECRET, wait_job
@@ -210,3 +211,29 @@ def test_the_scheduler_runs_in_the_server(tmp_path):
         assert listed and listed[0]["tags"] == ["hourly"]
         target = client.get("/api/targets", headers=web.viewer).json()[0]
         assert target["next_run"] is not None
+
+
+def _poll_hard(client, job_id, headers, timeout=60.0):
+    """Poll a job without pausing, so a job read as finished is acted on at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}", headers=headers).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_a_succeeded_backup_job_is_listed_at_once(client, web):
+    """Ten "back up now" jobs, back to back: as soon as a job reads succeeded, its backup
+    (named at the job's top level too) is in GET /api/backups."""
+    seen = []
+    for _ in range(10):
+        started = client.post("/api/backups", json={"target": "shop"}, headers=web.admin)
+        job = _poll_hard(client, started.json()["job_id"], web.admin)
+        assert job["status"] == "succeeded", job
+        assert job["backup_id"] == job["result"]["backup_id"]
+        seen.append(job["backup_id"])
+        listed = {b["backup_id"] for b in client.get("/api/backups", headers=web.viewer).json()}
+        assert seen[-1] in listed, f"job {len(seen)}: {seen[-1]} not listed yet"
+    listed = {b["backup_id"] for b in client.get("/api/backups", headers=web.viewer).json()}
+    assert set(seen) <= listed and len(set(seen)) == 10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
@@ -114,6 +116,16 @@ def test_postgres_service_database(tmp_path, pg_server):
         pg_server.drop_database(name)
 
 
+def poll_job(client, job_id, headers, timeout=60.0):
+    """Poll a job without pausing: a job read as finished is acted on at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}", headers=headers).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+    raise AssertionError(f"job {job_id} did not finish")
+
+
 def test_migrations_match_the_models(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -126,3 +138,31 @@ def test_migrations_match_the_models(tmp_path):
     with db.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         assert "backup_index" in inspect(connection).get_table_names()
+
+
+def test_succeeded_backup_jobs_are_listed_at_once_with_a_postgres_service_database(
+    tmp_path, pg_server
+):
+    """Ten "back up now" jobs back to back; each polled until it succeeded, then its
+    backup (also the job's top-level backup_id) is in GET /api/backups at once. The
+    index used to be synced after the job was marked succeeded (this test's flake)."""
+    name = unique_db_name("service")
+    url = pg_server.create_database(name)
+    try:
+        db = make_sqlite_db(tmp_path / "shop.db", users=20, orders=20)
+        web = build_app(tmp_path, {"shop": f"sqlite://{db}"}, service_db=url)
+        seen = []
+        with TestClient(web.app) as client:
+            for _ in range(10):
+                started = client.post("/api/backups", json={"target": "shop"}, headers=web.admin)
+                job = poll_job(client, started.json()["job_id"], web.admin)
+                assert job["status"] == "succeeded", job
+                assert job["backup_id"] == job["result"]["backup_id"]
+                seen.append(job["backup_id"])
+                listed = client.get("/api/backups", headers=web.viewer).json()
+                assert seen[-1] in {b["backup_id"] for b in listed}, f"job {len(seen)}"
+            listed = client.get("/api/backups", headers=web.viewer).json()
+            assert {b["backup_id"] for b in listed} == set(seen)
+        web.ctx.db.dispose()
+    finally:
+        pg_server.drop_database(name)

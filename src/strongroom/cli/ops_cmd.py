@@ -95,10 +95,13 @@ def run(
 ) -> None:
     """Run scheduled backups, retention, prune and restore drills in the foreground.
 
+    With --once, the exit code is 0 when every due job succeeded, else the first failed
+    job's own code (5 database, 6 storage, 7 failed drill, 8 hook...).
+
     SIGTERM or Ctrl-C: the running job finishes, then strongroom exits; a second signal
     abandons it cleanly (no backup is recorded unless its manifest was written)."""
     from strongroom.config import load_settings
-    from strongroom.services.daemon import Daemon
+    from strongroom.services.daemon import Daemon, JobsFailed
     from strongroom.services.notifications import build_notifier
 
     settings = load_settings(config)
@@ -111,6 +114,8 @@ def run(
     )
     if once:
         daemon.tick()
+        if daemon.failures:  # cron, systemd and Kubernetes must see the failure
+            raise JobsFailed(daemon.failures)
         return
     signals = {"count": 0}
 
@@ -168,12 +173,14 @@ def health(
         )
     else:
         for r in results:
-            age = (
-                f"{r.newest_age_seconds / 3600:.1f} h" if r.newest_age_seconds is not None else "-"
+            newest = (
+                f"{r.newest_age_seconds / 3600:.1f} h old"
+                if r.newest_age_seconds is not None
+                else "none"
             )
             reasons = "; ".join(r.reasons) or "ok"
             stdout.print(
-                f"{r.status.upper():<9} {r.target}: newest good backup {age} old; {reasons}",
+                f"{r.status.upper():<9} {r.target}: newest good backup {newest}; {reasons}",
                 markup=False,
             )
         stdout.print(f"overall: {status}")

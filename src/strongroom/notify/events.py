@@ -101,7 +101,13 @@ class Event:
             return f"strongroom: backup of {t} succeeded"
         if self.kind == "backup_stale":
             age = self.details.get("age_hours")
-            since = f" (last backup {age:.1f} h ago)" if isinstance(age, int | float) else ""
+            if isinstance(age, int | float):
+                hours = f"{age:.0f}" if age >= 10 else f"{age:.1f}"
+                since = f" (last good backup {hours} h ago)"
+            elif "last_good_backup" in self.details:  # named, and None: there is none
+                since = " (no good backup yet)"
+            else:
+                since = ""
             return f"strongroom: backups of {t} are STALE{since}"
         if self.kind == "size_changed":
             change = self.details.get("change_percent")

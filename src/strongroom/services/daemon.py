@@ -10,16 +10,15 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from strongroom.config import Settings, TargetSettings
 from strongroom.engines import open_engine
-from strongroom.errors import StrongroomError
+from strongroom.errors import StrongroomError, VerificationMismatch
 from strongroom.notify.dispatch import Notifier
 from strongroom.notify.events import Event
-from strongroom.repository.ids import parse_iso, utc_now_iso
-from strongroom.repository.manifest import Manifest
+from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import (
     Claim,
@@ -31,15 +30,65 @@ from strongroom.repository.runs import (
     try_claim,
 )
 from strongroom.repository.verifications import verification_statuses
-from strongroom.services.backup import BackupReport, record_backup_run, recorded_backup
-from strongroom.services.health import HEALTHY, evaluate_target
-from strongroom.services.hooks import HookFailedAfter, hooks_of
+from strongroom.services.alerts import NO_GOOD_BACKUP, StaleAlerts
+from strongroom.services.backup import BackupRun, record_backup_run, recorded_backup
+from strongroom.services.health import evaluate_target
+from strongroom.services.hooks import hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
+from strongroom.services.notifications import notify_backup
 from strongroom.services.schedule import Job, interval_of, jobs_of, latest_due, next_run
 
 log = logging.getLogger("strongroom.daemon")
 
 MAX_SLEEP = 60.0
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A job of the last pass that failed: ``job`` says which ("backup of shop")."""
+
+    job: str
+    message: str
+    exit_code: int
+
+
+class JobsFailed(StrongroomError):
+    """``run --once``: a job of the pass failed. The exit code is the first failed job's
+    own (5 database, 7 failed drill, 8 hook…); the message names it, and how many more."""
+
+    def __init__(self, failures: list[JobFailure]) -> None:
+        first = failures[0]
+        more = len(failures) - 1
+        extra = f" ({more} more job{'s' if more > 1 else ''} failed too)" if more else ""
+        super().__init__(f"{first.job} failed: {first.message}{extra}")
+        self.exit_code = first.exit_code
+        self.failures = failures
+
+
+def _hours(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h"
+
+
+def stale_event(
+    target: str, newest_backup_id: str | None, age_seconds: float | None, limit: timedelta
+) -> Event:
+    """The alert for a stale target, saying what is true: it has no good backup yet, or
+    how old its newest good backup is."""
+    expected = f"expected within {_hours(limit.total_seconds())}"
+    if newest_backup_id is None or age_seconds is None:
+        return Event(
+            "backup_stale",
+            target,
+            f"no good backup of {target} yet ({expected})",
+            {"last_good_backup": None},
+        )
+    return Event(
+        "backup_stale",
+        target,
+        f"last good backup of {target} {_hours(age_seconds)} ago ({expected})",
+        {"last_good_backup": newest_backup_id, "age_hours": round(age_seconds / 3600, 1)},
+    )
 
 
 @dataclass
@@ -54,7 +103,7 @@ class Daemon:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     stop: threading.Event = field(default_factory=threading.Event)
-    _stale_notified: set[str] = field(default_factory=set)
+    failures: list[JobFailure] = field(default_factory=list)  # of the last pass
 
     @property
     def jobs(self) -> list[Job]:
@@ -62,8 +111,10 @@ class Daemon:
 
     # --- one pass ---------------------------------------------------------------------
     def tick(self) -> list[RunRecord]:
-        """Run everything due now (each missed job once), then check staleness."""
+        """Run everything due now (each missed job once), then check staleness. The jobs
+        that failed are in ``failures`` afterwards."""
         now = self.clock()
+        self.failures = []
         records: list[RunRecord] = []
         claims: dict[str, list[tuple[Job, Claim]]] = {}
         drills: list[tuple[Job, Claim]] = []
@@ -111,78 +162,26 @@ class Daemon:
             engine = open_engine(settings.database_url(self.env))
         except StrongroomError as exc:
             record = record_backup_run(self.repo, target, tags, started, scheduled, error=exc)
-            self._backup_failed(target, tags, exc)
-            return record
-        # the same path as `strongroom backup` and the web: hooks, backup, run record
-        run = recorded_backup(
-            self.repo,
-            engine,
-            target=target,
-            tags=tags,
-            scheduled_for=scheduled,
-            hooks=hooks_of(self.settings, target, self.env),
-        )
-        if run.report is None:
-            assert run.error is not None
-            self._backup_failed(target, tags, run.error)
-            return run.record
-        if isinstance(run.error, HookFailedAfter):
-            self._notify(
-                Event(
-                    "hook_failed",
-                    target,
-                    run.error.message,
-                    {"backup_id": run.report.manifest.backup_id, "hook": "post_backup"},
-                )
+            run = BackupRun(record, None, exc)
+        else:
+            # the same path as `strongroom backup` and the web: hooks, backup, run record
+            run = recorded_backup(
+                self.repo,
+                engine,
+                target=target,
+                tags=tags,
+                scheduled_for=scheduled,
+                hooks=hooks_of(self.settings, target, self.env),
             )
-        self._after_success(run.report)
+        if run.error is not None:
+            if run.report is None:
+                log.error("backup of %s failed: %s", target, run.error.message)
+            self._failed(f"backup of {target}", run.error)
+        notify_backup(self.notifier, self.settings.notifications, self.repo, target, tags, run)
         return run.record
 
-    def _backup_failed(self, target: str, tags: tuple[str, ...], exc: StrongroomError) -> None:
-        log.error("backup of %s failed: %s", target, exc.message)
-        self._notify(
-            Event(
-                "backup_failed",
-                target,
-                f"backup of {target} failed: {exc.message}",
-                {"error": exc.message, "tags": ", ".join(tags)},
-            )
-        )
-
-    def _after_success(self, report: BackupReport) -> None:
-        m = report.manifest
-        notes = self.settings.notifications
-        if notes.on_success:
-            self._notify(
-                Event(
-                    "backup_succeeded",
-                    m.target,
-                    f"backup {m.backup_id} of {m.target} complete",
-                    {
-                        "backup_id": m.backup_id,
-                        "raw_size": m.raw_size,
-                        "stored_new_bytes": m.stored_new_bytes,
-                    },
-                )
-            )
-        if notes.size_change_percent is not None:
-            previous = _previous(self.repo.list_backups(m.target), m)
-            if previous is not None and previous.raw_size > 0:
-                change = 100.0 * (m.raw_size - previous.raw_size) / previous.raw_size
-                if abs(change) >= notes.size_change_percent:
-                    self._notify(
-                        Event(
-                            "size_changed",
-                            m.target,
-                            f"backup of {m.target} changed size by {change:+.1f}%",
-                            {
-                                "backup_id": m.backup_id,
-                                "raw_size": m.raw_size,
-                                "previous_raw_size": previous.raw_size,
-                                "change_percent": round(change, 1),
-                            },
-                        )
-                    )
+    def _failed(self, job: str, error: StrongroomError) -> None:
+        self.failures.append(JobFailure(job, error.message, error.exit_code))
 
     def _maintain(self, target: str) -> None:
         """Retention for this target, then prune (per its policy)."""
@@ -198,6 +197,7 @@ class Daemon:
                 prune(self.repo)
         except StrongroomError as exc:
             log.error("retention of %s failed: %s", target, exc.message)
+            self._failed(f"retention of {target}", exc)
             record_run(
                 self.repo.storage,
                 RunRecord(
@@ -233,6 +233,7 @@ class Daemon:
             result = verify_by_restore(self.repo, manifest, scratch, checks=checks)
         except StrongroomError as exc:
             log.error("restore drill of %s failed: %s", target, exc.message)
+            self._failed(f"restore drill of {target}", exc)
             record = RunRecord(
                 target, "verify", False, started, utc_now_iso(), error_kind=type(exc).__name__
             )
@@ -257,6 +258,9 @@ class Daemon:
         )
         record_run(self.repo.storage, record)
         if not result.ok:
+            problem = result.record.problem or "the restored copy did not verify"
+            log.error("restore drill of %s failed: %s", manifest.backup_id, problem)
+            self._failed(f"restore drill of {target}", VerificationMismatch(problem))
             self._notify(
                 Event(
                     "verify_failed",
@@ -267,35 +271,33 @@ class Daemon:
         return record
 
     def _check_staleness(self, now: datetime) -> None:
+        """Alert once per stale condition of a target (no good backup yet; or the newest
+        good backup, older than its schedule allows); the sent alerts are kept in the
+        repository (``services/alerts.py``), so a new pass or process does not repeat them."""
         if not self.settings.notifications.on_stale:
             return
         manifests = self.repo.list_backups()
         runs = runs_of(self.repo.storage)
         verifications = verification_statuses(self.repo.storage)
-        for name, target in self.settings.targets.items():
+        alerts = StaleAlerts(self.repo.storage)
+        for name, target in sorted(self.settings.targets.items()):
             interval = interval_of(list(target.schedule.values()), now, self.settings.timezone)
             health = evaluate_target(
                 name, manifests, runs, verifications, interval, self.settings.grace, now
             )
-            stale = (
-                health.newest_age_seconds is None
-                or health.newest_age_seconds > (interval + self.settings.grace).total_seconds()
-            )
-            if stale and name not in self._stale_notified:
-                self._stale_notified.add(name)
-                age = (health.newest_age_seconds or 0) / 3600
-                self._notify(
-                    Event(
-                        "backup_stale",
-                        name,
-                        f"newest good backup of {name} is {age:.1f} h old",
-                        {"age_hours": round(age, 1)},
-                    )
-                )
-            elif not stale and health.status == HEALTHY:
-                self._stale_notified.discard(name)
+            limit = interval + self.settings.grace
+            age = health.newest_age_seconds
+            if age is not None and age <= limit.total_seconds():
+                alerts.clear(name)
+                continue
+            condition = health.newest_backup_id or NO_GOOD_BACKUP
+            if not alerts.first_alert(name, condition):
+                continue
+            self._notify(stale_event(name, health.newest_backup_id, age, limit))
 
     def _notify(self, event: Event) -> None:
+        if event.kind == "verify_failed" and not self.settings.notifications.on_failure:
+            return
         if self.notifier is not None:
             self.notifier.notify(event)
 
@@ -312,7 +314,8 @@ class Daemon:
     # --- the loop -----------------------------------------------------------------------
     def seconds_until_next(self) -> float:
         now = self.clock()
-        upcoming = [next_run(job, now, self.settings.timezone) for job in self.jobs]
+        # compared in UTC: times of one zone compare by wall clock (wrong in a repeated hour)
+        upcoming = [next_run(job, now, self.settings.timezone).astimezone(UTC) for job in self.jobs]
         if not upcoming:
             return MAX_SLEEP
         wait = (min(upcoming) - now).total_seconds()
@@ -324,17 +327,6 @@ class Daemon:
             self.tick()
             self.stop.wait(self.seconds_until_next())
         log.info("strongroom run: stopped")
-
-
-def _previous(backups: list[Manifest], current: Manifest) -> Manifest | None:
-    earlier = [
-        m
-        for m in backups
-        if m.backup_id != current.backup_id
-        and "pre-restore" not in m.tags
-        and parse_iso(m.finished_at) <= parse_iso(current.finished_at)
-    ]
-    return earlier[-1] if earlier else None
 
 
 def upcoming_runs(

@@ -70,7 +70,7 @@ def evaluate_target(
     age: timedelta | None = None
     if newest is None:
         status = CRITICAL
-        reasons.append("no good backup")
+        reasons.append("no good backup yet")
     else:
         age = now - parse_iso(newest.finished_at)
         if age > 2 * limit:

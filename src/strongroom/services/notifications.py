@@ -1,16 +1,28 @@
-"""Notification channels built from the configuration (secrets read from the environment)."""
+"""Notification channels built from the configuration (secrets read from the environment),
+and the one path every backup's outcome is notified through: the scheduler, the web's
+"Back up now", the cron endpoint and ``strongroom backup --config`` all call
+:func:`notify_backup`, so a failed backup notifies however it was started."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from strongroom.config import ChannelSettings, NotificationSettings
-from strongroom.errors import UsageError
+from strongroom.errors import StrongroomError, UsageError
 from strongroom.notify.base import Channel
 from strongroom.notify.dispatch import Notifier
 from strongroom.notify.email import EmailChannel
+from strongroom.notify.events import Event
 from strongroom.notify.slack import SlackChannel
 from strongroom.notify.webhook import WebhookChannel
+from strongroom.repository.ids import parse_iso
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.repository import Repository
+from strongroom.services.backup import BackupReport, BackupRun
+from strongroom.services.hooks import HookFailedAfter
+
+log = logging.getLogger("strongroom.notifications")
 
 
 def _secret(env: Mapping[str, str], name: str | None, what: str) -> str | None:
@@ -45,3 +57,111 @@ def build_notifier(settings: NotificationSettings, env: Mapping[str, str]) -> No
     if not settings.channels:
         return None
     return Notifier([build_channel(c, env) for c in settings.channels])
+
+
+def backup_failed_event(target: str, tags: tuple[str, ...], error: StrongroomError) -> Event:
+    return Event(
+        "backup_failed",
+        target,
+        f"backup of {target} failed: {error.message}",
+        {"error": error.message, "tags": ", ".join(tags)},
+    )
+
+
+def backup_events(
+    settings: NotificationSettings,
+    repo: Repository,
+    target: str,
+    tags: tuple[str, ...],
+    run: BackupRun,
+) -> list[Event]:
+    """What one backup run notifies, per the configuration: its failure (``on_failure``),
+    a failed ``post_backup`` hook (``hook_failed``, also under ``on_failure``), success
+    (``on_success``) and a size change past ``size_change_percent``."""
+    if run.report is None:
+        assert run.error is not None
+        return [backup_failed_event(target, tags, run.error)] if settings.on_failure else []
+    events = []
+    m = run.report.manifest
+    if isinstance(run.error, HookFailedAfter) and settings.on_failure:
+        events.append(
+            Event(
+                "hook_failed",
+                target,
+                run.error.message,
+                {"backup_id": m.backup_id, "hook": "post_backup"},
+            )
+        )
+    if settings.on_success:
+        events.append(
+            Event(
+                "backup_succeeded",
+                m.target,
+                f"backup {m.backup_id} of {m.target} complete",
+                {
+                    "backup_id": m.backup_id,
+                    "raw_size": m.raw_size,
+                    "stored_new_bytes": m.stored_new_bytes,
+                },
+            )
+        )
+    size_event = _size_change(settings, repo, run.report)
+    if size_event is not None:
+        events.append(size_event)
+    return events
+
+
+def _size_change(
+    settings: NotificationSettings, repo: Repository, report: BackupReport
+) -> Event | None:
+    if settings.size_change_percent is None:
+        return None
+    m = report.manifest
+    try:
+        previous = _previous(repo.list_backups(m.target), m)
+    except StrongroomError as exc:  # the backup is done; say why this check was skipped
+        log.error("size check of backup %s skipped: %s", m.backup_id, exc.message)
+        return None
+    if previous is None or previous.raw_size <= 0:
+        return None
+    change = 100.0 * (m.raw_size - previous.raw_size) / previous.raw_size
+    if abs(change) < settings.size_change_percent:
+        return None
+    return Event(
+        "size_changed",
+        m.target,
+        f"backup of {m.target} changed size by {change:+.1f}%",
+        {
+            "backup_id": m.backup_id,
+            "raw_size": m.raw_size,
+            "previous_raw_size": previous.raw_size,
+            "change_percent": round(change, 1),
+        },
+    )
+
+
+def _previous(backups: list[Manifest], current: Manifest) -> Manifest | None:
+    earlier = [
+        m
+        for m in backups
+        if m.backup_id != current.backup_id
+        and "pre-restore" not in m.tags
+        and parse_iso(m.finished_at) <= parse_iso(current.finished_at)
+    ]
+    return earlier[-1] if earlier else None
+
+
+def notify_backup(
+    notifier: Notifier | None,
+    settings: NotificationSettings,
+    repo: Repository,
+    target: str,
+    tags: tuple[str, ...],
+    run: BackupRun,
+) -> None:
+    """Send what :func:`backup_events` says to every channel; never raises (a failing
+    channel is logged by the notifier)."""
+    if notifier is None:
+        return
+    for event in backup_events(settings, repo, target, tags, run):
+        notifier.notify(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,8 +10,10 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from strongroom.config import Settings
-from strongroom.errors import UsageError
+from strongroom.errors import StrongroomError, UsageError
+from strongroom.notify.dispatch import Notifier
 from strongroom.repository.repository import Repository
+from strongroom.services.notifications import build_notifier
 from strongroom.services.repository_access import open_configured
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.index import ManifestIndex
@@ -18,6 +21,8 @@ from strongroom.web.jobs import JobRunner
 from strongroom.web.ratelimit import LoginLimiter
 
 CRON_SECRET_ENV = "CRON_SECRET"
+
+log = logging.getLogger("strongroom.web")
 
 
 @dataclass
@@ -33,6 +38,8 @@ class WebContext:
     secure_cookies: bool = False
     _repo: Repository | None = None
     _repo_lock: threading.Lock = field(default_factory=threading.Lock)
+    _notifier: Notifier | None = None
+    _notifier_built: bool = False
 
     def repository(self) -> Repository:
         """The configured repository, opened once (the key is unlocked once)."""
@@ -40,6 +47,19 @@ class WebContext:
             if self._repo is None:
                 self._repo = open_configured(self.settings, self.env)
             return self._repo
+
+    def notifier(self) -> Notifier | None:
+        """The configured notification channels (the scheduler's), built once; ``None``
+        when there are none, or when they cannot be built (logged: e.g. a secret's
+        environment variable is not set)."""
+        with self._repo_lock:
+            if not self._notifier_built:
+                self._notifier_built = True
+                try:
+                    self._notifier = build_notifier(self.settings.notifications, self.env)
+                except StrongroomError as exc:
+                    log.error("notifications are off: %s", exc.message)
+            return self._notifier
 
     def fresh_repository(self) -> Repository:
         """The repository, with the manifest index synced if it is stale."""

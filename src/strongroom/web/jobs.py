@@ -114,7 +114,9 @@ class JobRunner:
         self._after: list[Callable[[JobRun], None]] = []
 
     def after_each(self, callback: Callable[[JobRun], None]) -> None:
-        """Call ``callback`` with the finished row after every job (e.g. re-index)."""
+        """Call ``callback`` with the job's row when its work is over, before its final
+        status is written (e.g. re-index): whoever sees a job finished also sees what it
+        did, e.g. the new backup in ``GET /api/backups``."""
         self._after.append(callback)
 
     def submit(
@@ -161,51 +163,37 @@ class JobRunner:
     def _run(self, job_id: str, work: Work, stopping: threading.Event | None = None) -> None:
         self._set(job_id, status=RUNNING, phase="starting", started_at=utc_now_iso())
         progress = JobProgress(self._db, job_id, stopping)
+        final: dict[str, Any]
         try:
             result = work(progress)
         except KeyboardInterrupt as exc:  # the server is stopping (JobProgress)
             outcome = getattr(exc, "outcome", None)
             message = "stopped: the server shut down" + (f"; {outcome}" if outcome else "")
             log.error("job %s %s", job_id, message)
-            row = self._set(
-                job_id,
-                status=FAILED,
-                phase="failed",
-                error=redact_text(message),
-                finished_at=utc_now_iso(),
-            )
+            final = {"status": FAILED, "phase": "failed", "error": redact_text(message)}
         except StrongroomError as exc:
             log.error("job %s failed: %s", job_id, exc.message)
-            row = self._set(
-                job_id,
-                status=FAILED,
-                phase="failed",
-                error=redact_text(exc.message),
-                finished_at=utc_now_iso(),
-            )
+            final = {"status": FAILED, "phase": "failed", "error": redact_text(exc.message)}
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job_id)
-            row = self._set(
-                job_id,
-                status=FAILED,
-                phase="failed",
-                error=f"unexpected failure ({type(exc).__name__})",
-                finished_at=utc_now_iso(),
-            )
+            final = {
+                "status": FAILED,
+                "phase": "failed",
+                "error": f"unexpected failure ({type(exc).__name__})",
+            }
         else:
-            row = self._set(
-                job_id,
-                status=SUCCEEDED,
-                phase="done",
-                result=json.dumps(result),
-                finished_at=utc_now_iso(),
-            )
+            final = {"status": SUCCEEDED, "phase": "done", "result": json.dumps(result)}
+            backup_id = result.get("backup_id")
+            if isinstance(backup_id, str):  # the backup a job made, at the top level too
+                final["backup_id"] = backup_id
+        row = get_job(self._db, job_id)
         if row is not None:
-            for callback in self._after:
+            for callback in self._after:  # before the status: a finished job's work is visible
                 try:
                     callback(row)
                 except Exception:
                     log.exception("after-job callback failed")
+        self._set(job_id, finished_at=utc_now_iso(), **final)
 
     def shutdown(self) -> None:
         """Cancel queued jobs (marked failed); running ones stop at their next progress

@@ -73,6 +73,7 @@ def next_runs(ctx: WebContext) -> dict[str, str]:
         if job.kind != "backup":
             continue
         moment = next_run(job, now, ctx.settings.timezone)
-        if job.target not in result or moment < result[job.target]:
+        # compared in UTC: times of one zone compare by wall clock (wrong in a repeated hour)
+        if job.target not in result or moment.astimezone(UTC) < result[job.target].astimezone(UTC):
             result[job.target] = moment
     return {name: moment.isoformat() for name, moment in result.items()}

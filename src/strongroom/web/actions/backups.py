@@ -8,44 +8,61 @@ from typing import Any
 
 from strongroom.engines import open_engine
 from strongroom.errors import RepositoryError, StrongroomError, UsageError
+from strongroom.notify.events import Event
+from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.services import records
-from strongroom.services.backup import run_recorded_backup
+from strongroom.services.backup import BackupRun, record_backup_run, recorded_backup
 from strongroom.services.forget import delete_backup
 from strongroom.services.hooks import hooks_of
+from strongroom.services.notifications import notify_backup
 from strongroom.services.pins import pin_backup, unpin_backup
 from strongroom.services.verify import verify_backup
 from strongroom.web import audit
 from strongroom.web.actions.common import Caller
+from strongroom.web.context import WebContext
 from strongroom.web.jobs import JobFailed, JobProgress
 
 
 def start_backup(caller: Caller, target: str, tags: tuple[str, ...]) -> str:
     """Back up a configured target on a job (the "Back up now" button, ``POST
-    /api/backups``, the cron endpoint); the run is recorded and the target's hooks run as
-    for the CLI's. A failing ``post_backup`` hook fails the job, the backup is kept."""
+    /api/backups``, the cron endpoint); the run is recorded, the target's hooks run and
+    the outcome is notified as for the scheduler's (``services/notifications.py``),
+    before the job is reported finished. A failing ``post_backup`` hook fails the job, the
+    backup is kept."""
     ctx = caller.ctx
     url = ctx.database_url(target)  # raises for an unknown target
     repo = ctx.repository()
 
     def work(progress: JobProgress) -> dict[str, Any]:
         progress.phase("connecting")
-        report = run_recorded_backup(  # the target's hooks run here, as for every backup
-            repo,
-            open_engine(url),
-            target=target,
-            tags=tags,
-            progress=progress,
-            created_by=f"{caller.name} (web)",
-            hooks=hooks_of(ctx.settings, target, ctx.env),
-        )
-        m = report.manifest
+        started = utc_now_iso()
+        try:
+            engine = open_engine(url)
+        except StrongroomError as exc:
+            record = record_backup_run(repo, target, tags, started, None, error=exc)
+            run = BackupRun(record, None, exc)
+        else:
+            run = recorded_backup(  # the target's hooks run here, as for every backup
+                repo,
+                engine,
+                target=target,
+                tags=tags,
+                progress=progress,
+                created_by=f"{caller.name} (web)",
+                hooks=hooks_of(ctx.settings, target, ctx.env),
+            )
+        notify_backup(ctx.notifier(), ctx.settings.notifications, repo, target, tags, run)
+        if run.error is not None:
+            raise run.error
+        assert run.report is not None
+        m = run.report.manifest
         return {
             "backup_id": m.backup_id,
             "raw_size": m.raw_size,
             "stored_new_bytes": m.stored_new_bytes,
             "duration_seconds": m.duration_seconds,
-            "dedup_ratio": round(report.dedup_ratio, 2),
+            "dedup_ratio": round(run.report.dedup_ratio, 2),
         }
 
     job_id = ctx.jobs.submit("backup", work, requested_by=caller.name, target=target)
@@ -92,7 +109,16 @@ def start_drill(caller: Caller, manifest: Manifest, scratch_url: str | None) -> 
     def work(progress: JobProgress) -> dict[str, Any]:
         result = verify_by_restore(repo, manifest, scratch, progress=progress)
         if not result.ok:
-            raise JobFailed(result.detail or result.record.problem or "restore drill failed")
+            problem = result.detail or result.record.problem or "restore drill failed"
+            notify_failure(
+                ctx,
+                Event(
+                    "verify_failed",
+                    manifest.target,
+                    f"restore drill of {manifest.backup_id} failed: {problem}",
+                ),
+            )
+            raise JobFailed(problem)
         return {
             "ok": True,
             "restore_seconds": round(result.restore_seconds, 3),
@@ -106,6 +132,13 @@ def start_drill(caller: Caller, manifest: Manifest, scratch_url: str | None) -> 
         target=manifest.target,
         backup_id=manifest.backup_id,
     )
+
+
+def notify_failure(ctx: WebContext, event: Event) -> None:
+    """Send a failure event to the configured channels (if ``on_failure``)."""
+    notifier = ctx.notifier()
+    if notifier is not None and ctx.settings.notifications.on_failure:
+        notifier.notify(event)
 
 
 def set_pin(caller: Caller, reference: str, pinned: bool) -> dict[str, Any]:
