@@ -27,6 +27,10 @@ class UsageError(StrongroomError):
     exit_code = 2
 
 
+class InvalidName(UsageError):
+    """A target name or tag breaks the rules of ``repository/names.py``."""
+
+
 # --- repository (exit 3) ---------------------------------------------------------------
 class RepositoryError(StrongroomError):
     exit_code = 3
@@ -54,6 +58,14 @@ class RepositoryBusy(RepositoryError):
 
 class LockLost(RepositoryError):
     """This process's repository lock expired or was removed while it worked."""
+
+
+class RepositoryDamaged(RepositoryError):
+    """The repository's own objects (its config) are damaged: it cannot be opened."""
+
+
+class BackupForgotten(RepositoryError):
+    """The backup was deleted (forget, prune) while this command was reading it."""
 
 
 # --- keys (exit 4) ---------------------------------------------------------------------
@@ -149,6 +161,18 @@ class ChunkMissing(IntegrityError):
 
 class VerificationMismatch(IntegrityError):
     pass
+
+
+class ManifestDamaged(IntegrityError, RepositoryError):
+    """A backup's manifest cannot be read: not JSON, fields missing or of the wrong kind,
+    a chunk id that is not one, or a private section that does not open with a key that
+    opens the repository. ``backup_id`` names the backup (``None`` when unknown). Exit 7
+    (integrity); it is a ``RepositoryError`` too, for callers that stop at any unreadable
+    repository object (prune)."""
+
+    def __init__(self, message: str, backup_id: str | None = None) -> None:
+        super().__init__(message)
+        self.backup_id = backup_id
 
 
 # --- interrupted (exit 130) ------------------------------------------------------------

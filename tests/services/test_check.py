@@ -1,5 +1,6 @@
 """check: missing chunks, damaged chunks with read_data, and reading a subset."""
 
+import json
 import math
 import random
 
@@ -92,3 +93,24 @@ def test_parse_subset():
     for bad in ("0%", "101%", "10", "ten%", "-5%", ""):
         with pytest.raises(UsageError, match="--subset"):
             parse_subset(bad)
+
+
+def test_read_data_finds_chunks_swapped_in_a_manifest(repo, backups):
+    victim = backups[1]
+    key = f"backups/{victim.backup_id}.json"
+    document = json.loads(repo.storage.get(key))
+    chunks = document["chunks"]
+    chunks[0], chunks[1] = chunks[1], chunks[0]
+    repo.storage.put(key, json.dumps(document).encode())
+    fresh = Repository.open(repo.storage, KeySource(key_file=repo.keyring._source.key_file))
+    assert check_repository(fresh).ok  # every chunk is there
+    report = check_repository(fresh, read_data=True)
+    (problem,) = report.problems  # every chunk is intact too: the order is what is wrong
+    assert problem.kind == "order" and problem.subject == victim.backup_id
+    assert "list of chunks is not the one recorded" in problem.message
+
+
+def test_objects_in_chunks_that_are_not_chunks_are_not_counted_as_chunks(repo, backups):
+    repo.storage.put("chunks/ab/README", b"not a chunk")
+    report = check_repository(repo)
+    assert report.ok and report.stored_chunks == report.referenced_chunks

@@ -201,3 +201,18 @@ def test_retention_days_keeps_what_is_young_enough(repo):
     result = forget(repo, policy, now=NOW)
     assert len(result.kept) == 10 and len(result.forgotten) == 10
     assert all(e.decision.reasons == ("within 10d",) for e in result.kept)
+
+
+def test_a_damaged_manifest_is_kept_and_reported_and_the_others_are_decided(repo, caplog):
+    manifests = _daily(repo, 10)
+    broken = manifests[-1].backup_id  # the oldest: retention would forget it
+    repo.storage.put(f"backups/{broken}.json", b'{"format": "strongroom-manifest", "vers')
+    fresh = Repository.open(repo.storage, KeySource(None, None))
+    with caplog.at_level("WARNING", "strongroom.audit"):
+        result = forget(fresh, RetentionPolicy(keep_last=2), now=NOW)
+    assert [d.backup_id for d in result.damaged] == [broken]
+    assert "not valid JSON" in result.damaged[0].reason
+    assert repo.storage.exists(f"backups/{broken}.json")
+    assert len(result.forgotten) == 7 and broken not in result.forgotten
+    assert sorted(fresh.backup_ids()) == sorted([broken, *(m.backup_id for m in manifests[:2])])
+    assert any(f"kept backup {broken}" in r.getMessage() for r in caplog.records)

@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from strongroom.cli.options import (
@@ -18,7 +19,7 @@ from strongroom.cli.options import (
 from strongroom.cli.output import human_bytes, human_seconds, stdout
 from strongroom.errors import KeyMissing
 from strongroom.repository.manifest import Manifest
-from strongroom.repository.repository import Repository
+from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services import records
 from strongroom.services.records import VerificationRecord, VerificationStatus
 
@@ -91,6 +92,17 @@ def manifest_summary(m: Manifest, status: VerificationStatus | None = None) -> d
     }
 
 
+def damaged_summary(found: DamagedBackup) -> dict[str, Any]:
+    """A damaged manifest as JSON: its id, the target its text still names (or null), and
+    ``damaged``: the one-line reason (``status`` is ``damaged``)."""
+    return {
+        "id": found.backup_id,
+        "target": found.target,
+        "status": "damaged",
+        "damaged": found.reason,
+    }
+
+
 def list_backups(
     target: Annotated[str | None, typer.Option("--target", help="Only this target.")] = None,
     as_json: JsonOption = False,
@@ -98,16 +110,18 @@ def list_backups(
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
-    """List the backups in the repository, oldest first."""
+    """List the backups in the repository, oldest first; damaged manifests last, as
+    damaged (they are never chosen, deleted or counted as backups)."""
     repository = location(repo, key_file, s3_endpoint).open()
-    backups = repository.list_backups(target)
+    listing = repository.scan_backups(target)
+    backups, damaged = listing.backups, listing.damaged
     verified = records.verification_statuses(repository)
     if as_json:
-        stdout.print_json(
-            json.dumps([manifest_summary(m, verified.get(m.backup_id)) for m in backups])
-        )
+        entries = [manifest_summary(m, verified.get(m.backup_id)) for m in backups]
+        entries += [damaged_summary(found) for found in damaged]
+        stdout.print_json(json.dumps(entries))
         return
-    if not backups:
+    if not backups and not damaged:
         stdout.print("no backups" + (f" of target {target!r}" if target else ""))
         return
     table = Table(box=None, pad_edge=False)
@@ -136,6 +150,9 @@ def list_backups(
             human_seconds(m.duration_seconds),
             verification_text(verified.get(m.backup_id)),
         )
+    for found in damaged:
+        row = [found.backup_id, found.target or "?", *["-"] * 6, f"damaged: {found.reason}"]
+        table.add_row(*(escape(cell) for cell in row))
     stdout.print(table)
 
 

@@ -12,9 +12,9 @@ from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, 
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stderr, stdout
 from strongroom.cli.restore_cmd import print_comparison
 from strongroom.engines.base import Engine
-from strongroom.errors import IntegrityError, UsageError
+from strongroom.errors import BackupForgotten, IntegrityError, UsageError
 from strongroom.repository.manifest import Manifest
-from strongroom.repository.repository import Repository
+from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services.drill import read_check_queries, scratch_for, verify_by_restore
 from strongroom.services.restore import RestoreReport
 from strongroom.services.verify import verify_backup
@@ -57,24 +57,56 @@ def verify(
     if (scratch or check_sql) and not by_restore:
         raise UsageError("--scratch and --check-sql go with --restore")
     repository = location(repo, key_file, s3_endpoint).open()
-    manifests = repository.list_backups() if all_backups else [repository.resolve(str(backup_id))]
+    damaged: list[DamagedBackup] = []
+    if all_backups:
+        listing = repository.scan_backups()
+        manifests, damaged = listing.backups, listing.damaged
+        for found in damaged:
+            stderr.print(f"DAMAGED  {found.backup_id}: {found.reason}", markup=False)
+    else:
+        manifests = [repository.resolve(str(backup_id))]
     if by_restore:
         queries = read_check_queries(check_sql) if check_sql else []
         failures = [m for m in manifests if not _drill(repository, m, scratch, queries)]
-        if failures:
+        if failures or damaged:
             raise IntegrityError(
                 f"{len(failures)} of {len(manifests)} restore drill(s) failed; the record "
-                "is kept in the repository"
+                f"is kept in the repository{_unreadable(damaged)}"
             )
         return
-    _read_all(repository, manifests)
+    _read_all(repository, manifests, damaged, single=not all_backups)
 
 
-def _read_all(repository: Repository, manifests: list[Manifest]) -> None:
-    """Read checks; each outcome is recorded (kind ``read``) by ``verify_backup``."""
+def _unreadable(damaged: list[DamagedBackup]) -> str:
+    if not damaged:
+        return ""
+    names = ", ".join(found.backup_id for found in damaged[:3])
+    more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    return f"; {len(damaged)} manifest(s) damaged, not verified: {names}{more}"
+
+
+def _read_all(
+    repository: Repository,
+    manifests: list[Manifest],
+    damaged: list[DamagedBackup] | None = None,
+    *,
+    single: bool = False,
+) -> None:
+    """Read checks; each outcome is recorded (kind ``read``) by ``verify_backup``. With
+    ``--all`` a backup forgotten meanwhile (forget, prune) is noted and passed over (it is
+    no longer a backup); ``verify ID`` says so and exits 3."""
+    damaged = damaged or []
     failures = []
+    checked = 0
     for manifest in manifests:
-        result = verify_backup(repository, manifest, progress_sink())
+        try:
+            result = verify_backup(repository, manifest, progress_sink())
+        except BackupForgotten as exc:
+            if single:
+                raise
+            stderr.print(f"gone     {manifest.backup_id}: {exc.message}", markup=False)
+            continue
+        checked += 1
         if result.ok:
             stdout.print(
                 f"ok       {manifest.backup_id} {manifest.target}: "
@@ -83,19 +115,26 @@ def _read_all(repository: Repository, manifests: list[Manifest]) -> None:
             )
         else:
             failures.append(result)
-            stderr.print(f"DAMAGED  {manifest.backup_id} {manifest.target}: {result.problem}")
-    if not manifests:
+            stderr.print(
+                f"DAMAGED  {manifest.backup_id} {manifest.target}: {result.problem}", markup=False
+            )
+    if not manifests and not damaged:
         stdout.print("no backups to verify")
-    else:
+    elif checked:
         stdout.print(
-            f"recorded {len(manifests)} read check(s) in the repository; only a passed "
+            f"recorded {checked} read check(s) in the repository; only a passed "
             "restore drill (verify --restore) makes a backup verified good"
         )
     if failures:
         first = failures[0]
         raise IntegrityError(
-            f"{len(failures)} of {len(manifests)} backup(s) damaged (recorded in the "
-            f"repository); first: {first.problem}"
+            f"{len(failures)} of {checked} backup(s) damaged (recorded in the "
+            f"repository); first: {first.problem}{_unreadable(damaged)}"
+        )
+    if damaged:
+        raise IntegrityError(
+            f"{checked} backup(s) verified; {len(damaged)} manifest(s) damaged, not verified: "
+            f"{damaged[0].reason}" + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "")
         )
 
 

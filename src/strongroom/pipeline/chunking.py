@@ -8,6 +8,19 @@ from typing import BinaryIO
 
 from pyfastcdc.cy import FastCDC
 
+# What FastCDC 2020 (pyfastcdc) accepts; the repository config is checked against these
+# before anything is cut, so a damaged config says which field is wrong.
+MIN_SIZE_RANGE = (64, 1024 * 1024)
+AVG_SIZE_RANGE = (256, 4 * 1024 * 1024)
+MAX_SIZE_RANGE = (1024, 16 * 1024 * 1024)
+NORMALIZED_CHUNKING_RANGE = (0, 3)
+SEED_RANGE = (0, 2**63 - 1)
+
+
+class ChunkerParamsInvalid(ValueError):
+    """A chunker parameter is missing, not a whole number, or out of its range; the
+    message names the field (``chunker.min_size``) and the allowed range."""
+
 
 @dataclass(frozen=True)
 class ChunkerParams:
@@ -29,15 +42,52 @@ class ChunkerParams:
             "seed": self.seed,
         }
 
+    def validate(self) -> ChunkerParams:
+        """Return ``self``; raise ``ChunkerParamsInvalid`` naming the field and its range
+        when FastCDC would refuse (or misread) these parameters."""
+        for name, value, (low, high) in (
+            ("min_size", self.min_size, MIN_SIZE_RANGE),
+            ("avg_size", self.avg_size, AVG_SIZE_RANGE),
+            ("max_size", self.max_size, MAX_SIZE_RANGE),
+            ("normalized_chunking", self.normalized_chunking, NORMALIZED_CHUNKING_RANGE),
+            ("seed", self.seed, SEED_RANGE),
+        ):
+            if not low <= value <= high:
+                raise ChunkerParamsInvalid(
+                    f"chunker.{name} is {value}, outside the allowed range {low} to {high}"
+                )
+        if not self.min_size <= self.avg_size <= self.max_size:
+            raise ChunkerParamsInvalid(
+                f"chunker.avg_size is {self.avg_size}, outside the allowed range "
+                f"chunker.min_size ({self.min_size}) to chunker.max_size ({self.max_size})"
+            )
+        return self
+
     @classmethod
-    def from_dict(cls, data: dict[str, int | str]) -> ChunkerParams:
+    def from_dict(cls, data: object) -> ChunkerParams:
+        """Read and validate the config's ``chunker`` object (``ChunkerParamsInvalid``)."""
+        if not isinstance(data, dict):
+            raise ChunkerParamsInvalid("chunker is not an object")
+        if data.get("algorithm", "fastcdc-2020") != "fastcdc-2020":
+            raise ChunkerParamsInvalid(
+                f"chunker.algorithm {str(data.get('algorithm'))[:40]!r} is not fastcdc-2020"
+            )
+
+        def number(name: str, default: int | None = None) -> int:
+            value = data.get(name, default)
+            if value is None:
+                raise ChunkerParamsInvalid(f"chunker.{name} is missing")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ChunkerParamsInvalid(f"chunker.{name} is not a whole number")
+            return value
+
         return cls(
-            min_size=int(data["min_size"]),
-            avg_size=int(data["avg_size"]),
-            max_size=int(data["max_size"]),
-            normalized_chunking=int(data.get("normalized_chunking", 1)),
-            seed=int(data.get("seed", 0)),
-        )
+            min_size=number("min_size"),
+            avg_size=number("avg_size"),
+            max_size=number("max_size"),
+            normalized_chunking=number("normalized_chunking", 1),
+            seed=number("seed", 0),
+        ).validate()
 
 
 def iter_chunks(stream: BinaryIO, params: ChunkerParams) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ from strongroom.errors import ChunkDamaged, ChunkMissing, ObjectNotFound
 from strongroom.pipeline.compression import ChunkCompressor
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.pipeline.hashing import ChunkNamer
-from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key
+from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, is_chunk_id
 from strongroom.storage.base import Storage
 
 
@@ -27,8 +27,10 @@ class ChunkStore:
         return self._namer.name(plaintext)
 
     def known_ids(self) -> set[str]:
-        """The ids of every chunk stored now (used to skip uploading known chunks)."""
-        return {chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX)}
+        """The ids of every chunk stored now (used to skip uploading known chunks); objects
+        under ``chunks/`` whose name is not a chunk id are not chunks."""
+        ids = (chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX))
+        return {chunk_id for chunk_id in ids if is_chunk_id(chunk_id)}
 
     def store(self, chunk_id: str, plaintext: bytes, *, fast: bool = False) -> int:
         """Compress, encrypt and upload one chunk; return its stored size in bytes."""

@@ -7,13 +7,20 @@ lines naming the repository. It is created with mode 0600 and never overwritten.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from strongroom.errors import KeyMissing, RepositoryError, WrongKey
+from strongroom.errors import (
+    KeyMissing,
+    ObjectNotFound,
+    RepositoryDamaged,
+    RepositoryError,
+    WrongKey,
+)
 from strongroom.pipeline.encryption import (
     AgeSealer,
     DecryptionFailed,
@@ -22,6 +29,7 @@ from strongroom.pipeline.encryption import (
     passphrase_open,
     public_of,
 )
+from strongroom.pipeline.hashing import HASH_KEY_BYTES
 from strongroom.repository.config import IDENTITY_WRAPPED_BY_PASSPHRASE, RepositoryConfig
 from strongroom.repository.layout import WRAPPED_IDENTITY_KEY
 from strongroom.storage.base import Storage
@@ -29,6 +37,7 @@ from strongroom.storage.base import Storage
 log = logging.getLogger("strongroom.keys")
 
 IDENTITY_PREFIX = "AGE-SECRET-KEY-"
+AGE_HEADER = b"age-encryption.org/v1\n"
 
 
 def default_key_dir() -> Path:
@@ -119,12 +128,7 @@ class Keyring:
         if self._source.key_file is not None:
             return self._checked(read_key_file(self._source.key_file), str(self._source.key_file))
         if config.identity_storage == IDENTITY_WRAPPED_BY_PASSPHRASE and self._source.passphrase:
-            wrapped = self._storage.get(WRAPPED_IDENTITY_KEY)
-            try:
-                identity = passphrase_open(wrapped, self._source.passphrase).decode().strip()
-            except DecryptionFailed as exc:
-                raise WrongKey("wrong passphrase for this repository") from exc
-            return self._checked(identity, "the passphrase-wrapped identity")
+            return self._unwrap_identity(self._source.passphrase)
         default = default_key_path(config.repository_id)
         if default.exists():
             return self._checked(read_key_file(default), str(default))
@@ -132,6 +136,29 @@ class Keyring:
         if config.identity_storage == IDENTITY_WRAPPED_BY_PASSPHRASE:
             hint += ", or the passphrase in STRONGROOM_PASSPHRASE"
         raise KeyMissing(f"this repository is encrypted: give its key with {hint}")
+
+    def _unwrap_identity(self, passphrase: str) -> str:
+        """The identity in ``keys/identity.age``, opened with ``passphrase``."""
+        where = f"{WRAPPED_IDENTITY_KEY} in the repository"
+        try:
+            wrapped = self._storage.get(WRAPPED_IDENTITY_KEY)
+        except ObjectNotFound as exc:
+            raise RepositoryDamaged(
+                f"{where} is missing: the passphrase has nothing to open"
+            ) from exc
+        if not wrapped.startswith(AGE_HEADER):
+            raise RepositoryDamaged(f"{where} is damaged: it is not an age file")
+        try:
+            identity = passphrase_open(wrapped, passphrase).decode().strip()
+        except DecryptionFailed as exc:
+            raise WrongKey(f"wrong passphrase for this repository (or {where} is damaged)") from exc
+        except UnicodeDecodeError as exc:
+            raise RepositoryDamaged(f"{where} is damaged: it holds no age identity") from exc
+        try:
+            public_of(identity)
+        except ValueError as exc:  # age authenticated it: the passphrase was right
+            raise RepositoryDamaged(f"{where} is damaged: it holds no age identity") from exc
+        return self._checked(identity, "the passphrase-wrapped identity")
 
     def _checked(self, identity: str, where: str) -> str:
         try:
@@ -158,14 +185,36 @@ class Keyring:
             config = self._config
             if not config.encrypted:
                 if config.hash_key_plain is None:
-                    raise RepositoryError("the repository config has no hash key")
-                self._hash_key = bytes.fromhex(config.hash_key_plain)
+                    raise RepositoryDamaged("the repository config has no hash.key")
+                try:
+                    key = bytes.fromhex(config.hash_key_plain)
+                except ValueError as exc:
+                    raise RepositoryDamaged(
+                        "the repository config is damaged: hash.key is not hex"
+                    ) from exc
             else:
                 if config.hash_key_wrapped is None:
-                    raise RepositoryError("the repository config has no wrapped hash key")
+                    raise RepositoryDamaged("the repository config has no hash.key_wrapped")
                 sealer = AgeSealer(list(config.recipients), self.identity())
                 try:
-                    self._hash_key = sealer.open(base64.b64decode(config.hash_key_wrapped))
+                    blob = base64.b64decode(config.hash_key_wrapped.encode("ascii"), validate=True)
+                except (UnicodeError, binascii.Error) as exc:
+                    raise RepositoryDamaged(
+                        "the repository config is damaged: hash.key_wrapped is not valid base64"
+                    ) from exc
+                try:
+                    key = sealer.open(blob)
                 except DecryptionFailed as exc:
-                    raise WrongKey("the key does not unwrap this repository's hash key") from exc
+                    # the identity is one of the recipients (``_checked``): it opens this
+                    # repository, so what does not open is the config's wrapped key
+                    raise RepositoryDamaged(
+                        "the repository config is damaged: hash.key_wrapped does not decrypt "
+                        "with the repository's key"
+                    ) from exc
+            if len(key) != HASH_KEY_BYTES:
+                raise RepositoryDamaged(
+                    f"the repository config is damaged: its hash key is {len(key)} bytes, "
+                    f"not {HASH_KEY_BYTES}"
+                )
+            self._hash_key = key
         return self._hash_key

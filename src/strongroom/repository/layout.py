@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+from strongroom.errors import IntegrityError
+
 CONFIG_KEY = "config"
 WRAPPED_IDENTITY_KEY = "keys/identity.age"
 CHUNKS_PREFIX = "chunks/"
@@ -9,7 +13,20 @@ BACKUPS_PREFIX = "backups/"
 MANIFEST_SUFFIX = ".json"
 
 
+CHUNK_ID_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+def is_chunk_id(text: str) -> bool:
+    """A chunk id: the 64 lowercase hex characters of a keyed BLAKE3 hash."""
+    return CHUNK_ID_PATTERN.fullmatch(text) is not None
+
+
 def chunk_key(chunk_id: str) -> str:
+    """Where chunk ``chunk_id`` lives; raises ``IntegrityError`` for anything that is not a
+    chunk id (e.g. ``../../config`` from a damaged manifest): never a key outside chunks/."""
+    if not is_chunk_id(chunk_id):
+        shown = chunk_id if len(chunk_id) <= 70 else chunk_id[:70] + "…"
+        raise IntegrityError(f"{shown!r} is not a chunk id (64 hex characters)")
     return f"{CHUNKS_PREFIX}{chunk_id[:2]}/{chunk_id}"
 
 

@@ -8,16 +8,23 @@ tells about the data itself (database name, table names, row counts) lives in th
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from strongroom.errors import RepositoryError, UnsupportedFormat
-from strongroom.pipeline.encryption import Sealer
+from strongroom.errors import ManifestDamaged, UnsupportedFormat
+from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.repository.ids import parse_iso
+from strongroom.repository.layout import is_chunk_id
 
 MANIFEST_FORMAT = "strongroom-manifest"
 MANIFEST_VERSION = 1
 STATUS_COMPLETE = "complete"
+PRIVATE_AGE = "age"
+PRIVATE_PLAIN = "plain"
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class Manifest:
     stream_checksum: str
     chunks: tuple[ChunkRef, ...]
     private_sealed: dict[str, Any]  # {"encoding": "age"|"plain", "data": ...}
+    # keyed digest of the ordered chunk list (chunk_order_digest); None in manifests
+    # written before it was recorded
+    chunk_order: str | None = None
 
     @property
     def chunk_count(self) -> int:
@@ -105,7 +115,7 @@ class Manifest:
         return {ref.chunk_id for ref in self.chunks}
 
     def to_json(self) -> bytes:
-        document = {
+        document: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "id": self.backup_id,
@@ -128,57 +138,184 @@ class Manifest:
             "chunks": [[ref.chunk_id, ref.size] for ref in self.chunks],
             "private": self.private_sealed,
         }
+        if self.chunk_order is not None:
+            document["chunk_order"] = {"algorithm": "blake3-keyed", "hex": self.chunk_order}
         return json.dumps(document, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
-    def from_json(cls, raw: bytes, where: str) -> Manifest:
+    def from_json(cls, raw: bytes, where: str, backup_id: str | None = None) -> Manifest:
+        """Parse a manifest stored at ``where`` (the storage key, named in messages).
+
+        Raises ``ManifestDamaged`` (exit 7) for anything that is not a whole manifest:
+        not JSON, a field missing or of the wrong kind, a chunk id that is not 64 hex
+        characters, an id that is not ``backup_id``; ``UnsupportedFormat`` (exit 3) for a
+        version this strongroom does not read. Target names and tags are not checked
+        against today's rules: older versions wrote what they allowed.
+        """
+
+        def damaged(reason: str) -> ManifestDamaged:
+            return ManifestDamaged(f"manifest {where} is damaged: {reason}", backup_id)
+
         try:
             doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RepositoryError(f"manifest {where} is not valid JSON ({exc})") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise damaged(f"it is not valid JSON ({_short(exc)})") from exc
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
-            raise RepositoryError(f"{where} is not a strongroom manifest")
+            raise damaged("it is not a strongroom manifest")
         if doc.get("version") != MANIFEST_VERSION:
             raise UnsupportedFormat(
-                f"manifest {where} has version {doc.get('version')}; this strongroom reads "
-                f"version {MANIFEST_VERSION}"
+                f"manifest {where} has version {_short(doc.get('version'))}; this strongroom "
+                f"reads version {MANIFEST_VERSION}"
             )
         try:
-            return cls(
-                backup_id=doc["id"],
-                target=doc["target"],
-                engine=doc["engine"],
-                engine_version=doc.get("engine_version", ""),
-                tool_version=doc.get("tool_version", ""),
-                dump_format=doc["dump_format"],
-                started_at=doc["started_at"],
-                finished_at=doc["finished_at"],
-                duration_seconds=float(doc["duration_seconds"]),
-                tags=tuple(doc.get("tags", ())),
-                status=doc["status"],
-                created_by=doc.get("created_by", ""),
-                raw_size=int(doc["raw_size"]),
-                stored_new_bytes=int(doc["stored_new_bytes"]),
-                new_chunk_count=int(doc["new_chunk_count"]),
-                stream_checksum=doc["stream_checksum"]["hex"],
-                chunks=tuple(ChunkRef(str(c[0]), int(c[1])) for c in doc["chunks"]),
-                private_sealed=doc["private"],
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise RepositoryError(f"manifest {where} is incomplete ({exc!r})") from exc
+            manifest = cls._from_document(doc)
+        except _FieldProblem as exc:
+            raise damaged(str(exc)) from exc
+        if backup_id is not None and manifest.backup_id != backup_id:
+            raise damaged(f"it names backup {_short(manifest.backup_id)}")
+        return manifest
+
+    @classmethod
+    def _from_document(cls, doc: dict[str, Any]) -> Manifest:
+        chunks = tuple(_chunk_ref(item) for item in _field(doc, "chunks", list))
+        checksum = _field(doc, "stream_checksum", dict)
+        order = doc.get("chunk_order")
+        tags = _field(doc, "tags", list, ())
+        if not all(isinstance(tag, str) for tag in tags):
+            raise _FieldProblem("field 'tags' is not a list of text")
+        private = _field(doc, "private", dict)
+        if private.get("encoding") not in (PRIVATE_AGE, PRIVATE_PLAIN):
+            raise _FieldProblem("its private section has no known encoding")
+        duration = doc.get("duration_seconds")
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            raise _FieldProblem("field 'duration_seconds' is missing or not a number")
+        return cls(
+            backup_id=_text(doc, "id"),
+            target=_text(doc, "target"),
+            engine=_text(doc, "engine"),
+            engine_version=_text(doc, "engine_version", ""),
+            tool_version=_text(doc, "tool_version", ""),
+            dump_format=_text(doc, "dump_format"),
+            started_at=_time(doc, "started_at"),
+            finished_at=_time(doc, "finished_at"),
+            duration_seconds=float(duration),
+            tags=tuple(tags),
+            status=_text(doc, "status"),
+            created_by=_text(doc, "created_by", ""),
+            raw_size=_count(doc, "raw_size"),
+            stored_new_bytes=_count(doc, "stored_new_bytes"),
+            new_chunk_count=_count(doc, "new_chunk_count"),
+            stream_checksum=_hex(checksum.get("hex"), "stream_checksum"),
+            chunks=chunks,
+            private_sealed=private,
+            chunk_order=(
+                None
+                if order is None
+                else _hex(order.get("hex") if isinstance(order, dict) else None, "chunk_order")
+            ),
+        )
+
+
+class _FieldProblem(ValueError):
+    """Why a manifest document is not a whole manifest (one short clause)."""
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MISSING = object()
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _field(doc: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    value = doc.get(name, default)
+    if value is _MISSING:
+        raise _FieldProblem(f"field {name!r} is missing")
+    if value is default:
+        return value
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _FieldProblem(f"field {name!r} is not a {kind.__name__}")
+    return value
+
+
+def _text(doc: dict[str, Any], name: str, default: Any = _MISSING) -> str:
+    value = doc.get(name, default)
+    if value is _MISSING:
+        raise _FieldProblem(f"field {name!r} is missing")
+    if not isinstance(value, str):
+        raise _FieldProblem(f"field {name!r} is not text")
+    return value
+
+
+def _time(doc: dict[str, Any], name: str) -> str:
+    value = _text(doc, name)
+    try:
+        parse_iso(value)
+    except ValueError as exc:
+        raise _FieldProblem(f"field {name!r} is not a time") from exc
+    return value
+
+
+def _count(doc: dict[str, Any], name: str) -> int:
+    value = doc.get(name, _MISSING)
+    if value is _MISSING:
+        raise _FieldProblem(f"field {name!r} is missing")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _FieldProblem(f"field {name!r} is not a count")
+    return value
+
+
+def _hex(value: object, name: str) -> str:
+    if not isinstance(value, str) or _HEX64.fullmatch(value) is None:
+        raise _FieldProblem(f"field {name!r} is not a 64-hex-character digest")
+    return value
+
+
+def _chunk_ref(item: object) -> ChunkRef:
+    if not isinstance(item, list) or len(item) != 2:
+        raise _FieldProblem("an entry of 'chunks' is not [chunk id, size]")
+    chunk_id, size = item
+    if not isinstance(chunk_id, str) or not is_chunk_id(chunk_id):
+        raise _FieldProblem(f"it lists {_short(repr(chunk_id), 80)}, which is not a chunk id")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise _FieldProblem(f"chunk {chunk_id} has no valid size")
+    return ChunkRef(chunk_id, size)
+
+
+def chunk_order_digest(name: Callable[[bytes], str], chunks: Iterable[ChunkRef]) -> str:
+    """The keyed digest (``name``: the repository's chunk-naming hash) of a backup's ordered
+    list of chunks and sizes: recorded as ``chunk_order`` at backup time, it binds the
+    order, so chunks swapped or dropped in a manifest are caught before a byte is read."""
+    listing = "".join(f"{ref.chunk_id} {ref.size}\n" for ref in chunks)
+    return name(("strongroom-chunk-order-v1\n" + listing).encode())
 
 
 def seal_private(section: PrivateSection, sealer: Sealer) -> dict[str, Any]:
     """Encrypt the private section for the manifest (plain JSON when unencrypted)."""
     if not sealer.encrypted:
-        return {"encoding": "plain", "data": section.to_dict()}
+        return {"encoding": PRIVATE_PLAIN, "data": section.to_dict()}
     payload = json.dumps(section.to_dict()).encode()
-    return {"encoding": "age", "data": base64.b64encode(sealer.seal(payload)).decode()}
+    return {"encoding": PRIVATE_AGE, "data": base64.b64encode(sealer.seal(payload)).decode()}
 
 
 def open_private(sealed: dict[str, Any], sealer: Sealer) -> PrivateSection:
-    """Decrypt the private section (raises ``DecryptionFailed`` with a wrong key)."""
-    if sealed.get("encoding") == "plain":
-        return PrivateSection.from_dict(sealed["data"])
-    payload = sealer.open(base64.b64decode(sealed["data"]))
-    return PrivateSection.from_dict(json.loads(payload))
+    """Decrypt the private section. Raises ``DecryptionFailed`` when it does not decrypt
+    (a wrong key, or damage), ``ValueError`` when it is not a private section at all."""
+    try:
+        if sealed.get("encoding") == PRIVATE_PLAIN:
+            document = sealed["data"]
+        else:
+            data = sealed["data"]
+            if not isinstance(data, str):
+                raise ValueError("its data is not text")
+            payload = sealer.open(base64.b64decode(data.encode("ascii"), validate=True))
+            document = json.loads(payload)
+        if not isinstance(document, dict):
+            raise ValueError("it is not a JSON object")
+        return PrivateSection.from_dict(document)
+    except DecryptionFailed:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"the private section is not readable ({_short(exc)})") from exc

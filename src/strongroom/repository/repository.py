@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
 import uuid
@@ -13,14 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strongroom.errors import (
+    BackupForgotten,
     BackupNotFound,
+    ChunkMissing,
     IntegrityError,
+    ManifestDamaged,
     ObjectNotFound,
     RepositoryAlreadyInitialised,
+    RepositoryError,
     RepositoryNotInitialised,
-    WrongKey,
+    StrongroomError,
+    UsageError,
 )
-from strongroom.pipeline.chunking import ChunkerParams
+from strongroom.pipeline.chunking import ChunkerParams, ChunkerParamsInvalid
 from strongroom.pipeline.compression import DEFAULT_LEVEL, ChunkCompressor
 from strongroom.pipeline.encryption import (
     AgeSealer,
@@ -46,12 +52,36 @@ from strongroom.repository.layout import (
     WRAPPED_IDENTITY_KEY,
     manifest_key,
 )
-from strongroom.repository.manifest import Manifest, PrivateSection, open_private
+from strongroom.repository.manifest import (
+    ChunkRef,
+    Manifest,
+    PrivateSection,
+    chunk_order_digest,
+    open_private,
+)
 from strongroom.storage.base import Storage
 
 log = logging.getLogger("strongroom.repository")
 
 DEFAULT_READ_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class DamagedBackup:
+    """A manifest that cannot be read: listed as damaged, never chosen, never deleted.
+    ``target`` is what the manifest's text still tells, ``None`` when nothing does."""
+
+    backup_id: str
+    reason: str  # the one-line error (it names the manifest)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class BackupListing:
+    """Every backup of the repository: the readable ones (oldest first) and the damaged."""
+
+    backups: list[Manifest]
+    damaged: list[DamagedBackup]
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,8 @@ class Repository:
         self.keyring = keyring
         self._chunks: ChunkStore | None = None
         self._manifests: dict[str, Manifest] = {}  # manifests never change: safe to keep
+        self._damaged: dict[str, DamagedBackup] = {}
+        self._warned: set[str] = set()  # damaged manifests already warned about
 
     # --- creating and opening ---------------------------------------------------------
     @classmethod
@@ -93,6 +125,10 @@ class Repository:
         created = utc_now_iso()
         hash_key = secrets.token_bytes(HASH_KEY_BYTES)
         params = chunker or ChunkerParams()
+        try:
+            params.validate()
+        except ChunkerParamsInvalid as exc:
+            raise UsageError(str(exc)) from exc
         if encryption == ENCRYPTION_NONE:
             config = RepositoryConfig(
                 repository_id,
@@ -142,7 +178,9 @@ class Repository:
             raise RepositoryNotInitialised(
                 f"no strongroom repository at {storage.describe()} (run: strongroom init --repo …)"
             ) from exc
-        config = RepositoryConfig.from_json(raw)
+        config = RepositoryConfig.from_json(
+            raw, f"the repository config ({CONFIG_KEY} at {storage.describe()})"
+        )
         return cls(storage, config, Keyring(config, storage, source))
 
     # --- chunks -------------------------------------------------------------------------
@@ -165,6 +203,9 @@ class Repository:
         self.storage.sync()
 
     def load_manifest(self, backup_id: str) -> Manifest:
+        """The manifest of ``backup_id``. Raises ``BackupNotFound`` when there is none,
+        ``ManifestDamaged`` (exit 7, naming it) when it cannot be read, and
+        ``UnsupportedFormat`` for a newer version."""
         cached = self._manifests.get(backup_id)
         if cached is not None:
             return cached
@@ -173,7 +214,11 @@ class Repository:
             raw = self.storage.get(key)
         except ObjectNotFound as exc:
             raise BackupNotFound(f"no backup {backup_id!r} in {self.storage.describe()}") from exc
-        manifest = Manifest.from_json(raw, key)
+        try:
+            manifest = Manifest.from_json(raw, key, backup_id)
+        except RepositoryError as exc:
+            self._damaged[backup_id] = DamagedBackup(backup_id, exc.message, _target_hint(raw))
+            raise
         self._manifests[backup_id] = manifest
         return manifest
 
@@ -187,14 +232,40 @@ class Repository:
                     ids.append(backup_id)
         return sorted(ids)
 
-    def list_backups(self, target: str | None = None) -> list[Manifest]:
-        """Every complete backup, oldest first (optionally of one target)."""
-        manifests = [self.load_manifest(backup_id) for backup_id in self.backup_ids()]
+    def scan_backups(self, target: str | None = None) -> BackupListing:
+        """Every backup (of ``target``): the readable ones oldest first, and those whose
+        manifest cannot be read (a damaged one whose target is unknown counts for every
+        target). A manifest deleted meanwhile (forget) is left out."""
+        manifests: list[Manifest] = []
+        damaged: list[DamagedBackup] = []
+        for backup_id in self.backup_ids():
+            try:
+                manifests.append(self.load_manifest(backup_id))
+            except BackupNotFound:
+                continue
+            except RepositoryError as exc:
+                found = self._damaged.get(backup_id) or DamagedBackup(backup_id, exc.message)
+                if target is None or found.target in (None, target):
+                    damaged.append(found)
         manifests.sort(key=lambda m: (m.finished_at, m.backup_id))  # ids share a second
-        return [m for m in manifests if target is None or m.target == target]
+        return BackupListing(
+            [m for m in manifests if target is None or m.target == target], damaged
+        )
+
+    def list_backups(self, target: str | None = None) -> list[Manifest]:
+        """Every readable backup, oldest first (optionally of one target). A damaged
+        manifest is left out with a warning (once): it never stops the others."""
+        listing = self.scan_backups(target)
+        for found in listing.damaged:
+            if found.backup_id not in self._warned:
+                self._warned.add(found.backup_id)
+                log.warning("left out backup %s: %s", found.backup_id, found.reason)
+        return listing.backups
 
     def resolve(self, reference: str, target: str | None = None) -> Manifest:
-        """Find a backup by full id, unique id prefix, or ``latest``."""
+        """Find a backup by full id, unique id prefix, or ``latest`` (the newest readable
+        one: a damaged manifest is passed over with a warning). A damaged manifest named by
+        its id raises ``ManifestDamaged``."""
         if reference == "latest":
             backups = self.list_backups(target)
             if not backups:
@@ -212,11 +283,42 @@ class Repository:
         raise BackupNotFound(f"no backup {reference!r} in {self.storage.describe()}")
 
     def private_section(self, manifest: Manifest) -> PrivateSection:
-        """The manifest's encrypted part (table statistics); needs the key."""
+        """The manifest's encrypted part (table statistics); needs the key.
+
+        ``KeyMissing``/``WrongKey`` (exit 4) when the key does not open the repository;
+        ``ManifestDamaged`` (exit 7) when it does but this section does not open."""
+        sealer = self.keyring.sealer(for_reading=True)  # the key opens the repository
+        where = manifest_key(manifest.backup_id)
         try:
-            return open_private(manifest.private_sealed, self.keyring.sealer(for_reading=True))
+            return open_private(manifest.private_sealed, sealer)
         except DecryptionFailed as exc:
-            raise WrongKey(f"the key does not open backup {manifest.backup_id}") from exc
+            self.keyring.hash_key()  # raises if the key does not open the repository
+            raise ManifestDamaged(
+                f"manifest {where} is damaged: its private section does not decrypt with the "
+                "key that opens this repository",
+                manifest.backup_id,
+            ) from exc
+        except ValueError as exc:
+            raise ManifestDamaged(
+                f"manifest {where} is damaged: {exc}", manifest.backup_id
+            ) from exc
+
+    def chunk_order(self, chunks: tuple[ChunkRef, ...]) -> str:
+        """The keyed digest of an ordered chunk list, as manifests record it (needs the
+        key; see ``manifest.chunk_order_digest``)."""
+        return chunk_order_digest(self.chunks.name, chunks)
+
+    def check_chunk_order(self, manifest: Manifest) -> None:
+        """Raise ``IntegrityError`` naming the backup when its chunk list is not the one
+        recorded at backup time (chunks swapped, dropped or added). Manifests written
+        before the order was recorded pass (their stream checksum still binds it)."""
+        if manifest.chunk_order is None:
+            return
+        if self.chunk_order(manifest.chunks) != manifest.chunk_order:
+            raise IntegrityError(
+                f"backup {manifest.backup_id} is damaged: its manifest's list of chunks is not "
+                "the one recorded at backup time (chunks swapped, dropped or added)"
+            )
 
     # --- reading a backup back ------------------------------------------------------------
     def read_stream(
@@ -224,34 +326,82 @@ class Repository:
     ) -> Iterator[bytes]:
         """Yield the backup's raw dump, chunk by chunk, each checked against its hash.
 
-        Chunks are fetched ahead in parallel (a bounded window). After the last chunk the
-        whole-stream BLAKE3 checksum is compared with the manifest; a mismatch raises.
+        The chunk order is checked first (``check_chunk_order``), so a manifest with
+        swapped chunks fails before a byte is yielded. Chunks are fetched ahead in parallel
+        (a bounded window); each must hold the size the manifest records. After the last
+        chunk the whole-stream BLAKE3 checksum is compared with the manifest; a mismatch
+        raises. A missing chunk of a backup whose manifest is gone meanwhile raises
+        ``BackupForgotten`` (forget and prune ran), not damage.
         """
+        self.check_chunk_order(manifest)
         store = self.chunks
         checksum = StreamChecksum()
         window = max(2, workers * 2)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-read") as pool:
-            pending: deque[Future[bytes]] = deque()
+            pending: deque[tuple[ChunkRef, Future[bytes]]] = deque()
             refs = iter(manifest.chunks)
             try:
                 for ref in refs:
-                    pending.append(pool.submit(store.load, ref.chunk_id))
+                    pending.append((ref, pool.submit(store.load, ref.chunk_id)))
                     if len(pending) >= window:
                         break
                 while pending:
-                    data = pending.popleft().result()
+                    ref, future = pending.popleft()
+                    try:
+                        data = future.result()
+                    except ChunkMissing as exc:
+                        self._raise_if_forgotten(manifest, exc)
+                        raise
                     next_ref = next(refs, None)
                     if next_ref is not None:
-                        pending.append(pool.submit(store.load, next_ref.chunk_id))
+                        pending.append((next_ref, pool.submit(store.load, next_ref.chunk_id)))
+                    if len(data) != ref.size:
+                        raise IntegrityError(
+                            f"backup {manifest.backup_id} is damaged: chunk {ref.chunk_id} holds "
+                            f"{len(data)} bytes, its manifest records {ref.size}"
+                        )
                     checksum.update(data)
                     yield data
             finally:
-                for future in pending:
-                    future.cancel()
+                for _, pending_future in pending:
+                    pending_future.cancel()
         if checksum.hexdigest() != manifest.stream_checksum:
             raise IntegrityError(
                 f"backup {manifest.backup_id} is damaged: the whole-stream checksum does not match"
             )
+
+    def _raise_if_forgotten(self, manifest: Manifest, missing: ChunkMissing) -> None:
+        if not self.storage.exists(manifest_key(manifest.backup_id)):
+            raise BackupForgotten(
+                f"backup {manifest.backup_id} was forgotten (deleted by forget/prune) while it "
+                "was being read"
+            ) from missing
+
+    def stream_problem(self, manifest: Manifest) -> IntegrityError | None:
+        """Read the whole backup again and return what is wrong with it (``None``: nothing).
+        For a restore whose tool failed: a damaged stream, not the tool, is then the cause.
+        A manifest with a recorded chunk order was checked in full as it was read
+        (order first, then every chunk against its name), so it is not read again."""
+        if manifest.chunk_order is not None:
+            return None
+        try:
+            for _ in self.read_stream(manifest):
+                pass
+        except IntegrityError as exc:
+            return exc
+        except StrongroomError as exc:  # cannot tell (storage, forgotten): not damage
+            log.info("could not re-read backup %s: %s", manifest.backup_id, exc.message)
+        return None
+
+
+def _target_hint(raw: bytes) -> str | None:
+    """The target a damaged manifest still names, if its text is JSON that does."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    target = doc.get("target") if isinstance(doc, dict) else None
+    return target if isinstance(target, str) else None
 
 
 def repository_summary(repo: Repository) -> dict[str, str]:
@@ -264,4 +414,10 @@ def repository_summary(repo: Repository) -> dict[str, str]:
     }
 
 
-__all__ = ["InitResult", "Repository", "repository_summary"]
+__all__ = [
+    "BackupListing",
+    "DamagedBackup",
+    "InitResult",
+    "Repository",
+    "repository_summary",
+]

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from strongroom.engines.base import Engine
-from strongroom.errors import StrongroomError
+from strongroom.errors import InvalidName, StrongroomError
 from strongroom.logcontext import log_context
 from strongroom.pipeline.chunking import iter_chunks
 from strongroom.pipeline.hashing import StreamChecksum
@@ -32,6 +32,7 @@ from strongroom.repository.manifest import (
     TableRecord,
     seal_private,
 )
+from strongroom.repository.names import check_tags, check_target_name, target_name_problem
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import RunRecord, record_run
 from strongroom.services.hooks import (
@@ -153,15 +154,15 @@ def run_backup(
     replaces the default ``user@host`` in the manifest (the web service names its user).
     """
     progress = progress or NoProgress()
+    name, tags = checked_names(engine, target, tags)  # before anything is written
     settle_interrupted_swaps(engine)  # what a killed swap left (design.md, "Swap journal")
     engine.check()
-    name = target or engine.database_name()
     backup_id = new_backup_id()
     with log_context(backup_id=backup_id, target=name):
         lock = acquire_shared(repo.storage, f"backup of {name}", wait=lock_wait)
         try:
             return _back_up(
-                repo, engine, lock, backup_id, target, tags, progress, workers, created_by
+                repo, engine, lock, backup_id, name, tags, progress, workers, created_by
             )
         finally:
             lock.release()
@@ -172,7 +173,7 @@ def _back_up(
     engine: Engine,
     lock: RepositoryLock,
     backup_id: str,
-    target: str | None,
+    target: str,
     tags: tuple[str, ...],
     progress: ProgressSink,
     workers: int,
@@ -197,6 +198,7 @@ def _back_up(
         writer.close()
         progress.finish()
     new = [o for o in outcomes if o.new]
+    refs = tuple(o.ref for o in outcomes)
     private = PrivateSection(
         database=result.database,
         source=engine.describe(),
@@ -205,7 +207,7 @@ def _back_up(
     )
     manifest = Manifest(
         backup_id=backup_id,
-        target=target or engine.database_name(),
+        target=target,
         engine=result.engine,
         engine_version=result.server_version,
         tool_version=result.tool_version,
@@ -220,13 +222,32 @@ def _back_up(
         stored_new_bytes=sum(o.stored_bytes for o in new),
         new_chunk_count=len(new),
         stream_checksum=checksum.hexdigest(),
-        chunks=tuple(o.ref for o in outcomes),
+        chunks=refs,
         private_sealed=seal_private(private, repo.keyring.sealer(for_reading=False)),
+        chunk_order=repo.chunk_order(refs),
     )
     lock.ensure_held()  # a lease that lapsed may have let prune delete chunks we use
     repo.write_manifest(manifest)
     log.info("backup %s of %s complete", backup_id, manifest.target)
     return BackupReport(manifest, sum(o.ref.size for o in new))
+
+
+def checked_names(
+    engine: Engine, target: str | None, tags: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """The backup's target name (``target``, else the database's name) and tags, checked
+    against ``repository/names.py``; raises ``InvalidName`` (exit 2, one line)."""
+    if target is not None:
+        name = check_target_name(target)
+    else:
+        name = engine.database_name()
+        problem = target_name_problem(name)
+        if problem is not None:
+            raise InvalidName(
+                f"the database name {name[:40]!r} cannot name the target ({problem}): give "
+                "a target name (--target)"
+            )
+    return name, check_tags(tags)
 
 
 def _creator() -> str:
@@ -306,8 +327,10 @@ def recorded_backup(
     ``StrongroomError`` (see :class:`BackupRun`). ``hooks``: the target's (``None``: those
     of the configuration named by ``STRONGROOM_CONFIG``, if any). A failing ``pre_backup``
     hook means no backup is taken and the run is recorded as failed (``HookFailed``); a
-    failing ``post_backup`` hook leaves the backup and its successful run record in place."""
-    name = target or engine.database_name()
+    failing ``post_backup`` hook leaves the backup and its successful run record in place.
+    A target name or tag that breaks ``repository/names.py`` raises ``InvalidName`` before
+    anything runs or is recorded (a run record is filed under the target's name)."""
+    name, tags = checked_names(engine, target, tags)
     if hooks is None:
         hooks = hooks_of(configured_settings(), name)
     started = utc_now_iso()

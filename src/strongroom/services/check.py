@@ -14,10 +14,17 @@ from strongroom.errors import (
     BackupNotFound,
     ChunkDamaged,
     ChunkMissing,
+    IntegrityError,
     RepositoryError,
     UsageError,
 )
-from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, manifest_key
+from strongroom.repository.layout import (
+    CHUNKS_PREFIX,
+    chunk_id_of_key,
+    chunk_key,
+    is_chunk_id,
+    manifest_key,
+)
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 
@@ -36,7 +43,7 @@ def parse_subset(text: str) -> float:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "manifest", "missing", "damaged", "size"
+    kind: str  # "manifest", "missing", "damaged", "size", "order"
     subject: str  # a backup id or a chunk id
     message: str
     backups: tuple[str, ...] = ()  # backups that need the chunk
@@ -88,7 +95,8 @@ def check_repository(
             if not users[ref.chunk_id] or users[ref.chunk_id][-1] != m.backup_id:
                 users[ref.chunk_id].append(m.backup_id)
             sizes.setdefault(ref.chunk_id, set()).add(ref.size)
-    stored = {chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX)}
+    listed = (chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX))
+    stored = {chunk_id for chunk_id in listed if is_chunk_id(chunk_id)}
 
     def still_needed_by(chunk_id: str) -> tuple[str, ...]:
         return tuple(b for b in users[chunk_id] if storage.exists(manifest_key(b)))
@@ -105,6 +113,7 @@ def check_repository(
 
     chunks_read = bytes_read = 0
     if read_data:
+        problems += _order_problems(repo, manifests)
         present = sorted(set(users) & stored)
         chosen = present
         if subset is not None and subset < 1:
@@ -147,6 +156,19 @@ def check_repository(
         bytes_read=bytes_read,
         problems=problems,
     )
+
+
+def _order_problems(repo: Repository, manifests: list[Manifest]) -> list[Problem]:
+    """Each manifest's chunk list against the order recorded at backup time (needs the
+    key; manifests written before it was recorded have none to check)."""
+    problems = []
+    for m in manifests:
+        try:
+            repo.check_chunk_order(m)
+        except IntegrityError as exc:
+            if repo.storage.exists(manifest_key(m.backup_id)):  # not forgotten meanwhile
+                problems.append(Problem("order", m.backup_id, exc.message, (m.backup_id,)))
+    return problems
 
 
 def _parallel(

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from strongroom.errors import UsageError
 from strongroom.repository.layout import manifest_key
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.pins import is_pinned, pinned_ids, remove_pin
-from strongroom.repository.repository import Repository
+from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.repository.restores import restore_history, rollback_points
 from strongroom.repository.verifications import VERIFICATIONS_PREFIX, verification_statuses
 from strongroom.retention import (
@@ -79,6 +79,7 @@ class ForgetResult:
     entries: list[ForgetEntry]  # oldest first
     forgotten: list[str]  # ids deleted (none on a dry run)
     spared: list[str]  # pinned after the decision was made, so not deleted
+    damaged: list[DamagedBackup] = field(default_factory=list)  # unreadable: kept
 
     @property
     def kept(self) -> list[ForgetEntry]:
@@ -95,7 +96,16 @@ def plan(
     """Every backup (of ``target``) with its keep/forget decision; reads, deletes nothing.
     Safety backups are decided by the policy's safety rule; the one ``rollback`` would
     restore into each database (from the restore records) is always kept."""
-    manifests = repo.list_backups(target)
+    return _decide(repo, repo.list_backups(target), policy, target, now)
+
+
+def _decide(
+    repo: Repository,
+    manifests: list[Manifest],
+    policy: RetentionPolicy,
+    target: str | None,
+    now: datetime,
+) -> list[ForgetEntry]:
     pins = pinned_ids(repo.storage)
     points = rollback_points(restore_history(repo.storage, target))
     verified = verification_statuses(repo.storage)
@@ -117,8 +127,17 @@ def forget(
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> ForgetResult:
-    """Apply ``policy``; unless ``dry_run``, delete the backups it does not keep."""
-    entries = plan(repo, policy, target, now or datetime.now(UTC))
+    """Apply ``policy``; unless ``dry_run``, delete the backups it does not keep.
+
+    A backup whose manifest cannot be read is kept (``ForgetResult.damaged``, with a
+    warning): retention cannot date it, and prune stops at it until it is repaired or
+    deleted by hand, so nothing it may need is lost."""
+    listing = repo.scan_backups(target)
+    for found in listing.damaged:
+        log.warning(
+            "kept backup %s, whose manifest cannot be read: %s", found.backup_id, found.reason
+        )
+    entries = _decide(repo, listing.backups, policy, target, now or datetime.now(UTC))
     forgotten: list[str] = []
     spared: list[str] = []
     if not dry_run:
@@ -138,7 +157,7 @@ def forget(
                 m.finished_at,
                 policy.describe(),
             )
-    return ForgetResult(policy, source, dry_run, entries, forgotten, spared)
+    return ForgetResult(policy, source, dry_run, entries, forgotten, spared, listing.damaged)
 
 
 def delete_backup(storage: Storage, backup_id: str) -> None:

@@ -16,13 +16,14 @@ mean, and what ``rollback`` restores.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine
-from strongroom.errors import BackupNotFound, StrongroomError, UsageError
+from strongroom.errors import BackupNotFound, ManifestDamaged, StrongroomError, UsageError
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
@@ -30,6 +31,8 @@ from strongroom.repository.restores import RestoreRecord, last_completed, restor
 from strongroom.repository.verifications import last_verifications
 from strongroom.retention import PRE_RESTORE_TAG
 from strongroom.services.hooks import database_identity
+
+log = logging.getLogger("strongroom.restore")
 
 
 def is_safety_backup(manifest: Manifest) -> bool:
@@ -87,8 +90,13 @@ def _configured_matches(engine: Engine, configured: Mapping[str, str]) -> list[s
 
 def backup_database_name(repo: Repository, manifest: Manifest) -> str:
     """The name of the database a backup was taken of, as ``Engine.database_name`` says it
-    (read from the private section's redacted source URL; needs the key)."""
-    private = repo.private_section(manifest)
+    (read from the private section's redacted source URL; needs the key). A damaged
+    private section names no database (``""``, with a warning)."""
+    try:
+        private = repo.private_section(manifest)
+    except ManifestDamaged as exc:  # one damaged section must not stop every restore
+        log.warning("cannot tell which database backup %s is of: %s", manifest.backup_id, exc)
+        return ""
     try:
         return open_engine(private.source).database_name()
     except (StrongroomError, ValueError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.errors import BackupForgotten, IntegrityError, StrongroomError
 from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
@@ -42,7 +42,8 @@ def verify_backup(
     Verify all come here) the outcome is written as a verification record of kind
     ``read``. A passed read check never makes a backup "verified good" (only a restore
     drill does); a failed one makes it not good. Errors that are not the backup's
-    (storage unreachable, wrong key) raise their ``StrongroomError`` and record nothing.
+    (storage unreachable, wrong key) raise their ``StrongroomError`` and record nothing;
+    a backup forgotten (forget, prune) while it was read raises ``BackupForgotten``.
     """
     result = _read_back(repo, manifest, progress or NoProgress())
     if not record:
@@ -65,6 +66,11 @@ def _read_back(repo: Repository, manifest: Manifest, progress: ProgressSink) -> 
             checked += len(data)
     except IntegrityError as exc:
         return VerifyResult(manifest, False, checked, time.monotonic() - clock, exc.message)
+    except BackupForgotten as exc:  # forget + prune ran meanwhile: nothing is damaged
+        raise BackupForgotten(
+            f"backup {manifest.backup_id} was forgotten (deleted by forget/prune) while it was "
+            "being verified"
+        ) from exc
     except StrongroomError:
         raise
     finally:
