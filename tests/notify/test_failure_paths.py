@@ -102,3 +102,17 @@ def test_run_once_exits_with_the_failed_jobs_code_and_alerts_once(tmp_path, rece
     out = health.stdout.decode()
     assert health.returncode == 2
     assert "newest good backup none; no good backup yet" in out and " - old" not in out
+
+
+def test_a_failed_cli_backup_notifies_the_configured_channels(tmp_path, receiver):
+    """`strongroom backup` with a configuration (STRONGROOM_CONFIG) notifies like the
+    scheduler: a failure arrives as backup_failed, a success sends nothing (on_success
+    is off by default), and the exit code is the failure's own."""
+    env = _config(tmp_path, f"sqlite://{tmp_path / 'gone.db'}", receiver)
+    failed = run_cli("backup", "--target", "shop", env=env)
+    assert failed.returncode == 5, failed.stderr.decode()
+    assert [e["kind"] for e in _events(receiver)] == ["backup_failed"]
+    assert _events(receiver)[0]["target"] == "shop"
+    db = make_sqlite_db(tmp_path / "there.db", users=5, orders=5)
+    cli_ok(run_cli("backup", f"sqlite://{db}", "--target", "shop", env=env))
+    assert [e["kind"] for e in _events(receiver)] == ["backup_failed"]

@@ -14,9 +14,10 @@ from strongroom.engines import open_engine
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
 from strongroom.services import records
-from strongroom.services.backup import BackupReport, run_recorded_backup
+from strongroom.services.backup import BackupReport, recorded_backup
 from strongroom.services.hooks import HookFailedAfter, hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
+from strongroom.services.notifications import build_notifier, notify_backup
 from strongroom.services.repository_access import open_configured
 from strongroom.wording import counted
 
@@ -66,8 +67,9 @@ def backup(
         repository = location(repo, key_file, s3_endpoint).open()
     engine = open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
+    notifier = build_notifier(settings.notifications, os.environ) if settings else None
     try:
-        report = run_recorded_backup(
+        run = recorded_backup(
             repository,
             engine,
             target=target,
@@ -75,13 +77,17 @@ def backup(
             progress=progress_sink(),
             hooks=hooks,
         )
-    except HookFailedAfter as exc:  # post_backup failed: the backup exists, say what it is
-        if isinstance(exc.result, BackupReport):
-            _print_report(exc.result)
-        raise
     finally:
         _write_metrics(repository, metrics_file)
-    _print_report(report)
+    if settings is not None:  # the configured channels hear of it, as from the scheduler
+        tags = tuple(tag or ())
+        notify_backup(notifier, settings.notifications, repository, run.record.target, tags, run)
+    if run.error is not None:
+        if isinstance(run.error, HookFailedAfter) and run.report is not None:
+            _print_report(run.report)  # post_backup failed: the backup exists, say what it is
+        raise run.error
+    assert run.report is not None
+    _print_report(run.report)
 
 
 def _settings(config: str | None) -> Settings | None:
