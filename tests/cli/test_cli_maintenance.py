@@ -113,6 +113,16 @@ def test_stats_equal_the_sums(env, populated):
     assert "no backups of target 'x'" in _ok(run_cli("stats", "--target", "x", env=env))
 
 
+def test_stats_skips_stray_files_under_chunks(env, populated):
+    """A file under chunks/ that is not a chunk (an editor's backup, a .DS_Store) is not
+    a chunk id: stats counts the chunks and does not fail on it."""
+    files = _chunk_files(populated)
+    stray = next((populated / "chunks").iterdir()) / "notes.txt"
+    stray.write_text("left here by hand")
+    document = json.loads(_ok(run_cli("stats", "--json", env=env)))
+    assert document["all_chunk_bytes"] == sum(files.values())
+
+
 def test_prune_waits_for_a_live_backup_lock_then_fails_clearly(env, populated):
     lock = {
         "format": "strongroom-lock", "version": 1, "lock_id": "x", "kind": "shared",

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from strongroom.errors import ObjectNotFound
-from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key
+from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, is_chunk_id
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.storage.base import Storage
@@ -88,7 +88,8 @@ def repository_stats(
     wanted = {ref.chunk_id for m in backups for ref in m.chunks}
     everything = None
     if target is None:
-        everything = {chunk_id_of_key(key) for key in repo.storage.list(CHUNKS_PREFIX)}
+        listed = (chunk_id_of_key(key) for key in repo.storage.list(CHUNKS_PREFIX))
+        everything = {name for name in listed if is_chunk_id(name)}  # not stray files
     stored = _object_sizes(repo.storage, wanted | (everything or set()), workers)
     return RepositoryStats(
         targets=[_totals(name, ms, stored) for name, ms in sorted(by_target.items())],
