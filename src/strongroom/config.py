@@ -46,6 +46,9 @@ class RepositorySettings(_Model):
     s3_endpoint: str | None = None
     key_file: str | None = None
     passphrase_env: str | None = None
+    # seconds one storage operation may take, retries included (STRONGROOM_STORAGE_DEADLINE
+    # wins when set; default 60): an endpoint that never answers fails in one line after it
+    storage_deadline: float | None = Field(default=None, gt=0)
 
 
 class RetentionSettings(_Model):

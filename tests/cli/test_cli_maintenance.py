@@ -1,6 +1,8 @@
 """prune / check / stats as a user runs them (SQLite, local repository)."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,13 @@ def test_stats_skips_stray_files_under_chunks(env, populated):
     stray.write_text("left here by hand")
     document = json.loads(_ok(run_cli("stats", "--json", env=env)))
     assert document["all_chunk_bytes"] == sum(files.values())
+    partial = stray.parent / ".tmp-killed-write"  # what a killed backup leaves
+    partial.write_bytes(b"half a chunk")
+    os.utime(partial, (time.time() - 7200, time.time() - 7200))
+    _ok(run_cli("forget", "--keep-last", "1", env=env))
+    out = _ok(run_cli("prune", env=env))  # the stray file is no chunk: kept, no failure
+    assert stray.read_text() == "left here by hand"
+    assert "removed 1 partial file left by interrupted writes" in out and not partial.exists()
 
 
 def test_prune_waits_for_a_live_backup_lock_then_fails_clearly(env, populated):

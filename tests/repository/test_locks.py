@@ -1,5 +1,11 @@
-"""Repository locks: shared/exclusive leases, waiting, staleness, refresh and loss."""
+"""Repository locks: shared/exclusive leases, waiting, staleness, refresh and loss; locks
+of dead processes on this host and locks that are not JSON; real commands killed -9."""
 
+import json
+import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,6 +18,7 @@ from strongroom.repository.locks import (
     EXCLUSIVE,
     MAX_CLOCK_SKEW,
     SHARED,
+    UNREADABLE_GRACE,
     LockObserver,
     LockRecord,
     RepositoryLock,
@@ -19,8 +26,14 @@ from strongroom.repository.locks import (
     acquire_shared,
     list_locks,
     new_record,
+    process_start_ticks,
+    this_process,
 )
+from strongroom.repository.repository import Repository
+from strongroom.storage.factory import open_storage
+from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
+from tests.helpers import REPO_ROOT, STRONGROOM, make_sqlite_db, run_cli
 
 FAST = {"poll": 0.02}
 
@@ -187,3 +200,192 @@ def test_lock_objects_round_trip():
     assert LockRecord.from_json(record.to_json()) == record
     with pytest.raises(ValueError):
         LockRecord.from_json(b"not json")
+
+
+# --- a lock whose process is gone (this host), and a lock that is not valid JSON -------
+
+
+def _plant_for(storage, kind, **fields):
+    record = LockRecord(**{**new_record(kind, "planted", 300.0).__dict__, **fields})
+    storage.put(lock_key(record.lock_id), record.to_json())
+    return lock_key(record.lock_id)
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_new_locks_say_which_process_on_which_machine_holds_them():
+    record = new_record(SHARED, "backup", 300.0)
+    me = this_process()
+    assert record.pid == os.getpid() and record.hostname == me.hostname
+    assert record.start_ticks == process_start_ticks(os.getpid()) is not None
+    assert record.boot_id and record.pid_namespace  # Linux: /proc tells
+    assert LockRecord.from_json(record.to_json()) == record
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_stale_at_once():
+    storage = MemoryStorage()
+    dead = _plant_for(storage, SHARED, pid=_dead_pid())
+    started = time.monotonic()
+    with acquire_exclusive(storage, "prune", wait=5, **FAST):
+        assert time.monotonic() - started < 1
+        assert not storage.exists(dead)
+
+
+def test_a_lock_whose_pid_was_reused_is_stale_at_once():
+    storage = MemoryStorage()
+    ours = process_start_ticks(os.getpid())
+    reused = _plant_for(storage, EXCLUSIVE, start_ticks=ours - 1)  # our pid, other start
+    with acquire_shared(storage, "backup", wait=0, **FAST):
+        assert not storage.exists(reused)
+
+
+def test_a_lock_of_a_live_process_on_this_host_blocks():
+    storage = MemoryStorage()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        _plant_for(storage, SHARED, pid=child.pid, start_ticks=process_start_ticks(child.pid))
+        with pytest.raises(RepositoryBusy, match="planted"):
+            acquire_exclusive(storage, "prune", wait=0.2, **FAST)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        {"hostname": "another-host"},
+        {"boot_id": "00000000-0000-0000-0000-000000000000"},  # a clone with our host name
+        {"pid_namespace": "pid:[1]"},  # another container: its pids are not ours
+        {"hostname": None, "boot_id": None, "pid_namespace": None, "start_ticks": None},
+    ],
+)
+def test_a_dead_pid_proves_nothing_about_a_lock_from_elsewhere_or_an_older_version(elsewhere):
+    storage = MemoryStorage()
+    _plant_for(storage, SHARED, pid=_dead_pid(), **elsewhere)
+    with pytest.raises(RepositoryBusy, match="planted"):
+        acquire_exclusive(storage, "prune", wait=0.1, **FAST)
+
+
+def test_a_lock_written_by_an_older_version_is_read_and_follows_the_lease_rules():
+    document = json.loads(new_record(SHARED, "old backup", 300.0).to_json())
+    for name in ("hostname", "boot_id", "pid_namespace", "start_ticks"):
+        del document[name]
+    document["pid"] = _dead_pid()
+    storage = MemoryStorage()
+    storage.put("locks/old.json", json.dumps(document).encode())
+    record = LockRecord.from_json(storage.get("locks/old.json"))
+    assert record.start_ticks is None and record.hostname is None
+    with pytest.raises(RepositoryBusy, match="old backup"):
+        acquire_exclusive(storage, "prune", wait=0.1, **FAST)
+
+
+def test_a_lock_that_is_not_json_is_removed_after_a_short_grace(caplog):
+    storage = MemoryStorage()
+    storage.put("locks/garbled.json", b'{"format": "strongroom-lo')
+    clock = [50.0]
+    observer = LockObserver(monotonic=lambda: clock[0])
+    assert [live.describe() for live in observer.live_locks(storage)] == [
+        "unreadable lock locks/garbled.json"
+    ]
+    clock[0] += UNREADABLE_GRACE - 0.5
+    assert observer.live_locks(storage)
+    clock[0] += 0.5
+    with caplog.at_level(logging.WARNING, logger="strongroom.locks"):
+        assert observer.live_locks(storage) == []
+    assert not storage.exists("locks/garbled.json")
+    assert "removing unreadable lock locks/garbled.json: not valid JSON" in caplog.text
+
+
+def test_a_lock_of_a_newer_version_is_not_removed_after_the_short_grace():
+    storage = MemoryStorage()
+    storage.put("locks/newer.json", b'{"format": "strongroom-lock", "version": 9}')
+    clock = [50.0]
+    observer = LockObserver(monotonic=lambda: clock[0])
+    observer.live_locks(storage)
+    clock[0] += UNREADABLE_GRACE * 10
+    assert observer.live_locks(storage)  # a newer strongroom may still hold it
+    assert storage.exists("locks/newer.json")
+
+
+# --- the real command line, killed with SIGKILL -----------------------------------------
+
+
+def _run_cli(*args, env, timeout=60):
+    started = time.monotonic()
+    result = run_cli(*args, env=env, timeout=timeout)
+    return result, time.monotonic() - started
+
+
+def test_prune_goes_ahead_at_once_after_a_backup_was_killed(tmp_path, s3_bucket, fault_proxy):
+    _, bucket = s3_bucket
+    location = f"s3://{bucket}/shop"
+    Repository.init(open_storage(location, fault_proxy.url), key_file=tmp_path / "k")
+    env = {"STRONGROOM_REPO": location, "STRONGROOM_KEY_FILE": str(tmp_path / "k")}
+    db = make_sqlite_db(tmp_path / "shop.db", users=300, orders=800)
+    # The backup's first chunk upload never gets an answer: it is held mid-run, its
+    # shared lock written, until the test kills it.
+    fault_proxy.set_fault("blackhole", methods=frozenset({"PUT"}), key_contains="/chunks/")
+    full = {**os.environ, **env}
+    backup = subprocess.Popen(
+        [*STRONGROOM, "backup", str(db), "--s3-endpoint", fault_proxy.url],
+        env=full,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while fault_proxy.faults == 0:
+            assert backup.poll() is None, "the backup ended before uploading a chunk"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        backup.kill()
+        backup.wait()
+    fault_proxy.set_fault(None)
+    storage = open_storage(location, fault_proxy.url)
+    [lock] = list_locks(storage)
+    assert lock.record is not None and lock.record.pid == backup.pid  # left behind
+
+    result, seconds = _run_cli("prune", "--wait", "15", "--s3-endpoint", fault_proxy.url, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert seconds < 10, seconds  # not the 15 s wait (nor the lock's 300 s TTL)
+    assert list_locks(storage) == []
+
+
+def test_a_backup_does_not_wait_after_a_prune_was_killed(tmp_path):
+    repo_dir, key = tmp_path / "repo", tmp_path / "k"
+    storage = LocalStorage(repo_dir)
+    Repository.init(storage, key_file=key)
+    env = {"STRONGROOM_REPO": str(repo_dir), "STRONGROOM_KEY_FILE": str(key)}
+    db = make_sqlite_db(tmp_path / "shop.db", users=300, orders=800)
+    running = acquire_shared(storage, "a backup elsewhere")  # the prune waits for it
+    try:
+        prune = subprocess.Popen(
+            [*STRONGROOM, "prune", "--wait", "600"],
+            env={**os.environ, **env},
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while len(list_locks(storage)) < 2:  # its exclusive lock is written
+            assert prune.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        prune.kill()
+        prune.wait()
+    finally:
+        running.release()
+    [left] = list_locks(storage)
+    assert left.kind == EXCLUSIVE and left.record.pid == prune.pid
+
+    result, seconds = _run_cli("backup", str(db), env=env, timeout=30)  # waits 1 h if wrong
+    assert result.returncode == 0, result.stderr.decode()
+    assert "waits for" not in result.stderr.decode()
+    assert seconds < 10, seconds
+    assert list_locks(storage) == []

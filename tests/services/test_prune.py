@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -25,6 +26,7 @@ from strongroom.services.backup import run_backup
 from strongroom.services.forget import forget
 from strongroom.services.prune import prune
 from strongroom.services.verify import verify_backup
+from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
 from tests.helpers import make_sqlite_db
 
@@ -245,3 +247,44 @@ def test_prune_removes_the_stale_lock_of_a_killed_backup(repo, shop):
     assert list(repo.storage.list(LOCKS_PREFIX)) == []
     dry = prune(repo, dry_run=True)
     assert dry.running_backups == 0
+
+
+def test_prune_removes_old_partial_files_of_killed_writes(tmp_path, shop):
+    storage = LocalStorage(tmp_path / "repo")
+    Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
+    repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    manifest = run_backup(repo, SqliteEngine(str(shop))).manifest
+    chunk = chunk_key(sorted(manifest.unique_chunk_ids)[0])
+    folder = (tmp_path / "repo" / chunk).parent
+    two_hours_ago = time.time() - 2 * 3600
+    old = [folder / ".tmp-left-by-a-killed-backup", tmp_path / "repo" / "locks" / ".tmp-x.json"]
+    for path in old:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a chunk")
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    fresh = folder / ".tmp-being-written-now"  # may belong to a write going on right now
+    fresh.write_bytes(b"still growing")
+
+    dry = prune(repo, dry_run=True)
+    assert dry.partial_files == 2 and all(p.exists() for p in old)
+    report = prune(repo)
+    assert report.partial_files == 2
+    assert not any(p.exists() for p in old)
+    assert fresh.exists()
+    assert verify_backup(repo, manifest).ok  # the real chunks beside them are untouched
+    assert prune(repo).partial_files == 0
+
+
+def test_the_partial_file_age_is_never_below_twice_the_lock_ttl(tmp_path, shop):
+    storage = LocalStorage(tmp_path / "repo")
+    Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
+    repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    leftover = tmp_path / "repo" / "chunks" / ".tmp-x"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"x")
+    ten_minutes_ago = time.time() - 600
+    os.utime(leftover, (ten_minutes_ago, ten_minutes_ago))
+    assert prune(repo, partial_file_age=60, ttl=400).partial_files == 0  # 800 s rule
+    assert leftover.exists()
+    assert prune(repo, partial_file_age=60, ttl=200).partial_files == 1
+    assert not leftover.exists()

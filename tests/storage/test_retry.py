@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -184,3 +185,82 @@ def test_unreachable_s3_endpoint_fails_fast_with_a_clear_error(
     assert "very-secret-key-123" not in message
     assert "\n" not in message
     assert elapsed < 5
+
+
+class HangingStorage(MemoryStorage):
+    """``get`` never returns until released; ``list`` yields a key every ``pace`` s."""
+
+    def __init__(self, pace: float = 0.0) -> None:
+        super().__init__("hanging")
+        self.release = threading.Event()
+        self.pace = pace
+
+    def get(self, key: str) -> bytes:
+        self.release.wait(30)
+        return super().get(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for key in sorted(super().list(prefix)):
+            time.sleep(self.pace)
+            yield key
+
+
+def test_an_operation_that_never_answers_fails_at_its_deadline() -> None:
+    inner = HangingStorage()
+    inner.put("config", b"x")
+    storage = RetryingStorage(inner, attempts=5, base_delay=0.01, deadline=0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError) as info:
+            storage.get("config")
+    finally:
+        inner.release.set()
+    assert time.monotonic() - started < 2
+    assert type(info.value) is StorageError
+    assert str(info.value).startswith("get config on memory://hanging did not answer within 0.5 s")
+    assert "STRONGROOM_STORAGE_DEADLINE" in str(info.value)
+
+
+def test_retries_stop_at_the_deadline_not_after_all_attempts() -> None:
+    clock = [0.0]
+    sleeps = Sleeps()
+
+    def sleep(seconds: float) -> None:
+        sleeps(seconds)
+        clock[0] += seconds
+
+    inner = FlakyStorage(failures=100)
+    storage = RetryingStorage(
+        inner,
+        attempts=10,
+        base_delay=4.0,
+        sleep=sleep,
+        rng=CeilingRandom(),
+        deadline=10.0,
+        clock=lambda: clock[0],
+    )
+    with pytest.raises(StorageError) as info:
+        storage.get("config")
+    assert sleeps == [4.0]  # a second pause (8 s) would end past the 10 s deadline
+    assert inner.calls == 2
+    assert str(info.value).startswith("get config failed for 4.0 s (2 attempts, deadline 10 s")
+
+
+def test_a_listing_that_makes_progress_may_take_longer_than_the_deadline() -> None:
+    inner = HangingStorage(pace=0.1)
+    for number in range(8):
+        inner.put(f"chunks/{number}", b"x")
+    storage = RetryingStorage(inner, attempts=1, deadline=0.4)
+    started = time.monotonic()
+    assert len(list(storage.list("chunks/"))) == 8
+    assert time.monotonic() - started > 0.4  # longer than the deadline, yet not cut
+
+
+def test_the_deadline_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRONGROOM_STORAGE_DEADLINE", "2.5")
+    assert RetryingStorage(MemoryStorage()).deadline == 2.5
+    monkeypatch.delenv("STRONGROOM_STORAGE_DEADLINE")
+    assert RetryingStorage(MemoryStorage()).deadline == 60.0
+    monkeypatch.setenv("STRONGROOM_STORAGE_DEADLINE", "0")
+    with pytest.raises(UsageError, match="STRONGROOM_STORAGE_DEADLINE"):
+        RetryingStorage(MemoryStorage())

@@ -22,6 +22,7 @@ from strongroom.repository.locks import PRUNE_WAIT
 from strongroom.services.check import check_repository, parse_subset
 from strongroom.services.prune import prune as run_prune
 from strongroom.services.stats import Totals, repository_stats
+from strongroom.wording import counted
 
 
 def prune(
@@ -60,12 +61,21 @@ def prune(
                 f"{report.running_backups} backup(s) are running: chunks they have stored so "
                 "far count as unreferenced here, but prune waits for them and keeps those"
             )
+        if report.partial_files:
+            stdout.print(
+                f"would remove {counted(report.partial_files, 'partial file')} left by "
+                "interrupted writes"
+            )
         return
     stdout.print(
         f"deleted {report.deleted_chunks} chunks, freed {size} ({report.unreferenced_bytes} bytes)"
     )
     if report.orphan_records:
         stdout.print(f"removed {report.orphan_records} pins/records of forgotten backups")
+    if report.partial_files:
+        stdout.print(
+            f"removed {counted(report.partial_files, 'partial file')} left by interrupted writes"
+        )
 
 
 def check(

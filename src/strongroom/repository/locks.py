@@ -12,10 +12,18 @@ so they can never both go on. A lock is a lease: its holder rewrites it every
 rewrite. Others treat a lock as stale (and delete it) when its written expiry lies more
 than ``MAX_CLOCK_SKEW`` in their past, or when they have watched it stay unchanged for a
 whole ``ttl`` on their own monotonic clock. The reasoning is in docs/design.md.
+
+Two faster rules. A lock taken on this machine (same host name, boot id and pid
+namespace: the record says so) whose process is gone, or whose pid now belongs to a
+process started at another time, is stale at once: a killed command does not block the
+next one for a whole ``ttl``. A lock object that is not valid JSON (damaged: puts are
+atomic) is stale once it has stayed unchanged for ``UNREADABLE_GRACE`` seconds. Locks
+written by older versions (without these fields) follow the lease rules only.
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -28,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from strongroom.errors import LockLost, ObjectNotFound, RepositoryBusy, StorageError
 from strongroom.repository.ids import parse_iso
@@ -46,6 +55,7 @@ MAX_CLOCK_SKEW = 120.0  # how far another machine's clock may be behind ours
 POLL_INTERVAL = 1.0  # seconds between looks while waiting for a lock
 BACKUP_WAIT = 3600.0  # how long a backup waits for a running prune
 PRUNE_WAIT = 600.0  # how long prune waits for running backups
+UNREADABLE_GRACE = 10.0  # seconds a lock that is not valid JSON must stay unchanged
 
 
 def _iso(moment: datetime) -> str:
@@ -57,6 +67,51 @@ def owner_name() -> str:
         return f"{getpass.getuser()}@{socket.gethostname()}"
     except (KeyError, OSError):
         return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What tells a process on this machine apart from any other, now or later."""
+
+    hostname: str
+    boot_id: str | None  # /proc/sys/kernel/random/boot_id: changes at each boot
+    pid_namespace: str | None  # "pid:[4026531836]": the pids below mean this namespace
+    start_ticks: int | None  # the process's start, in clock ticks since boot
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (field 22 of ``/proc/PID/stat``); None if no such process runs
+    (a zombie counts as gone) or ``/proc`` cannot tell."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name, in parentheses, may hold spaces
+    try:
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+@functools.cache
+def _machine() -> tuple[str | None, str | None]:
+    try:
+        namespace: str | None = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = None
+    return _read("/proc/sys/kernel/random/boot_id"), namespace
+
+
+def this_process() -> ProcessIdentity:
+    boot_id, namespace = _machine()
+    pid = os.getpid()
+    return ProcessIdentity(socket.gethostname(), boot_id, namespace, process_start_ticks(pid))
 
 
 @dataclass(frozen=True)
@@ -73,6 +128,12 @@ class LockRecord:
     expires: str  # refreshed + ttl, by the holder's clock
     ttl_seconds: float
     sequence: int  # +1 at each refresh, so every rewrite changes the object
+    # Who holds it, precisely enough to tell on the same machine that it is gone (absent
+    # from locks written by older versions: then None, and only the lease rules apply).
+    hostname: str | None = None
+    boot_id: str | None = None
+    pid_namespace: str | None = None
+    start_ticks: int | None = None
 
     def to_json(self) -> bytes:
         document = {"format": LOCK_FORMAT, "version": LOCK_VERSION, **asdict(self)}
@@ -96,6 +157,10 @@ class LockRecord:
                 expires=str(doc["expires"]),
                 ttl_seconds=float(doc["ttl_seconds"]),
                 sequence=int(doc["sequence"]),
+                hostname=_optional_str(doc, "hostname"),
+                boot_id=_optional_str(doc, "boot_id"),
+                pid_namespace=_optional_str(doc, "pid_namespace"),
+                start_ticks=_optional_int(doc, "start_ticks"),
             )
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise ValueError(f"unreadable lock ({exc!r})") from exc
@@ -103,9 +168,43 @@ class LockRecord:
     def describe(self) -> str:
         return f"{self.purpose} by {self.owner} (pid {self.pid}) since {self.created}"
 
+    def gone_because(self, here: ProcessIdentity) -> str | None:
+        """Why this lock's process certainly no longer runs, judged from ``here`` (a
+        process on the machine asking); None when it runs or this machine cannot tell."""
+        if (
+            self.start_ticks is None
+            or self.hostname != here.hostname
+            or self.boot_id is None
+            or self.boot_id != here.boot_id
+            or self.pid_namespace is None
+            or self.pid_namespace != here.pid_namespace
+        ):
+            return None
+        started = process_start_ticks(self.pid)
+        if started is None:
+            return f"its process (pid {self.pid}) on this host is gone"
+        if started != self.start_ticks:
+            return f"its pid {self.pid} now belongs to another process"
+        return None
+
+
+def _optional_str(doc: dict[str, object], name: str) -> str | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"lock field {name} is not a string")
+    return value
+
+
+def _optional_int(doc: dict[str, object], name: str) -> int | None:
+    value = doc.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"lock field {name} is not a whole number")
+    return value
+
 
 def new_record(kind: str, purpose: str, ttl: float, now: datetime | None = None) -> LockRecord:
     moment = now or datetime.now(UTC)
+    me = this_process()
     return LockRecord(
         lock_id=f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(8)}",
         kind=kind,
@@ -117,6 +216,10 @@ def new_record(kind: str, purpose: str, ttl: float, now: datetime | None = None)
         expires=_iso(moment + timedelta(seconds=ttl)),
         ttl_seconds=ttl,
         sequence=0,
+        hostname=me.hostname,
+        boot_id=me.boot_id,
+        pid_namespace=me.pid_namespace,
+        start_ticks=me.start_ticks,
     )
 
 
@@ -135,6 +238,14 @@ class LiveLock:
         return self.record.describe() if self.record else f"unreadable lock {self.key}"
 
 
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+        return False
+    return True
+
+
 class LockObserver:
     """Lists locks and removes stale ones, remembering when it first saw each version."""
 
@@ -142,9 +253,11 @@ class LockObserver:
         self,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        here: ProcessIdentity | None = None,
     ) -> None:
         self._wall = wall
         self._monotonic = monotonic
+        self._here = here or this_process()
         self._seen: dict[str, tuple[bytes, float]] = {}
 
     def live_locks(
@@ -166,8 +279,10 @@ class LockObserver:
             stale = self._stale_because(key, raw, record)
             if stale is not None:
                 if remove_stale:
-                    what = record.describe() if record else "unreadable lock"
-                    log.info("removing stale lock %s (%s): %s", key, what, stale)
+                    if record is None:
+                        log.warning("removing unreadable lock %s: %s", key, stale)
+                    else:
+                        log.info("removing stale lock %s (%s): %s", key, record.describe(), stale)
                     storage.delete(key)
                 continue
             live.append(LiveLock(key, record))
@@ -181,19 +296,29 @@ class LockObserver:
             unchanged_for = 0.0
         else:
             unchanged_for = now - seen[1]
-        ttl = record.ttl_seconds if record else DEFAULT_TTL
-        if unchanged_for >= ttl:
+        if record is None:
+            # Not valid JSON: damaged (puts are atomic), nobody refreshes it. Valid JSON we
+            # do not understand may be a newer version's live lock: the lease rule only.
+            garbled = not _is_json(raw)
+            limit = UNREADABLE_GRACE if garbled else DEFAULT_TTL
+            if unchanged_for >= limit:
+                what = "not valid JSON" if garbled else "not a lock this version reads"
+                return f"{what}, unchanged for {unchanged_for:.0f} s"
+            return None
+        gone = record.gone_because(self._here)
+        if gone is not None:
+            return gone
+        if unchanged_for >= record.ttl_seconds:
             return f"not refreshed for {unchanged_for:.0f} s"
-        if record is not None:
-            try:
-                expires = parse_iso(record.expires)
-            except ValueError:
-                return None
-            if expires.utcoffset() is None:
-                expires = expires.replace(tzinfo=UTC)
-            overdue = (self._wall() - expires).total_seconds()
-            if overdue > MAX_CLOCK_SKEW:
-                return f"expired {overdue:.0f} s ago"
+        try:
+            expires = parse_iso(record.expires)
+        except ValueError:
+            return None
+        if expires.utcoffset() is None:
+            expires = expires.replace(tzinfo=UTC)
+        overdue = (self._wall() - expires).total_seconds()
+        if overdue > MAX_CLOCK_SKEW:
+            return f"expired {overdue:.0f} s ago"
         return None
 
 

@@ -4,6 +4,11 @@ Prune takes the repository's exclusive lock (``repository.locks``), which waits 
 backup holds a shared lock and makes new backups wait. Under it no backup is between
 listing ``chunks/`` and writing its manifest, so every chunk some backup counts on is
 referenced by a manifest that exists. See docs/design.md, "Locks and prune".
+
+Prune also removes the partial files (``.tmp-*``) that processes killed in the middle of a
+write leave in a local repository, once they are older than ``PARTIAL_FILE_AGE`` (and at
+least twice the lock TTL): a write renames its temp file within one call, and no backup
+runs while prune holds its exclusive lock, so no running operation can still own one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from strongroom.repository.layout import (
     PINS_PREFIX,
     chunk_id_of_key,
     chunk_key,
+    is_chunk_id,
 )
 from strongroom.repository.locks import (
     DEFAULT_TTL,
@@ -31,11 +37,12 @@ from strongroom.repository.locks import (
 )
 from strongroom.repository.repository import Repository
 from strongroom.repository.verifications import VERIFICATIONS_PREFIX
-from strongroom.storage.base import Storage
+from strongroom.storage.base import LeavesPartialFiles, Storage
 
 log = logging.getLogger("strongroom.audit")
 
 DEFAULT_WORKERS = 8
+PARTIAL_FILE_AGE = 3600.0  # seconds: temp files older than this belong to no live write
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class PruneReport:
     deleted_chunks: int  # 0 on a dry run
     orphan_records: int  # pins and verification records of forgotten backups
     running_backups: int  # dry run only: live backup locks (their new chunks count above)
+    partial_files: int = 0  # temp files of killed writes removed (dry run: found)
 
 
 def referenced_chunks(repo: Repository) -> tuple[int, set[str]]:
@@ -112,25 +120,44 @@ def prune(
     wait: float = PRUNE_WAIT,
     ttl: float = DEFAULT_TTL,
     workers: int = DEFAULT_WORKERS,
+    partial_file_age: float = PARTIAL_FILE_AGE,
 ) -> PruneReport:
-    """Delete every unreferenced chunk (or, on a dry run, only count them; no lock)."""
+    """Delete every unreferenced chunk and old partial file (or, on a dry run, only count
+    them; no lock)."""
     storage = repo.storage
+    old_enough = max(partial_file_age, 2 * ttl)
     if dry_run:
         live = LockObserver().live_locks(storage, remove_stale=False)
         running = sum(1 for lock in live if lock.kind in (SHARED, None))
-        return _run(repo, None, workers, running)
+        return _run(repo, None, workers, running, old_enough)
     lock = acquire_exclusive(storage, "prune", wait=wait, ttl=ttl)
     try:
-        return _run(repo, lock, workers, 0)
+        return _run(repo, lock, workers, 0, old_enough)
     finally:
         lock.release()
 
 
-def _run(repo: Repository, lock: RepositoryLock | None, workers: int, running: int) -> PruneReport:
+def _partial_files(storage: Storage, older_than: float, remove: bool) -> int:
+    if not isinstance(storage, LeavesPartialFiles):
+        return 0  # S3 and memory write whole objects: nothing is left half-written
+    count = storage.sweep_partial_files(older_than, remove=remove)
+    if count and remove:
+        log.info("prune removed %d partial files left by interrupted writes", count)
+    return count
+
+
+def _run(
+    repo: Repository,
+    lock: RepositoryLock | None,
+    workers: int,
+    running: int,
+    partial_file_age: float,
+) -> PruneReport:
     storage = repo.storage
     # Chunks are listed before manifests: a manifest committed between the two listings
     # still protects its chunks (defence in depth; the lock is what makes prune safe).
-    stored = {chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX)}
+    listed = (chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX))
+    stored = {name for name in listed if is_chunk_id(name)}  # a stray file is no chunk: kept
     backups, referenced = referenced_chunks(repo)
     unreferenced = stored - referenced
     if lock is None:
@@ -146,12 +173,15 @@ def _run(repo: Repository, lock: RepositoryLock | None, workers: int, running: i
             0,
             len(orphans),
             running,
+            _partial_files(storage, partial_file_age, remove=False),
         )
     lock.ensure_held()
     sizes = _sizes(storage, unreferenced, workers, before=lock.ensure_held, delete=True)
     orphans = _orphans(storage, set(repo.backup_ids()))
     for key in orphans:
         storage.delete(key)
+    lock.ensure_held()
+    partial = _partial_files(storage, partial_file_age, remove=True)
     freed = sum(sizes.values())
     deleted = sum(1 for size in sizes.values() if size)
     log.info(
@@ -173,4 +203,5 @@ def _run(repo: Repository, lock: RepositoryLock | None, workers: int, running: i
         deleted,
         len(orphans),
         0,
+        partial,
     )

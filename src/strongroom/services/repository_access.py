@@ -26,11 +26,12 @@ class RepositoryLocation:
     s3_endpoint: str | None = None
     key_file: Path | None = None
     passphrase: str | None = None
+    deadline: float | None = None  # seconds per storage operation (None: the default)
 
     def storage(self) -> Storage:
         if not self.location:
             raise UsageError("no repository given: use --repo PATH_OR_URL or set STRONGROOM_REPO")
-        return open_storage(self.location, self.s3_endpoint)
+        return open_storage(self.location, self.s3_endpoint, deadline=self.deadline)
 
     def open(self) -> Repository:
         return Repository.open(self.storage(), KeySource(self.key_file, self.passphrase))
@@ -42,4 +43,7 @@ def open_configured(settings: Settings, env: Mapping[str, str] | None = None) ->
     repo = settings.repository
     passphrase = env.get(repo.passphrase_env or "STRONGROOM_PASSPHRASE") or None
     key_file = Path(repo.key_file).expanduser() if repo.key_file else None
-    return RepositoryLocation(repo.location, repo.s3_endpoint, key_file, passphrase).open()
+    deadline = None if env.get("STRONGROOM_STORAGE_DEADLINE") else repo.storage_deadline
+    return RepositoryLocation(
+        repo.location, repo.s3_endpoint, key_file, passphrase, deadline=deadline
+    ).open()

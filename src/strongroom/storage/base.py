@@ -7,7 +7,7 @@ Every backend must make ``put`` atomic: a reader sees either the whole object or
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Storage(Protocol):
@@ -40,3 +40,13 @@ class Storage(Protocol):
 
     def describe(self) -> str:
         """Where this storage points, safe to show (no credentials)."""
+
+
+@runtime_checkable
+class LeavesPartialFiles(Protocol):
+    """A storage whose ``put`` writes a temp file first (local directories): a process
+    killed mid-write leaves it behind. ``prune`` sweeps them (see ``services.prune``)."""
+
+    def sweep_partial_files(self, older_than: float, *, remove: bool = True) -> int:
+        """Remove (or with ``remove=False`` only count) the temp files not modified for
+        ``older_than`` seconds; return how many."""

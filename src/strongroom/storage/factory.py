@@ -12,14 +12,14 @@ from strongroom.redaction import redact_url
 from strongroom.storage.base import Storage
 from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
-from strongroom.storage.retry import RetryingStorage
+from strongroom.storage.retry import RetryingStorage, storage_deadline
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _memory: dict[str, MemoryStorage] = {}
 _memory_lock = threading.Lock()
 
 
-def _open_s3(location: str, s3_endpoint: str | None) -> Storage:
+def _open_s3(location: str, s3_endpoint: str | None, deadline: float | None) -> Storage:
     parts = urlsplit(location)
     shown = redact_url(location)
     if "@" in parts.netloc:
@@ -32,7 +32,10 @@ def _open_s3(location: str, s3_endpoint: str | None) -> Storage:
         raise UsageError(f"S3 location {shown} has no bucket name; use s3://BUCKET[/PREFIX]")
     from strongroom.storage.s3 import S3Storage  # boto3 is slow to import: only when used
 
-    return RetryingStorage(S3Storage(bucket, unquote(parts.path), endpoint_url=s3_endpoint))
+    if deadline is None:
+        deadline = storage_deadline()
+    inner = S3Storage(bucket, unquote(parts.path), endpoint_url=s3_endpoint, deadline=deadline)
+    return RetryingStorage(inner, deadline=deadline)
 
 
 def _open_memory(location: str) -> MemoryStorage:
@@ -51,15 +54,18 @@ def _open_file_url(location: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def open_storage(location: str, s3_endpoint: str | None = None) -> Storage:
-    """``s3://bucket/prefix`` -> S3 (with retries); ``memory://name`` -> shared in-memory
-    storage; ``file:///path`` or a plain path -> a local directory."""
+def open_storage(
+    location: str, s3_endpoint: str | None = None, *, deadline: float | None = None
+) -> Storage:
+    """``s3://bucket/prefix`` -> S3 (with retries, each operation within ``deadline``
+    seconds, by default ``$STRONGROOM_STORAGE_DEADLINE`` or 60); ``memory://name`` ->
+    shared in-memory storage; ``file:///path`` or a plain path -> a local directory."""
     if not location.strip():
         raise UsageError("repository location is empty")
     match = _SCHEME.match(location)
     scheme = match["scheme"].lower() if match else ""
     if scheme == "s3":
-        return _open_s3(location, s3_endpoint)
+        return _open_s3(location, s3_endpoint, deadline)
     if scheme == "memory":
         return _open_memory(location)
     if scheme == "file":

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from strongroom.errors import ObjectNotFound, StorageError, StorageFull
+
+log = logging.getLogger("strongroom.storage")
 
 TEMP_PREFIX = ".tmp-"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -200,6 +204,33 @@ class LocalStorage:
             return
         except OSError as exc:
             raise StorageError(f"cannot delete {key} in {self.root}: {_reason(exc)}") from exc
+
+    def sweep_partial_files(self, older_than: float, *, remove: bool = True) -> int:
+        """Remove (or count) ``.tmp-*`` files a killed ``put``/``create`` left behind, if
+        not modified for ``older_than`` seconds (a live write touches its file as it goes
+        and renames it within one call)."""
+        limit = time.time() - older_than
+        found = 0
+        for directory, subdirs, files in os.walk(self.root):
+            subdirs[:] = [name for name in subdirs if not name.startswith(TEMP_PREFIX)]
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(directory, name)
+                try:
+                    if path.lstat().st_mtime >= limit:
+                        continue
+                    if remove:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue  # renamed or removed meanwhile
+                except OSError as exc:
+                    raise StorageError(
+                        f"cannot remove partial file {path}: {_reason(exc)}"
+                    ) from exc
+                found += 1
+                log.debug("partial file %s %s", path, "removed" if remove else "found")
+        return found
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield stored keys starting with ``prefix``, skipping temp files."""

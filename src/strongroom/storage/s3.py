@@ -15,6 +15,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -68,16 +69,25 @@ def region() -> str:
     return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 
 
+def timeouts_for(deadline: float) -> tuple[float, float]:
+    """botocore's (connect, read) timeouts for an operation deadline: short enough that a
+    stalled connection is abandoned and retried (by ``RetryingStorage``) within it."""
+    return max(1.0, min(10.0, deadline / 4)), max(1.0, min(30.0, deadline / 2))
+
+
 def make_client(
     endpoint_url: str | None = None,
     *,
-    max_attempts: int = 3,
+    max_attempts: int = 1,
     connect_timeout: float = 5,
-    read_timeout: float = 60,
+    read_timeout: float = 30,
 ) -> S3Client:
-    """Build a thread-safe boto3 S3 client (credentials from the standard AWS sources)."""
+    """Build a thread-safe boto3 S3 client (credentials from the standard AWS sources).
+
+    ``max_attempts`` counts botocore's attempts, the first included: 1 (no retries of its
+    own) by default, because ``RetryingStorage`` owns the retry budget and the deadline."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=32,
@@ -95,11 +105,15 @@ class S3Storage:
         prefix: str,
         endpoint_url: str | None = None,
         client: Any = None,
+        deadline: float | None = None,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
-        self._client: S3Client = client if client is not None else make_client(endpoint_url)
+        if client is None:
+            connect, read = timeouts_for(deadline) if deadline else (5.0, 30.0)
+            client = make_client(endpoint_url, connect_timeout=connect, read_timeout=read)
+        self._client: S3Client = client
         self._base = f"{self.prefix}/" if self.prefix else ""
 
     # --- naming ---------------------------------------------------------------------
@@ -161,6 +175,10 @@ class S3Storage:
             return StorageTransientError(
                 f"S3 {operation} {key} on {where} was interrupted ({type(exc).__name__})"
             )
+        if isinstance(exc, FlexibleChecksumError):  # the body was damaged on the way
+            return StorageTransientError(
+                f"S3 {operation} {key} on {where}: the answer did not match its checksum"
+            )
         if isinstance(exc, BotoCoreError):
             return StorageError(f"S3 {operation} {key} on {where} failed: {self._clean(str(exc))}")
         return StorageError(f"S3 {operation} {key} on {where} failed: {type(exc).__name__}")
@@ -202,9 +220,13 @@ class S3Storage:
         return True
 
     def get(self, key: str) -> bytes:
-        """Download the whole object."""
+        """Download the whole object, body included (so that a body cut short or damaged
+        on the way fails this call, and a retry of it). The object's checksum, when the
+        store keeps one, is checked (``FlexibleChecksumError`` on a mismatch)."""
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+            )
             body = response["Body"]
             try:
                 return body.read()
