@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from strongroom.engines.base import DumpResult, Engine, RunningDump, TableStats
-from strongroom.engines.urls import EngineKind, engine_kind
+from strongroom.engines.urls import DatabaseUrl, EngineKind, engine_kind, parse_database_url
 
 __all__ = [
+    "DatabaseUrl",
     "DumpResult",
     "Engine",
     "EngineKind",
@@ -13,24 +14,27 @@ __all__ = [
     "TableStats",
     "engine_kind",
     "open_engine",
+    "parse_database_url",
     "serverless_scratch",
 ]
 
 
-def open_engine(url: str) -> Engine:
-    """Return the engine that serves ``url`` (raises ``UnsupportedDatabaseUrl``)."""
-    kind = engine_kind(url)
+def open_engine(url: str | DatabaseUrl) -> Engine:
+    """Return the engine that serves ``url``, parsed once here (raises
+    ``UnsupportedDatabaseUrl``)."""
+    parsed = url if isinstance(url, DatabaseUrl) else parse_database_url(url)
+    kind = parsed.kind
     if kind is EngineKind.POSTGRESQL:
         from strongroom.engines.postgresql import PostgresEngine
 
-        return PostgresEngine(url)
+        return PostgresEngine(parsed)
     if kind is EngineKind.MYSQL:
         from strongroom.engines.mysql import MysqlEngine
 
-        return MysqlEngine(url)
+        return MysqlEngine(parsed)
     from strongroom.engines.sqlite import SqliteEngine
 
-    return SqliteEngine(url)
+    return SqliteEngine(parsed)
 
 
 def serverless_scratch(kind: str, name: str) -> Engine | None:
@@ -42,4 +46,4 @@ def serverless_scratch(kind: str, name: str) -> Engine | None:
     from strongroom.engines.sqlite import SqliteEngine
     from strongroom.tempfiles import private_dir
 
-    return SqliteEngine(f"sqlite://{private_dir() / name}.db")
+    return SqliteEngine(str(private_dir() / f"{name}.db"))

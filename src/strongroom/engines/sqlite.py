@@ -29,7 +29,7 @@ from strongroom.engines.base import (
     TargetState,
 )
 from strongroom.engines.sqlite_stats import VIRTUAL_TABLES, Survey, planned_notes, survey
-from strongroom.engines.urls import sqlite_path
+from strongroom.engines.urls import DatabaseUrl, sqlite_path
 from strongroom.errors import (
     DatabaseUnreachable,
     DumpFailed,
@@ -137,8 +137,8 @@ class SqliteEngine:
 
     kind = "sqlite"
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str | DatabaseUrl) -> None:
+        self.url = url if isinstance(url, str) else str(url)
         self.path = sqlite_path(url)
         if self.path.is_symlink():
             # the file the link names is the database: it is what a restore replaces (the

@@ -462,11 +462,6 @@ def test_odd_password_never_shows_in_cli_output(
     _no_password(*results)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a URL with the password not percent-encoded (postgresql://u:p@ss:w/rd%@h/db) "
-    "shows most of the password: redact_text's URL pattern stops the password at the first @",
-)
 def test_unencoded_odd_password_in_url_never_shows(
     pg_server: PgServer, env: Env, odd_user: str
 ) -> None:

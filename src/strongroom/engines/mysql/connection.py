@@ -1,8 +1,11 @@
 """Where a MySQL/MariaDB database is and how to reach it: the URL, connections, the
 private option file of the client tools, and finding those tools.
 
-URLs: ``mysql://user:pass@host:port/db`` or ``mariadb://…``; ``?unix_socket=/path`` (or
-``?socket=``) connects through a Unix socket. Percent-encoded parts are UTF-8; the password
+URLs (parsed by :func:`strongroom.engines.urls.parse_database_url`):
+``mysql://user:pass@host:port/db``, ``mariadb://…``, ``mysql2://…``, ``mysql+pymysql://…``;
+``?unix_socket=/path`` (or ``?socket=``) connects through a Unix socket; TLS parameters
+(``ssl-mode``, ``ssl={"rejectUnauthorized":true}``, ``ssl-ca``, …) reach PyMySQL and the
+client tools' option file. Percent-encoded parts are UTF-8; the password
 goes to the server as its UTF-8 bytes, both from PyMySQL (which would otherwise encode it
 as latin-1) and from the client tools (which read it from a UTF-8 option file), so an
 account created with ``IDENTIFIED BY 'pässwort'`` over a utf8mb4 connection logs in
@@ -19,32 +22,33 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit, urlunsplit
 
 import pymysql
 
 from strongroom import tempfiles
 from strongroom.engines.mysql.tools import (
     BINDIR_ENV,
+    DUMP_TOOLS,
     error_code,
     error_text,
     find_tool,
     option_value,
 )
+from strongroom.engines.urls import DatabaseUrl, EngineKind, parse_database_url
 from strongroom.errors import DatabaseAuthFailed, DatabaseUnreachable, UnsupportedDatabaseUrl
-from strongroom.redaction import redact_text, redact_url
+from strongroom.redaction import redact_text
 
 logger = logging.getLogger("strongroom.engines.mysql")
 
 CONNECT_TIMEOUT = 10
 LOCK_WAIT_SECONDS = 60  # DDL (RENAME, DROP) waits this long for tables in use, then fails
-_URL_PARAMS_SOCKET = ("unix_socket", "socket")
 _ACCESS_DENIED = 1045
 _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DATABASE = 1049
@@ -52,7 +56,7 @@ _UNKNOWN_DATABASE = 1049
 
 @dataclass(frozen=True)
 class ConnParams:
-    """Where and as whom to connect, parsed from the URL."""
+    """Where and as whom to connect (from a :class:`DatabaseUrl`)."""
 
     user: str
     password: str | None
@@ -60,66 +64,71 @@ class ConnParams:
     port: int
     socket: str | None
     database: str
+    ssl_mode: str | None = None  # DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    connect_timeout: int = CONNECT_TIMEOUT
 
 
-_INVALID_URL = (
-    "invalid MySQL URL: write mysql://user:password@host:port/database and "
-    "percent-encode special characters (# / ? @ : space) in the user and password"
-)
+def parse_url(url: str | DatabaseUrl) -> ConnParams:
+    """The connection parameters of a MySQL URL (``UnsupportedDatabaseUrl`` if it is not
+    one, or is malformed); see :func:`strongroom.engines.urls.parse_database_url`."""
+    parsed = url if isinstance(url, DatabaseUrl) else parse_database_url(url)
+    if parsed.kind is not EngineKind.MYSQL:
+        raise UnsupportedDatabaseUrl(f"not a MySQL URL: {parsed.redacted()}")
+    return conn_params(parsed)
 
 
-def _decode(text: str, what: str, shown: str) -> str:
-    """A percent-decoded URL part; its bytes must be UTF-8 and hold no NUL (the option
-    file of the client tools cannot carry one). The message never shows the part."""
-    try:
-        value = unquote_to_bytes(text).decode("utf-8")
-    except UnicodeDecodeError:
-        raise UnsupportedDatabaseUrl(
-            f"the {what} in the MySQL URL {shown} is not valid UTF-8 once percent-decoded: "
-            "percent-encode its UTF-8 bytes (e.g. ä as %C3%A4)"
-        ) from None
-    if "\0" in value:
-        raise UnsupportedDatabaseUrl(
-            f"the {what} in the MySQL URL {shown} holds a NUL character (%00), "
-            "which the MySQL client tools cannot take"
-        )
-    return value
-
-
-def parse_url(url: str) -> ConnParams:
-    """Parse ``mysql://`` / ``mariadb://`` URLs (``UnsupportedDatabaseUrl`` if malformed)."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port or 3306
-        username, password, hostname = parts.username, parts.password, parts.hostname
-    except ValueError:  # the text may hold pieces of the password: do not show it
-        raise UnsupportedDatabaseUrl(_INVALID_URL) from None
-    if parts.scheme.lower() not in ("mysql", "mariadb"):
-        raise UnsupportedDatabaseUrl(f"not a MySQL URL: {shown}")
-    database = _decode(parts.path.lstrip("/"), "database name", shown)
-    if not database or "/" in database:
-        raise UnsupportedDatabaseUrl(f"MySQL URL {shown} must name one database: …/dbname")
-    try:
-        query = parse_qs(parts.query, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise UnsupportedDatabaseUrl(
-            f"the parameters of the MySQL URL {shown} are not valid UTF-8 once percent-decoded"
-        ) from None
-    socket = next((query[k][-1] for k in _URL_PARAMS_SOCKET if query.get(k)), None)
-    if socket and "\0" in socket:
-        raise UnsupportedDatabaseUrl(f"the socket path in the MySQL URL {shown} holds a NUL")
-    for key in query:
-        if key not in _URL_PARAMS_SOCKET:
-            logger.warning("ignoring the URL parameter %r (strongroom reads only unix_socket)", key)
+def conn_params(url: DatabaseUrl) -> ConnParams:
+    timeout = url.params.get("connect_timeout")
     return ConnParams(
-        user=_decode(username, "user", shown) if username else getpass.getuser(),
-        password=_decode(password, "password", shown) if password is not None else None,
-        host=hostname or "localhost",
-        port=port,
-        socket=socket or None,
-        database=database,
+        user=url.user or getpass.getuser(),
+        password=url.password.reveal() if url.password is not None else None,
+        host=url.host or "localhost",
+        port=url.port or 3306,
+        socket=url.socket,
+        database=url.database or "",
+        ssl_mode=url.params.get("ssl_mode"),
+        ssl_ca=url.params.get("ssl_ca"),
+        ssl_cert=url.params.get("ssl_cert"),
+        ssl_key=url.params.get("ssl_key"),
+        connect_timeout=int(timeout) if timeout else CONNECT_TIMEOUT,
     )
+
+
+def ssl_context(p: ConnParams) -> ssl.SSLContext | None:
+    """The TLS context PyMySQL uses for ``p.ssl_mode`` (``None``: PyMySQL's default)."""
+    if p.ssl_mode in (None, "DISABLED", "PREFERRED") and not (p.ssl_cert or p.ssl_key):
+        return None
+    verify = p.ssl_mode in ("VERIFY_CA", "VERIFY_IDENTITY")
+    context = ssl.create_default_context(cafile=p.ssl_ca if verify else None)
+    context.check_hostname = p.ssl_mode == "VERIFY_IDENTITY"
+    if not verify:
+        context.verify_mode = ssl.CERT_NONE
+    if p.ssl_cert:
+        context.load_cert_chain(p.ssl_cert, p.ssl_key)
+    return context
+
+
+def tls_options(p: ConnParams, mariadb: bool) -> list[str]:
+    """The option-file lines for the URL's TLS parameters, in the dialect of the client
+    tools (MariaDB's clients know ``ssl``/``ssl-verify-server-cert``, MySQL's ``ssl-mode``)."""
+    lines = [
+        f"{name}={option_value(value)}"
+        for name, value in (("ssl-ca", p.ssl_ca), ("ssl-cert", p.ssl_cert), ("ssl-key", p.ssl_key))
+        if value
+    ]
+    if p.ssl_mode is None:
+        return lines
+    if not mariadb:
+        return [*lines, f"ssl-mode={p.ssl_mode}"]
+    if p.ssl_mode == "DISABLED":
+        return ["skip-ssl"]
+    if p.ssl_mode == "PREFERRED":
+        return lines
+    verify = p.ssl_mode in ("VERIFY_CA", "VERIFY_IDENTITY")
+    return [*lines, "ssl", "ssl-verify-server-cert" if verify else "skip-ssl-verify-server-cert"]
 
 
 class OptionFile:
@@ -152,27 +161,28 @@ class MysqlConnection:
     """One database on one MySQL/MariaDB server: connections to it and its client tools."""
 
     def __init__(
-        self, url: str, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None
+        self,
+        url: str | DatabaseUrl,
+        *,
+        tool_dirs: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         """``tool_dirs``: look for the client tools only there (default: the folder in
         ``$STRONGROOM_MYSQL_BINDIR``, else ``PATH``)."""
-        self.url = url
-        self.params = parse_url(url)
-        written = urlsplit(url).password  # parse_url has checked that urlsplit works
-        self._secrets = tuple({secret for secret in (self.params.password, written) if secret})
+        self.dburl = url if isinstance(url, DatabaseUrl) else parse_database_url(url)
+        self.params = parse_url(self.dburl)
+        self._secrets = (self.params.password,) if self.params.password else ()
         if tool_dirs is None and os.environ.get(BINDIR_ENV):
             tool_dirs = [os.environ[BINDIR_ENV]]
         self.tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
 
     # --- naming and redaction ---------------------------------------------------------
     def redact(self, text: str) -> str:
-        """``text`` with URL passwords and this connection's password removed (as
-        written in the URL, percent-encoded, and decoded)."""
+        """``text`` without this connection's password (nor any other known secret)."""
         return redact_text(text, self._secrets)
 
     def describe(self) -> str:
-        """The URL with its password redacted."""
-        return self.redact(redact_url(self.url))
+        """The URL's display form (no part of the password)."""
+        return self.dburl.redacted()
 
     def database_name(self) -> str:
         return self.params.database
@@ -185,14 +195,9 @@ class MysqlConnection:
     def where(self) -> str:
         return f"database {self.database_name()} at {self.host_port()}"
 
-    def sibling_url(self, name: str) -> str:
-        """The URL of another database on the same server, with the same credentials."""
-        parts = urlsplit(self.url)
-        return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
-
     def sibling(self, name: str) -> MysqlConnection:
         """The same server, credentials and tools, another database."""
-        return MysqlConnection(self.sibling_url(name), tool_dirs=self.tool_dirs)
+        return MysqlConnection(self.dburl.with_database(name), tool_dirs=self.tool_dirs)
 
     # --- connections ------------------------------------------------------------------
     def connect_raw(self, database: str | None = None) -> pymysql.connections.Connection[Any]:
@@ -211,7 +216,9 @@ class MysqlConnection:
             database=database,
             charset="utf8mb4",
             autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
+            connect_timeout=p.connect_timeout,
+            ssl=ssl_context(p),
+            ssl_disabled=True if p.ssl_mode == "DISABLED" else None,
             init_command=f"SET time_zone = '+00:00', lock_wait_timeout = {LOCK_WAIT_SECONDS}",
             program_name="strongroom",
         )
@@ -251,6 +258,8 @@ class MysqlConnection:
             lines += [f"socket={option_value(p.socket)}", "protocol=SOCKET"]
         else:
             lines += [f"host={option_value(p.host)}", f"port={p.port}", "protocol=TCP"]
+        if p.ssl_mode or p.ssl_ca or p.ssl_cert or p.ssl_key:
+            lines += tls_options(p, mariadb="mariadb" in self.tool(DUMP_TOOLS)[1].lower())
         return "\n".join(lines) + "\n"
 
     def write_option_file(self) -> OptionFile:

@@ -44,6 +44,7 @@ from strongroom.engines.mysql.stats import quote_ident, row_counts, snapshot_sta
 from strongroom.engines.mysql.swap import swap_databases
 from strongroom.engines.mysql.tables import restore_tables
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_text, limit_name
+from strongroom.engines.urls import DatabaseUrl
 from strongroom.errors import DatabaseAuthFailed, DatabaseUnreachable, RestoreFailed, UsageError
 
 logger = logging.getLogger("strongroom.engines.mysql")
@@ -60,7 +61,7 @@ class MysqlEngine:
 
     def __init__(
         self,
-        url: str,
+        url: str | DatabaseUrl,
         *,
         tool_dirs: Sequence[str | os.PathLike[str]] | None = None,
         create_like: str | None = None,
@@ -94,7 +95,9 @@ class MysqlEngine:
     def sibling(self, name: str, *, create_like: str | None = None) -> MysqlEngine:
         """The same server and credentials, another database."""
         db = self.connection
-        return MysqlEngine(db.sibling_url(name), tool_dirs=db.tool_dirs, create_like=create_like)
+        return MysqlEngine(
+            db.dburl.with_database(name), tool_dirs=db.tool_dirs, create_like=create_like
+        )
 
     # --- connections and tools --------------------------------------------------------
     def connect_raw(self, database: str | None = None) -> pymysql.connections.Connection[Any]:

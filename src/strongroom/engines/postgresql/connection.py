@@ -17,21 +17,21 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.engines.tools import tool_candidates, tool_version
+from strongroom.engines.urls import DatabaseUrl, EngineKind, parse_database_url
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,
     ToolMissing,
     UnsupportedDatabaseUrl,
 )
-from strongroom.redaction import redact_text, redact_url
+from strongroom.redaction import redact_text
 
 logger = logging.getLogger("strongroom.engines.postgresql")
 
@@ -64,6 +64,17 @@ def _debian_bin_dirs() -> list[Path]:
     return [Path(p) for p in sorted(glob.glob(DEBIAN_BIN_GLOB), key=key, reverse=True)]
 
 
+def libpq_params(url: DatabaseUrl) -> dict[str, str]:
+    """The libpq keywords of ``url`` without the password."""
+    params = {
+        "host": url.socket or url.host,
+        "port": None if url.port is None else str(url.port),
+        "user": url.user,
+        "dbname": url.database,
+    }
+    return {k: v for k, v in params.items() if v is not None} | dict(url.params)
+
+
 _NO_TIMEOUTS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
 
 
@@ -71,41 +82,31 @@ class PostgresServer:
     """A PostgreSQL database reachable through a ``postgres(ql)://`` URL or a libpq
     ``key=value`` string; raises ``UnsupportedDatabaseUrl`` for one that does not parse."""
 
-    def __init__(self, url: str, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None):
+    def __init__(
+        self, url: str | DatabaseUrl, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None
+    ):
         """``tool_dirs``: look for ``pg_dump``/``pg_restore`` only there (default: the folder
         in ``$STRONGROOM_PG_BINDIR``, else ``PATH``, then ``/usr/lib/postgresql/*/bin``,
         newest first)."""
-        self._url = url
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            reason = redact_text(_first_line(str(exc)), self._secrets_of(url))
-            raise UnsupportedDatabaseUrl(
-                f"invalid PostgreSQL URL {redact_url(url)}: {reason}"
-            ) from None
-        self._params: dict[str, str] = {k: str(v) for k, v in params.items() if v is not None}
-        self._password = self._params.pop("password", None)
+        self.dburl = url if isinstance(url, DatabaseUrl) else parse_database_url(url)
+        if self.dburl.kind is not EngineKind.POSTGRESQL:
+            raise UnsupportedDatabaseUrl(f"not a PostgreSQL URL: {self.dburl.redacted()}")
+        self._params: dict[str, str] = libpq_params(self.dburl)
+        password = self.dburl.password
+        self._password = password.reveal() if password is not None else None
         if tool_dirs is None and os.environ.get(BINDIR_ENV):
             tool_dirs = [os.environ[BINDIR_ENV]]
         self._tool_dirs = None if tool_dirs is None else [Path(d) for d in tool_dirs]
 
     # --- naming and redaction ---------------------------------------------------------
-    @staticmethod
-    def _secrets_of(url: str) -> tuple[str, ...]:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        return tuple(s for s in (password, os.environ.get("PGPASSWORD")) if s)
-
     def redact(self, text: str) -> str:
-        """``text`` with URL passwords and this engine's password removed."""
+        """``text`` without this engine's password (nor any other known secret)."""
         secrets = tuple(s for s in (self._password, os.environ.get("PGPASSWORD")) if s)
-        return redact_text(text, secrets + self._secrets_of(self._url))
+        return redact_text(text, secrets)
 
     def describe(self) -> str:
-        """The URL with its password redacted."""
-        return self.redact(redact_url(self._url))
+        """The URL's display form (no part of the password)."""
+        return self.dburl.redacted()
 
     def database_name(self) -> str:
         """The database named by the URL (libpq's defaults when it names none)."""
@@ -125,11 +126,8 @@ class PostgresServer:
         return f"database {self.database_name()} at {self.host_port()}"
 
     def url_with_dbname(self, dbname: str) -> str:
-        try:
-            parts = urlsplit(self._url)
-            return self.redact(redact_url(urlunsplit(parts._replace(path="/" + quote(dbname)))))
-        except ValueError:
-            return dbname
+        """The display form of another database on the same server."""
+        return self.dburl.with_database(dbname).redacted()
 
     # --- connections and tools --------------------------------------------------------
     def conninfo(self, *, dbname: str | None = None, with_password: bool) -> str:

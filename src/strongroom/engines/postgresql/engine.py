@@ -14,11 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from strongroom import tempfiles
 from strongroom.engines.base import (
@@ -61,6 +59,7 @@ from strongroom.engines.postgresql.swap_store import carries_journal, limit_name
 from strongroom.engines.postgresql.tables import restore_tables, verify_tables
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
+from strongroom.engines.urls import DatabaseUrl
 from strongroom.errors import (
     DatabaseAuthFailed,
     DatabaseUnreachable,
@@ -108,7 +107,9 @@ class PostgresEngine(PostgresServer):
 
     kind = KIND
 
-    def __init__(self, url: str, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None):
+    def __init__(
+        self, url: str | DatabaseUrl, *, tool_dirs: Sequence[str | os.PathLike[str]] | None = None
+    ):
         """``tool_dirs``: see :class:`PostgresServer`."""
         super().__init__(url, tool_dirs=tool_dirs)
         self._restored_here = False  # set once restore() filled this database
@@ -464,12 +465,7 @@ class PostgresEngine(PostgresServer):
 
     def sibling(self, dbname: str) -> PostgresEngine:
         """The same server and credentials, another database."""
-        parts = urlsplit(self._url)
-        if parts.scheme.startswith("postgres"):
-            url = urlunsplit(parts._replace(path="/" + quote(dbname)))
-        else:  # a key=value conninfo string
-            url = make_conninfo(self.conninfo(dbname=dbname, with_password=True))
-        return PostgresEngine(url, tool_dirs=self._tool_dirs)
+        return PostgresEngine(self.dburl.with_database(dbname), tool_dirs=self._tool_dirs)
 
     def staging(self) -> PostgresEngine:
         """A new database beside the target: ``<name>_sr_<random>`` (dropped on failure)."""
