@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from strongroom import __version__
 from strongroom.errors import StrongroomError
@@ -64,13 +64,17 @@ def check_http_url(url: str, what: str) -> None:
 
 
 def url_secrets(url: str) -> tuple[str, ...]:
-    """The parts of ``url`` that may be secret (whole URL, path, query, userinfo)."""
+    """The parts of ``url`` that may be secret (whole URL, path and its long segments,
+    query and its long values, fragment, password)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return (url,)
     pieces = [url, parts.path, parts.query, parts.path.rstrip("/"), parts.password or ""]
     pieces.extend(p for p in parts.path.split("/") if len(p) >= 8)
+    # ?token=…: a receiver that echoes the value alone must not show it either
+    pieces.extend(value for _, value in parse_qsl(parts.query) if len(value) >= 8)
+    pieces.append(parts.fragment)
     return tuple(p for p in pieces if len(p) > 1)
 
 

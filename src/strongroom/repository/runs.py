@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -93,12 +94,18 @@ def is_done(storage: Storage, job_id: str, scheduled_for: str) -> bool:
 
 
 def try_claim(
-    storage: Storage, job_id: str, scheduled_for: str, owner: str, now: datetime | None = None
+    storage: Storage,
+    job_id: str,
+    scheduled_for: str,
+    owner: str,
+    now: datetime | None = None,
+    holder_gone: Callable[[str], bool] | None = None,
 ) -> Claim | None:
     """Claim one scheduled run; ``None`` if it is done or another process holds it.
 
     The claim is created atomically (``Storage.create``), so exactly one of several
-    daemons wins; a claim whose holder died expires after ``CLAIM_TTL``."""
+    daemons wins; a claim whose holder died expires after ``CLAIM_TTL``, or at once when
+    ``holder_gone(owner)`` says its holder no longer runs (one killed on this machine)."""
     folder = _job_folder(job_id, scheduled_for)
     if storage.exists(folder + "done.json"):
         return None
@@ -116,12 +123,14 @@ def try_claim(
             storage.sync()
             return Claim(job_id, scheduled_for, key)
         try:
-            expires = parse_iso(json.loads(storage.get(key))["expires_at"])
+            held = json.loads(storage.get(key))
+            expires = parse_iso(held["expires_at"])
+            holder = str(held.get("owner", ""))
         except ObjectNotFound:
             continue  # released meanwhile: try again
-        except (ValueError, KeyError):
-            expires = moment  # unreadable: treat as expired
-        if expires > moment:
+        except (ValueError, KeyError, TypeError, AttributeError):
+            expires, holder = moment, ""  # unreadable: treat as expired
+        if expires > moment and not (holder_gone is not None and holder_gone(holder)):
             return None
         storage.delete(key)  # the holder died: its claim expired
     return None

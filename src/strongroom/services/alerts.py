@@ -6,7 +6,9 @@
 and the alert for it was sent. The alert is sent by whoever creates that object first
 (``Storage.create``: atomic, so two schedulers send it once); the folder is emptied when
 the target is fresh again, and a new condition (another newest good backup) replaces the
-old one, so it alerts once more.
+old one, so it alerts once more. An alert no channel accepted is :meth:`withdrawn
+<StaleAlerts.withdraw>`, so the next pass sends it again. Anything else found in a
+target's folder (or an object where its folder should be) is garbage and is removed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class StaleAlerts:
         key = f"{self._folder(target)}{_part(condition)}.json"
         if key in self._keys:
             return False
+        blocker = self._folder(target).rstrip("/")
+        if blocker in self._keys:  # garbage where the folder belongs (a local file)
+            self._storage.delete(blocker)
+            self._keys.discard(blocker)
         body = json.dumps({"target": target, "condition": condition, "alerted_at": utc_now_iso()})
         created = self._storage.create(key, body.encode() + b"\n")
         if created:
@@ -65,3 +71,10 @@ class StaleAlerts:
         for key in self._of(target):
             self._storage.delete(key)
             self._keys.discard(key)
+
+    def withdraw(self, target: str, condition: str) -> None:
+        """The alert for ``condition`` reached no channel: forget it was sent, so that the
+        next pass sends it again."""
+        key = f"{self._folder(target)}{_part(condition)}.json"
+        self._storage.delete(key)
+        self._keys.discard(key)

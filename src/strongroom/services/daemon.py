@@ -11,14 +11,17 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from strongroom.config import Settings, TargetSettings
 from strongroom.engines import open_engine
-from strongroom.errors import StrongroomError, VerificationMismatch
+from strongroom.errors import InvalidName, StrongroomError, VerificationMismatch
 from strongroom.notify.dispatch import Notifier
 from strongroom.notify.events import Event
+from strongroom.redaction import redact_text
 from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.names import check_target_name
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import (
     Claim,
@@ -35,7 +38,7 @@ from strongroom.services.backup import BackupRun, record_backup_run, recorded_ba
 from strongroom.services.health import evaluate_target
 from strongroom.services.hooks import hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
-from strongroom.services.notifications import notify_backup
+from strongroom.services.notifications import backup_failed_event, notify_backup
 from strongroom.services.schedule import Job, interval_of, jobs_of, latest_due, next_run
 
 log = logging.getLogger("strongroom.daemon")
@@ -63,6 +66,62 @@ class JobsFailed(StrongroomError):
         super().__init__(f"{first.job} failed: {first.message}{extra}")
         self.exit_code = first.exit_code
         self.failures = failures
+
+
+class JobCrashed(StrongroomError):
+    """A job ended with an unexpected exception (a bug, or a case nobody foresaw): that
+    job failed, exit 70, and the pass goes on with the others."""
+
+    exit_code = 70
+
+    def __init__(self, exc: BaseException) -> None:
+        detail = " ".join(str(exc).split())[:300]
+        text = f"unexpected failure ({type(exc).__name__})" + (f": {detail}" if detail else "")
+        super().__init__(redact_text(text))
+
+
+# --- who holds a claim: enough to tell, on this machine, that it was killed ---------------
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (``/proc/PID/stat`` field 22); None when it does not run (a
+    zombie counts as gone) or ``/proc`` cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name, in parentheses, may hold spaces
+    try:
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _machine() -> str:
+    """This boot of this machine's pid namespace ("" when ``/proc`` cannot tell)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{boot[:8]}-{''.join(c for c in namespace if c.isdigit())}"
+
+
+def claim_owner() -> str:
+    """``host:pid:start ticks:machine``: the holder written into a run's claim."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}:{_machine()}"
+
+
+def holder_gone(owner: str) -> bool:
+    """True when the claim's holder ran on this machine (same host, boot and pid
+    namespace) and no longer runs: a scheduler killed after claiming a run. Holders on
+    other machines, or written by older versions, are left to the claim's expiry."""
+    parts = owner.split(":")
+    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+        return False
+    host, pid, ticks, machine = parts
+    if host != socket.gethostname() or not machine or machine != _machine():
+        return False
+    return _start_ticks(int(pid)) != int(ticks)
 
 
 def _hours(seconds: float) -> str:
@@ -101,9 +160,10 @@ class Daemon:
     notifier: Notifier | None = None
     metrics_file: Path | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    owner: str = field(default_factory=claim_owner)
     stop: threading.Event = field(default_factory=threading.Event)
     failures: list[JobFailure] = field(default_factory=list)  # of the last pass
+    _logged: set[str] = field(default_factory=set)  # refused targets, logged once
 
     @property
     def jobs(self) -> list[Job]:
@@ -119,8 +179,12 @@ class Daemon:
         claims: dict[str, list[tuple[Job, Claim]]] = {}
         drills: list[tuple[Job, Claim]] = []
         for job in self.jobs:
+            if not self._valid_target(job):
+                continue
             due = latest_due(job, now, self.settings.timezone)
-            claim = try_claim(self.repo.storage, job.job_id, due.isoformat(), self.owner, now)
+            claim = try_claim(
+                self.repo.storage, job.job_id, due.isoformat(), self.owner, now, holder_gone
+            )
             if claim is None:
                 continue
             if job.kind == "backup":
@@ -132,22 +196,71 @@ class Daemon:
                 for _, claim in claimed:
                     release(self.repo.storage, claim)
                 continue
-            record = self._backup(target, claimed)
+            tags = tuple(sorted({str(job.tag) for job, _ in claimed}))
+            record = self._guarded("backup", target, tags, partial(self._backup, target, claimed))
             records.append(record)
             for _, claim in claimed:
                 mark_done(self.repo.storage, claim, record)
             if record.ok:
-                self._maintain(target)
+                self._guarded("maintenance", target, (), partial(self._maintain, target))
         for job, claim in drills:
             if self.stop.is_set():
                 release(self.repo.storage, claim)
                 continue
-            record = self._drill(job)
+            record = self._guarded("verify", job.target, (), partial(self._drill, job))
             records.append(record)
             mark_done(self.repo.storage, claim, record)
         self._check_staleness(now)
         self.write_metrics()
         return records
+
+    def _valid_target(self, job: Job) -> bool:
+        """A target name the rules refuse (``config check`` lets ``..`` and ``a/b`` pass)
+        fails its jobs (exit 2, logged once), without touching the repository."""
+        try:
+            check_target_name(job.target)
+        except InvalidName as exc:
+            label = f"{'backup' if job.kind == 'backup' else 'restore drill'} of {job.target}"
+            if label not in self._logged:
+                self._logged.add(label)
+                log.error("%s refused: %s", label, exc.message)
+            if all(f.job != label for f in self.failures):
+                self._failed(label, exc)
+            return False
+        return True
+
+    def _guarded(
+        self,
+        kind: str,
+        target: str,
+        tags: tuple[str, ...],
+        work: Callable[[], RunRecord | None],
+    ) -> RunRecord:
+        """Run one job; an unexpected exception fails that job alone (exit 70, recorded,
+        notified), not the pass: the other due jobs still run and their claims are kept."""
+        started = utc_now_iso()
+        try:
+            record = work()
+        except Exception as exc:
+            label = {"backup": "backup", "verify": "restore drill"}.get(kind, "retention")
+            error = exc if isinstance(exc, StrongroomError) else JobCrashed(exc)
+            log.error("%s of %s failed: %s", label, target, error.message)
+            log.debug("details", exc_info=exc)
+            self._failed(f"{label} of {target}", error)
+            record = RunRecord(
+                target, kind, False, started, utc_now_iso(), tags, error_kind=type(exc).__name__
+            )
+            try:
+                record_run(self.repo.storage, record)
+            except StrongroomError as also:
+                log.error("the run record of %s could not be written: %s", target, also.message)
+            if kind == "backup":
+                self._notify(backup_failed_event(target, tags, error))
+            elif kind == "verify":
+                summary = f"restore drill of {target} failed: {error.message}"
+                self._notify(Event("verify_failed", target, summary))
+            return record
+        return record if record is not None else RunRecord(target, kind, True, started, started)
 
     def _target(self, name: str) -> TargetSettings:
         return self.settings.targets[name]
@@ -279,7 +392,11 @@ class Daemon:
         manifests = self.repo.list_backups()
         runs = runs_of(self.repo.storage)
         verifications = verification_statuses(self.repo.storage)
-        alerts = StaleAlerts(self.repo.storage)
+        alerts: StaleAlerts | None = None
+        try:
+            alerts = StaleAlerts(self.repo.storage)
+        except StrongroomError as exc:
+            self._bookkeeping_failed(exc)
         for name, target in sorted(self.settings.targets.items()):
             interval = interval_of(list(target.schedule.values()), now, self.settings.timezone)
             health = evaluate_target(
@@ -288,18 +405,43 @@ class Daemon:
             limit = interval + self.settings.grace
             age = health.newest_age_seconds
             if age is not None and age <= limit.total_seconds():
-                alerts.clear(name)
+                if alerts is not None:
+                    try:
+                        alerts.clear(name)
+                    except StrongroomError as exc:
+                        self._bookkeeping_failed(exc)
                 continue
             condition = health.newest_backup_id or NO_GOOD_BACKUP
-            if not alerts.first_alert(name, condition):
-                continue
-            self._notify(stale_event(name, health.newest_backup_id, age, limit))
+            recorded = False
+            if alerts is not None:
+                try:
+                    if not alerts.first_alert(name, condition):
+                        continue  # sent before (by this or another scheduler)
+                    recorded = True
+                except StrongroomError as exc:  # not known whether it was sent: send
+                    self._bookkeeping_failed(exc)
+            delivered = self._notify(stale_event(name, health.newest_backup_id, age, limit))
+            if recorded and not delivered and alerts is not None:
+                try:  # no channel took it: the next pass sends it again
+                    alerts.withdraw(name, condition)
+                except StrongroomError as exc:
+                    self._bookkeeping_failed(exc)
 
-    def _notify(self, event: Event) -> None:
+    def _bookkeeping_failed(self, exc: StrongroomError) -> None:
+        """The sent stale alerts could not be read or written: no job fails for that, the
+        alert is sent (a repeat is better than silence), and it is logged."""
+        log.error("stale alert bookkeeping failed (alerts are sent anyway): %s", exc.message)
+
+    def _notify(self, event: Event) -> bool:
+        """Send ``event``; False when there are channels and none of them accepted it."""
         if event.kind == "verify_failed" and not self.settings.notifications.on_failure:
-            return
-        if self.notifier is not None:
-            self.notifier.notify(event)
+            return True
+        if event.kind == "backup_failed" and not self.settings.notifications.on_failure:
+            return True
+        if self.notifier is None:
+            return True
+        results = self.notifier.notify(event)
+        return not results or any(r.ok for r in results)
 
     def write_metrics(self) -> None:
         if self.metrics_file is None:
