@@ -131,3 +131,14 @@ def test_the_scripts_environment_variables_work_without_a_file(tmp_path):
 def test_no_configuration_at_all_is_a_usage_error():
     with pytest.raises(Exception, match="no configuration"):
         load_settings(None, {})
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", ".hidden", "tab\there"])
+def test_a_target_name_a_backup_would_refuse_is_a_configuration_error(name):
+    """The configuration refuses the target names ``repository/names.py`` refuses, so
+    `config check` finds them before a scheduled backup fails on them."""
+    text = f'[repository]\nlocation = "/srv/b"\n\n[targets."{name}"]\nurl = "sqlite:///x.db"\n'
+    text = text.replace("\t", "\\t")
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, "s.toml")
+    assert any("is not allowed" in p for p in caught.value.problems), caught.value.problems

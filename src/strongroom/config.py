@@ -20,6 +20,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strongroom.errors import UsageError
+from strongroom.repository.names import normalized, target_name_problem
 from strongroom.retention import RetentionPolicy, parse_duration
 
 CONFIG_ENV = "STRONGROOM_CONFIG"
@@ -194,6 +195,15 @@ class Settings(_Model):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin)") from exc
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, value: dict[str, TargetSettings]) -> dict[str, TargetSettings]:
+        for name in value:
+            problem = target_name_problem(normalized(name))
+            if problem is not None:  # the same rule a backup applies (repository/names.py)
+                raise ValueError(f"target name {name!r} is not allowed: {problem}")
         return value
 
     @field_validator("stale_grace")
