@@ -12,8 +12,13 @@ in one of these ways instead:
   the body; then the connection is closed.
 * ``corrupt``: the upstream's answer with a few bytes of the body flipped; length and
   headers (checksums included) unchanged.
+* ``drop``: the request is forwarded (it takes effect upstream), then the connection is
+  reset without an answer: the client cannot tell whether its write landed.
+* ``corrupt_upload``: a few bytes of the request's body are flipped before it is
+  forwarded (headers, checksums included, unchanged): does the server notice?
 * ``blackhole``: the request is read and never answered (until ``stop``).
-* ``slow``: the answer comes ``delay`` seconds late.
+* ``slow``: the request is forwarded ``delay`` seconds late, even if the client has given
+  up meanwhile (as a server that had the whole request may still carry it out).
 
 Only the standard library is used. ``stop`` returns promptly even while connections are
 black-holed: it wakes every waiting handler and shuts down every open client socket.
@@ -34,7 +39,18 @@ from urllib.parse import urlsplit
 log = logging.getLogger("strongroom_servers.s3proxy")
 
 KINDS = frozenset(
-    {"error500", "error503", "throttle", "reset", "truncate", "corrupt", "blackhole", "slow"}
+    {
+        "error500",
+        "error503",
+        "throttle",
+        "reset",
+        "truncate",
+        "corrupt",
+        "drop",
+        "corrupt_upload",
+        "blackhole",
+        "slow",
+    }
 )
 _HOP_BY_HOP = frozenset(
     {
@@ -158,6 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_document(*_ERRORS[kind])
         elif kind == "reset":
             self._reset()
+        elif kind == "drop":
+            self._forward(body, "drop")
+        elif kind == "corrupt_upload":
+            self._forward(_flip(body, ends=False) if body else body, None)
         elif kind == "blackhole":
             proxy._stopping.wait()
             self.close_connection = True
@@ -219,6 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             upstream.close()
+        if spoil == "drop":
+            self._reset()
+            return
         head = self.command == "HEAD"
         if spoil == "corrupt" and answer:
             answer = _flip(answer)
@@ -249,10 +272,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
 
-def _flip(data: bytes) -> bytes:
-    """Invert a few bytes spread over ``data`` (same length)."""
+def _flip(data: bytes, *, ends: bool = True) -> bytes:
+    """Invert a few bytes spread over ``data`` (same length); with ``ends=False`` not the
+    first and last (an aws-chunked upload keeps its framing, only its data is spoiled)."""
     spoiled = bytearray(data)
-    for position in {0, len(data) // 3, len(data) // 2, (2 * len(data)) // 3, len(data) - 1}:
+    middle = {len(data) // 3, len(data) // 2, (2 * len(data)) // 3}
+    for position in middle | {0, len(data) - 1} if ends else middle:
         spoiled[position] ^= 0xFF
     return bytes(spoiled)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from strongroom.errors import LockLost, ObjectNotFound, RepositoryBusy, StorageError
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import LOCKS_PREFIX, lock_key
-from strongroom.storage.base import Storage
+from strongroom.storage.base import Storage, TracksUnsettledWrites
 
 log = logging.getLogger("strongroom.locks")
 
@@ -56,6 +56,7 @@ POLL_INTERVAL = 1.0  # seconds between looks while waiting for a lock
 BACKUP_WAIT = 3600.0  # how long a backup waits for a running prune
 PRUNE_WAIT = 600.0  # how long prune waits for running backups
 UNREADABLE_GRACE = 10.0  # seconds a lock that is not valid JSON must stay unchanged
+MAX_TTL = 86400.0  # a lock claiming a longer lease is not one this version reads
 
 
 def _iso(moment: datetime) -> str:
@@ -146,7 +147,7 @@ class LockRecord:
             doc = json.loads(raw)
             if doc.get("format") != LOCK_FORMAT or doc.get("version") != LOCK_VERSION:
                 raise ValueError("not a version 1 strongroom lock")
-            return cls(
+            record = cls(
                 lock_id=str(doc["lock_id"]),
                 kind=str(doc["kind"]),
                 purpose=str(doc["purpose"]),
@@ -162,11 +163,18 @@ class LockRecord:
                 pid_namespace=_optional_str(doc, "pid_namespace"),
                 start_ticks=_optional_int(doc, "start_ticks"),
             )
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # A ttl of NaN, infinity or <= 0, or an expiry that is no time, would make the
+            # lock never stale: such a record is not one this version reads (lease rule).
+            if not 0 < record.ttl_seconds <= MAX_TTL:
+                raise ValueError(f"ttl_seconds {record.ttl_seconds!r} out of range")
+            parse_iso(record.expires)
+            return record
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
             raise ValueError(f"unreadable lock ({exc!r})") from exc
 
     def describe(self) -> str:
-        return f"{self.purpose} by {self.owner} (pid {self.pid}) since {self.created}"
+        """One line (anyone can write a lock object: its fields are cut and cleaned)."""
+        return _printable(f"{self.purpose} by {self.owner} (pid {self.pid}) since {self.created}")
 
     def gone_because(self, here: ProcessIdentity) -> str | None:
         """Why this lock's process certainly no longer runs, judged from ``here`` (a
@@ -186,6 +194,11 @@ class LockRecord:
         if started != self.start_ticks:
             return f"its pid {self.pid} now belongs to another process"
         return None
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 def _optional_str(doc: dict[str, object], name: str) -> str | None:
@@ -336,6 +349,7 @@ class RepositoryLock:
         self._released = False
         self._written = b""
         self._last_write = time.monotonic()
+        self._unsettled_at = _unsettled_writes(storage)
 
     @property
     def record(self) -> LockRecord:
@@ -373,7 +387,7 @@ class RepositoryLock:
             except StorageError as exc:
                 log.warning("cannot refresh repository lock %s: %s", self.key, exc)
                 return
-            if current != self._written:
+            if current != self._written and not self._is_own(current):
                 self._lost = "was replaced by another process"
                 log.warning("repository lock %s %s", self.key, self._lost)
                 return
@@ -391,6 +405,20 @@ class RepositoryLock:
                 log.warning("cannot refresh repository lock %s: %s", self.key, exc)
                 return
             self._record, self._written, self._last_write = record, raw, started
+
+    def _is_own(self, raw: bytes) -> bool:
+        """Whether ``raw`` is one of this lock's own versions: a refresh whose put got no
+        answer may land late, after (or instead of) the next one."""
+        try:
+            record = LockRecord.from_json(raw)
+        except ValueError:
+            return False
+        mine = self._record
+        return (record.lock_id, record.pid, record.hostname) == (
+            mine.lock_id,
+            mine.pid,
+            mine.hostname,
+        )
 
     def ensure_held(self) -> None:
         """Raise ``LockLost`` unless the lease is certainly still ours for a while."""
@@ -412,16 +440,52 @@ class RepositoryLock:
             if self._released:
                 return
             self._released = True
+        if _unsettled_writes(self._storage) > self._unsettled_at:
+            self._leave_to_expire()
+            return
         try:
             self._storage.delete(self.key)
         except StorageError as exc:
             log.warning("cannot remove repository lock %s (it will expire): %s", self.key, exc)
+
+    def _leave_to_expire(self) -> None:
+        """A write made under this lock got no answer and may still land (a manifest,
+        a delete): removing the lock now could let a prune (or a backup) run before it
+        does. Rewrite it without the process's identity, so that it is stale only once
+        its lease ends, not as soon as this process exits."""
+        now = datetime.now(UTC)
+        ttl = self._record.ttl_seconds
+        record = replace(
+            self._record,
+            purpose=f"{self._record.purpose} (ended; a write that got no answer may land late)",
+            refreshed=_iso(now),
+            expires=_iso(now + timedelta(seconds=ttl)),
+            sequence=self._record.sequence + 1,
+            hostname=None,
+            boot_id=None,
+            pid_namespace=None,
+            start_ticks=None,
+        )
+        log.warning(
+            "leaving repository lock %s to expire within %.0f s: a storage write that got "
+            "no answer may still take effect",
+            self.key,
+            ttl + MAX_CLOCK_SKEW,
+        )
+        try:
+            self._storage.put(self.key, record.to_json())
+        except StorageError as exc:
+            log.warning("cannot rewrite repository lock %s: %s", self.key, exc)
 
     def __enter__(self) -> RepositoryLock:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.release()
+
+
+def _unsettled_writes(storage: Storage) -> int:
+    return storage.unsettled_writes if isinstance(storage, TracksUnsettledWrites) else 0
 
 
 def _pause(poll: float) -> None:

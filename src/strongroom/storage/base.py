@@ -50,3 +50,12 @@ class LeavesPartialFiles(Protocol):
     def sweep_partial_files(self, older_than: float, *, remove: bool = True) -> int:
         """Remove (or with ``remove=False`` only count) the temp files not modified for
         ``older_than`` seconds; return how many."""
+
+
+@runtime_checkable
+class TracksUnsettledWrites(Protocol):
+    """A storage whose writes can take effect after the call gave up on them (a request
+    the server had, whose answer never came: ``RetryingStorage``). ``unsettled_writes``
+    counts such writes that could undo later ones (a delete; a put or create that failed)."""
+
+    unsettled_writes: int

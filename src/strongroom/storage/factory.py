@@ -12,7 +12,7 @@ from strongroom.redaction import redact_url
 from strongroom.storage.base import Storage
 from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
-from strongroom.storage.retry import RetryingStorage, storage_deadline
+from strongroom.storage.retry import RetryingStorage, check_deadline, storage_deadline
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _memory: dict[str, MemoryStorage] = {}
@@ -34,6 +34,8 @@ def _open_s3(location: str, s3_endpoint: str | None, deadline: float | None) -> 
 
     if deadline is None:
         deadline = storage_deadline()
+    else:  # from [repository] storage_deadline ("inf" and "nan" parse as floats)
+        deadline = check_deadline(deadline, "storage_deadline")
     inner = S3Storage(bucket, unquote(parts.path), endpoint_url=s3_endpoint, deadline=deadline)
     return RetryingStorage(inner, deadline=deadline)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
 import random
 import threading
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, cast
 
-from strongroom.errors import StorageError, StorageTransientError, UsageError
+from strongroom.errors import ObjectNotFound, StorageError, StorageTransientError, UsageError
 from strongroom.storage.base import Storage
 
 logger = logging.getLogger("strongroom.storage")
@@ -33,25 +34,40 @@ DEFAULT_ATTEMPTS = 5
 DEFAULT_BASE_DELAY = 0.5
 DEFAULT_DEADLINE = 60.0
 DEADLINE_ENV = "STRONGROOM_STORAGE_DEADLINE"
+MIN_DEADLINE = 0.1
+MAX_DEADLINE = 86400.0  # a day: longer is no deadline at all ("inf", "1e9" are refused)
 
 
-def _env_number(name: str, default: float, *, integer: bool, minimum: float) -> float:
+def _env_number(
+    name: str, default: float, *, integer: bool, minimum: float, maximum: float
+) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw) if integer else float(raw)
     except ValueError:
-        value = minimum - 1
-    if value < minimum:
+        value = math.nan
+    if not minimum <= value <= maximum:  # also refuses nan
         kind = "a whole number" if integer else "a number"
-        raise UsageError(f"{name} must be {kind} >= {minimum:g}, got {raw!r}")
+        raise UsageError(f"{name} must be {kind} from {minimum:g} to {maximum:g}, got {raw!r}")
     return value
 
 
 def storage_deadline(default: float = DEFAULT_DEADLINE) -> float:
     """Seconds one storage operation may take, from ``$STRONGROOM_STORAGE_DEADLINE``."""
-    return _env_number(DEADLINE_ENV, default, integer=False, minimum=0.1)
+    return _env_number(
+        DEADLINE_ENV, default, integer=False, minimum=MIN_DEADLINE, maximum=MAX_DEADLINE
+    )
+
+
+def check_deadline(value: float, source: str) -> float:
+    """``value`` if it is a usable deadline (from ``source``, named in the error)."""
+    if not MIN_DEADLINE <= value <= MAX_DEADLINE:
+        raise UsageError(
+            f"{source} must be a number from {MIN_DEADLINE:g} to {MAX_DEADLINE:g}, got {value!r}"
+        )
+    return value
 
 
 class _Attempt(Generic[T]):
@@ -112,19 +128,27 @@ class RetryingStorage:
         if attempts is None:
             attempts = int(
                 _env_number(
-                    "STRONGROOM_STORAGE_ATTEMPTS", DEFAULT_ATTEMPTS, integer=True, minimum=1
+                    "STRONGROOM_STORAGE_ATTEMPTS",
+                    DEFAULT_ATTEMPTS,
+                    integer=True,
+                    minimum=1,
+                    maximum=1000,
                 )
             )
         if base_delay is None:
             base_delay = _env_number(
-                "STRONGROOM_STORAGE_BASE_DELAY", DEFAULT_BASE_DELAY, integer=False, minimum=0
+                "STRONGROOM_STORAGE_BASE_DELAY",
+                DEFAULT_BASE_DELAY,
+                integer=False,
+                minimum=0,
+                maximum=60,
             )
         if deadline is None:
             deadline = storage_deadline()
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        if deadline <= 0:
-            raise ValueError("deadline must be positive")
+        if not 0 < deadline < math.inf:
+            raise ValueError("deadline must be positive and finite")
         self.deadline = deadline
         self._clock = clock
         self.inner = inner
@@ -133,26 +157,38 @@ class RetryingStorage:
         self.max_delay = max_delay
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter only)
+        self._mutex = threading.Lock()
+        self.unsettled_writes = 0  # writes that may still land late (see ``_write``)
 
     def delay(self, retry: int) -> float:
         """Full-jitter backoff before retry number ``retry`` (0 for the first retry)."""
         cap = min(self.max_delay, self.base_delay * 2**retry)
         return self._rng.uniform(0, cap)
 
-    def _call(self, operation: str, key: str, func: Callable[[], T]) -> T:
-        return self._call_with_progress(operation, key, lambda _touch: func())
+    def _call(
+        self, operation: str, key: str, func: Callable[[], T], unsure: list[str] | None = None
+    ) -> T:
+        return self._call_with_progress(operation, key, lambda _touch: func(), unsure)
 
     def _call_with_progress(
-        self, operation: str, key: str, func: Callable[[Callable[[], None]], T]
+        self,
+        operation: str,
+        key: str,
+        func: Callable[[Callable[[], None]], T],
+        unsure: list[str] | None = None,
     ) -> T:
         """Run ``func`` (which may call its argument to report progress) with retries,
-        within the deadline counted from the start or the last progress."""
+        within the deadline counted from the start or the last progress. Each attempt
+        that failed or was abandoned (it may still take effect, late) is appended to
+        ``unsure``."""
         progress = self._clock()
         for attempt in range(1, self.attempts + 1):
             call = _Attempt(func, self._clock)
             try:
                 finished, result = call.wait(progress, self.deadline)
             except StorageTransientError as exc:
+                if unsure is not None:
+                    unsure.append(str(exc))
                 progress = max(progress, call.progress)
                 if attempt == self.attempts:
                     raise StorageError(
@@ -177,9 +213,32 @@ class RetryingStorage:
                 self._sleep(wait)
                 continue
             if not finished:
+                if unsure is not None:
+                    unsure.append("no answer")
                 raise self._no_answer(operation, key, attempt, self._clock() - progress)
             return cast(T, result)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, operation: str, key: str, func: Callable[[], T], *, late_harms: bool) -> T:
+        """A write with retries. An attempt that failed or was abandoned may still land
+        later (the server had the request): when that could undo what came after (a
+        failed put or create, any delete), ``unsettled_writes`` counts it, and a lock
+        released after it is left to expire instead of removed (``repository.locks``)."""
+        unsure: list[str] = []
+        try:
+            result = self._call(operation, key, func, unsure)
+        except StorageError:
+            if unsure:
+                self._unsettled(operation, key)
+            raise
+        if unsure and late_harms:
+            self._unsettled(operation, key)
+        return result
+
+    def _unsettled(self, operation: str, key: str) -> None:
+        with self._mutex:
+            self.unsettled_writes += 1
+        logger.debug("storage %s %s may still take effect late", operation, key)
 
     def _no_answer(self, operation: str, key: str, attempt: int, waited: float) -> StorageError:
         tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
@@ -197,12 +256,29 @@ class RetryingStorage:
         self.inner.sync()
 
     def put(self, key: str, data: bytes) -> None:
-        """``put`` with retries."""
-        self._call("put", key, lambda: self.inner.put(key, data))
+        """``put`` with retries (a late copy of an attempt writes the same bytes)."""
+        self._write("put", key, lambda: self.inner.put(key, data), late_harms=False)
 
     def create(self, key: str, data: bytes) -> bool:
-        """``create`` with retries (a retried create that had landed reports False)."""
-        return self._call("create", key, lambda: self.inner.create(key, data))
+        """``create`` with retries. When an attempt failed or got no answer and a retry
+        then finds the object, the object is read: if it holds ``data`` the lost attempt
+        had landed, and this call created it (True), not another process."""
+        unsure: list[str] = []
+
+        def attempt() -> bool:
+            if self.inner.create(key, data):
+                return True
+            try:
+                return bool(unsure) and self.inner.get(key) == data
+            except ObjectNotFound:
+                return False  # removed meanwhile: whoever created it, it is gone
+
+        try:
+            return self._call("create", key, attempt, unsure)
+        except StorageError:
+            if unsure:
+                self._unsettled("create", key)
+            raise
 
     def get(self, key: str) -> bytes:
         """``get`` with retries."""
@@ -218,7 +294,7 @@ class RetryingStorage:
 
     def delete(self, key: str) -> None:
         """``delete`` with retries."""
-        self._call("delete", key, lambda: self.inner.delete(key))
+        self._write("delete", key, lambda: self.inner.delete(key), late_harms=True)
 
     def list(self, prefix: str) -> Iterator[str]:
         """Materialise the whole listing inside the retry, then yield it."""

@@ -51,6 +51,10 @@ _TRANSIENT = {
     "ServiceUnavailable",
     "503",
     "500",
+    # the upload was damaged on the way (Content-MD5 or x-amz-checksum-* mismatch): resend
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentSHA256Mismatch",
 }
 
 
