@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from urllib.parse import quote
 
 REDACTED = "***"
@@ -31,23 +32,30 @@ _KV_SECRET = re.compile(
     r"(\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&,;]+)"
 )
 
+_KV_WORDS = ("pass", "pwd", "secret", "token")  # cheap test before _KV_SECRET
+
 _lock = threading.Lock()
 _registered: set[str] = set()
-_ordered: tuple[str, ...] = ()  # longest first, so a longer secret is replaced whole
+_pending: list[str] = []  # registered, not yet in a compiled pattern
+_chunks: list[tuple[list[str], re.Pattern[str]]] = []  # secrets and their pattern
+_FEW = 48  # fewer new secrets than this are searched for with str.find, not compiled
+_QUIET = 100
+_quiet = 0  # redactions since the last new secret
 
 
 def register_secret(*values: str) -> None:
     """Redact ``values`` (and their percent-encoded forms) from all text from now on."""
-    global _ordered
+    global _quiet
     forms = set()
     for value in values:
         if value:
             forms.update({value, quote(value, safe=""), quote(value)})
     with _lock:
-        if forms <= _registered:
-            return
-        _registered.update(forms)
-        _ordered = tuple(sorted(_registered, key=lambda s: (-len(s), s)))
+        new = forms - _registered
+        _registered.update(new)
+        _pending.extend(sorted(new))
+        if new:
+            _quiet = 0
 
 
 class Secret:
@@ -80,35 +88,117 @@ class Secret:
         return len(self._value)
 
 
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"
+_WORD = re.compile(r"\w")
+_MAX_NESTING = 60  # deeper trie branches become one flat alternation (re's nesting limit)
 
 
-def _replace_exact(text: str, secret: str) -> str:
-    """``text`` with each occurrence of ``secret`` that is not part of a longer word
-    replaced by ``***``."""
-    if secret not in text:
-        return text
-    check_start, check_end = _is_word(secret[0]), _is_word(secret[-1])
-    out: list[str] = []
-    pos = 0
-    while True:
-        found = text.find(secret, pos)
-        if found < 0:
-            break
-        end = found + len(secret)
-        inside = (check_start and found > 0 and _is_word(text[found - 1])) or (
-            check_end and end < len(text) and _is_word(text[end])
-        )
-        if inside:
-            out.append(text[pos : found + 1])
-            pos = found + 1
-            continue
-        out.append(text[pos:found])
-        out.append(REDACTED)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
+def _end(last: str) -> str:
+    """What must follow a secret whose last character is ``last``: no word character
+    if it is one (``percent`` is not redacted inside ``percentage``)."""
+    return r"(?!\w)" if _WORD.fullmatch(last) else ""
+
+
+def _common_prefix(texts: list[str]) -> str:
+    low, high = min(texts), max(texts)  # the prefix of these two is everyone's
+    n = 0
+    while n < len(low) and low[n] == high[n]:
+        n += 1
+    return low[:n]
+
+
+def _trie(secrets: list[str], last: str, depth: int) -> str:
+    """A regular expression for the rests ``secrets`` of secrets whose part matched so far
+    ends with ``last``; the longest first where several match at one place. Shared
+    prefixes are written once, so an attempt costs about a secret's length, not the
+    number of secrets."""
+    if depth > _MAX_NESTING:
+        flat = sorted(secrets, key=lambda s: (-len(s), s))
+        return "(?:" + "|".join(re.escape(s) + _end((last + s)[-1]) for s in flat) + ")"
+    by_first: dict[str, list[str]] = {}
+    ends_here = False
+    for secret in secrets:
+        if secret:
+            by_first.setdefault(secret[0], []).append(secret[1:])
+        else:
+            ends_here = True
+    branches = []
+    for first, rests in sorted(by_first.items()):
+        prefix = first
+        shared = _common_prefix(rests) if len(rests) > 1 else ""
+        if shared:  # a prefix all of them share, written once
+            prefix += shared
+            rests = [r[len(shared) :] for r in rests]
+        if len(rests) == 1:
+            whole = prefix + rests[0]
+            branches.append(re.escape(whole) + _end(whole[-1]))
+        else:
+            branches.append(re.escape(prefix) + _trie(rests, prefix[-1], depth + 1))
+    if ends_here:
+        branches.append(_end(last))  # last: the shortest is tried after the longer ones
+    if len(branches) == 1:
+        return branches[0]
+    return "(?:" + "|".join(branches) + ")"
+
+
+def _compile(secrets: list[str]) -> re.Pattern[str]:
+    """Every occurrence of any of ``secrets``, overlapping ones too (a lookahead at each
+    position); a secret starting with a word character only where no word precedes."""
+    words = [s for s in secrets if _WORD.fullmatch(s[0])]
+    others = [s for s in secrets if not _WORD.fullmatch(s[0])]
+    parts = []
+    if words:
+        parts.append(r"(?<!\w)" + _trie(words, "", 0))
+    if others:
+        parts.append(_trie(others, "", 0))
+    return re.compile("(?=(" + "|".join(parts) + "))")
+
+
+def _matchers() -> tuple[list[re.Pattern[str]], list[str]]:
+    """The compiled patterns of the registered secrets, and the few newest secrets not
+    compiled yet (searched for with ``str.find``). ``_FEW`` new secrets are compiled into a
+    chunk of their own, which absorbs the chunks before it that are no bigger (a binary
+    counter: each secret is compiled O(log n) times, whatever the order of registering and
+    redacting); after ``_QUIET`` redactions without a new secret the chunks become one."""
+    global _quiet
+    with _lock:
+        if len(_pending) >= _FEW or (_pending and _quiet >= _QUIET):
+            batch = list(_pending)
+            _pending.clear()
+            while _chunks and len(_chunks[-1][0]) <= len(batch):
+                batch = _chunks.pop()[0] + batch
+            _chunks.append((batch, _compile(batch)))
+        elif _quiet >= _QUIET and len(_chunks) > 1:
+            batch = [secret for chunk, _ in _chunks for secret in chunk]
+            _chunks[:] = [(batch, _compile(batch))]
+        _quiet += 1
+        return [pattern for _, pattern in _chunks], list(_pending)
+
+
+def _found(text: str, secrets: list[str]) -> Iterator[tuple[int, int]]:
+    """Where ``secrets`` occur in ``text`` (not inside a longer word), by ``str.find``."""
+    for secret in secrets:
+        start = text.find(secret)
+        while start >= 0:
+            end = start + len(secret)
+            inside = (_WORD.match(secret[0]) and start and _WORD.match(text[start - 1])) or (
+                _WORD.match(secret[-1]) and end < len(text) and _WORD.match(text[end])
+            )
+            if not inside:
+                yield start, end
+            start = text.find(secret, start + 1)
+
+
+def _spans(text: str, patterns: list[re.Pattern[str]], few: list[str]) -> list[tuple[int, int]]:
+    """The merged spans of ``text`` that hold a secret."""
+    found = [(m.start(1), m.end(1)) for p in patterns for m in p.finditer(text)]
+    found = sorted([*found, *_found(text, few)])
+    merged: list[tuple[int, int]] = []
+    for start, end in found:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _redact_urls(text: str) -> str:
@@ -136,13 +226,22 @@ def _redact_urls(text: str) -> str:
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` without any registered secret, literal ``secrets``, URL password or
     ``password=`` value."""
-    with _lock:
-        known = _ordered
-    extra = tuple(sorted({s for s in secrets if s} - set(known), key=len, reverse=True))
-    for secret in (*extra, *known):
-        text = _replace_exact(text, secret)
-    text = _redact_urls(text)
-    return _KV_SECRET.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+    patterns, few = _matchers()
+    spans = _spans(text, patterns, [*few, *{s for s in secrets if s} - _registered])
+    if spans:
+        out: list[str] = []
+        pos = 0
+        for start, end in spans:
+            out += [text[pos:start], REDACTED]
+            pos = end
+        out.append(text[pos:])
+        text = "".join(out)
+    if "://" in text:
+        text = _redact_urls(text)
+    lowered = text.lower()
+    if any(word in lowered for word in _KV_WORDS):
+        text = _KV_SECRET.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+    return text
 
 
 def redact_url(url: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import cache
@@ -138,6 +139,7 @@ def _postgres(
         url = replace(url, database=str(fields["dbname"]) or None)
     if "port" in fields:
         port = str(fields["port"])
+        _check_ports(port, url)
         if port.isdigit():
             url = replace(url, port=int(port))
         elif port:
@@ -175,11 +177,24 @@ def _postgres(
     return url
 
 
+def _check_ports(ports: str, url: DatabaseUrl) -> None:
+    """Each port of ``ports`` (a comma list for several hosts) is empty or 1 to 65535 in
+    ASCII digits (``str.isdigit`` also takes ``²`` and ``٣``)."""
+    for port in ports.split(","):
+        port = port.strip()
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
+            shown = "a libpq connection string" if url.conninfo else f"the URL {url.scheme}://…"
+            raise UnsupportedDatabaseUrl(
+                f"the port in {shown} is not a number from 1 to 65535: write e.g. port=5432"
+            )
+
+
 def _refuse_pooler(url: DatabaseUrl, flags: dict[str, str]) -> None:
     """A transaction-mode pooler hands each statement to any server connection: pg_dump's
     snapshot, session settings and locks do not hold. Refuse, naming the direct way."""
     pgbouncer = flags.get("pgbouncer", "").lower() in _TRUE
-    if not pgbouncer and url.port != POOLER_PORT:
+    ports = {url.port, *(int(p) for p in url.params.get("port", "").split(",") if p.strip())}
+    if not pgbouncer and POOLER_PORT not in ports:
         return
     allowed = flags.get(POOLER_PARAM, os.environ.get(POOLER_ENV, "")).lower() in _TRUE
     why = "pgbouncer=true" if pgbouncer else f"port {POOLER_PORT}"
@@ -204,6 +219,12 @@ def _refuse_pooler(url: DatabaseUrl, flags: dict[str, str]) -> None:
     )
 
 
+# the text after a password keyword up to the next ``key=`` (all of it may be the password)
+_SECRET_VALUE = re.compile(
+    r"(?i)(?:password|sslpassword|oauth_client_secret)\s*=\s*(.*?)(?=\s+\w+\s*=|$)", re.S
+)
+
+
 def parse_conninfo(text: str) -> DatabaseUrl:
     """A libpq ``key=value`` string (``host=db port=5432 dbname=shop password='…'``)."""
     import psycopg
@@ -213,6 +234,10 @@ def parse_conninfo(text: str) -> DatabaseUrl:
         raw = conninfo_to_dict(text)
     except psycopg.Error as exc:
         reason = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        # libpq quotes the word it stopped at: with ``password=my secret`` that is
+        # ``secret``, a piece of the password no parse has registered yet
+        quoted = " ".join(m[1] for m in _SECRET_VALUE.finditer(text))
+        reason = re.sub(r'"([^"]*)"', lambda m: '"…"' if m[1] in quoted else m[0], reason)
         raise UnsupportedDatabaseUrl(f"invalid libpq connection string: {reason}") from None
     values = {k: str(v) for k, v in raw.items() if v is not None}
     fields: dict[str, object] = {
@@ -313,6 +338,22 @@ def mysql_url(base: DatabaseUrl, query: list[tuple[str, str]]) -> DatabaseUrl:
 
 
 # --- SQLite -----------------------------------------------------------------------------
+def _refuse_windows_path(text: str) -> None:
+    """``sqlite:///C:/app.db`` (SQLAlchemy on Windows) would be the relative ``./C:/app.db``
+    here: refuse it rather than back up or restore into a folder named ``C:``."""
+    scheme, colon, rest = text.partition(":")
+    if len(scheme) == 1 and colon and rest[:1] in ("/", "\\"):
+        drive = text
+    elif scheme.split("+", 1)[0].lower() in ("sqlite", "sqlite3", "file") and _DRIVE.match(rest):
+        drive = rest.lstrip("/")
+    else:
+        return
+    raise UnsupportedDatabaseUrl(
+        f"{redact_text(text)!r} names a Windows path ({drive[:3]}…): write the path of the "
+        "SQLite file on this machine, e.g. sqlite:////srv/app/app.db"
+    )
+
+
 def _no_query(text: str) -> str:
     return text.split("?", 1)[0]
 
@@ -329,8 +370,12 @@ def _three_slashes(rest: str) -> Path:
     return relative
 
 
+_DRIVE = re.compile(r"/*[A-Za-z]:[/\\]")  # C:/… or C:\… (after sqlite:///, file:)
+
+
 def sqlite_file(text: str) -> Path:
     """The file a SQLite URL (``sqlite:``, ``sqlite3:``, ``file:``) or plain path names."""
+    _refuse_windows_path(text)
     scheme, colon, rest = text.partition(":")
     name = scheme.split("+", 1)[0].lower()
     if not colon or len(scheme) == 1 or name not in ("sqlite", "sqlite3", "file"):

@@ -55,9 +55,10 @@ _DIALECTS = {
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=")
 _HOSTPORT = re.compile(
-    r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::\d*)?"
-    r"(?:,(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::\d*)?)*"
+    r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::[0-9]*)?"
+    r"(?:,(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::[0-9]*)?)*"
 )
+_BAD_PORT = re.compile(r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]*):[^:@\[\]]*")  # host:x
 _MAYBE_ENCODED = re.compile(r"(?:[^%@/?#\s]|%[0-9A-Fa-f]{2})*")
 _UNSUPPORTED = (
     "use postgresql://…, mysql://…, mariadb://…, sqlite:////absolute/path, "
@@ -86,7 +87,18 @@ def engine_kind(url: str | DatabaseUrl) -> EngineKind:
             return EngineKind.POSTGRESQL
         if stripped.lower().endswith(SQLITE_SUFFIXES):
             return EngineKind.SQLITE
-    raise UnsupportedDatabaseUrl(f"unsupported database URL {redact_url(url)!r}: {_UNSUPPORTED}")
+    raise UnsupportedDatabaseUrl(f"unsupported database URL {_shown(url)}: {_UNSUPPORTED}")
+
+
+def _shown(text: str) -> str:
+    """``text`` for a message about a form strongroom cannot read, so never parsed: only
+    its scheme when it has one, nothing when it may hold a password (``@``, ``=``)."""
+    stripped = text.strip()
+    if "://" in stripped:
+        return repr(stripped.split("://", 1)[0][:40] + "://…")
+    if "@" in stripped or "=" in stripped:
+        return "(not shown: it may hold a password)"
+    return repr(redact_url(stripped))
 
 
 def _password(written: str, shown: str) -> Secret:
@@ -135,6 +147,12 @@ def _split_network(text: str, scheme: str) -> _Network:
     hostport = hostpart[: host_end.start()] if host_end else hostpart
     after = hostpart[len(hostport) :]
     if not _HOSTPORT.fullmatch(hostport):
+        tails = [rest, *(rest[i + 1 :] for i, c in enumerate(rest) if c == "@")]
+        if any(_BAD_PORT.fullmatch(re.split(r"[/?#]", tail, maxsplit=1)[0]) for tail in tails):
+            raise UnsupportedDatabaseUrl(
+                f"the port in the URL {scheme}://… is not a number from 1 to 65535: write "
+                f"{scheme}://user:password@host:5432/database"
+            )
         raise UnsupportedDatabaseUrl(
             f"cannot read the host of the URL {scheme}://…: write "
             f"{scheme}://user:password@host:port/database"
@@ -159,8 +177,8 @@ def _split_hostport(hostport: str, shown: str) -> tuple[str | None, int | None, 
             host, _, port = item.partition(":")
         hosts.append(decode(host, "host", shown))
         ports.append(port)
-    if any(p and not p.isdigit() for p in ports) or any(p and int(p) > 65535 for p in ports):
-        raise UnsupportedDatabaseUrl(f"the port in the URL {shown} is not a number up to 65535")
+    if any(p and not 0 < int(p) <= 65535 for p in ports):  # digits: _HOSTPORT
+        raise UnsupportedDatabaseUrl(f"the port in the URL {shown} is not a number from 1 to 65535")
     joined = ",".join(hosts) or None
     if len(ports) == 1:
         return joined, int(ports[0]) if ports[0] else None, None
