@@ -19,6 +19,7 @@ from strongroom.errors import ManifestDamaged, UnsupportedFormat
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import is_chunk_id
+from strongroom.repository.names import printable
 
 MANIFEST_FORMAT = "strongroom-manifest"
 MANIFEST_VERSION = 1
@@ -72,12 +73,18 @@ class PrivateSection:
         return cls(
             database=str(data.get("database", "")),
             source=str(data.get("source", "")),
-            tables=[
-                TableRecord(str(t["name"]), int(t["rows"]), t.get("checksum"))
-                for t in data.get("tables", [])
-            ],
+            tables=[_table_record(t) for t in data.get("tables", [])],
             engine_state=data.get("engine_state"),
         )
+
+
+def _table_record(item: Any) -> TableRecord:
+    rows, checksum = item["rows"], item.get("checksum")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"table {printable(_short(item['name']))} has no row count")
+    if checksum is not None and not isinstance(checksum, str):
+        raise ValueError(f"table {printable(_short(item['name']))} has no valid checksum")
+    return TableRecord(str(item["name"]), rows, checksum)
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ class Manifest:
 
         try:
             doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: also an int of 5000 digits
             raise damaged(f"it is not valid JSON ({_short(exc)})") from exc
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise damaged("it is not a strongroom manifest")
@@ -177,7 +184,7 @@ class Manifest:
 
     @classmethod
     def _from_document(cls, doc: dict[str, Any]) -> Manifest:
-        chunks = tuple(_chunk_ref(item) for item in _field(doc, "chunks", list))
+        chunks = _chunk_refs(_field(doc, "chunks", list))
         checksum = _field(doc, "stream_checksum", dict)
         order = doc.get("chunk_order")
         tags = _field(doc, "tags", list, ())
@@ -187,7 +194,11 @@ class Manifest:
         if private.get("encoding") not in (PRIVATE_AGE, PRIVATE_PLAIN):
             raise _FieldProblem("its private section has no known encoding")
         duration = doc.get("duration_seconds")
-        if isinstance(duration, bool) or not isinstance(duration, int | float):
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not 0 <= duration < _MAX_COUNT  # NaN and Infinity fail this too
+        ):
             raise _FieldProblem("field 'duration_seconds' is missing or not a number")
         return cls(
             backup_id=_text(doc, "id"),
@@ -221,12 +232,17 @@ class _FieldProblem(ValueError):
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHUNK_IDS = re.compile(r"(?:[0-9a-f]{64}\n)*")  # chunk ids, each followed by a newline
 _MISSING = object()
+_MAX_COUNT = 2**63  # sizes and counts are below it (S3, SQL bigint); above: damage
 
 
 def _short(value: object, limit: int = 60) -> str:
+    """``value`` as a message may quote it: cut at ``limit`` characters, and with its
+    control characters escaped (see ``names.printable``): a damaged manifest's text must
+    not move the cursor, retitle the terminal or fake a second ``error:`` line."""
     text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"
+    return printable(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _field(doc: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
@@ -262,7 +278,7 @@ def _count(doc: dict[str, Any], name: str) -> int:
     value = doc.get(name, _MISSING)
     if value is _MISSING:
         raise _FieldProblem(f"field {name!r} is missing")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_COUNT:
         raise _FieldProblem(f"field {name!r} is not a count")
     return value
 
@@ -273,13 +289,30 @@ def _hex(value: object, name: str) -> str:
     return value
 
 
+def _chunk_refs(items: list[Any]) -> tuple[ChunkRef, ...]:
+    """The manifest's ``chunks``: checked as a whole first (a manifest lists thousands;
+    ``list`` reads every manifest), item by item only to name what is wrong."""
+    try:
+        refs = tuple(ChunkRef(chunk_id, size) for chunk_id, size in items)
+        ids = "".join(f"{ref.chunk_id}\n" for ref in refs if type(ref.chunk_id) is str)
+        if (
+            len(ids) == 65 * len(refs)
+            and _CHUNK_IDS.fullmatch(ids) is not None
+            and all(type(ref.size) is int and 0 <= ref.size < _MAX_COUNT for ref in refs)
+        ):
+            return refs
+    except (TypeError, ValueError):  # an item that is not a pair
+        pass
+    return tuple(_chunk_ref(item) for item in items)
+
+
 def _chunk_ref(item: object) -> ChunkRef:
     if not isinstance(item, list) or len(item) != 2:
         raise _FieldProblem("an entry of 'chunks' is not [chunk id, size]")
     chunk_id, size = item
     if not isinstance(chunk_id, str) or not is_chunk_id(chunk_id):
         raise _FieldProblem(f"it lists {_short(repr(chunk_id), 80)}, which is not a chunk id")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < _MAX_COUNT:
         raise _FieldProblem(f"chunk {chunk_id} has no valid size")
     return ChunkRef(chunk_id, size)
 
@@ -317,5 +350,5 @@ def open_private(sealed: dict[str, Any], sealer: Sealer) -> PrivateSection:
         return PrivateSection.from_dict(document)
     except DecryptionFailed:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, binascii.Error) as exc:
         raise ValueError(f"the private section is not readable ({_short(exc)})") from exc

@@ -9,10 +9,14 @@ both are shown in one-line messages and tables, so:
   not start with ``.`` (so never ``.`` or ``..``) and has no space at either end;
 * a tag is 1 to 64 printable characters, no control or format characters, no ``,``
   (tags are shown comma-separated) and no space at either end; a backup has at most
-  16 tags.
+  16 tags;
+* both are stored in Unicode normal form C (NFC), so a name typed with a combining accent
+  (``cafe`` + U+0301) and one typed with ``é`` are one target, not two that look the same.
 
 Manifests written by older versions may hold names these rules refuse: readers list and
-restore them as they are (the rules apply to what is written from now on).
+restore them as they are (the rules apply to what is written from now on), and show them
+through :func:`printable`, so a control character in a stored name (a terminal escape such
+as ``ESC ] 0 ; … BEL``, a newline that would fake a second line) is shown, never obeyed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,20 @@ TARGET_MAX_LENGTH = 128
 TAG_MAX_LENGTH = 64
 MAX_TAGS = 16
 _SHOWN = 40  # characters of a refused name quoted in a message
+
+
+def printable(text: str) -> str:
+    """``text`` as one line of a terminal or log may show it: every character that is not
+    printable (control, format, separator other than the space, lone surrogate) as its
+    Python escape (``\\x1b``, ``\\u202e``, ``\\ud800``); everything else as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def normalized(text: str) -> str:
+    """``text`` in Unicode normal form C: how names and tags are stored and compared."""
+    return unicodedata.normalize("NFC", text)
 
 
 def _shown(text: str) -> str:
@@ -81,7 +99,9 @@ def is_valid_target_name(name: str) -> bool:
 
 
 def check_target_name(name: str, *, what: str = "target name") -> str:
-    """Return ``name``; raise ``InvalidName`` (exit 2, one line) if it breaks the rules."""
+    """Return ``name`` in NFC (:func:`normalized`); raise ``InvalidName`` (exit 2, one
+    line) if it breaks the rules."""
+    name = normalized(name)
     problem = target_name_problem(name)
     if problem is not None:
         raise InvalidName(
@@ -93,9 +113,9 @@ def check_target_name(name: str, *, what: str = "target name") -> str:
 
 
 def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    """Return ``tags`` as a tuple; raise ``InvalidName`` (exit 2, one line) if one breaks
-    the rules or there are more than ``MAX_TAGS``."""
-    checked = tuple(tags)
+    """Return ``tags`` as a tuple, each in NFC (:func:`normalized`); raise ``InvalidName``
+    (exit 2, one line) if one breaks the rules or there are more than ``MAX_TAGS``."""
+    checked = tuple(normalized(tag) for tag in tags)
     if len(checked) > MAX_TAGS:
         raise InvalidName(f"{len(checked)} tags given: a backup has at most {MAX_TAGS} tags")
     for tag in checked:
@@ -115,6 +135,8 @@ __all__ = [
     "check_tags",
     "check_target_name",
     "is_valid_target_name",
+    "normalized",
+    "printable",
     "tag_problem",
     "target_name_problem",
 ]

@@ -59,6 +59,7 @@ from strongroom.repository.manifest import (
     chunk_order_digest,
     open_private,
 )
+from strongroom.repository.names import normalized
 from strongroom.storage.base import Storage
 
 log = logging.getLogger("strongroom.repository")
@@ -235,7 +236,13 @@ class Repository:
     def scan_backups(self, target: str | None = None) -> BackupListing:
         """Every backup (of ``target``): the readable ones oldest first, and those whose
         manifest cannot be read (a damaged one whose target is unknown counts for every
-        target). A manifest deleted meanwhile (forget) is left out."""
+        target). A manifest deleted meanwhile (forget) is left out. Target names compare
+        in Unicode normal form C (``names.normalized``): ``café`` typed either way."""
+        wanted = None if target is None else normalized(target)
+
+        def of_target(name: str | None) -> bool:
+            return wanted is None or name is None or normalized(name) == wanted
+
         manifests: list[Manifest] = []
         damaged: list[DamagedBackup] = []
         for backup_id in self.backup_ids():
@@ -245,12 +252,10 @@ class Repository:
                 continue
             except RepositoryError as exc:
                 found = self._damaged.get(backup_id) or DamagedBackup(backup_id, exc.message)
-                if target is None or found.target in (None, target):
+                if of_target(found.target):
                     damaged.append(found)
         manifests.sort(key=lambda m: (m.finished_at, m.backup_id))  # ids share a second
-        return BackupListing(
-            [m for m in manifests if target is None or m.target == target], damaged
-        )
+        return BackupListing([m for m in manifests if of_target(m.target)], damaged)
 
     def list_backups(self, target: str | None = None) -> list[Manifest]:
         """Every readable backup, oldest first (optionally of one target). A damaged
@@ -270,6 +275,7 @@ class Repository:
             backups = self.list_backups(target)
             if not backups:
                 where = f" of target {target!r}" if target else ""
+                self.raise_if_only_damaged(target, f"there is no readable backup{where}")
                 raise BackupNotFound(f"there is no backup{where} in {self.storage.describe()}")
             return backups[-1]
         ids = self.backup_ids()
@@ -281,6 +287,19 @@ class Repository:
         if len(matches) > 1:
             raise BackupNotFound(f"backup id {reference!r} is ambiguous ({len(matches)} match)")
         raise BackupNotFound(f"no backup {reference!r} in {self.storage.describe()}")
+
+    def raise_if_only_damaged(self, target: str | None, what: str) -> None:
+        """When no readable backup (of ``target``) qualifies but a damaged manifest could
+        have (one that names this target, or whose target cannot be read): raise
+        ``ManifestDamaged`` (exit 7) saying ``what`` and naming the newest such manifest,
+        rather than "no backup"."""
+        damaged = self.scan_backups(target).damaged
+        if damaged:
+            newest = damaged[-1]
+            raise ManifestDamaged(
+                f"{what}: {len(damaged)} damaged manifest(s); the newest: {newest.reason}",
+                newest.backup_id,
+            )
 
     def private_section(self, manifest: Manifest) -> PrivateSection:
         """The manifest's encrypted part (table statistics); needs the key.
@@ -398,7 +417,7 @@ def _target_hint(raw: bytes) -> str | None:
     """The target a damaged manifest still names, if its text is JSON that does."""
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: also an int of 5000 digits
         return None
     target = doc.get("target") if isinstance(doc, dict) else None
     return target if isinstance(target, str) else None

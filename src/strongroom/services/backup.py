@@ -32,7 +32,12 @@ from strongroom.repository.manifest import (
     TableRecord,
     seal_private,
 )
-from strongroom.repository.names import check_tags, check_target_name, target_name_problem
+from strongroom.repository.names import (
+    check_tags,
+    check_target_name,
+    normalized,
+    target_name_problem,
+)
 from strongroom.repository.repository import Repository
 from strongroom.repository.runs import RunRecord, record_run
 from strongroom.services.hooks import (
@@ -240,7 +245,7 @@ def checked_names(
     if target is not None:
         name = check_target_name(target)
     else:
-        name = engine.database_name()
+        name = normalized(engine.database_name())
         problem = target_name_problem(name)
         if problem is not None:
             raise InvalidName(

@@ -199,10 +199,12 @@ def source_target(
 
 def latest_of(repo: Repository, target: str, *, include_safety: bool = False) -> Manifest:
     """The newest backup of ``target``; safety backups only when ``include_safety``.
-    Raises ``BackupNotFound``."""
+    Raises ``BackupNotFound``, or ``ManifestDamaged`` (exit 7) when the only backups of
+    ``target`` are damaged ones (damaged newer ones are passed over, with a warning)."""
     backups = [m for m in repo.list_backups(target) if include_safety or not is_safety_backup(m)]
     if not backups:
         left_out = "" if include_safety else " (safety backups left out: --include-safety)"
+        repo.raise_if_only_damaged(target, f"there is no readable backup of target {target!r}")
         raise BackupNotFound(
             f"there is no backup of target {target!r} in {repo.storage.describe()}{left_out}"
         )
