@@ -279,21 +279,11 @@ def test_a_tag_that_looks_like_markup_is_listed_as_it_is(case: Case) -> None:
     cli_ok(run_cli("list", "--target", "[/]", env=case.env))  # "no backups of target '[/]'"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/retention_cmd.py prints tags and targets as Rich markup (not this change's "
-    "files): forget exits 70 on a tag '[/]'",
-)
 def test_forget_lists_a_markup_tag_as_it_is(case: Case) -> None:
     case.edit(case.new, tags=["[/]"])
     cli_ok(run_cli("forget", "--keep-last", "1", "--dry-run", env=case.env))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/restore_cmd.py prints table names as Rich markup (not this change's files): "
-    "a database with a table named '[/]' cannot be restored or drilled (exit 70)",
-)
 def test_a_table_named_like_markup_restores(case: Case) -> None:
     source = case.root / "odd.db"
     db = sqlite3.connect(source)
@@ -417,11 +407,6 @@ def test_damaged_manifests_on_s3_are_listed_as_damaged(
 
 
 # --- the web API --------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/api/schemas.py accepts any tag (202) and the job then fails; the request "
-    "should be refused (422) by the rules of repository/names.py (not this change's files)",
-)
 def test_the_web_api_refuses_a_bad_tag_at_once(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 

@@ -20,9 +20,16 @@ from strongroom.services.progress import ProgressSink
 
 # Off a terminal, keep lines whole (ids must never be cut) instead of Rich's 80 columns.
 _WIDE = None if sys.stdout.isatty() else 240
-stdout = Console(highlight=False, soft_wrap=True, width=_WIDE)
+# No markup: what strongroom prints comes from databases and repositories (a table named
+# "[/]", a tag "[bold]"), and Rich would read it as markup (or fail on it). Styles are
+# given explicitly (``style=``) where wanted.
+stdout = Console(highlight=False, soft_wrap=True, width=_WIDE, markup=False)
 stderr = Console(
-    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240
+    stderr=True,
+    highlight=False,
+    soft_wrap=True,
+    width=None if sys.stderr.isatty() else 240,
+    markup=False,
 )
 
 PLAIN_PROGRESS_INTERVAL = 5.0

@@ -7,8 +7,8 @@ import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
@@ -39,6 +39,8 @@ from strongroom.services.restore_choice import (
 from strongroom.wording import counted
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from strongroom.config import Settings
 
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
@@ -92,8 +94,8 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         envvar="STRONGROOM_CONFIG",
-        help="strongroom.toml: a configured target whose URL names the destination's "
-        "database is the destination's target.",
+        help="strongroom.toml (default: ./strongroom.toml when it exists): a configured "
+        "target whose URL names the destination's database is the destination's target.",
         show_envvar=True,
     ),
 ]
@@ -182,9 +184,9 @@ def restore(
     options = restore_options(
         create_roles, skip_missing_roles, skip_superuser_objects, rewrite_definers
     )
-    settings = _settings(config)
+    settings = _settings(config, repo, key_file, s3_endpoint)
     configured = configured_urls(settings)
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     engine = open_engine(to)
     if by_time:
         source = source_target(repository, engine, configured=configured, given=target)
@@ -249,8 +251,8 @@ def rollback(
     options = restore_options(
         create_roles, skip_missing_roles, skip_superuser_objects, rewrite_definers
     )
-    settings = _settings(config)
-    repository = location(repo, key_file, s3_endpoint).open()
+    settings = _settings(config, repo, key_file, s3_endpoint)
+    repository = location(repo, key_file, s3_endpoint, config).open()
     engine = open_engine(to)
     dest = destination_target(
         repository, engine, configured=configured_urls(settings), given=target
@@ -281,12 +283,14 @@ def rollback(
     )
 
 
-def _settings(config: str | None) -> Settings | None:
-    if not config:
-        return None
-    from strongroom.config import load_settings
+def _settings(
+    config: str | None, repo: str | None, key_file: Path | None, s3_endpoint: str | None
+) -> Settings | None:
+    """The configuration file's settings (--config, STRONGROOM_CONFIG, ./strongroom.toml),
+    or ``None`` without one (``services/settings_sources.py``)."""
+    from strongroom.services.settings_sources import Sources
 
-    return load_settings(config)
+    return Sources.load(config).configured(repo, key_file, s3_endpoint)
 
 
 def configured_urls(settings: Settings | None) -> dict[str, str]:
@@ -425,7 +429,9 @@ def print_plan(
     stdout.print(f"  into           {plan.target} ({now})", markup=False)
     stdout.print(f"  target         {plan.destination_target} ({plan.target_basis})", markup=False)
     if plan.warning:
-        stdout.print(f"  [bold red]WARNING[/]        {escape(plan.warning)}")
+        stdout.print(
+            Text.assemble("  ", ("WARNING", "bold red"), f"        {plan.warning}"),
+        )
     if plan.will_replace:
         fate = "dropped (--drop-old)" if drop_old else "kept under a dated name"
         stdout.print(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from strongroom.repository.names import (
+    MAX_TAGS,
+    TAG_MAX_LENGTH,
+    normalized,
+    printable,
+    tag_problem,
+)
 from strongroom.web.jobs import job_result
 from strongroom.web.models import IndexedBackup, JobRun
 
@@ -99,7 +106,22 @@ class TargetSummary(BaseModel):
 class BackupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: str = Field(min_length=1, max_length=200, description="a configured target")
-    tags: list[str] = Field(default_factory=list, max_length=10)
+    tags: list[Annotated[str, Field(max_length=TAG_MAX_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description=f"1-{TAG_MAX_LENGTH} printable characters each, no ','; at most {MAX_TAGS}",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        """The rules a CLI backup applies (``repository/names.py``), checked before a job
+        is queued: a bad tag is a 422, not a job that fails later."""
+        for tag in value:
+            problem = tag_problem(normalized(tag))
+            if problem is not None:
+                raise ValueError(f"tag {printable(tag)[:80]!r} is not allowed: {problem}")
+        return value
 
 
 class JobAccepted(BaseModel):
