@@ -19,6 +19,17 @@ in one of these ways instead:
 * ``blackhole``: the request is read and never answered (until ``stop``).
 * ``slow``: the request is forwarded ``delay`` seconds late, even if the client has given
   up meanwhile (as a server that had the whole request may still carry it out).
+* ``old_store``: a store that implements neither flexible checksums nor ``aws-chunked``
+  uploads (R2 until 2025, older MinIO and Ceph gateways): a request carrying an
+  ``x-amz-checksum-*`` header, ``Content-Encoding: aws-chunked`` or
+  ``x-amz-content-sha256: STREAMING-…`` is answered ``501 NotImplemented`` with an error
+  document naming the header; every other request passes through (and is not counted
+  as a fault).
+* permanent answers, the request never reaching the upstream: ``denied`` (403
+  ``AccessDenied``), ``bad_key`` (403 ``InvalidAccessKeyId``), ``bad_signature`` (403
+  ``SignatureDoesNotMatch``), ``no_bucket`` (404 ``NoSuchBucket``), ``bad_request`` (400
+  ``InvalidRequest``), ``not_implemented`` (501 ``NotImplemented``), ``wrong_region``
+  (301 ``PermanentRedirect``, the bucket said to be in ``eu-west-3``).
 
 Only the standard library is used. ``stop`` returns promptly even while connections are
 black-holed: it wakes every waiting handler and shuts down every open client socket.
@@ -35,6 +46,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 log = logging.getLogger("strongroom_servers.s3proxy")
 
@@ -50,6 +62,14 @@ KINDS = frozenset(
         "corrupt_upload",
         "blackhole",
         "slow",
+        "old_store",
+        "denied",
+        "bad_key",
+        "bad_signature",
+        "no_bucket",
+        "bad_request",
+        "not_implemented",
+        "wrong_region",
     }
 )
 _HOP_BY_HOP = frozenset(
@@ -69,7 +89,33 @@ _ERRORS = {
     "error500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "error503": (503, "ServiceUnavailable", "Service is unable to handle request."),
     "throttle": (503, "SlowDown", "Please reduce your request rate."),
+    "denied": (403, "AccessDenied", "Access Denied"),
+    "bad_key": (
+        403,
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+    ),
+    "bad_signature": (
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+    ),
+    "no_bucket": (404, "NoSuchBucket", "The specified bucket does not exist"),
+    "bad_request": (400, "InvalidRequest", "The request is not valid for this store."),
+    "not_implemented": (
+        501,
+        "NotImplemented",
+        "A header you provided implies functionality that is not implemented",
+    ),
+    "wrong_region": (
+        301,
+        "PermanentRedirect",
+        "The bucket you are attempting to access must be addressed using the specified "
+        "endpoint. Please send all future requests to this endpoint.",
+    ),
 }
+WRONG_REGION = "eu-west-3"  # where ``wrong_region`` says the bucket is
 UPSTREAM_TIMEOUT = 60.0  # seconds the proxy waits for the upstream
 CLIENT_TIMEOUT = 60.0  # seconds an idle client connection is kept
 
@@ -93,10 +139,27 @@ class _Fault:
         self.key_contains = key_contains
         self.delay = delay
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, unsupported: tuple[str, str] | None) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
+        if self.kind == "old_store" and unsupported is None:
+            return False
         return self.key_contains is None or self.key_contains in path
+
+
+def unsupported_header(headers: Any) -> tuple[str, str] | None:
+    """The first header (name, value) an old store does not implement, if any: an
+    ``x-amz-checksum-*`` header, ``Content-Encoding: aws-chunked`` or a streaming
+    ``x-amz-content-sha256``."""
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith("x-amz-checksum-"):
+            return lowered, value
+        if lowered == "content-encoding" and "aws-chunked" in value.lower():
+            return lowered, value
+        if lowered == "x-amz-content-sha256" and value.upper().startswith("STREAMING-"):
+            return lowered, value
+    return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -164,13 +227,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         body = self._read_body()
-        fault = proxy._pick(self.command, self.path)
+        unsupported = unsupported_header(self.headers)
+        fault = proxy._pick(self.command, self.path, unsupported)
         if fault is None:
             self._forward(body, None)
             return
         kind = fault.kind
         log.info("injecting %s into %s %s", kind, self.command, self.path)
-        if kind in _ERRORS:
+        if kind == "old_store" and unsupported is not None:
+            name, value = unsupported
+            self._send_error_document(
+                501, "NotImplemented", f"Header '{name}' with value '{value}' not implemented"
+            )
+        elif kind in _ERRORS:
             self._send_error_document(*_ERRORS[kind])
         elif kind == "reset":
             self._reset()
@@ -191,16 +260,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- answers ------------------------------------------------------------------
     def _send_error_document(self, status: int, code: str, message: str) -> None:
+        extra = ""
+        if code == "PermanentRedirect":
+            bucket = self.path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
+            extra = (
+                f"<Bucket>{escape(bucket)}</Bucket>"
+                f"<Endpoint>{escape(bucket)}.s3.{WRONG_REGION}.amazonaws.com</Endpoint>"
+            )
         document = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{code}</Code><Message>{message}</Message>"
-            f"<Resource>{self.path}</Resource><RequestId>faultproxy</RequestId></Error>"
+            f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>{extra}"
+            f"<Resource>{escape(self.path)}</Resource><RequestId>faultproxy</RequestId></Error>"
         ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(document)))
         if code == "SlowDown":
             self.send_header("Retry-After", "1")
+        if code == "PermanentRedirect":
+            self.send_header("x-amz-bucket-region", WRONG_REGION)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(document)
@@ -384,11 +462,13 @@ class FaultProxy:
                 )
             )
 
-    def _pick(self, method: str, path: str) -> _Fault | None:
+    def _pick(
+        self, method: str, path: str, unsupported: tuple[str, str] | None = None
+    ) -> _Fault | None:
         with self._mutex:
             self.requests += 1
             fault = self._fault
-            if fault is None or not fault.matches(method, path):
+            if fault is None or not fault.matches(method, path, unsupported):
                 return None
             if fault.remaining is not None and fault.remaining <= 0:
                 return None

@@ -227,8 +227,9 @@ def test_s3_missing_bucket_is_a_clear_storage_error(moto_server: str) -> None:
     with pytest.raises(StorageError) as info:
         storage.get("config")
     assert not isinstance(info.value, ObjectNotFound | StorageTransientError)
-    assert (
-        str(info.value) == f"S3 bucket 'no-such-bucket-strongroom' does not exist at {moto_server}"
+    assert str(info.value) == (
+        f"S3 bucket 'no-such-bucket-strongroom' does not exist at {moto_server} "
+        "(NoSuchBucket: The specified bucket does not exist)"
     )
 
 

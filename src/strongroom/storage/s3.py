@@ -1,10 +1,26 @@
-"""Storage in an S3 bucket or an S3-compatible store (MinIO, R2, B2) via boto3."""
+"""Storage in an S3 bucket or an S3-compatible store (MinIO, R2, B2) via boto3.
+
+Stores that implement neither flexible checksums (``x-amz-checksum-*`` headers) nor
+``aws-chunked`` uploads, which boto3 sends by default (R2 until 2025, older MinIO and Ceph
+gateways), answer them ``501 NotImplemented`` (or 400 naming the header). ``S3Storage``
+then switches to a client that sends checksums only where S3 requires them (botocore's
+``when_required``, as ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` does), protects
+uploads with ``Content-MD5`` instead, stops asking for the object's checksum on GET (the
+repository checks every chunk's hash anyway), and repeats the request once. The switch
+lasts as long as the ``S3Storage``.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import logging
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -28,6 +44,10 @@ from strongroom.redaction import redact_text
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger("strongroom.storage")
+
+T = TypeVar("T")
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _AUTH = {
@@ -56,6 +76,47 @@ _TRANSIENT = {
     "InvalidDigest",
     "XAmzContentSHA256Mismatch",
 }
+_PERMANENT_5XX = {"NotImplemented", "501", "505"}
+_REDIRECT = {"PermanentRedirect", "301", "Redirect", "TemporaryRedirect", "307"}
+# what a store that does not implement flexible checksums or aws-chunked names in its 400
+_CHECKSUM_WORDS = re.compile(
+    r"checksum|aws-chunked|x-amz-content-sha256|x-amz-trailer|x-amz-decoded-content-length"
+    r"|streaming-|trailer",
+    re.IGNORECASE,
+)
+_SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "CLOUDFLARE_SECRET_ACCESS_KEY",
+)
+_MAX_MESSAGE = 300  # characters of the store's message shown
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+def _answer(exc: ClientError) -> tuple[str, int, str]:
+    """The store's error code, HTTP status and message."""
+    error = exc.response.get("Error", {})
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return str(error.get("Code", "")), status, str(error.get("Message", ""))
+
+
+def _setting(client: Any, name: str) -> str:
+    """A checksum setting of ``client``'s configuration, lower case ("" when unknown)."""
+    return str(getattr(client.meta.config, name, "") or "").lower()
+
+
+def checksums_unsupported(exc: BaseException) -> bool:
+    """Whether ``exc`` is a store's refusal of flexible checksums or aws-chunked bodies:
+    any 501 / ``NotImplemented``, or a 400 whose code or message names them."""
+    if not isinstance(exc, ClientError):
+        return False
+    code, status, message = _answer(exc)
+    if code in _TRANSIENT:  # BadDigest & co: the body was damaged on the way
+        return False
+    if code == "NotImplemented" or status == 501:
+        return True
+    return status == 400 and bool(_CHECKSUM_WORDS.search(f"{code} {message}"))
 
 
 def safe_endpoint(url: str) -> str:
@@ -85,16 +146,28 @@ def make_client(
     max_attempts: int = 1,
     connect_timeout: float = 5,
     read_timeout: float = 30,
+    checksums: bool | None = None,
 ) -> S3Client:
     """Build a thread-safe boto3 S3 client (credentials from the standard AWS sources).
 
     ``max_attempts`` counts botocore's attempts, the first included: 1 (no retries of its
-    own) by default, because ``RetryingStorage`` owns the retry budget and the deadline."""
+    own) by default, because ``RetryingStorage`` owns the retry budget and the deadline.
+    ``checksums=False`` sends and checks flexible checksums only where S3 requires them
+    (``when_required``); None leaves botocore's default (``AWS_REQUEST_CHECKSUM_CALCULATION``
+    and ``AWS_RESPONSE_CHECKSUM_VALIDATION`` or the AWS config file, else
+    ``when_supported``)."""
+    options: dict[str, Any] = {}
+    if checksums is False:
+        options = {
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+        }
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=32,
+        **options,
     )
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint_url, region_name=region(), config=config)
@@ -114,11 +187,101 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self._timeouts = timeouts_for(deadline) if deadline else (5.0, 30.0)
         if client is None:
-            connect, read = timeouts_for(deadline) if deadline else (5.0, 30.0)
+            connect, read = self._timeouts
             client = make_client(endpoint_url, connect_timeout=connect, read_timeout=read)
+            if _setting(client, "request_checksum_calculation") == "when_required":
+                # AWS_REQUEST_CHECKSUM_CALCULATION=when_required: no checksum at all (GET's
+                # validation too, which botocore would otherwise ask for on its own)
+                client = make_client(
+                    endpoint_url, connect_timeout=connect, read_timeout=read, checksums=False
+                )
         self._client: S3Client = client
+        # the client without flexible checksums: from the start when configured so, else
+        # once the store refused them
+        plain = all(
+            _setting(client, name) == "when_required"
+            for name in ("request_checksum_calculation", "response_checksum_validation")
+        )
+        self._plain: S3Client | None = client if plain else None
+        self._switch = threading.Lock()
+        self._etag_is_md5 = False  # learnt when an object's ETag was its MD5 (no checksums)
         self._base = f"{self.prefix}/" if self.prefix else ""
+
+    # --- stores without flexible checksums --------------------------------------------
+    @property
+    def checksums(self) -> bool:
+        """False once the store refused flexible checksums and this storage stopped
+        sending them."""
+        return self._plain is None
+
+    def _without_checksums(self, exc: ClientError, operation: str, key: str) -> S3Client:
+        """Switch to (once) and return the client that sends no flexible checksums."""
+        with self._switch:
+            if self._plain is None:
+                code, status, message = _answer(exc)
+                connect, read = self._timeouts
+                self._plain = make_client(
+                    self._client.meta.endpoint_url,
+                    connect_timeout=connect,
+                    read_timeout=read,
+                    checksums=False,
+                )
+                self._client = self._plain
+                logger.info(
+                    "%s does not implement S3 flexible checksums (%s %s: %s %s): "
+                    "sending them only where required, as "
+                    "AWS_REQUEST_CHECKSUM_CALCULATION=when_required does",
+                    self.describe(),
+                    operation,
+                    key,
+                    code or status,
+                    self._clean(message)[:_MAX_MESSAGE],
+                )
+            return self._plain
+
+    def _run(self, operation: str, key: str, call: Callable[[S3Client], T]) -> T:
+        """``call(client)``; when the store refuses its flexible checksums, once more
+        with the client that sends none; boto3 errors translated (``_error``)."""
+        client = self._client
+        try:
+            return call(client)
+        except ClientError as exc:
+            if client is self._plain or not checksums_unsupported(exc):
+                raise self._error(exc, operation, key) from exc
+            plain = self._without_checksums(exc, operation, key)
+        except BotoCoreError as exc:
+            raise self._error(exc, operation, key) from exc
+        try:
+            return call(plain)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, operation, key) from exc
+
+    def _upload_args(self, client: S3Client, data: bytes) -> dict[str, Any]:
+        """Without flexible checksums, a ``Content-MD5`` lets the store refuse a body
+        damaged on the way (``BadDigest``, retried)."""
+        if client is not self._plain:
+            return {}
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        return {"ContentMD5": base64.b64encode(digest).decode()}
+
+    def _check_etag(self, etag: str, data: bytes, operation: str, key: str) -> None:
+        """Without flexible checksums, the ETag of an object from a single PUT is its MD5
+        on MinIO, R2, Ceph and S3 alike (not with SSE-KMS, nor after a multipart upload):
+        once one object's ETag was its MD5, a body that does not match its ETag was
+        damaged on the way (temporary). Before that, nothing is concluded (the repository
+        checks every chunk's hash)."""
+        etag = etag.strip('"').lower()
+        if not _MD5_HEX.fullmatch(etag):
+            return
+        if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
+            self._etag_is_md5 = True
+        elif self._etag_is_md5:
+            raise StorageTransientError(
+                f"S3 {operation} {key} on {self.describe()}: the answer did not match its "
+                "ETag (MD5)"
+            )
 
     # --- naming ---------------------------------------------------------------------
     def _key(self, key: str) -> str:
@@ -140,29 +303,11 @@ class S3Storage:
 
     # --- errors ---------------------------------------------------------------------
     def _error(self, exc: Exception, operation: str, key: str) -> StorageError:
-        """Translate a boto3/botocore exception into the strongroom error tree."""
+        """Translate a boto3/botocore exception into the strongroom error tree; a store's
+        answer is shown with its own code and message (secrets removed)."""
         where = self.describe()
         if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            if code in _NOT_FOUND:
-                return ObjectNotFound(f"object {key} not found in {where}")
-            if code == "NoSuchBucket":
-                endpoint = safe_endpoint(self._client.meta.endpoint_url)
-                return StorageError(f"S3 bucket '{self.bucket}' does not exist at {endpoint}")
-            if code in _AUTH:
-                return StorageError(
-                    f"S3 refused {operation} {key} on {where}: {code} "
-                    "(check the access key, secret key and bucket permissions)"
-                )
-            if code in _TRANSIENT or status >= 500 or status == 429:
-                return StorageTransientError(
-                    f"S3 {operation} {key} on {where} failed: {code or status} (temporary)"
-                )
-            message = self._clean(str(error.get("Message", "")))
-            detail = f"{code}: {message}" if message else code or str(status)
-            return StorageError(f"S3 {operation} {key} on {where} failed: {detail}")
+            return self._answer_error(exc, operation, key, where)
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return StorageError(
                 f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and "
@@ -187,12 +332,57 @@ class S3Storage:
             return StorageError(f"S3 {operation} {key} on {where} failed: {self._clean(str(exc))}")
         return StorageError(f"S3 {operation} {key} on {where} failed: {type(exc).__name__}")
 
+    def _answer_error(self, exc: ClientError, operation: str, key: str, where: str) -> StorageError:
+        code, status, message = _answer(exc)
+        if code in _NOT_FOUND:
+            return ObjectNotFound(f"object {key} not found in {where}")
+        message = self._clean(message)
+        if len(message) > _MAX_MESSAGE:
+            message = message[: _MAX_MESSAGE - 1] + "…"
+        said = f"{code or status}: {message}" if message else code or str(status)
+        if code == "NoSuchBucket":
+            endpoint = safe_endpoint(self._client.meta.endpoint_url)
+            return StorageError(f"S3 bucket '{self.bucket}' does not exist at {endpoint} ({said})")
+        if code in _AUTH or status == 403:
+            hint = (
+                "check this machine's clock"
+                if code == "RequestTimeTooSkewed"
+                else "check the access key, secret key and bucket permissions"
+            )
+            return StorageError(f"S3 refused {operation} {key} on {where}: {said} ({hint})")
+        if code in _REDIRECT or status in (301, 307):
+            return StorageError(
+                f"S3 {operation} {key} on {where} failed: {said} ({self._region_hint(exc)})"
+            )
+        if code in _PERMANENT_5XX or status in (501, 505):
+            tried = "" if self.checksums else ", also without flexible checksums"
+            return StorageError(
+                f"S3 {operation} {key} on {where} failed: {said} "
+                f"(the store does not implement this request{tried})"
+            )
+        if code in _TRANSIENT or status >= 500 or status == 429:
+            return StorageTransientError(
+                f"S3 {operation} {key} on {where} failed: {said} (temporary)"
+            )
+        return StorageError(f"S3 {operation} {key} on {where} failed: {said}")
+
+    def _region_hint(self, exc: ClientError) -> str:
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        error: Any = exc.response.get("Error", {})
+        bucket_region = str(headers.get("x-amz-bucket-region") or error.get("Region") or "")
+        if bucket_region:
+            return (
+                f"the bucket is in region {self._clean(bucket_region)}, not {region()}: "
+                f"set AWS_DEFAULT_REGION={self._clean(bucket_region)}"
+            )
+        return (
+            "the bucket is in another region or at another endpoint: "
+            "check AWS_DEFAULT_REGION and the endpoint"
+        )
+
     @staticmethod
     def _clean(text: str) -> str:
-        secrets = (
-            os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-            os.environ.get("AWS_SESSION_TOKEN", ""),
-        )
+        secrets = tuple(os.environ.get(name, "") for name in _SECRET_ENV)
         return " ".join(redact_text(text, secrets).split())
 
     # --- operations -----------------------------------------------------------------
@@ -201,49 +391,73 @@ class S3Storage:
 
     def put(self, key: str, data: bytes) -> None:
         """Upload ``data`` in one PUT (atomic on S3)."""
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "put", key) from exc
+
+        def call(client: S3Client) -> None:
+            response = client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **self._upload_args(client, data)
+            )
+            if client is self._plain:
+                self._check_etag(response.get("ETag", ""), data, "put", key)
+
+        self._run("put", key, call)
 
     def create(self, key: str, data: bytes) -> bool:
         """A conditional PUT (``If-None-Match: *``): S3, R2 and MinIO refuse it with 412
         when the object exists."""
-        try:
-            self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                return False
-            raise self._error(exc, "create", key) from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, "create", key) from exc
-        return True
+
+        def call(client: S3Client) -> bool:
+            try:
+                client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    IfNoneMatch="*",
+                    **self._upload_args(client, data),
+                )
+            except ClientError as exc:
+                code, status, _ = _answer(exc)
+                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
+                    409,
+                    412,
+                ):
+                    return False
+                raise
+            return True
+
+        return self._run("create", key, call)
 
     def get(self, key: str) -> bytes:
         """Download the whole object, body included (so that a body cut short or damaged
         on the way fails this call, and a retry of it). The object's checksum, when the
-        store keeps one, is checked (``FlexibleChecksumError`` on a mismatch)."""
-        try:
-            response = self._client.get_object(
-                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
-            )
+        store keeps one, is checked (``FlexibleChecksumError`` on a mismatch); a store
+        without flexible checksums is not asked for it: the body is checked against its
+        ETag when that is known to be an MD5 (``_check_etag``), and the repository checks
+        every chunk's hash."""
+
+        def call(client: S3Client) -> bytes:
+            if client is self._plain:
+                response = client.get_object(Bucket=self.bucket, Key=self._key(key))
+            else:
+                response = client.get_object(
+                    Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+                )
             body = response["Body"]
             try:
-                return body.read()
+                data = body.read()
             finally:
                 body.close()
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "get", key) from exc
+            if client is self._plain:
+                self._check_etag(response.get("ETag", ""), data, "get", key)
+            return data
+
+        return self._run("get", key, call)
 
     def _head(self, key: str, operation: str) -> int:
-        try:
-            response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, operation, key) from exc
+        response = self._run(
+            operation,
+            key,
+            lambda client: client.head_object(Bucket=self.bucket, Key=self._key(key)),
+        )
         return int(response["ContentLength"])
 
     def exists(self, key: str) -> bool:
@@ -260,22 +474,35 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         """Delete the object (S3 treats a missing object as deleted)."""
-        try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            error = self._error(exc, "delete", key)
-            if not isinstance(error, ObjectNotFound):
-                raise error from exc
+        with contextlib.suppress(ObjectNotFound):
+            self._run(
+                "delete",
+                key,
+                lambda client: client.delete_object(Bucket=self.bucket, Key=self._key(key)),
+            )
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield keys under ``prefix`` (relative to this storage's prefix) via pagination."""
-        paginator = self._client.get_paginator("list_objects_v2")
         start = len(self._base)
+
+        def first_page(client: S3Client) -> tuple[Any, Iterator[Any]]:
+            """The first page is fetched here, so that its refusal can switch clients."""
+            pages = iter(
+                client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self._key(prefix)
+                )
+            )
+            return next(pages, {}), pages
+
+        page, rest = self._run("list", f"{prefix}*", first_page)
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            while True:
                 for item in page.get("Contents", []):
                     name = item.get("Key", "")[start:]
                     if name and not name.endswith("/"):
                         yield name
+                page = next(rest, None)
+                if page is None:
+                    return
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "list", prefix) from exc
+            raise self._error(exc, "list", f"{prefix}*") from exc
