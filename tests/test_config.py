@@ -1,6 +1,7 @@
 import pytest
 
-from strongroom.config import ConfigError, load_settings, locate_fields, parse_settings
+from strongroom.config import ConfigError, locate_fields, parse_settings
+from strongroom.services.settings_sources import Sources, load_settings
 
 GOOD = """
 timezone = "Europe/Berlin"
@@ -116,7 +117,7 @@ def test_the_scripts_environment_variables_work_without_a_file(tmp_path):
         "BACKUP_RETENTION_DAYS": "30",
         "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x",
     }
-    settings = load_settings(None, env)
+    settings = load_settings(None, env, tmp_path)
     assert settings.repository.location == str(tmp_path / "backups")
     assert settings.targets["shop"].url_env == "DATABASE_URL"
     assert settings.targets["shop"].schedule == {"daily": "0 2 * * *"}
@@ -128,9 +129,9 @@ def test_the_scripts_environment_variables_work_without_a_file(tmp_path):
     assert default.retention_for("any", {}).keep_monthly == 12
 
 
-def test_no_configuration_at_all_is_a_usage_error():
-    with pytest.raises(Exception, match="no configuration"):
-        load_settings(None, {})
+def test_no_configuration_at_all_is_a_usage_error(tmp_path):
+    with pytest.raises(Exception, match="no repository given"):
+        load_settings(None, {}, tmp_path)
 
 
 @pytest.mark.parametrize("name", ["..", "a/b", ".hidden", "tab\there"])
@@ -142,3 +143,104 @@ def test_a_target_name_a_backup_would_refuse_is_a_configuration_error(name):
     with pytest.raises(ConfigError) as caught:
         parse_settings(text, "s.toml")
     assert any("is not allowed" in p for p in caught.value.problems), caught.value.problems
+
+
+def test_each_field_comes_from_the_first_source_that_gives_it(tmp_path):
+    """flags, then STRONGROOM_*, then the file, then the scripts' variables."""
+    (tmp_path / "strongroom.toml").write_text(
+        '[repository]\nlocation = "/from/file"\ns3_endpoint = "http://file:9000"\n'
+    )
+    env = {"BACKUP_DIR": "/from/script", "AWS_ENDPOINT_URL": "http://script:9000"}
+    sources = Sources.load(None, env, tmp_path)
+    assert sources.location().location == "/from/file"
+    assert sources.location().s3_endpoint == "http://file:9000"
+    own = Sources.load(
+        None, {**env, "STRONGROOM_REPO": "/own", "STRONGROOM_S3_ENDPOINT": "http://own"}, tmp_path
+    )
+    assert (own.location().location, own.location().s3_endpoint) == ("/own", "http://own")
+    assert own.location("/flag", None, "http://flag").location == "/flag"
+    scripts = Sources.load(None, env, tmp_path / "elsewhere")
+    assert (scripts.location().location, scripts.location().s3_endpoint) == (
+        "/from/script",
+        "http://script:9000",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "location"),
+    [
+        ({"BACKUP_PATH": "/b"}, "/b"),
+        ({"S3_BUCKET": "bucket"}, "s3://bucket"),
+        ({"S3_BACKUP_BUCKET": "s3://bucket/prefix/"}, "s3://bucket/prefix"),
+        ({"BACKUP_S3_BUCKET": "b1", "S3_BUCKET": "b2"}, "s3://b1"),
+        ({"BACKUP_DIR": "/d", "BACKUP_S3_BUCKET": "b"}, "/d"),
+    ],
+)
+def test_the_scripts_repository_names(tmp_path, env, location):
+    assert Sources.load(None, env, tmp_path).location().location == location
+
+
+def test_r2_account_id_gives_the_endpoint_only_with_r2_credentials(tmp_path):
+    r2 = {"S3_BUCKET": "b", "CLOUDFLARE_ACCOUNT_ID": "acc123", "CLOUDFLARE_ACCESS_KEY_ID": "k"}
+    settings = Sources.load(None, r2, tmp_path).settings(targets=False)
+    assert settings.repository.s3_endpoint == "https://acc123.r2.cloudflarestorage.com"
+    aws = {**r2, "AWS_ACCESS_KEY_ID": "aws"}
+    assert Sources.load(None, aws, tmp_path).settings(targets=False).repository.s3_endpoint is None
+
+
+def test_r2_credentials_without_an_endpoint_are_refused_in_one_line(tmp_path):
+    env = {"S3_BUCKET": "b", "CLOUDFLARE_ACCESS_KEY_ID": "k", "CLOUDFLARE_SECRET_ACCESS_KEY": "s"}
+    with pytest.raises(Exception, match="set CLOUDFLARE_ACCOUNT_ID"):
+        Sources.load(None, env, tmp_path).location()
+
+
+def test_retention_days_names_and_their_source(tmp_path):
+    policy, source, _ = Sources.load(None, {"RETENTION_DAYS": "9"}, tmp_path).retention(
+        None, None, None
+    )
+    assert (policy.keep_within.days, source) == (9, "RETENTION_DAYS")
+    with pytest.raises(Exception, match="RETENTION_DAYS must be a positive"):
+        Sources.load(None, {"RETENTION_DAYS": "x"}, tmp_path).retention(None, None, None)
+
+
+def test_notification_channels_from_the_scripts_variables(tmp_path, caplog):
+    env = {"BACKUP_DIR": "/b", "SLACK_WEBHOOK": "https://hooks.slack.com/services/T/B/x"}
+    channels = Sources.load(None, env, tmp_path).notifications().channels
+    assert [(c.type, c.webhook_url_env) for c in channels] == [("slack", "SLACK_WEBHOOK")]
+    email = {"BACKUP_NOTIFICATION_EMAIL": "ops@example.com, cto@example.com"}
+    assert Sources.load(None, email, tmp_path).notifications().channels == []
+    assert "SMTP_HOST is not" in caplog.text
+    email |= {"SMTP_HOST": "smtp.example.com", "SMTP_PORT": "2525", "SMTP_PASS": "pw"}
+    (channel,) = Sources.load(None, email, tmp_path).notifications().channels
+    assert (channel.host, channel.port, channel.password_env) == (
+        "smtp.example.com",
+        2525,
+        "SMTP_PASS",
+    )
+    assert channel.recipients == ["ops@example.com", "cto@example.com"]
+
+
+def test_a_webhook_url_can_come_from_the_environment():
+    from strongroom.services.notifications import build_channel
+
+    settings = parse_settings(
+        '[repository]\nlocation = "/b"\n[[notifications.channels]]\ntype = "webhook"\n'
+        'url_env = "HOOK_URL"\nsecret_env = "HOOK_SECRET"\n'
+    )
+    channel = build_channel(
+        settings.notifications.channels[0],
+        {"HOOK_URL": "https://example.com/h", "HOOK_SECRET": "s"},
+    )
+    assert channel._url == "https://example.com/h"
+    with pytest.raises(Exception, match="HOOK_URL"):
+        build_channel(settings.notifications.channels[0], {"HOOK_SECRET": "s"})
+
+
+def test_a_file_without_a_repository_still_gives_its_targets(tmp_path):
+    """The repository may come from a flag or a variable; the file's targets still count."""
+    (tmp_path / "strongroom.toml").write_text('[targets.shop]\nurl_env = "SHOP_URL"\n')
+    sources = Sources.load(None, {"SHOP_URL": "sqlite:////srv/shop.db"}, tmp_path)
+    assert sources.database(None, None) == ("sqlite:////srv/shop.db", "shop")
+    assert sources.location("/flag").location == "/flag"
+    with pytest.raises(Exception, match="no repository given"):
+        sources.location()

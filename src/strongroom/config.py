@@ -1,18 +1,17 @@
-"""Typed settings: a ``strongroom.toml`` file, or the environment variables of the scripts
-strongroom replaces (``DATABASE_URL``, ``BACKUP_DIR``, ``BACKUP_S3_BUCKET``,
-``BACKUP_RETENTION_DAYS``, ``SLACK_WEBHOOK_URL``).
+"""Typed settings: the model of ``strongroom.toml`` and its parsing.
 
-Every validation error names the field and the line of the file it comes from.
+Where a command finds its settings (flags, ``STRONGROOM_*`` variables, this file, the
+scripts' variables) is decided in ``services/settings_sources.py``; every field is
+documented in docs/configuration.md. Every validation error names the field and the line
+of the file it comes from.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from strongroom.errors import UsageError
 from strongroom.repository.names import normalized, target_name_problem
-from strongroom.retention import RetentionPolicy, parse_duration
+from strongroom.retention import RETENTION_DAYS_VARIABLE, RetentionPolicy, parse_duration
 
 CONFIG_ENV = "STRONGROOM_CONFIG"
+# keep every backup younger than N days, when no policy is given or configured
+RETENTION_DAYS_VARIABLES = (RETENTION_DAYS_VARIABLE, "RETENTION_DAYS")
 DEFAULT_STALE_GRACE = "1h"
 
 
@@ -151,6 +152,7 @@ class ChannelSettings(_Model):
     webhook_url: str | None = None
     webhook_url_env: str | None = None
     url: str | None = None
+    url_env: str | None = None
     secret_env: str | None = None
     host: str | None = None
     port: int = 587
@@ -164,8 +166,8 @@ class ChannelSettings(_Model):
     def _complete(self) -> ChannelSettings:
         if self.type == "slack" and not (self.webhook_url or self.webhook_url_env):
             raise ValueError("a slack channel needs webhook_url or webhook_url_env")
-        if self.type == "webhook" and not self.url:
-            raise ValueError("a webhook channel needs url")
+        if self.type == "webhook" and not (self.url or self.url_env):
+            raise ValueError("a webhook channel needs url or url_env")
         if self.type == "email" and not (self.host and self.sender and self.recipients):
             raise ValueError("an email channel needs host, sender and recipients")
         return self
@@ -217,14 +219,31 @@ class Settings(_Model):
         return parse_duration(self.stale_grace)
 
     def retention_for(self, target: str, env: Mapping[str, str]) -> RetentionPolicy:
-        """The target's policy; else BACKUP_RETENTION_DAYS; else 7 daily/4 weekly/12 monthly."""
+        """The target's policy; else BACKUP_RETENTION_DAYS (or RETENTION_DAYS); else 7
+        daily/4 weekly/12 monthly."""
         settings = self.targets.get(target)
         if settings is not None and settings.retention is not None:
             return settings.retention.policy(self.timezone)
-        from_env = RetentionPolicy.from_environment(env)
+        from_env = retention_from_environment(env)
         if from_env is not None:
-            return replace_timezone(from_env, self.timezone)
+            return replace_timezone(from_env[0], self.timezone)
         return replace_timezone(RetentionPolicy.default(), self.timezone)
+
+
+def retention_from_environment(env: Mapping[str, str]) -> tuple[RetentionPolicy, str] | None:
+    """``BACKUP_RETENTION_DAYS=N`` (or the scripts' ``RETENTION_DAYS=N``): keep everything
+    younger than N days, and the variable's name; ``None`` when neither is set."""
+    for name in RETENTION_DAYS_VARIABLES:
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            policy = RetentionPolicy.from_environment({RETENTION_DAYS_VARIABLE: raw})
+        except ValueError as exc:
+            raise UsageError(str(exc).replace(RETENTION_DAYS_VARIABLE, name)) from exc
+        assert policy is not None
+        return policy, name
+    return None
 
 
 def replace_timezone(policy: RetentionPolicy, timezone: str) -> RetentionPolicy:
@@ -244,6 +263,7 @@ class ConfigError(UsageError):
             else ""
         )
         super().__init__(f"{path}: {first}{more}")
+        self.path = path
         self.problems = problems
 
 
@@ -299,61 +319,26 @@ def _problems(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list
     return problems
 
 
-def parse_settings(text: str, path: str = "strongroom.toml") -> Settings:
-    """Validate a TOML text; raise ``ConfigError`` listing every problem with its line."""
+def parse_toml(text: str, path: str = "strongroom.toml") -> dict[str, Any]:
+    """The TOML text as a table; ``ConfigError`` when it is not TOML."""
     try:
-        data: dict[str, Any] = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+
+
+def parse_settings(
+    text: str,
+    path: str = "strongroom.toml",
+    complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Settings:
+    """Validate a TOML text; raise ``ConfigError`` listing every problem with its line.
+    ``complete`` may add what the file leaves out before validation (the environment's
+    values, ``services/settings_sources.py``)."""
+    data = parse_toml(text, path)
+    if complete is not None:
+        data = complete(data)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, _problems(exc, locate_fields(text))) from exc
-
-
-def settings_from_environment(env: Mapping[str, str]) -> Settings | None:
-    """The scripts' variables as settings: BACKUP_DIR or BACKUP_S3_BUCKET (repository),
-    DATABASE_URL (one target, daily at 02:00), SLACK_WEBHOOK_URL (failure alerts)."""
-    location = env.get("STRONGROOM_REPO") or env.get("BACKUP_DIR")
-    if not location and env.get("BACKUP_S3_BUCKET"):
-        bucket = env["BACKUP_S3_BUCKET"].removeprefix("s3://")
-        location = f"s3://{bucket}"
-    if not location:
-        return None
-    targets: dict[str, TargetSettings] = {}
-    if env.get("DATABASE_URL"):
-        from strongroom.engines import open_engine
-
-        name = open_engine(env["DATABASE_URL"]).database_name()
-        targets[name] = TargetSettings(url_env="DATABASE_URL", schedule={"daily": "0 2 * * *"})
-    channels = []
-    if env.get("SLACK_WEBHOOK_URL"):
-        channels.append(ChannelSettings(type="slack", webhook_url_env="SLACK_WEBHOOK_URL"))
-    return Settings(
-        repository=RepositorySettings(
-            location=location,
-            s3_endpoint=env.get("AWS_ENDPOINT_URL"),
-            key_file=env.get("STRONGROOM_KEY_FILE"),
-        ),
-        targets=targets,
-        notifications=NotificationSettings(channels=channels),
-    )
-
-
-def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Settings:
-    """From ``--config``/``STRONGROOM_CONFIG``, else from the environment variables."""
-    env = os.environ if env is None else env
-    chosen = path or env.get(CONFIG_ENV)
-    if chosen:
-        try:
-            text = Path(chosen).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read configuration {chosen}: {exc.strerror}") from exc
-        return parse_settings(text, chosen)
-    settings = settings_from_environment(env)
-    if settings is None:
-        raise UsageError(
-            "no configuration: give --config strongroom.toml (or STRONGROOM_CONFIG), or set "
-            "BACKUP_DIR / BACKUP_S3_BUCKET / STRONGROOM_REPO and DATABASE_URL"
-        )
-    return settings

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
+from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
 from strongroom.errors import UsageError
@@ -18,19 +18,17 @@ from strongroom.services.backup import BackupReport, recorded_backup
 from strongroom.services.hooks import HookFailedAfter, hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.notifications import build_notifier, notify_backup
-from strongroom.services.repository_access import open_configured
+from strongroom.services.settings_sources import Sources
 from strongroom.wording import counted
-
-if TYPE_CHECKING:
-    from strongroom.config import Settings
 
 BackupConfigOption = Annotated[
     str | None,
     typer.Option(
         "--config",
         envvar="STRONGROOM_CONFIG",
-        help="strongroom.toml: the target's hooks run around the backup; without a URL, "
-        "the configured target's database, and without --repo, the configured repository.",
+        help="strongroom.toml (default: ./strongroom.toml when it exists): the target's hooks "
+        "run around the backup; without a URL, the configured target's database (--target, "
+        "or the only one), and without --repo, the configured repository.",
         show_envvar=True,
     ),
 ]
@@ -57,17 +55,19 @@ def backup(
     config: BackupConfigOption = None,
 ) -> None:
     """Back up a database into the repository (running the target's configured hooks)."""
-    settings = _settings(config)
-    url = database_url or _configured_url(settings, target) or os.environ.get("DATABASE_URL")
+    sources = Sources.load(config)
+    settings = sources.configured(repo, key_file, s3_endpoint)
+    url, target = sources.database(database_url, target)
     if not url:
-        raise UsageError("no database given: pass DATABASE_URL as an argument or set $DATABASE_URL")
-    if settings is not None and not repo:
-        repository = open_configured(settings)
-    else:
-        repository = location(repo, key_file, s3_endpoint).open()
+        raise UsageError(
+            "no database given: pass DATABASE_URL as an argument, set $DATABASE_URL, "
+            "or configure a target in strongroom.toml"
+        )
+    repository = sources.location(repo, key_file, s3_endpoint).open()
     engine = open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
-    notifier = build_notifier(settings.notifications, os.environ) if settings else None
+    notifications = sources.notifications()
+    notifier = build_notifier(notifications, os.environ)
     try:
         run = recorded_backup(
             repository,
@@ -79,29 +79,15 @@ def backup(
         )
     finally:
         _write_metrics(repository, metrics_file)
-    if settings is not None:  # the configured channels hear of it, as from the scheduler
-        tags = tuple(tag or ())
-        notify_backup(notifier, settings.notifications, repository, run.record.target, tags, run)
+    # the configured channels (or SLACK_WEBHOOK_URL…) hear of it, as from the scheduler
+    tags = tuple(tag or ())
+    notify_backup(notifier, notifications, repository, run.record.target, tags, run)
     if run.error is not None:
         if isinstance(run.error, HookFailedAfter) and run.report is not None:
             _print_report(run.report)  # post_backup failed: the backup exists, say what it is
         raise run.error
     assert run.report is not None
     _print_report(run.report)
-
-
-def _settings(config: str | None) -> Settings | None:
-    if not config:
-        return None
-    from strongroom.config import load_settings
-
-    return load_settings(config)
-
-
-def _configured_url(settings: Settings | None, target: str | None) -> str | None:
-    if settings is None or target is None or target not in settings.targets:
-        return None
-    return settings.targets[target].database_url(os.environ)
 
 
 def _print_report(report: BackupReport) -> None:

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
+from strongroom.cli.options import (
+    ConfigOption,
+    KeyFileOption,
+    RepoOption,
+    S3EndpointOption,
+    location,
+)
 from strongroom.errors import UsageError
 
 
@@ -19,11 +25,12 @@ def cat(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Write a backup's raw dump to stdout (pg_restore custom format, or the SQLite file)."""
     if sys.stdout.isatty():
         raise UsageError("refusing to write a binary dump to a terminal: redirect it, e.g. > dump")
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     manifest = repository.resolve(backup_id, target)
     out = sys.stdout.buffer
     for data in repository.read_stream(manifest):

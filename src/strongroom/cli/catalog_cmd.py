@@ -6,10 +6,11 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from strongroom.cli.options import (
+    ConfigOption,
     JsonOption,
     KeyFileOption,
     RepoOption,
@@ -19,6 +20,7 @@ from strongroom.cli.options import (
 from strongroom.cli.output import human_bytes, human_seconds, stdout
 from strongroom.errors import KeyMissing
 from strongroom.repository.manifest import Manifest
+from strongroom.repository.names import printable
 from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services import records
 from strongroom.services.records import VerificationRecord, VerificationStatus
@@ -109,20 +111,21 @@ def list_backups(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """List the backups in the repository, oldest first; damaged manifests last, as
     damaged (they are never chosen, deleted or counted as backups)."""
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     listing = repository.scan_backups(target)
     backups, damaged = listing.backups, listing.damaged
     verified = records.verification_statuses(repository)
     if as_json:
         entries = [manifest_summary(m, verified.get(m.backup_id)) for m in backups]
         entries += [damaged_summary(found) for found in damaged]
-        stdout.print_json(json.dumps(entries))
+        _print_json(entries)
         return
     if not backups and not damaged:
-        stdout.print("no backups" + (f" of target {target!r}" if target else ""))
+        stdout.print("no backups" + (f" of target {target!r}" if target else ""), markup=False)
         return
     table = Table(box=None, pad_edge=False)
     columns = (
@@ -139,7 +142,8 @@ def list_backups(
     for column in columns:
         table.add_column(column)
     for m in backups:
-        table.add_row(
+        _add_row(
+            table,
             m.backup_id,
             m.target,
             m.engine,
@@ -151,9 +155,28 @@ def list_backups(
             verification_text(verified.get(m.backup_id)),
         )
     for found in damaged:
-        row = [found.backup_id, found.target or "?", *["-"] * 6, f"damaged: {found.reason}"]
-        table.add_row(*(escape(cell) for cell in row))
+        _add_row(
+            table, found.backup_id, found.target or "?", *["-"] * 6, f"damaged: {found.reason}"
+        )
     stdout.print(table)
+
+
+def _print_json(data: object) -> None:
+    """JSON on stdout, non-ASCII text as it is unless it cannot be written as UTF-8 (a lone
+    surrogate in a name an older version stored): then as ``\\u`` escapes."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        as_ascii = False
+    except UnicodeEncodeError:
+        as_ascii = True
+    stdout.print_json(json.dumps(data), ensure_ascii=as_ascii)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A row of text read from the repository: shown as it is, never read as Rich markup
+    (a tag ``[/]`` from an older version must not stop the listing) nor obeyed as terminal
+    control (``names.printable``)."""
+    table.add_row(*(Text(printable(cell)) for cell in cells))
 
 
 def show(
@@ -162,9 +185,10 @@ def show(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Show one backup, with the per-table row counts recorded at dump time."""
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     m = repository.resolve(backup_id)
     status = records.verification_status(repository, m.backup_id)
     details = manifest_summary(m, status)
@@ -176,7 +200,7 @@ def show(
             if tables is not None
             else None
         )
-        stdout.print_json(json.dumps(details))
+        _print_json(details)
         return
     for key, value in details.items():
         if key in ("raw_size", "stored_new_bytes"):
@@ -189,17 +213,17 @@ def show(
             value = verification_text(status)
         elif key in ("last_restore_drill", "verified_good"):
             continue  # in the line above
-        stdout.print(f"{key:<18} {value}")
+        stdout.print(f"{key:<18} {printable(str(value))}", markup=False)
     if tables is None:
         stdout.print("tables             (encrypted: give the key to see table statistics)")
         return
-    stdout.print(f"{'database':<18} {tables[0]}")
+    stdout.print(f"{'database':<18} {printable(tables[0])}", markup=False)
     table = Table(box=None, pad_edge=False)
     table.add_column("TABLE")
     table.add_column("ROWS", justify="right")
     table.add_column("CHECKSUM")
     for name, rows, checksum in tables[1]:
-        table.add_row(name, str(rows), checksum or "-")
+        _add_row(table, name, str(rows), checksum or "-")
     stdout.print(table)
 
 

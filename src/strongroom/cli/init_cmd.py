@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
+from strongroom.cli.options import ConfigOption, KeyFileOption, RepoOption, S3EndpointOption
 from strongroom.cli.output import stderr, stdout
 from strongroom.errors import UsageError
 from strongroom.repository.config import ENCRYPTION_AGE, ENCRYPTION_NONE
 from strongroom.repository.repository import Repository
+from strongroom.services.settings_sources import Sources
 
 MIN_PASSPHRASE_LENGTH = 8
 
 
-def _passphrase() -> str:
-    from_env = os.environ.get("STRONGROOM_PASSPHRASE")
+def _passphrase(from_env: str | None) -> str:
     if from_env:
         return from_env
     if not sys.stdin.isatty():
@@ -46,21 +44,31 @@ def init(
     no_encryption: Annotated[
         bool, typer.Option("--no-encryption", help="Store backups unencrypted (not advised).")
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Create a new repository (encrypted with a new age key by default)."""
     if passphrase and no_encryption:
         raise UsageError("--passphrase and --no-encryption exclude each other")
-    storage = location(repo, None, s3_endpoint).storage()
-    secret = _passphrase() if passphrase else None
+    sources = Sources.load(config)
+    where = sources.location(repo, key_file, s3_endpoint)
+    storage = where.storage()
+    secret = _passphrase(where.passphrase) if passphrase else None
     if secret is not None and len(secret) < MIN_PASSPHRASE_LENGTH:
         raise UsageError(f"the passphrase must have at least {MIN_PASSPHRASE_LENGTH} characters")
     result = Repository.init(
         storage,
         encryption=ENCRYPTION_NONE if no_encryption else ENCRYPTION_AGE,
-        key_file=Path(key_file).expanduser().absolute() if key_file else None,
+        key_file=where.key_file.expanduser().absolute() if where.key_file else None,
         passphrase=secret,
     )
     stdout.print(f"created repository {result.repository_id} at {storage.describe()}")
+    if where.s3_endpoint and not sources.endpoint_remembered():
+        stderr.print(  # the endpoint is not stored in the repository: it is needed to reach it
+            "note: every command needs this S3 endpoint: keep --s3-endpoint, or set "
+            "STRONGROOM_S3_ENDPOINT (or AWS_ENDPOINT_URL), or write s3_endpoint in "
+            "strongroom.toml",
+            markup=False,
+        )
     if no_encryption:
         stderr.print(
             "warning: this repository is NOT encrypted: anyone who can read it can read your data"

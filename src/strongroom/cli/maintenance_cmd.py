@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from strongroom.cli.options import (
+    ConfigOption,
     JsonOption,
     KeyFileOption,
     RepoOption,
@@ -39,9 +40,10 @@ def prune(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Delete chunks no backup references (safe while backups run elsewhere: it waits)."""
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     report = run_prune(repository, dry_run=dry_run, wait=wait)
     if as_json:
         stdout.print_json(json.dumps(asdict(report)))
@@ -92,12 +94,13 @@ def check(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Check that every backup's chunks exist (and with --read-data, are intact)."""
     if subset is not None and not read_data:
         raise UsageError("--subset needs --read-data")
     share = parse_subset(subset) if subset is not None else None
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     report = check_repository(repository, read_data=read_data, subset=share)
     if as_json:
         document = asdict(report)
@@ -140,9 +143,10 @@ def stats(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Sizes, deduplication, backup count and age, per target."""
-    result = repository_stats(location(repo, key_file, s3_endpoint).open(), target)
+    result = repository_stats(location(repo, key_file, s3_endpoint, config).open(), target)
     if as_json:
         document: dict[str, Any] = {
             "targets": [_totals_json(t) for t in result.targets],

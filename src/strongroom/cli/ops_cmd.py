@@ -15,24 +15,16 @@ import typer
 from rich.table import Table
 
 from strongroom import interrupts
+from strongroom.cli.options import ConfigOption
 from strongroom.cli.output import stdout
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
 from strongroom.services import records
-from strongroom.services.repository_access import open_configured
+from strongroom.services.settings_sources import load_settings, open_configured
 
 if TYPE_CHECKING:
     from strongroom.config import Settings
 
-ConfigOption = Annotated[
-    str | None,
-    typer.Option(
-        "--config",
-        envvar="STRONGROOM_CONFIG",
-        help="strongroom.toml (default: the environment variables DATABASE_URL, BACKUP_DIR…)",
-        show_envvar=True,
-    ),
-]
 MetricsFileOption = Annotated[
     Path | None,
     typer.Option("--metrics-file", help="Also write Prometheus metrics to this textfile."),
@@ -48,15 +40,13 @@ def open_repository(settings: Settings) -> Repository:
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration; name the field and line of every error."""
-    from strongroom.config import ConfigError, load_settings
+    from strongroom.config import ConfigError
 
     try:
         settings = load_settings(config)
     except ConfigError as exc:
         for problem in exc.problems:
-            stdout.print(
-                f"{config or os.environ.get('STRONGROOM_CONFIG')}: {problem}", markup=False
-            )
+            stdout.print(f"{exc.path}: {problem}", markup=False)
         raise UsageError(f"{len(exc.problems)} problem(s) in the configuration") from exc
     problems = []
     for name, target in settings.targets.items():
@@ -74,7 +64,6 @@ def config_check(config: ConfigOption = None) -> None:
 
 def schedule(config: ConfigOption = None) -> None:
     """List the next runs of every scheduled job."""
-    from strongroom.config import load_settings
     from strongroom.services.daemon import upcoming_runs
 
     settings = load_settings(config)
@@ -100,7 +89,6 @@ def run(
 
     SIGTERM or Ctrl-C: the running job finishes, then strongroom exits; a second signal
     abandons it cleanly (no backup is recorded unless its manifest was written)."""
-    from strongroom.config import load_settings
     from strongroom.services.daemon import Daemon, JobsFailed
     from strongroom.services.notifications import build_notifier
 
@@ -138,7 +126,6 @@ def health(
     metrics_file: MetricsFileOption = None,
 ) -> None:
     """Exit 0 healthy, 1 warning, 2 critical: backup age, last run, last restore drill."""
-    from strongroom.config import load_settings
     from strongroom.services.health import EXIT_CODES, evaluate_target, overall
     from strongroom.services.metrics import build_registry, write_metrics_file
     from strongroom.services.schedule import interval_of

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 
 from strongroom.cli.options import (
+    ConfigOption,
     JsonOption,
     KeyFileOption,
     RepoOption,
@@ -26,8 +26,9 @@ from strongroom.retention import (
     format_duration,
     parse_duration,
 )
-from strongroom.services.forget import ForgetEntry, ForgetResult, choose_policy, forget
+from strongroom.services.forget import ForgetEntry, ForgetResult, forget
 from strongroom.services.pins import pin_backup, unpin_backup
+from strongroom.services.settings_sources import Sources
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Backup id, prefix, or latest.")]
 
@@ -57,8 +58,13 @@ def forget_cmd(
         typer.Option("--keep-tag", metavar="TAG", help="Keep backups with this tag (repeatable)."),
     ] = None,
     timezone: Annotated[
-        str, typer.Option("--timezone", help="Time zone of hours/days/weeks (IANA name).")
-    ] = "UTC",
+        str | None,
+        typer.Option(
+            "--timezone",
+            help="Time zone of hours/days/weeks (IANA name; default: the configuration's "
+            "timezone, else UTC).",
+        ),
+    ] = None,
     keep_safety: Annotated[
         int,
         typer.Option(
@@ -83,11 +89,13 @@ def forget_cmd(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Forget backups a retention policy does not keep (prune frees their space).
 
-    Without --keep options: BACKUP_RETENTION_DAYS=N keeps N days, else 7 daily, 4 weekly,
-    12 monthly.
+    Without --keep options: the configured target's retention (--target, or the only
+    target of strongroom.toml), else BACKUP_RETENTION_DAYS=N (or RETENTION_DAYS=N) keeps N
+    days, else 7 daily, 4 weekly, 12 monthly.
     Always kept: pinned backups and each target's newest verified-good backup.
     Safety (pre-restore) backups fill none of the policy's slots: their own rule keeps the
     newest --keep-safety (3) of each target, all younger than --keep-safety-within (7d),
@@ -106,7 +114,7 @@ def forget_cmd(
             keep_yearly=keep_yearly,
             keep_within=within,
             keep_tags=frozenset(keep_tag or ()),
-            timezone=timezone,
+            timezone=timezone or "UTC",
         )
         safety_within = (
             None if keep_safety_within.strip() == "0" else parse_duration(keep_safety_within)
@@ -115,9 +123,10 @@ def forget_cmd(
         raise UsageError(str(exc)) from exc
     if given_any and given.is_empty():
         raise UsageError("every --keep option given is 0: give at least one rule that keeps")
-    policy, source = choose_policy(given if given_any else None, os.environ, timezone=timezone)
+    sources = Sources.load(config)
+    policy, source, target = sources.retention(given if given_any else None, target, timezone)
     policy = replace(policy, keep_safety=keep_safety, keep_safety_within=safety_within)
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = sources.location(repo, key_file, s3_endpoint).open()
     result = forget(repository, policy, source=source, target=target, dry_run=dry_run)
     if as_json:
         stdout.print_json(json.dumps(_as_json(result)))
@@ -194,9 +203,10 @@ def pin(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Pin a backup: no retention policy will forget it until it is unpinned."""
-    change = pin_backup(location(repo, key_file, s3_endpoint).open(), backup_id)
+    change = pin_backup(location(repo, key_file, s3_endpoint, config).open(), backup_id)
     state = "pinned" if change.changed else "was already pinned"
     stdout.print(f"{change.backup_id} ({change.target}) {state}")
 
@@ -206,8 +216,9 @@ def unpin(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Remove a pin: the backup is subject to the retention policy again."""
-    change = unpin_backup(location(repo, key_file, s3_endpoint).open(), backup_id)
+    change = unpin_backup(location(repo, key_file, s3_endpoint, config).open(), backup_id)
     state = "unpinned" if change.changed else "was not pinned"
     stdout.print(f"{change.backup_id} ({change.target or 'forgotten'}) {state}")

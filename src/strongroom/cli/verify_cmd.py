@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
+from strongroom.cli.options import (
+    ConfigOption,
+    KeyFileOption,
+    RepoOption,
+    S3EndpointOption,
+    location,
+)
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stderr, stdout
 from strongroom.cli.restore_cmd import print_comparison
 from strongroom.engines.base import Engine
 from strongroom.errors import BackupForgotten, IntegrityError, UsageError
 from strongroom.repository.manifest import Manifest
+from strongroom.repository.names import printable
 from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services.drill import read_check_queries, scratch_for, verify_by_restore
 from strongroom.services.restore import RestoreReport
+from strongroom.services.settings_sources import Sources
 from strongroom.services.verify import verify_backup
 
 
@@ -49,6 +56,7 @@ def verify(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Re-read backups (each chunk's hash, the whole-stream checksum), or with --restore
     restore one into a throwaway database and verify it."""
@@ -56,18 +64,18 @@ def verify(
         raise UsageError("give one backup ID (or latest), or --all")
     if (scratch or check_sql) and not by_restore:
         raise UsageError("--scratch and --check-sql go with --restore")
-    repository = location(repo, key_file, s3_endpoint).open()
+    repository = location(repo, key_file, s3_endpoint, config).open()
     damaged: list[DamagedBackup] = []
     if all_backups:
         listing = repository.scan_backups()
         manifests, damaged = listing.backups, listing.damaged
         for found in damaged:
-            stderr.print(f"DAMAGED  {found.backup_id}: {found.reason}", markup=False)
+            stderr.print(f"DAMAGED  {found.backup_id}: {printable(found.reason)}", markup=False)
     else:
         manifests = [repository.resolve(str(backup_id))]
     if by_restore:
         queries = read_check_queries(check_sql) if check_sql else []
-        failures = [m for m in manifests if not _drill(repository, m, scratch, queries)]
+        failures = [m for m in manifests if not _drill(repository, m, scratch, queries, config)]
         if failures or damaged:
             raise IntegrityError(
                 f"{len(failures)} of {len(manifests)} restore drill(s) failed; the record "
@@ -109,14 +117,17 @@ def _read_all(
         checked += 1
         if result.ok:
             stdout.print(
-                f"ok       {manifest.backup_id} {manifest.target}: "
+                f"ok       {manifest.backup_id} {printable(manifest.target)}: "
                 f"{manifest.chunk_count} chunks, {human_bytes(result.bytes_checked)}, "
-                f"checksum matches ({human_seconds(result.duration_seconds)})"
+                f"checksum matches ({human_seconds(result.duration_seconds)})",
+                markup=False,  # the target is text from the repository, not markup
             )
         else:
             failures.append(result)
             stderr.print(
-                f"DAMAGED  {manifest.backup_id} {manifest.target}: {result.problem}", markup=False
+                f"DAMAGED  {manifest.backup_id} {printable(manifest.target)}: "
+                f"{printable(result.problem or '')}",
+                markup=False,
             )
     if not manifests and not damaged:
         stdout.print("no backups to verify")
@@ -138,17 +149,25 @@ def _read_all(
         )
 
 
-def scratch_engine(manifest: Manifest, scratch: str | None) -> Engine:
-    """Where a drill restores: ``--scratch``, else beside ``$DATABASE_URL`` (see
-    ``services.drill.scratch_for``)."""
-    return scratch_for(manifest, scratch_url=scratch, server_url=os.environ.get("DATABASE_URL"))
+def scratch_engine(manifest: Manifest, scratch: str | None, config: str | None = None) -> Engine:
+    """Where a drill restores: ``--scratch``, else beside the configured target's database,
+    else beside ``$DATABASE_URL`` (see ``services.drill.scratch_for``)."""
+    server = Sources.load(config).server_url(manifest.target) if scratch is None else None
+    return scratch_for(manifest, scratch_url=scratch, server_url=server)
 
 
 def _drill(
-    repository: Repository, manifest: Manifest, scratch: str | None, queries: list[str]
+    repository: Repository,
+    manifest: Manifest,
+    scratch: str | None,
+    queries: list[str],
+    config: str | None = None,
 ) -> bool:
-    engine = scratch_engine(manifest, scratch)
-    stdout.print(f"verify --restore {manifest.backup_id} into {engine.describe()} (dropped after)")
+    engine = scratch_engine(manifest, scratch, config)
+    stdout.print(
+        f"verify --restore {manifest.backup_id} into {engine.describe()} (dropped after)",
+        markup=False,
+    )
     result = verify_by_restore(
         repository, manifest, engine, checks=queries, progress=progress_sink()
     )
@@ -169,5 +188,6 @@ def _drill(
             f"tables and {len(result.checks)} checks pass; recorded in the repository"
         )
         return True
-    stderr.print(f"FAILED   {manifest.backup_id}: {result.detail or result.record.problem}")
+    problem = result.detail or result.record.problem or ""
+    stderr.print(f"FAILED   {manifest.backup_id}: {printable(problem)}", markup=False)
     return False

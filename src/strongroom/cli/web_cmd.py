@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strongroom.cli.ops_cmd import ConfigOption
+from strongroom.cli.options import ConfigOption
 from strongroom.cli.output import stderr, stdout
 from strongroom.errors import UsageError
 
@@ -69,7 +69,7 @@ def serve(
     """Run the REST API, the admin UI and the scheduler of `strongroom run` in one process."""
     import uvicorn
 
-    from strongroom.config import load_settings
+    from strongroom.services.settings_sources import load_settings
     from strongroom.web.app import create_app
 
     settings = load_settings(config)
@@ -130,8 +130,7 @@ def token_create(
 
 def reindex(config: ConfigOption = None, service_db: ServiceDbOption = None) -> None:
     """Rebuild the web service's manifest index from the repository."""
-    from strongroom.config import load_settings
-    from strongroom.services.repository_access import open_configured
+    from strongroom.services.settings_sources import load_settings, open_configured
     from strongroom.web.index import ManifestIndex
 
     settings = load_settings(config)

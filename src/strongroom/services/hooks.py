@@ -99,7 +99,8 @@ def configured_settings(env: Mapping[str, str] | None = None) -> Settings | None
     (settings built from ``DATABASE_URL`` alone have no hooks). Raises ``ConfigError`` (a
     ``UsageError``) for a file that does not validate: better than running without the
     hooks it declares."""
-    from strongroom.config import CONFIG_ENV, load_settings
+    from strongroom.config import CONFIG_ENV
+    from strongroom.services.settings_sources import load_settings
 
     env = os.environ if env is None else env
     path = env.get(CONFIG_ENV)

@@ -39,8 +39,9 @@ def build_channel(settings: ChannelSettings, env: Mapping[str, str]) -> Channel:
         url = settings.webhook_url or _secret(env, settings.webhook_url_env, "slack webhook_url")
         return SlackChannel(str(url), name=settings.name or "slack")
     if settings.type == "webhook":
+        url = settings.url or _secret(env, settings.url_env, "webhook url")
         secret = _secret(env, settings.secret_env, "webhook secret")
-        return WebhookChannel(str(settings.url), secret, name=settings.name or "webhook")
+        return WebhookChannel(str(url), secret, name=settings.name or "webhook")
     return EmailChannel(
         str(settings.host),
         settings.port,

@@ -14,7 +14,7 @@ from strongroom.errors import StrongroomError, UsageError
 from strongroom.notify.dispatch import Notifier
 from strongroom.repository.repository import Repository
 from strongroom.services.notifications import build_notifier
-from strongroom.services.repository_access import open_configured
+from strongroom.services.settings_sources import open_configured
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.index import ManifestIndex
 from strongroom.web.jobs import JobRunner

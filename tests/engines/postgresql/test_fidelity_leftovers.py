@@ -17,12 +17,12 @@ import pytest
 from psycopg import sql
 
 from strongroom.cli.ops_cmd import open_repository
-from strongroom.config import load_settings
 from strongroom.engines import open_engine
 from strongroom.engines.base import RestoreOptions
 from strongroom.engines.postgresql import PostgresEngine
 from strongroom.engines.postgresql.fidelity import ROLE_MARKER, clean_leftover_roles
 from strongroom.services.restore import run_restore
+from strongroom.services.settings_sources import load_settings
 from tests.fixtures.postgres import PgServer, unique_db_name
 from tests.helpers import cli_fails, cli_ok, repository_env, run_cli
 

@@ -1,0 +1,432 @@
+"""Where every command finds its settings, in one order (docs/configuration.md):
+
+1. the command's own flags and arguments (``--repo``, ``--s3-endpoint``, ``--key-file``, a
+   database URL, ``--keep-*``);
+2. strongroom's variables (``STRONGROOM_REPO``, ``STRONGROOM_S3_ENDPOINT``, ...);
+3. the configuration file: ``--config``, else ``STRONGROOM_CONFIG``, else ``strongroom.toml``
+   in the working directory when there is one;
+4. the variables of the scripts strongroom replaces (``DATABASE_URL``, ``BACKUP_DIR``,
+   ``BACKUP_S3_BUCKET``, ``AWS_ENDPOINT_URL``, ``SLACK_WEBHOOK_URL``, ...).
+
+The first source that gives a value wins, field by field. ``ENVIRONMENT_VARIABLES`` lists
+every variable strongroom reads; docs/configuration.md documents each one (a test checks).
+
+The S3 endpoint is not stored in the repository (it is needed to reach the repository in
+the first place): every command takes it from these sources, so put it where every
+command sees it (``s3_endpoint`` in strongroom.toml, ``STRONGROOM_S3_ENDPOINT``,
+``AWS_ENDPOINT_URL`` or, for R2, ``CLOUDFLARE_ACCOUNT_ID``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strongroom.errors import UsageError
+from strongroom.redaction import register_secret
+from strongroom.services.repository_access import NO_REPOSITORY, RepositoryLocation
+
+if TYPE_CHECKING:
+    from strongroom.config import NotificationSettings, Settings
+    from strongroom.repository.repository import Repository
+    from strongroom.retention import RetentionPolicy
+
+log = logging.getLogger("strongroom.settings")
+
+CONFIG_FILE = "strongroom.toml"
+CONFIG_VARIABLE = "STRONGROOM_CONFIG"
+REPO_VARIABLE = "STRONGROOM_REPO"
+S3_ENDPOINT_VARIABLE = "STRONGROOM_S3_ENDPOINT"
+KEY_FILE_VARIABLE = "STRONGROOM_KEY_FILE"
+PASSPHRASE_VARIABLE = "STRONGROOM_PASSPHRASE"
+DEADLINE_VARIABLE = "STRONGROOM_STORAGE_DEADLINE"
+# the scripts' names, first set wins
+DIRECTORY_VARIABLES = ("BACKUP_DIR", "BACKUP_PATH")
+BUCKET_VARIABLES = ("BACKUP_S3_BUCKET", "S3_BUCKET", "S3_BACKUP_BUCKET")
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+R2_ACCOUNT_VARIABLE = "CLOUDFLARE_ACCOUNT_ID"
+R2_KEY_VARIABLE, R2_SECRET_VARIABLE = "CLOUDFLARE_ACCESS_KEY_ID", "CLOUDFLARE_SECRET_ACCESS_KEY"
+AWS_KEY_VARIABLE, AWS_SECRET_VARIABLE = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+REGION_VARIABLES = ("AWS_DEFAULT_REGION", "AWS_REGION")
+DATABASE_VARIABLE = "DATABASE_URL"
+SLACK_VARIABLES = ("SLACK_WEBHOOK_URL", "SLACK_WEBHOOK")
+EMAIL_VARIABLE = "BACKUP_NOTIFICATION_EMAIL"
+SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_FROM = "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_FROM"
+SMTP_PASSWORD_VARIABLES = ("SMTP_PASSWORD", "SMTP_PASS")
+
+# Every environment variable strongroom reads (docs/configuration.md has a row for each;
+# tests/docs/test_configuration_reference.py fails when one is missing there, or when the
+# code reads a STRONGROOM_* or scripts' variable that is not listed here).
+ENVIRONMENT_VARIABLES: tuple[str, ...] = (
+    # strongroom's own (level 2)
+    "STRONGROOM_CONFIG",
+    "STRONGROOM_REPO",
+    "STRONGROOM_S3_ENDPOINT",
+    "STRONGROOM_KEY_FILE",
+    "STRONGROOM_PASSPHRASE",
+    "STRONGROOM_STORAGE_DEADLINE",
+    "STRONGROOM_STORAGE_ATTEMPTS",
+    "STRONGROOM_STORAGE_BASE_DELAY",
+    "STRONGROOM_LOG_FORMAT",
+    "STRONGROOM_ALLOW_POOLER",
+    "STRONGROOM_RESTORE_JOBS",
+    "STRONGROOM_PG_BINDIR",
+    "STRONGROOM_PG_CHECKSUMS",
+    "STRONGROOM_MYSQL_BINDIR",
+    "STRONGROOM_SERVICE_DB",
+    "STRONGROOM_SESSION_SECRET",
+    "STRONGROOM_SECURE_COOKIES",
+    "STRONGROOM_USER_PASSWORD",
+    # the scripts' (level 4)
+    "DATABASE_URL",
+    "BACKUP_DIR",
+    "BACKUP_PATH",
+    "BACKUP_S3_BUCKET",
+    "S3_BUCKET",
+    "S3_BACKUP_BUCKET",
+    "BACKUP_RETENTION_DAYS",
+    "RETENTION_DAYS",
+    "SLACK_WEBHOOK_URL",
+    "SLACK_WEBHOOK",
+    "BACKUP_NOTIFICATION_EMAIL",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USER",
+    "SMTP_PASSWORD",
+    "SMTP_PASS",
+    "SMTP_FROM",
+    "CRON_SECRET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "CLOUDFLARE_ACCESS_KEY_ID",
+    "CLOUDFLARE_SECRET_ACCESS_KEY",
+    "CLOUDFLARE_ACCOUNT_ID",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+)
+
+
+def _first(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def config_path(given: str | None, env: Mapping[str, str], cwd: Path | None = None) -> str | None:
+    """The configuration file: ``--config``, ``STRONGROOM_CONFIG``, else ``strongroom.toml``
+    in the working directory when it exists."""
+    chosen = given or env.get(CONFIG_VARIABLE)
+    if chosen:
+        return chosen
+    default = (cwd or Path.cwd()) / CONFIG_FILE
+    return str(default) if default.is_file() else None
+
+
+def _r2_in_use(env: Mapping[str, str]) -> bool:
+    return bool(env.get(R2_KEY_VARIABLE)) and not env.get(AWS_KEY_VARIABLE)
+
+
+def _script_repository(env: Mapping[str, str]) -> dict[str, Any]:
+    """Level 4: the scripts' folder or bucket, and the S3 endpoint of the AWS or R2 names."""
+    table: dict[str, Any] = {}
+    directory = _first(env, DIRECTORY_VARIABLES)
+    bucket = _first(env, BUCKET_VARIABLES)
+    if directory is not None:
+        table["location"] = directory[1]
+        if bucket is not None:
+            log.info("both %s and %s are set: the repository is %s", directory[0], bucket[0],
+                     directory[1])  # fmt: skip
+    elif bucket is not None:
+        table["location"] = "s3://" + bucket[1].removeprefix("s3://").strip("/")
+    endpoint = _first(env, ENDPOINT_VARIABLES)
+    if endpoint is not None:
+        table["s3_endpoint"] = endpoint[1]
+    elif _r2_in_use(env) and env.get(R2_ACCOUNT_VARIABLE):
+        table["s3_endpoint"] = (
+            f"https://{env[R2_ACCOUNT_VARIABLE].strip()}.r2.cloudflarestorage.com"
+        )
+    return table
+
+
+def _own_repository(env: Mapping[str, str]) -> dict[str, Any]:
+    """Level 2: STRONGROOM_REPO, STRONGROOM_S3_ENDPOINT, STRONGROOM_KEY_FILE."""
+    names = {"location": REPO_VARIABLE, "s3_endpoint": S3_ENDPOINT_VARIABLE}
+    names["key_file"] = KEY_FILE_VARIABLE
+    return {field: env[name] for field, name in names.items() if env.get(name)}
+
+
+def _env_channels(env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Notification channels of the scripts' variables: Slack, and email when an SMTP
+    server is named."""
+    channels: list[dict[str, Any]] = []
+    slack = _first(env, SLACK_VARIABLES)
+    if slack is not None:
+        channels.append({"type": "slack", "webhook_url_env": slack[0]})
+    email = env.get(EMAIL_VARIABLE, "").strip()
+    if email and not env.get(SMTP_HOST):
+        log.warning(
+            "%s is set but %s is not: no email is sent (set %s, and %s / %s if the server "
+            "asks for a login)",
+            EMAIL_VARIABLE, SMTP_HOST, SMTP_HOST, SMTP_USER, SMTP_PASSWORD_VARIABLES[0],
+        )  # fmt: skip
+    elif email:
+        password = _first(env, SMTP_PASSWORD_VARIABLES)
+        port = env.get(SMTP_PORT, "").strip()
+        if port and not port.isdigit():
+            raise UsageError(f"{SMTP_PORT} must be a port number, got {port!r}")
+        sender = env.get(SMTP_FROM) or env.get(SMTP_USER) or f"strongroom@{socket.getfqdn()}"
+        channel: dict[str, Any] = {
+            "type": "email",
+            "host": env[SMTP_HOST],
+            "sender": sender,
+            "recipients": [r.strip() for r in email.split(",") if r.strip()],
+            "username": env.get(SMTP_USER) or None,
+            "password_env": password[0] if password else None,
+        }
+        if port:
+            channel["port"] = int(port)
+        channels.append(channel)
+    return channels
+
+
+def _env_target(env: Mapping[str, str]) -> dict[str, Any]:
+    """DATABASE_URL as one target (named after its database), backed up daily at 02:00."""
+    url = env.get(DATABASE_VARIABLE)
+    if not url:
+        return {}
+    from strongroom.engines import open_engine
+
+    name = open_engine(url).database_name()
+    return {name: {"url_env": DATABASE_VARIABLE, "schedule": {"daily": "0 2 * * *"}}}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The environment and the configuration file one command reads its settings from."""
+
+    env: Mapping[str, str]
+    path: str | None = None
+    text: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        config: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Sources:
+        env = os.environ if env is None else env
+        path = config_path(config, env, cwd)
+        if path is None:
+            return cls(env)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read configuration {path}: {exc.strerror}") from exc
+        return cls(env, path, text)
+
+    # --- the whole configuration ------------------------------------------------------
+    def settings(
+        self,
+        repo: str | None = None,
+        key_file: Path | str | None = None,
+        s3_endpoint: str | None = None,
+        *,
+        targets: bool = True,
+        placeholder: bool = False,
+    ) -> Settings:
+        """Flags, then STRONGROOM_*, then the file, then the scripts' variables, as one
+        validated ``Settings``; ``targets``: add DATABASE_URL as a target when the file
+        names none; ``placeholder``: a file without any repository is still read (for its
+        targets, retention and channels)."""
+        from strongroom.config import Settings, parse_settings
+
+        flags = {"location": repo, "s3_endpoint": s3_endpoint, "key_file": key_file}
+        given = {k: str(v) for k, v in flags.items() if v}
+
+        def complete(data: dict[str, Any]) -> dict[str, Any]:
+            data = dict(data)
+            table = data.get("repository", {})
+            if isinstance(table, dict):
+                merged = {**_script_repository(self.env), **table}
+                merged.update({**_own_repository(self.env), **given})
+                if not merged.get("location"):
+                    if not placeholder:
+                        raise UsageError(NO_REPOSITORY)
+                    merged["location"] = "(none)"
+                data["repository"] = merged
+            notifications = data.get("notifications", {})
+            if isinstance(notifications, dict) and "channels" not in notifications:
+                channels = _env_channels(self.env)
+                if channels:
+                    data["notifications"] = {**notifications, "channels": channels}
+            if targets and "targets" not in data:
+                data["targets"] = _env_target(self.env)
+            return data
+
+        if self.text is not None:
+            return parse_settings(self.text, str(self.path), complete)
+        return Settings.model_validate(complete({}))
+
+    def configured(
+        self, repo: str | None = None, key_file: Path | None = None, s3_endpoint: str | None = None
+    ) -> Settings | None:
+        """The settings when there is a configuration file (its targets, hooks, channels),
+        else ``None``."""
+        if self.text is None:
+            return None
+        return self.settings(repo, key_file, s3_endpoint, targets=False, placeholder=True)
+
+    # --- one setting at a time --------------------------------------------------------
+    def location(
+        self, repo: str | None = None, key_file: Path | None = None, s3_endpoint: str | None = None
+    ) -> RepositoryLocation:
+        """The repository, its endpoint, key file and passphrase."""
+        return location_of(self.settings(repo, key_file, s3_endpoint, targets=False), self.env)
+
+    def endpoint_remembered(self) -> bool:
+        """Whether a later command finds an S3 endpoint without the flag."""
+        try:
+            return bool(self.settings(repo="s3://check", targets=False).repository.s3_endpoint)
+        except UsageError:
+            return False
+
+    def file_targets(self) -> dict[str, str]:
+        """The configured targets' database URLs (a missing url_env variable is an error)."""
+        settings = self.configured()
+        if settings is None:
+            return {}
+        return {name: t.database_url(self.env) for name, t in settings.targets.items()}
+
+    def database(self, given: str | None, target: str | None) -> tuple[str | None, str | None]:
+        """The database to back up and its target name: the argument; else the configured
+        target ``target`` names (or the only one configured); else ``DATABASE_URL``."""
+        if given:
+            return given, target
+        settings = self.configured()
+        configured = settings.targets if settings is not None else {}
+        if target is not None and target in configured:
+            return configured[target].database_url(self.env), target
+        if target is None and len(configured) == 1:
+            name, only = next(iter(configured.items()))
+            return only.database_url(self.env), name
+        return self.env.get(DATABASE_VARIABLE) or None, target
+
+    def server_url(self, target: str) -> str | None:
+        """The database server a drill of ``target`` restores beside: the configured
+        target's, else ``DATABASE_URL``."""
+        settings = self.configured()
+        if settings is not None and target in settings.targets:
+            return settings.targets[target].database_url(self.env)
+        return self.env.get(DATABASE_VARIABLE) or None
+
+    def notifications(self) -> NotificationSettings:
+        """The configured channels, else those of the scripts' variables."""
+        from strongroom.config import NotificationSettings
+
+        settings = self.configured()
+        if settings is not None:
+            return settings.notifications
+        return NotificationSettings.model_validate({"channels": _env_channels(self.env)})
+
+    def retention(
+        self, given: RetentionPolicy | None, target: str | None, timezone: str | None
+    ) -> tuple[RetentionPolicy, str, str | None]:
+        """The policy ``forget`` applies, where it comes from, and the target it is for:
+        the --keep options; else the configured target's (``--target``, or the only
+        configured target); else BACKUP_RETENTION_DAYS / RETENTION_DAYS; else the default."""
+        from strongroom.config import retention_from_environment
+        from strongroom.retention import RetentionPolicy
+        from strongroom.services.forget import SOURCE_DEFAULT, SOURCE_OPTIONS
+
+        settings = self.configured()
+        zone = timezone or (settings.timezone if settings is not None else "UTC")
+        if given is not None and not given.is_empty():
+            return replace(given, timezone=zone), SOURCE_OPTIONS, target
+        with_policy = {
+            name: t.retention
+            for name, t in (settings.targets.items() if settings is not None else ())
+            if t.retention is not None
+        }
+        chosen = target
+        if chosen is None and len(with_policy) == 1 and settings and len(settings.targets) == 1:
+            chosen = next(iter(with_policy))
+        elif chosen is None and with_policy:
+            names = ", ".join(sorted(with_policy))
+            raise UsageError(
+                f"{self.path} has a retention policy per target ({names}): "
+                "add --target NAME, or give --keep-* options"
+            )
+        if chosen is not None and chosen in with_policy:
+            policy = with_policy[chosen].policy(zone)
+            if not policy.is_empty():
+                return policy, f"{self.path}, targets.{chosen}.retention", chosen
+        from_env = retention_from_environment(self.env)
+        if from_env is not None:
+            return replace(from_env[0], timezone=zone), from_env[1], target
+        return replace(RetentionPolicy.default(), timezone=zone), SOURCE_DEFAULT, target
+
+
+def _credentials(env: Mapping[str, str], location: str, endpoint: str | None) -> None:
+    """R2's CLOUDFLARE_* credentials as the AWS names boto3 reads (when no AWS key is set);
+    an R2 key without an endpoint is refused rather than sent to AWS."""
+    if not location.lower().startswith("s3://") or not _r2_in_use(env):
+        return
+    if not env.get(R2_SECRET_VARIABLE):
+        raise UsageError(f"{R2_KEY_VARIABLE} is set but {R2_SECRET_VARIABLE} is not")
+    if not endpoint:
+        raise UsageError(
+            f"{R2_KEY_VARIABLE} is set but no R2 endpoint: set {R2_ACCOUNT_VARIABLE} (the "
+            "endpoint is https://ACCOUNT_ID.r2.cloudflarestorage.com), or give --s3-endpoint, "
+            f"{S3_ENDPOINT_VARIABLE} or s3_endpoint in strongroom.toml"
+        )
+    register_secret(env[R2_SECRET_VARIABLE])
+    os.environ.setdefault(AWS_KEY_VARIABLE, env[R2_KEY_VARIABLE])
+    os.environ.setdefault(AWS_SECRET_VARIABLE, env[R2_SECRET_VARIABLE])
+    if _first(env, REGION_VARIABLES) is None:
+        os.environ.setdefault(REGION_VARIABLES[0], "auto")  # R2's region
+
+
+def location_of(settings: Settings, env: Mapping[str, str] | None = None) -> RepositoryLocation:
+    """The repository a configuration names; the key's passphrase from STRONGROOM_PASSPHRASE,
+    else from the variable ``passphrase_env`` names."""
+    env = os.environ if env is None else env
+    repo = settings.repository
+    passphrase = env.get(PASSPHRASE_VARIABLE) or None
+    if passphrase is None and repo.passphrase_env:
+        passphrase = env.get(repo.passphrase_env) or None
+    key_file = Path(repo.key_file).expanduser() if repo.key_file else None
+    deadline = None if env.get(DEADLINE_VARIABLE) else repo.storage_deadline
+    _credentials(env, repo.location, repo.s3_endpoint)
+    return RepositoryLocation(
+        repo.location, repo.s3_endpoint, key_file, passphrase, deadline=deadline
+    )
+
+
+def open_configured(settings: Settings, env: Mapping[str, str] | None = None) -> Repository:
+    """Open the repository a configuration names."""
+    return location_of(settings, env).open()
+
+
+def load_settings(
+    config: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Settings:
+    """The whole configuration, for ``run``, ``health``, ``schedule``, ``serve``…: the file
+    (``--config``, STRONGROOM_CONFIG, ./strongroom.toml) completed by the environment."""
+    return Sources.load(config, env, cwd).settings()
