@@ -417,3 +417,14 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_verify_notices_a_private_section_that_does_not_open(case: Case) -> None:
+    """A read check of a backup whose private section (tables and their statistics, which
+    a restore verifies against) is damaged fails, exit 7 naming the manifest: such a
+    backup cannot restore, so `verify --all` must not call it fine (found by the fault
+    campaign)."""
+    _edit_manifest(_garbage_private)(case)
+    result = run_cli("verify", "--all", env=case.env)
+    assert result.returncode == 7, result.stderr.decode() + result.stdout.decode()
+    assert case.new in result.stderr.decode() + result.stdout.decode()

@@ -62,6 +62,9 @@ def _read_back(repo: Repository, manifest: Manifest, progress: ProgressSink) -> 
     checked = 0
     progress.start(f"verify {manifest.backup_id}", manifest.raw_size)
     try:
+        # the private section (database name, tables and their statistics) is what a
+        # restore verifies against: a backup whose section does not open cannot restore
+        repo.private_section(manifest)
         for data in with_progress(repo.read_stream(manifest), progress):
             checked += len(data)
     except IntegrityError as exc:
