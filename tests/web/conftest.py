@@ -49,7 +49,7 @@ class WebSetup:
         return self.headers(self.viewer_token)
 
 
-def write_config(tmp: Path, targets: dict[str, str], extra: str = "") -> str:
+def write_config(tmp: Path, targets: dict[str, str], extra: str = "", tail: str = "") -> str:
     lines = [
         'timezone = "UTC"',
         "[repository]",
@@ -58,12 +58,12 @@ def write_config(tmp: Path, targets: dict[str, str], extra: str = "") -> str:
     ]
     for name, url in targets.items():
         lines += [f"[targets.{name}]", f'url = "{url}"', extra]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, tail]) + "\n"
 
 
 def build_app(tmp: Path, targets: dict[str, str], service_db: str | None = None, **kw) -> WebSetup:
     Repository.init(open_storage(str(tmp / "repo")), key_file=tmp / "repo.key")
-    settings = parse_settings(write_config(tmp, targets, kw.pop("extra", "")))
+    settings = parse_settings(write_config(tmp, targets, kw.pop("extra", ""), kw.pop("tail", "")))
     app = create_app(
         settings,
         service_db or str(tmp / "service.db"),

@@ -70,7 +70,7 @@ def serve(
     import uvicorn
 
     from strongroom.services.settings_sources import load_settings
-    from strongroom.web.app import create_app
+    from strongroom.web.app import SERVER_OPTIONS, create_app
 
     settings = load_settings(config)
     app = create_app(
@@ -80,7 +80,8 @@ def serve(
         secure_cookies=secure_cookies,
     )
     stdout.print(f"strongroom serve: http://{host}:{port}/ (API at /api/, schema /openapi.json)")
-    uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+    # forwarded headers only from settings.web.trusted_proxies (the app reads them)
+    uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS)
 
 
 def _password() -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from strongroom import __version__
 from strongroom.config import Settings
@@ -19,9 +21,11 @@ from strongroom.web.api import api_router
 from strongroom.web.api.health import metrics_router
 from strongroom.web.context import WebContext
 from strongroom.web.db import ServiceDatabase
-from strongroom.web.errors import HANDLERS
+from strongroom.web.errors import HANDLERS, on_validation_error
 from strongroom.web.index import ManifestIndex
 from strongroom.web.jobs import JobRunner
+from strongroom.web.middleware import MAX_BODY, BodyLimit, SecurityHeaders
+from strongroom.web.middleware import SERVER_OPTIONS as SERVER_OPTIONS  # for `serve`
 from strongroom.web.models import JobRun
 from strongroom.web.scheduler import SchedulerThread
 from strongroom.web.status import forget_cache
@@ -31,7 +35,6 @@ log = logging.getLogger("strongroom.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "strongroom_session"
-SESSION_SECONDS = 12 * 3600
 SESSION_SECRET_ENV = "STRONGROOM_SESSION_SECRET"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -104,27 +107,23 @@ def create_app(
     app.state.ctx = ctx
     for exc_class, handler in HANDLERS.items():
         app.add_exception_handler(exc_class, handler)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.url.path.startswith("/api/docs"):
-            del response.headers["Content-Security-Policy"]  # the docs page loads its assets
-        return response
-
+    # the signed cookie carries the session id; the session itself is a row (web/auth.py)
     secret = env.get(SESSION_SECRET_ENV) or db.secret("session_secret")
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_SECONDS,
+        max_age=max(60, int(settings.web.session_max_hours * 3600)),
         same_site="lax",
         https_only=secure_cookies,
     )
+    # added last is outermost: forwarded headers, then security headers, then the limit
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
+    if settings.web.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.web.trusted_proxies))
     app.include_router(api_router())
     app.include_router(metrics_router)
     app.include_router(ui_router())

@@ -2,7 +2,11 @@
 
 Passwords are argon2id hashes; API tokens are random strings stored as SHA-256 hashes;
 the browser holds a signed session cookie (HttpOnly, SameSite=Lax, Secure over https) that
-carries the user id and a per-session CSRF token, checked on every unsafe request.
+carries a random session id and a per-session CSRF token, checked on every unsafe request.
+A session id is valid only while its row in ``web_sessions`` is (by its SHA-256): sign-out
+deletes the row, and a session ends by itself after ``web.session_idle_minutes`` without a
+request, ``web.session_max_hours`` after sign-in, when its user is disabled or removed, and
+when the user's password changes.
 """
 
 from __future__ import annotations
@@ -12,18 +16,19 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from strongroom.errors import UsageError
-from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.ids import parse_iso, utc_now_iso
 from strongroom.web import audit
 from strongroom.web.context import WebContext, client_of, context_of
 from strongroom.web.db import ServiceDatabase
-from strongroom.web.models import ApiToken, User
+from strongroom.web.models import ApiToken, User, WebSession
 
 ADMIN, VIEWER = "admin", "viewer"
 ROLES = (ADMIN, VIEWER)
@@ -32,6 +37,8 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 MIN_PASSWORD = 8
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SESSION_KEY = "sid"
+TOUCH_EVERY = timedelta(seconds=30)  # last_seen_at is written at most this often
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("strongroom-dummy-password")
@@ -133,14 +140,37 @@ def _token_principal(ctx: WebContext, token: str) -> Principal | None:
         return Principal(f"token:{row.name}", row.role, "token")
 
 
+def _stamp(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()
+
+
+def _expired(ctx: WebContext, row: WebSession, now: datetime) -> bool:
+    web = ctx.settings.web
+    idle = timedelta(minutes=web.session_idle_minutes)
+    lifetime = timedelta(hours=web.session_max_hours)
+    return now - parse_iso(row.last_seen_at) > idle or now - parse_iso(row.created_at) > lifetime
+
+
 def _session_principal(ctx: WebContext, request: Request) -> Principal | None:
-    user_id = request.session.get("uid")
-    if not isinstance(user_id, int):
+    sid = request.session.get(SESSION_KEY)
+    if not isinstance(sid, str) or not sid:
         return None
+    now = datetime.now(UTC)
     with ctx.db.session() as session:
-        user = session.get(User, user_id)
-        if user is None or user.disabled:
+        row = session.get(WebSession, hash_token(sid))
+        if row is None:
             return None
+        user = session.get(User, row.user_id)
+        if (
+            user is None
+            or user.disabled
+            or not hmac.compare_digest(row.user_stamp, _stamp(user.password_hash))
+            or _expired(ctx, row, now)
+        ):
+            session.delete(row)
+            return None
+        if now - parse_iso(row.last_seen_at) >= TOUCH_EVERY:
+            row.last_seen_at = utc_now_iso()
         return Principal(user.name, user.role, "session")
 
 
@@ -175,10 +205,52 @@ def csrf_token(request: Request) -> str:
 
 
 def start_session(request: Request, user: User) -> None:
-    """A fresh session for the user (a new CSRF token too)."""
+    """A fresh session for the user: a new server-side row, a new session id and CSRF
+    token in the cookie (what the cookie held before is dropped). Expired sessions of
+    every user are deleted on the way."""
+    ctx = context_of(request)
+    sid = secrets.token_urlsafe(32)
+    now = utc_now_iso()
+    with ctx.db.session() as session:
+        old = request.session.get(SESSION_KEY)
+        if isinstance(old, str):
+            session.execute(delete(WebSession).where(WebSession.id_hash == hash_token(old)))
+        moment = datetime.now(UTC)
+        for row in session.scalars(select(WebSession)):
+            if _expired(ctx, row, moment):
+                session.delete(row)
+        session.add(
+            WebSession(
+                id_hash=hash_token(sid),
+                user_id=user.id,
+                user_stamp=_stamp(user.password_hash),
+                created_at=now,
+                last_seen_at=now,
+                client=client_of(request)[:64],
+            )
+        )
     request.session.clear()
-    request.session["uid"] = user.id
+    request.session[SESSION_KEY] = sid
     request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+def end_session(request: Request) -> None:
+    """Sign out: the session's row goes (the cookie is worthless from now on, wherever a
+    copy of it is), and the cookie is cleared."""
+    sid = request.session.get(SESSION_KEY)
+    if isinstance(sid, str):
+        with context_of(request).db.session() as session:
+            session.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
+    request.session.clear()
+
+
+def end_sessions(db: ServiceDatabase, user_id: int) -> int:
+    """End every session of a user (disable, remove, password change); how many ended."""
+    with db.session() as session:
+        rows = list(session.scalars(select(WebSession).where(WebSession.user_id == user_id)))
+        for row in rows:
+            session.delete(row)
+        return len(rows)
 
 
 async def check_csrf(request: Request) -> None:
@@ -187,7 +259,7 @@ async def check_csrf(request: Request) -> None:
     (Requests with a bearer token, or without a session, carry no ambient authority.)"""
     if request.method not in UNSAFE or bearer_token(request) is not None:
         return
-    if "uid" not in request.session:
+    if SESSION_KEY not in request.session:
         return
     await verify_csrf(request)
 

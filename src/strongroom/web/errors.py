@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -79,6 +82,35 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
     return _page(request, exc.status_code, str(exc.detail))
+
+
+def safe_errors(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors as the API shows them: where and what, never the value sent
+    (pydantic's ``input`` and ``ctx`` can hold a database URL with its password), and the
+    message redacted as every other message is."""
+    shown = []
+    for error in errors:
+        loc = [part if isinstance(part, int) else str(part)[:100] for part in error.get("loc", ())]
+        shown.append(
+            {
+                "loc": loc,
+                "msg": redact_text(str(error.get("msg", "invalid")))[:300],
+                "type": str(error.get("type", "value_error")),
+            }
+        )
+    return shown
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    """422 naming each invalid field, without the submitted values."""
+    assert isinstance(exc, RequestValidationError)
+    errors = safe_errors(exc.errors())
+    if wants_json(request):
+        return JSONResponse({"detail": errors}, status_code=422)
+    fields = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in errors
+    )
+    return _page(request, 422, f"invalid request: {fields}")
 
 
 HANDLERS = {

@@ -33,6 +33,22 @@ class ApiToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class WebSession(Base):
+    """A browser sign-in. The cookie holds a random session id; this row, found by its
+    SHA-256, is what makes it valid: deleting the row (sign-out, ``end_sessions``) ends the
+    session at once, wherever the cookie is."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    # SHA-256 of the user's password hash at sign-in: a changed password ends the session
+    user_stamp: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(32))
+    last_seen_at: Mapped[str] = mapped_column(String(32))
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class JobRun(Base):
     __tablename__ = "job_runs"
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from typing import Any
 
 from strongroom.engines import open_engine
 from strongroom.errors import RepositoryError, StrongroomError, UsageError
 from strongroom.notify.events import Event
-from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.ids import is_backup_id, utc_now_iso
 from strongroom.repository.manifest import Manifest
+from strongroom.repository.names import check_tags, check_target_name
 from strongroom.services import records
 from strongroom.services.backup import BackupRun, record_backup_run, recorded_backup
 from strongroom.services.forget import delete_backup
@@ -31,6 +30,8 @@ def start_backup(caller: Caller, target: str, tags: tuple[str, ...]) -> str:
     before the job is reported finished. A failing ``post_backup`` hook fails the job, the
     backup is kept."""
     ctx = caller.ctx
+    check_target_name(target)  # the CLI's rules, checked before anything is queued
+    tags = check_tags(tags)
     url = ctx.database_url(target)  # raises for an unknown target
     repo = ctx.repository()
 
@@ -170,12 +171,26 @@ def set_pin(caller: Caller, reference: str, pinned: bool) -> dict[str, Any]:
     return {"backup_id": change.backup_id, "pinned": pinned, "changed": change.changed}
 
 
+def exact_id(reference: str, action: str) -> str:
+    """``reference`` if it is a full backup id; else ``UsageError`` (400): what ``latest``
+    or a prefix means changes as backups come and go, which a destructive action must not
+    depend on."""
+    if not is_backup_id(reference):
+        shown = reference[:40] + ("…" if len(reference) > 40 else "")
+        raise UsageError(
+            f"{action} needs a backup's full id (such as 20261121T140000Z-3f9a2c1b), not "
+            f"'latest' or a prefix; got {shown!r}"
+        )
+    return reference
+
+
 def forget_one(caller: Caller, reference: str) -> dict[str, Any]:
-    """Delete one backup's manifest (its chunks go at the next prune); pinned ones refuse."""
+    """Delete one backup's manifest (its chunks go at the next prune); pinned ones refuse.
+    Only a full id names the backup (``exact_id``); a refusal is audited too."""
     ctx = caller.ctx
     repo = ctx.repository()
     try:
-        manifest = repo.resolve(reference)
+        manifest = repo.resolve(exact_id(reference, "forget"))
         if records.is_pinned(repo, manifest.backup_id):
             raise PinnedBackup(f"backup {manifest.backup_id} is pinned; unpin it first")
         delete_backup(repo.storage, manifest.backup_id)
@@ -198,35 +213,6 @@ def forget_one(caller: Caller, reference: str) -> dict[str, Any]:
 
 class PinnedBackup(RepositoryError):
     """Forgetting a pinned backup by hand is refused (409)."""
-
-
-def download_stream(caller: Caller, manifest: Manifest) -> Iterator[bytes]:
-    """The verified raw dump, chunk by chunk; the audit entry gets the outcome at the end."""
-    ctx = caller.ctx
-    repo = ctx.repository()
-    _ = repo.chunks  # fail before the response starts if the key is wrong
-    entry = audit.record(
-        ctx.db, caller.name, "download", "started", subject=manifest.backup_id, client=caller.client
-    )
-
-    def stream() -> Iterator[bytes]:
-        outcome = "aborted by the client"
-        try:
-            yield from repo.read_stream(manifest)
-            outcome = "ok"
-        except StrongroomError as exc:
-            outcome = f"failed: {exc.message}"
-            raise
-        finally:
-            audit.update_result(ctx.db, entry, outcome)
-
-    return stream()
-
-
-def download_name(manifest: Manifest) -> str:
-    suffix = {"sqlite3-database": ".db", "mysqldump-sql": ".sql"}.get(manifest.dump_format, ".dump")
-    target = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest.target)
-    return f"{target}-{manifest.backup_id}{suffix}"
 
 
 def resolve(caller: Caller, reference: str) -> Manifest:

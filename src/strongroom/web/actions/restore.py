@@ -13,6 +13,7 @@ from typing import Any
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
+from strongroom.repository.ids import is_backup_id
 from strongroom.repository.manifest import Manifest
 from strongroom.services.drill import scratch_for
 from strongroom.services.hooks import destination_hooks
@@ -46,15 +47,33 @@ def configured_urls(ctx: WebContext) -> dict[str, str]:
     return urls
 
 
-def choose_backup(caller: Caller, reference: str, to: str | None, target: str | None) -> Manifest:
+def choose_backup(
+    caller: Caller, reference: str, to: str | None, target: str | None, *, exact: bool = False
+) -> Manifest:
     """The backup a restore request names: an id or unique prefix as is; ``latest`` the
     newest regular backup of ``target``, else of the target ``to`` belongs to, else of the
     only configured target. Raises ``UsageError`` (naming ``"target"``) when that is not
-    clear, ``BackupNotFound`` when the target has no backup."""
+    clear, ``BackupNotFound`` when the target has no backup. ``exact`` (the restore itself,
+    not its plan): a prefix is refused (and the refusal audited); ``latest`` keeps its
+    meaning above, the one ``strongroom restore latest`` has."""
     ctx = caller.ctx
     if reference.strip() != "latest":
         if not reference or len(reference) > 100:  # as web.actions.backups.resolve
             raise UsageError("give a backup id")
+        if exact and not is_backup_id(reference):
+            problem = (
+                "a restore needs a backup's full id (such as 20261121T140000Z-3f9a2c1b; "
+                "the plan shows it) or latest, not a prefix"
+            )
+            audit.record(
+                ctx.db,
+                caller.name,
+                "restore",
+                f"refused: {problem}",
+                subject=reference,
+                client=caller.client,
+            )
+            raise UsageError(problem)
         return ctx.repository().resolve(reference)
     repo = ctx.repository()
     configured = configured_urls(ctx)

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 
 from strongroom.services import records
 from strongroom.web.actions import backups as actions
+from strongroom.web.actions.downloads import (
+    CHECKSUM_HEADER,
+    DownloadResponse,
+    download_name,
+    download_stream,
+)
 from strongroom.web.api.common import READ_ERRORS, WRITE_ERRORS, accepted, caller, manifest_of
 from strongroom.web.api.schemas import (
     BackupDetail,
@@ -17,6 +22,7 @@ from strongroom.web.api.schemas import (
     Forgotten,
     JobAccepted,
     PinState,
+    Problem,
     TableRow,
     Verification,
     VerifyRestoreRequest,
@@ -27,6 +33,7 @@ from strongroom.web.context import context_of
 router = APIRouter(tags=["backups"])
 Viewer = Annotated[Principal, Depends(require_viewer)]
 BackupId = Annotated[str, "backup id, unique prefix (8+ characters) or latest"]
+ExactId = Annotated[str, "the backup's full id (not a prefix, not latest)"]
 
 
 @router.get("/backups", responses=READ_ERRORS)
@@ -93,27 +100,35 @@ def create_backup(
 
 @router.get(
     "/backups/{backup_id}/download",
-    response_class=StreamingResponse,
+    response_class=DownloadResponse,
     responses={
         **WRITE_ERRORS,
-        200: {"content": {"application/octet-stream": {}}, "description": "the raw dump"},
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": f"the raw dump; its BLAKE3 checksum is in {CHECKSUM_HEADER}",
+        },
+        409: {"model": Problem, "description": "the backup is damaged (nothing is sent)"},
     },
 )
 def download_backup(
     request: Request,
     backup_id: BackupId,
     principal: Annotated[Principal, Depends(require_admin("download"))],
-) -> StreamingResponse:
+) -> DownloadResponse:
     """The raw dump (pg_dump custom format, or the SQLite file), verified chunk by chunk as
-    it streams; feed it to ``pg_restore`` or open it with ``sqlite3``."""
+    it streams; feed it to ``pg_restore`` or open it with ``sqlite3``. Every chunk is
+    checked to exist first (a damaged backup: 409). Should the stream fail later, the
+    connection closes before ``Content-Length`` bytes: the client sees an error, never a
+    short file. ``X-Content-Blake3`` is the whole dump's BLAKE3 (``b3sum`` checks it)."""
     who = caller(request, principal)
     manifest = actions.resolve(who, backup_id)
-    return StreamingResponse(
-        actions.download_stream(who, manifest),
+    return DownloadResponse(
+        download_stream(who, manifest),
         media_type="application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{actions.download_name(manifest)}"',
+            "Content-Disposition": f'attachment; filename="{download_name(manifest)}"',
             "Content-Length": str(manifest.raw_size),
+            CHECKSUM_HEADER: manifest.stream_checksum,
         },
     )
 
@@ -121,10 +136,11 @@ def download_backup(
 @router.delete("/backups/{backup_id}", responses=WRITE_ERRORS)
 def forget_backup(
     request: Request,
-    backup_id: BackupId,
+    backup_id: ExactId,
     principal: Annotated[Principal, Depends(require_admin("forget"))],
 ) -> Forgotten:
-    """Forget one backup (its unshared chunks go at the next prune). Pinned: 409."""
+    """Forget one backup (its unshared chunks go at the next prune). Pinned: 409. Only
+    the full id is accepted (400 for ``latest`` or a prefix)."""
     return Forgotten(**actions.forget_one(caller(request, principal), backup_id))
 
 

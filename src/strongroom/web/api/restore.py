@@ -41,9 +41,10 @@ def restore(
     request: Request, backup_id: str, body: RestoreRequest, principal: Admin
 ) -> JobAccepted:
     """Restore with the full contract: safety backup, staged restore, verification, swap.
-    ``confirm`` must equal the destination database's name (see the plan)."""
+    ``confirm`` must equal the destination database's name (see the plan). The backup is
+    its full id (the plan's ``backup_id``) or ``latest``; a prefix is refused (400)."""
     who = caller(request, principal)
-    manifest = actions.choose_backup(who, backup_id, body.to, body.target)
+    manifest = actions.choose_backup(who, backup_id, body.to, body.target, exact=True)
     job_id = actions.start_restore(
         who,
         manifest,

@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from strongroom.repository.names import (
     MAX_TAGS,
     TAG_MAX_LENGTH,
+    TARGET_MAX_LENGTH,
     normalized,
     printable,
     tag_problem,
+    target_name_problem,
 )
 from strongroom.web.jobs import job_result
 from strongroom.web.models import IndexedBackup, JobRun
@@ -19,6 +21,16 @@ from strongroom.web.models import IndexedBackup, JobRun
 
 class Problem(BaseModel):
     detail: str
+
+
+def _target_name(value: str | None) -> str | None:
+    """A target name by the CLI's rules (``repository/names.py``): a 422 naming the rule.
+    (Only where a backup is written: names older versions wrote are still looked up.)"""
+    if value is not None:
+        problem = target_name_problem(normalized(value))
+        if problem is not None:
+            raise ValueError(f"target name {printable(value)[:80]!r} is not allowed: {problem}")
+    return value
 
 
 class Verification(BaseModel):
@@ -105,7 +117,9 @@ class TargetSummary(BaseModel):
 
 class BackupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    target: str = Field(min_length=1, max_length=200, description="a configured target")
+    target: str = Field(
+        min_length=1, max_length=TARGET_MAX_LENGTH, description="a configured target"
+    )
     tags: list[Annotated[str, Field(max_length=TAG_MAX_LENGTH)]] = Field(
         default_factory=list,
         max_length=MAX_TAGS,
@@ -122,6 +136,8 @@ class BackupRequest(BaseModel):
             if problem is not None:
                 raise ValueError(f"tag {printable(tag)[:80]!r} is not allowed: {problem}")
         return value
+
+    _target = field_validator("target")(_target_name)
 
 
 class JobAccepted(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from strongroom.errors import StrongroomError
+from strongroom.repository.names import TAG_MAX_LENGTH
 from strongroom.web.actions import backups as ops
 from strongroom.web.actions import restore as restore_ops
 from strongroom.web.actions.common import Caller
@@ -39,7 +40,7 @@ def backup_now(
     request: Request,
     principal: Annotated[Principal, Depends(require_admin("backup"))],
     target: Annotated[str, Form(max_length=200)],
-    tag: Annotated[str, Form(max_length=50)] = "manual",
+    tag: Annotated[str, Form(max_length=TAG_MAX_LENGTH)] = "manual",
 ) -> Response:
     caller = Caller.of(request, principal)
     try:
@@ -101,7 +102,7 @@ def restore(
 ) -> Response:
     caller = Caller.of(request, principal)
     try:
-        manifest = restore_ops.choose_backup(caller, backup_id, to, None)
+        manifest = restore_ops.choose_backup(caller, backup_id, to, None, exact=True)
         job_id = restore_ops.start_restore(
             caller,
             manifest,

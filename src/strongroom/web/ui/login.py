@@ -8,7 +8,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from strongroom.web import audit
-from strongroom.web.auth import authenticate, current_principal, start_session, verify_csrf
+from strongroom.web.auth import (
+    authenticate,
+    current_principal,
+    end_session,
+    start_session,
+    verify_csrf,
+)
 from strongroom.web.context import client_of, context_of
 from strongroom.web.ui.render import render
 
@@ -53,11 +59,10 @@ async def login(
 
 @router.post("/logout")
 def logout(request: Request) -> Response:
+    """Sign out: the session ends on the server too, so a copy of the cookie is worthless."""
     ctx = context_of(request)
-    uid = request.session.get("uid")
-    if uid is not None:
-        principal = current_principal(request)
-        if principal is not None:
-            audit.record(ctx.db, principal.name, "logout", "ok", client=client_of(request))
-    request.session.clear()
+    principal = current_principal(request)
+    if principal is not None and principal.via == "session":
+        audit.record(ctx.db, principal.name, "logout", "ok", client=client_of(request))
+    end_session(request)
     return RedirectResponse("/login", status_code=303)
