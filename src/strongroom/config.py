@@ -8,6 +8,7 @@ of the file it comes from.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -155,7 +156,7 @@ class ChannelSettings(_Model):
     url_env: str | None = None
     secret_env: str | None = None
     host: str | None = None
-    port: int = 587
+    port: int = Field(default=587, ge=1, le=65535)
     sender: str | None = None
     recipients: list[str] = Field(default_factory=list)
     username: str | None = None
@@ -172,6 +173,13 @@ class ChannelSettings(_Model):
             raise ValueError("an email channel needs host, sender and recipients")
         return self
 
+    @field_validator("webhook_url", "url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/?#\s]", value):
+            raise ValueError("must be an http:// or https:// URL")  # never shows the secret
+        return value
+
 
 class NotificationSettings(_Model):
     on_failure: bool = True
@@ -181,6 +189,30 @@ class NotificationSettings(_Model):
     channels: list[ChannelSettings] = Field(default_factory=list)
 
 
+class WebSettings(_Model):
+    """``strongroom serve``: the proxies whose forwarded headers are believed, and how long
+    a sign-in lasts."""
+
+    # X-Forwarded-For/-Proto are read only from these addresses or networks (none: the
+    # client is the connection's peer); STRONGROOM_TRUSTED_PROXIES wins when set
+    trusted_proxies: list[str] = Field(default_factory=list)
+    session_idle_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    session_max_hours: float = Field(default=12, gt=0, le=30 * 24)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        checked = []
+        for item in value:
+            try:
+                checked.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. 10.0.0.1 or 10.0.0.0/8)"
+                ) from exc
+        return checked
+
+
 class Settings(_Model):
     """The whole configuration."""
 
@@ -188,6 +220,7 @@ class Settings(_Model):
     repository: RepositorySettings
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     stale_grace: str = DEFAULT_STALE_GRACE
 
     @field_validator("timezone")

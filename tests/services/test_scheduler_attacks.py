@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.config import parse_settings
+from strongroom.config import ConfigError, parse_settings
 from strongroom.errors import StorageError
 from strongroom.notify.dispatch import Notifier
 from strongroom.notify.webhook import WebhookChannel
@@ -255,12 +255,19 @@ def test_odd_target_names_get_their_own_alert_keys_inside_alerts(tmp_path, loopb
 
 
 def test_a_target_name_the_rules_refuse_fails_its_job_not_the_whole_pass(tmp_path, loopback):
-    """`config check` accepts [targets.".."] and [targets."a/b"]; the scheduler used to die
-    on them (exit 70: a storage key with '..'; exit 2 before the other targets ran, with
-    the run claimed). Now their jobs fail with exit 2 and one line; the rest runs."""
+    """The scheduler used to die on targets named ".." or "a/b" (exit 70: a storage key
+    with '..'; exit 2 before the other targets ran, with the run claimed). The configuration
+    now refuses such names when it is read (`config check` names them); settings made
+    another way (here: added after validation) still only fail their own jobs, exit 2,
+    one line each, and the rest runs."""
     db = make_sqlite_db(tmp_path / "shop.db", users=20, orders=20)
-    targets = {"..": f"sqlite://{db}", "a/b": f"sqlite://{db}", "shop": f"sqlite://{db}"}
-    daemon = _scheduler(tmp_path, targets, channels=[_hook(loopback)], now=_utc(2026, 11, 22, 3))
+    with pytest.raises(ConfigError, match="is not allowed"):
+        parse_settings(f'[repository]\nlocation = "/r"\n[targets.".."]\nurl = "sqlite://{db}"\n')
+    daemon = _scheduler(
+        tmp_path, {"shop": f"sqlite://{db}"}, channels=[_hook(loopback)], now=_utc(2026, 11, 22, 3)
+    )
+    for odd in ("..", "a/b"):
+        daemon.settings.targets[odd] = daemon.settings.targets["shop"]
     records = daemon.tick()
     assert [(r.target, r.ok) for r in records] == [("shop", True)]
     assert sorted((f.job, f.exit_code) for f in daemon.failures) == [

@@ -35,6 +35,18 @@ def _secret(env: Mapping[str, str], name: str | None, what: str) -> str | None:
 
 
 def build_channel(settings: ChannelSettings, env: Mapping[str, str]) -> Channel:
+    """The channel a configuration describes; a value that is no URL (e.g. in
+    ``SLACK_WEBHOOK_URL``) is a usage error naming where it came from, never the value."""
+    try:
+        return _build_channel(settings, env)
+    except ValueError as exc:  # the channels' own checks (their messages hide secrets)
+        fields = {"slack": "webhook_url", "webhook": "url", "email": "host"}
+        source = {"slack": settings.webhook_url_env, "webhook": settings.url_env}.get(settings.type)
+        where = source or f"notifications.channels {fields[settings.type]}"
+        raise UsageError(f"{settings.name or settings.type} channel ({where}): {exc}") from exc
+
+
+def _build_channel(settings: ChannelSettings, env: Mapping[str, str]) -> Channel:
     if settings.type == "slack":
         url = settings.webhook_url or _secret(env, settings.webhook_url_env, "slack webhook_url")
         return SlackChannel(str(url), name=settings.name or "slack")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import UsageError
-from strongroom.redaction import register_secret
+from strongroom.redaction import redact_url, register_secret
 from strongroom.services.repository_access import NO_REPOSITORY, RepositoryLocation
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ S3_ENDPOINT_VARIABLE = "STRONGROOM_S3_ENDPOINT"
 KEY_FILE_VARIABLE = "STRONGROOM_KEY_FILE"
 PASSPHRASE_VARIABLE = "STRONGROOM_PASSPHRASE"
 DEADLINE_VARIABLE = "STRONGROOM_STORAGE_DEADLINE"
+TRUSTED_PROXIES_VARIABLE = "STRONGROOM_TRUSTED_PROXIES"
 # the scripts' names, first set wins
 DIRECTORY_VARIABLES = ("BACKUP_DIR", "BACKUP_PATH")
 BUCKET_VARIABLES = ("BACKUP_S3_BUCKET", "S3_BUCKET", "S3_BACKUP_BUCKET")
@@ -81,6 +83,7 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "STRONGROOM_SERVICE_DB",
     "STRONGROOM_SESSION_SECRET",
     "STRONGROOM_SECURE_COOKIES",
+    "STRONGROOM_TRUSTED_PROXIES",
     "STRONGROOM_USER_PASSWORD",
     # the scripts' (level 4)
     "DATABASE_URL",
@@ -131,29 +134,70 @@ def _first(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | 
 def config_path(given: str | None, env: Mapping[str, str], cwd: Path | None = None) -> str | None:
     """The configuration file: ``--config``, ``STRONGROOM_CONFIG``, else ``strongroom.toml``
     in the working directory when it exists."""
-    chosen = given or env.get(CONFIG_VARIABLE)
+    chosen = (given or "").strip() or env.get(CONFIG_VARIABLE, "").strip()
     if chosen:
         return chosen
     default = (cwd or Path.cwd()) / CONFIG_FILE
     return str(default) if default.is_file() else None
 
 
+# a bucket name as boto3 accepts it (AWS's rules are stricter, but buckets made before 2018
+# and other stores allow capitals and "_": the store decides those)
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_S3_PREFIX = re.compile(r"^s3://", re.IGNORECASE)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _bucket_location(name: str, value: str) -> str:
+    """``s3://BUCKET[/PREFIX]`` of a bucket variable (``bucket``, ``s3://bucket``,
+    ``bucket/prefix/``); a value that is no bucket is refused in one line naming it."""
+    rest = _S3_PREFIX.sub("", value).strip("/")
+    bucket = rest.split("/", 1)[0]
+    if not _BUCKET.fullmatch(bucket):
+        raise UsageError(
+            f"{name}={redact_url(value)!r} is not an S3 bucket: give the bucket's name, "
+            "s3://BUCKET or BUCKET/PREFIX (an endpoint URL goes in AWS_ENDPOINT_URL or "
+            f"{S3_ENDPOINT_VARIABLE})"
+        )
+    return "s3://" + rest
+
+
+def _set(env: Mapping[str, str], name: str) -> bool:
+    """Whether a variable is set to something (``NAME=`` or blanks: unset)."""
+    return bool(env.get(name, "").strip())
+
+
+def _shown(path: str, found: bool) -> str:
+    return f"{path} (found in the working directory)" if found else path
+
+
+def _same_location(a: str, b: str) -> bool | None:
+    """Whether two locations name the same repository (``None``: cannot tell)."""
+    if _SCHEME.match(a) or _SCHEME.match(b):
+        return a.rstrip("/") == b.rstrip("/")
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
 def _r2_in_use(env: Mapping[str, str]) -> bool:
-    return bool(env.get(R2_KEY_VARIABLE)) and not env.get(AWS_KEY_VARIABLE)
+    return _set(env, R2_KEY_VARIABLE) and not _set(env, AWS_KEY_VARIABLE)
 
 
-def _script_repository(env: Mapping[str, str]) -> dict[str, Any]:
-    """Level 4: the scripts' folder or bucket, and the S3 endpoint of the AWS or R2 names."""
+def _script_repository(env: Mapping[str, str], location: bool = True) -> dict[str, Any]:
+    """Level 4: the scripts' folder or bucket (``location``: when nothing before gives
+    one), and the S3 endpoint of the AWS or R2 names."""
     table: dict[str, Any] = {}
-    directory = _first(env, DIRECTORY_VARIABLES)
-    bucket = _first(env, BUCKET_VARIABLES)
+    directory = _first(env, DIRECTORY_VARIABLES) if location else None
+    bucket = _first(env, BUCKET_VARIABLES) if location else None
     if directory is not None:
         table["location"] = directory[1]
         if bucket is not None:
             log.info("both %s and %s are set: the repository is %s", directory[0], bucket[0],
                      directory[1])  # fmt: skip
     elif bucket is not None:
-        table["location"] = "s3://" + bucket[1].removeprefix("s3://").strip("/")
+        table["location"] = _bucket_location(*bucket)
     endpoint = _first(env, ENDPOINT_VARIABLES)
     if endpoint is not None:
         table["s3_endpoint"] = endpoint[1]
@@ -168,7 +212,7 @@ def _own_repository(env: Mapping[str, str]) -> dict[str, Any]:
     """Level 2: STRONGROOM_REPO, STRONGROOM_S3_ENDPOINT, STRONGROOM_KEY_FILE."""
     names = {"location": REPO_VARIABLE, "s3_endpoint": S3_ENDPOINT_VARIABLE}
     names["key_file"] = KEY_FILE_VARIABLE
-    return {field: env[name] for field, name in names.items() if env.get(name)}
+    return {field: env[name].strip() for field, name in names.items() if _set(env, name)}
 
 
 def _env_channels(env: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -188,8 +232,8 @@ def _env_channels(env: Mapping[str, str]) -> list[dict[str, Any]]:
     elif email:
         password = _first(env, SMTP_PASSWORD_VARIABLES)
         port = env.get(SMTP_PORT, "").strip()
-        if port and not port.isdigit():
-            raise UsageError(f"{SMTP_PORT} must be a port number, got {port!r}")
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise UsageError(f"{SMTP_PORT} must be a port number (1-65535), got {port!r}")
         sender = env.get(SMTP_FROM) or env.get(SMTP_USER) or f"strongroom@{socket.getfqdn()}"
         channel: dict[str, Any] = {
             "type": "email",
@@ -207,7 +251,7 @@ def _env_channels(env: Mapping[str, str]) -> list[dict[str, Any]]:
 
 def _env_target(env: Mapping[str, str]) -> dict[str, Any]:
     """DATABASE_URL as one target (named after its database), backed up daily at 02:00."""
-    url = env.get(DATABASE_VARIABLE)
+    url = env.get(DATABASE_VARIABLE, "").strip()
     if not url:
         return {}
     from strongroom.engines import open_engine
@@ -223,6 +267,7 @@ class Sources:
     env: Mapping[str, str]
     path: str | None = None
     text: str | None = None
+    found: bool = False  # ./strongroom.toml, not named by --config or STRONGROOM_CONFIG
 
     @classmethod
     def load(
@@ -235,11 +280,52 @@ class Sources:
         path = config_path(config, env, cwd)
         if path is None:
             return cls(env)
+        found = not ((config or "").strip() or env.get(CONFIG_VARIABLE, "").strip())
         try:
             text = Path(path).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read configuration {path}: {exc.strerror}") from exc
-        return cls(env, path, text)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            shown = _shown(path, found)
+            raise UsageError(f"cannot read configuration {shown}: {why}") from exc
+        return cls(env, path, text, found)
+
+    @property
+    def shown(self) -> str:
+        """The file's name in messages (where it was found, when nobody named it)."""
+        return _shown(str(self.path), self.found)
+
+    def _file_table(self, data: dict[str, Any], announce: bool) -> dict[str, Any]:
+        """The file's [repository] with relative paths made relative to the file's folder
+        (a command run from cron has cwd=/), and a note when it overrides a different
+        folder or bucket of the scripts' variables."""
+        table = dict(data.get("repository", {}))
+        base = Path(str(self.path)).absolute().parent
+        for field in ("location", "key_file"):
+            value = table.get(field)
+            if isinstance(value, str) and value.strip() and not _SCHEME.match(value):
+                path = Path(value).expanduser()
+                table[field] = str(path if path.is_absolute() else base / path)
+        targets = data.get("targets")
+        for target in targets.values() if isinstance(targets, dict) else ():
+            verify = target.get("verify") if isinstance(target, dict) else None
+            if isinstance(verify, dict) and isinstance(verify.get("check_sql"), str):
+                check = Path(verify["check_sql"]).expanduser()
+                verify["check_sql"] = str(check if check.is_absolute() else base / check)
+        location = table.get("location")
+        script = _first(self.env, DIRECTORY_VARIABLES) or _first(self.env, BUCKET_VARIABLES)
+        if not (announce and script and isinstance(location, str)) or _set(self.env, REPO_VARIABLE):
+            return table
+        try:
+            theirs = _script_repository(self.env)["location"]
+        except UsageError:  # not a bucket: unused here anyway
+            return table
+        if _same_location(location, theirs) is False:
+            log.warning(
+                "%s=%s is not used: %s sets [repository] location = %s (the configuration "
+                "file wins over the scripts' variables; --repo or %s wins over both)",
+                script[0], script[1], self.shown, location, REPO_VARIABLE,
+            )  # fmt: skip
+        return table
 
     # --- the whole configuration ------------------------------------------------------
     def settings(
@@ -258,14 +344,17 @@ class Sources:
         from strongroom.config import Settings, parse_settings
 
         flags = {"location": repo, "s3_endpoint": s3_endpoint, "key_file": key_file}
-        given = {k: str(v) for k, v in flags.items() if v}
+        given = {k: str(v).strip() for k, v in flags.items() if v and str(v).strip()}
 
         def complete(data: dict[str, Any]) -> dict[str, Any]:
             data = dict(data)
             table = data.get("repository", {})
+            if isinstance(table, dict) and self.path is not None:
+                table = self._file_table(data, announce="location" not in given)
             if isinstance(table, dict):
-                merged = {**_script_repository(self.env), **table}
-                merged.update({**_own_repository(self.env), **given})
+                own = {**_own_repository(self.env), **given}
+                needed = not (table.get("location") or own.get("location"))
+                merged = {**_script_repository(self.env, needed), **table, **own}
                 if not merged.get("location"):
                     if not placeholder:
                         raise UsageError(NO_REPOSITORY)
@@ -278,10 +367,19 @@ class Sources:
                     data["notifications"] = {**notifications, "channels": channels}
             if targets and "targets" not in data:
                 data["targets"] = _env_target(self.env)
+            proxies = self.env.get(TRUSTED_PROXIES_VARIABLE, "").strip()
+            web = data.get("web", {})
+            if proxies and isinstance(web, dict):  # level 2 beats the file
+                listed = [p.strip() for p in proxies.split(",") if p.strip()]
+                data["web"] = {**web, "trusted_proxies": listed}
             return data
 
+        if targets:  # run, serve, health, config check: a bad value fails now, not nightly
+            from strongroom.config import retention_from_environment
+
+            retention_from_environment(self.env)
         if self.text is not None:
-            return parse_settings(self.text, str(self.path), complete)
+            return parse_settings(self.text, self.shown, complete)
         return Settings.model_validate(complete({}))
 
     def configured(
@@ -326,7 +424,7 @@ class Sources:
         if target is None and len(configured) == 1:
             name, only = next(iter(configured.items()))
             return only.database_url(self.env), name
-        return self.env.get(DATABASE_VARIABLE) or None, target
+        return self.env.get(DATABASE_VARIABLE, "").strip() or None, target
 
     def server_url(self, target: str) -> str | None:
         """The database server a drill of ``target`` restores beside: the configured
@@ -334,7 +432,7 @@ class Sources:
         settings = self.configured()
         if settings is not None and target in settings.targets:
             return settings.targets[target].database_url(self.env)
-        return self.env.get(DATABASE_VARIABLE) or None
+        return self.env.get(DATABASE_VARIABLE, "").strip() or None
 
     def notifications(self) -> NotificationSettings:
         """The configured channels, else those of the scripts' variables."""
@@ -388,7 +486,7 @@ def _credentials(env: Mapping[str, str], location: str, endpoint: str | None) ->
     an R2 key without an endpoint is refused rather than sent to AWS."""
     if not location.lower().startswith("s3://") or not _r2_in_use(env):
         return
-    if not env.get(R2_SECRET_VARIABLE):
+    if not _set(env, R2_SECRET_VARIABLE):
         raise UsageError(f"{R2_KEY_VARIABLE} is set but {R2_SECRET_VARIABLE} is not")
     if not endpoint:
         raise UsageError(
@@ -396,11 +494,14 @@ def _credentials(env: Mapping[str, str], location: str, endpoint: str | None) ->
             "endpoint is https://ACCOUNT_ID.r2.cloudflarestorage.com), or give --s3-endpoint, "
             f"{S3_ENDPOINT_VARIABLE} or s3_endpoint in strongroom.toml"
         )
-    register_secret(env[R2_SECRET_VARIABLE])
-    os.environ.setdefault(AWS_KEY_VARIABLE, env[R2_KEY_VARIABLE])
-    os.environ.setdefault(AWS_SECRET_VARIABLE, env[R2_SECRET_VARIABLE])
+    register_secret(env[R2_SECRET_VARIABLE].strip())
+    # an empty AWS_ACCESS_KEY_ID= (docker compose's ${AWS_ACCESS_KEY_ID}) is unset here
+    os.environ[AWS_KEY_VARIABLE] = env[R2_KEY_VARIABLE].strip()
+    os.environ[AWS_SECRET_VARIABLE] = env[R2_SECRET_VARIABLE].strip()
     if _first(env, REGION_VARIABLES) is None:
-        os.environ.setdefault(REGION_VARIABLES[0], "auto")  # R2's region
+        for name in REGION_VARIABLES:  # boto3 would take a blank one as the region
+            os.environ.pop(name, None)
+        os.environ[REGION_VARIABLES[0]] = "auto"  # R2's region
 
 
 def location_of(settings: Settings, env: Mapping[str, str] | None = None) -> RepositoryLocation:
