@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import socket
@@ -30,17 +31,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_USERADD_LOCK = "/etc/.pwd.lock"
+"""Shadow-utils' own lock file (never replaced, unlike ``/etc/passwd``); they lock it with
+``fcntl`` record locks, which do not interact with the ``flock`` taken here."""
+
+
 def ensure_system_user(name: str) -> pwd.struct_passwd:
-    """The system user ``name``, created (no home, no login shell) if missing; needs root."""
+    """The system user ``name``, created (no home, no login shell) if missing; needs root.
+
+    Several processes may ask at once (``pytest -n 2`` workers each starting their servers,
+    a benchmark beside the tests): creation is serialised by an ``flock`` on
+    :data:`_USERADD_LOCK` and the user looked up again under it, so the second one finds
+    the first one's user instead of failing in ``useradd`` ("user already exists", or
+    "cannot lock /etc/passwd" while the first one's ``useradd`` holds it).
+    """
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True,
-            capture_output=True,
-        )
-        return pwd.getpwnam(name)
+        pass
+    fd = os.open(_USERADD_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                check=True,
+                capture_output=True,
+            )
+            return pwd.getpwnam(name)
 
 
 def run_as_user() -> pwd.struct_passwd | None:

@@ -137,7 +137,7 @@ class PgServer:
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-d",
-                f"host={self.host} port={self.port} user={self.user} dbname={dbname}",
+                f"host={self.host} port={self.port} user={self.user} dbname={_conninfo(dbname)}",
             ],
             input=script,
             capture_output=True,
@@ -280,3 +280,8 @@ def start_server() -> PgServer:
             last_error = exc
             server.stop()
     raise ServerStartFailed(f"could not start a throwaway PostgreSQL: {last_error}")
+
+
+def _conninfo(value: str) -> str:
+    """``value`` as a single-quoted libpq conninfo value (any name, spaces included)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
