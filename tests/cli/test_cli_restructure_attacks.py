@@ -204,7 +204,8 @@ def _commands() -> list[str]:
     names = []
     for line in out.splitlines():
         parts = line.strip("│ ").split()
-        if parts and line.startswith("│ ") and not parts[0].startswith("-"):
+        # a command's row starts right after the border; a wrapped help line is indented
+        if parts and line.startswith("│ ") and line[2:3] != " " and not parts[0].startswith("-"):
             names.append(parts[0])
     return names
 
@@ -223,6 +224,14 @@ def test_every_command_and_bench_script_has_help():
             check=False,
         )
         assert result.returncode == 0, result.stderr.decode()
+    faults = subprocess.run(
+        [sys.executable, "-m", "bench.faults", "--help"],
+        capture_output=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert faults.returncode == 0 and b"--seed" in faults.stdout, faults.stderr.decode()
 
 
 def test_pg_drill_of_a_damaged_backup_fails_and_drops_its_scratch(pg_server, pg_db, env, tmp_path):

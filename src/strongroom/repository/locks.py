@@ -513,8 +513,8 @@ def acquire_shared(
     announced = False
     while True:
         lock = RepositoryLock(storage, new_record(SHARED, purpose, ttl))
-        lock.write()
-        try:
+        try:  # the write too: a signal during it must not leave the lock behind
+            lock.write()
             blockers = [
                 live for live in observer.live_locks(storage, lock.key) if live.kind != SHARED
             ]
@@ -547,9 +547,9 @@ def acquire_exclusive(
     started = time.monotonic()
     announced = False
     lock = RepositoryLock(storage, new_record(EXCLUSIVE, purpose, ttl))
-    lock.write()
-    lock.start_refreshing()
-    try:
+    try:  # the write too: a signal during it must not leave the lock behind
+        lock.write()
+        lock.start_refreshing()
         while True:
             blockers = [
                 live for live in observer.live_locks(storage, lock.key) if live.kind != EXCLUSIVE
