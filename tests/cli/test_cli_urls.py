@@ -206,3 +206,28 @@ def test_nasty_mysql_passwords_never_show(
     finally:
         mariadb_server.query(None, "DROP USER IF EXISTS %s@'%%'", (user,))
         mariadb_server.drop_database(db)
+
+
+def test_the_libpq_variables_alone_name_the_database(
+    pg_server: PgServer, pg_db: str, tmp_path: Path
+) -> None:
+    """A `pg_dump` script's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE)
+    and no DATABASE_URL: `strongroom backup` backs that database up, and the password
+    appears nowhere in the output."""
+    name = pg_db.rsplit("/", 1)[1]
+    pg_server.psql(name, "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);")
+    env = {
+        **repository_env(tmp_path),
+        "PGHOST": pg_server.host,
+        "PGPORT": str(pg_server.port),
+        "PGUSER": pg_server.user,
+        "PGPASSWORD": pg_server.password,
+        "PGDATABASE": name,
+    }
+    cli_ok(run_cli("init", env=env))
+    result = run_cli("backup", env=env)
+    out = cli_ok(result)
+    assert f"target       {name} " in out, out
+    assert pg_server.password not in out + result.stderr.decode()
+    listed = json.loads(cli_ok(run_cli("list", "--json", env=env)))
+    assert [b["target"] for b in listed] == [name]

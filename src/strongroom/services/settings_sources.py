@@ -424,7 +424,11 @@ class Sources:
         if target is None and len(configured) == 1:
             name, only = next(iter(configured.items()))
             return only.database_url(self.env), name
-        return self.env.get(DATABASE_VARIABLE, "").strip() or None, target
+        url = self.env.get(DATABASE_VARIABLE, "").strip() or None
+        if url is None and self.env.get("PGDATABASE", "").strip():
+            # the libpq variables a `pg_dump` script relies on: libpq fills in the rest
+            url = "postgresql://"
+        return url, target
 
     def server_url(self, target: str) -> str | None:
         """The database server a drill of ``target`` restores beside: the configured
