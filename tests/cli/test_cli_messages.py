@@ -112,3 +112,39 @@ def test_verbose_prints_the_details_an_unexpected_failure_promises():
     assert "Traceback" in loud_err and "RuntimeError" in loud_err, loud_err
     assert "hunter2pw" not in quiet_err + loud_err
     assert loud_err.rstrip().splitlines()[-1].startswith("error: unexpected failure")
+
+
+def test_a_restore_into_a_new_database_does_not_say_it_replaces_content(tmp_path):
+    """The plan's 'its content will be replaced' warning is for a database that exists;
+    a restore that creates the database replaces nothing, so the plan says nothing of it."""
+    db = make_sqlite_db(tmp_path / "shop.db", users=5, orders=5)
+    other = make_sqlite_db(tmp_path / "blog.db", users=5, orders=5)
+    env = repository_env(tmp_path)
+    _ok(run_cli("init", env=env))
+    _ok(run_cli("backup", f"sqlite://{db}", env=env))
+    fresh = _ok(
+        run_cli(
+            "restore",
+            "latest",
+            "--target",
+            "shop",
+            "--to",
+            f"sqlite://{tmp_path / 'new.db'}",
+            "--dry-run",
+            env=env,
+        )
+    )
+    assert "will be created" in fresh and "will be replaced" not in fresh, fresh
+    existing = _ok(
+        run_cli(
+            "restore",
+            "latest",
+            "--target",
+            "shop",
+            "--to",
+            f"sqlite://{other}",
+            "--dry-run",
+            env=env,
+        )
+    )
+    assert "WARNING" in existing and "will be replaced" in existing, existing

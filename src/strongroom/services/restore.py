@@ -233,7 +233,9 @@ def plan_restore(
         target_basis=target.basis,
         warning=_other_target_warning(
             manifest, backup_database_name(repo, manifest), engine, target.name
-        ),
+        )
+        if state.exists
+        else None,  # nothing is replaced in a database that does not exist yet
         undoes=undoes,
     )
 
