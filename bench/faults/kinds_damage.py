@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from strongroom.repository.locks import this_process
+from strongroom.processes import this_process
 
 from .procs import CliResult
 from .trial import Kind, Trial

@@ -23,7 +23,6 @@ written by older versions (without these fields) follow the lease rules only.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import logging
@@ -36,9 +35,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from strongroom.errors import LockLost, ObjectNotFound, RepositoryBusy, StorageError
+from strongroom.processes import ProcessIdentity, process_start_ticks, this_process
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import LOCKS_PREFIX, lock_key
 from strongroom.storage.base import Storage, TracksUnsettledWrites
@@ -68,51 +67,6 @@ def owner_name() -> str:
         return f"{getpass.getuser()}@{socket.gethostname()}"
     except (KeyError, OSError):
         return socket.gethostname()
-
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """What tells a process on this machine apart from any other, now or later."""
-
-    hostname: str
-    boot_id: str | None  # /proc/sys/kernel/random/boot_id: changes at each boot
-    pid_namespace: str | None  # "pid:[4026531836]": the pids below mean this namespace
-    start_ticks: int | None  # the process's start, in clock ticks since boot
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError:
-        return None
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (field 22 of ``/proc/PID/stat``); None if no such process runs
-    (a zombie counts as gone) or ``/proc`` cannot tell."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # the name, in parentheses, may hold spaces
-    try:
-        return None if fields[0] in ("Z", "X") else int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-@functools.cache
-def _machine() -> tuple[str | None, str | None]:
-    try:
-        namespace: str | None = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = None
-    return _read("/proc/sys/kernel/random/boot_id"), namespace
-
-
-def this_process() -> ProcessIdentity:
-    boot_id, namespace = _machine()
-    pid = os.getpid()
-    return ProcessIdentity(socket.gethostname(), boot_id, namespace, process_start_ticks(pid))
 
 
 @dataclass(frozen=True)

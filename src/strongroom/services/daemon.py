@@ -19,6 +19,7 @@ from strongroom.engines import open_engine
 from strongroom.errors import InvalidName, StrongroomError, VerificationMismatch
 from strongroom.notify.dispatch import Notifier
 from strongroom.notify.events import Event
+from strongroom.processes import process_start_ticks, this_process
 from strongroom.redaction import redact_text
 from strongroom.repository.ids import utc_now_iso
 from strongroom.repository.names import check_target_name
@@ -81,34 +82,18 @@ class JobCrashed(StrongroomError):
 
 
 # --- who holds a claim: enough to tell, on this machine, that it was killed ---------------
-def _start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (``/proc/PID/stat`` field 22); None when it does not run (a
-    zombie counts as gone) or ``/proc`` cannot tell."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # the name, in parentheses, may hold spaces
-    try:
-        return None if fields[0] in ("Z", "X") else int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def _machine() -> str:
     """This boot of this machine's pid namespace ("" when ``/proc`` cannot tell)."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
+    me = this_process()
+    if me.boot_id is None or me.pid_namespace is None:
         return ""
-    return f"{boot[:8]}-{''.join(c for c in namespace if c.isdigit())}"
+    return f"{me.boot_id[:8]}-{''.join(c for c in me.pid_namespace if c.isdigit())}"
 
 
 def claim_owner() -> str:
     """``host:pid:start ticks:machine``: the holder written into a run's claim."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}:{_machine()}"
+    return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid) or ''}:{_machine()}"
 
 
 def holder_gone(owner: str) -> bool:
@@ -121,7 +106,7 @@ def holder_gone(owner: str) -> bool:
     host, pid, ticks, machine = parts
     if host != socket.gethostname() or not machine or machine != _machine():
         return False
-    return _start_ticks(int(pid)) != int(ticks)
+    return process_start_ticks(int(pid)) != int(ticks)
 
 
 def _hours(seconds: float) -> str:
