@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from strongroom import __version__
 from strongroom.config import Settings
@@ -24,7 +23,7 @@ from strongroom.web.db import ServiceDatabase
 from strongroom.web.errors import HANDLERS, on_validation_error
 from strongroom.web.index import ManifestIndex
 from strongroom.web.jobs import JobRunner
-from strongroom.web.middleware import MAX_BODY, BodyLimit, SecurityHeaders
+from strongroom.web.middleware import MAX_BODY, BodyLimit, ForwardedClient, SecurityHeaders
 from strongroom.web.middleware import SERVER_OPTIONS as SERVER_OPTIONS  # for `serve`
 from strongroom.web.models import JobRun
 from strongroom.web.scheduler import SchedulerThread
@@ -123,7 +122,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
     if settings.web.trusted_proxies:
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.web.trusted_proxies))
+        app.add_middleware(ForwardedClient, trusted=list(settings.web.trusted_proxies))
     app.include_router(api_router())
     app.include_router(metrics_router)
     app.include_router(ui_router())

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from strongroom.redaction import redact_text
 from strongroom.repository.ids import utc_now_iso
+from strongroom.repository.names import printable
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.models import AuditEntry
 
@@ -24,22 +25,36 @@ def record(
     client: str | None = None,
     detail: str | None = None,
 ) -> int:
-    """Append one entry (secrets redacted); return its id."""
+    """Append one entry (secrets redacted; what a request sent, such as a NUL or a line
+    break in a backup id or user name, escaped: PostgreSQL refuses NUL in text, and a log
+    line stays one line); return its id."""
     entry = AuditEntry(
         at=utc_now_iso(),
-        user=user[:100],
+        user=printable(user)[:100],
         action=action,
-        subject=subject[:200] if subject else None,
-        client=client[:64] if client else None,
-        result=redact_text(result)[:200],
-        detail=redact_text(detail) if detail else None,
+        subject=printable(subject)[:200] if subject else None,
+        client=printable(client)[:64] if client else None,
+        result=_text(result)[:200],
+        detail=_text(detail) if detail else None,
     )
     with db.session() as session:
         session.add(entry)
         session.flush()
         entry_id = entry.id
-    log.info("audit: %s %s by %s from %s: %s", action, subject or "-", user, client or "-", result)
+    log.info(
+        "audit: %s %s by %s from %s: %s",
+        action,
+        entry.subject or "-",
+        entry.user,
+        entry.client or "-",
+        entry.result,
+    )
     return entry_id
+
+
+def _text(text: str) -> str:
+    """Secrets redacted; NUL (which PostgreSQL refuses in text) escaped."""
+    return redact_text(text).replace("\x00", "\\x00")
 
 
 def update_result(db: ServiceDatabase, entry_id: int, result: str) -> None:
@@ -47,7 +62,7 @@ def update_result(db: ServiceDatabase, entry_id: int, result: str) -> None:
     with db.session() as session:
         entry = session.get(AuditEntry, entry_id)
         if entry is not None:
-            entry.result = redact_text(result)[:200]
+            entry.result = _text(result)[:200]
 
 
 def recent(

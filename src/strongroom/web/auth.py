@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from strongroom.errors import UsageError
 from strongroom.repository.ids import parse_iso, utc_now_iso
@@ -89,9 +89,11 @@ def add_user(db: ServiceDatabase, name: str, role: str, password: str) -> None:
 
 
 def authenticate(db: ServiceDatabase, name: str, password: str) -> User | None:
-    """The user if the password matches (the same work is done for unknown names)."""
+    """The user if the password matches (the same work is done for unknown names, and for
+    names no user can have, which are not looked up: PostgreSQL refuses a NUL in them)."""
+    possible = 0 < len(name) <= 100 and name.isprintable()
     with db.session() as session:
-        user = session.scalar(select(User).where(User.name == name))
+        user = session.scalar(select(User).where(User.name == name)) if possible else None
         stored = user.password_hash if user is not None else _DUMMY_HASH
         try:
             _hasher.verify(stored, password)
@@ -136,8 +138,21 @@ def _token_principal(ctx: WebContext, token: str) -> Principal | None:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
         if row is None or row.revoked:
             return None
-        row.last_used_at = utc_now_iso()
+        # one UPDATE that matches nothing if the token was revoked or removed meanwhile
+        # (an ORM flush would raise StaleDataError for a row deleted under it: a 500)
+        used = session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == row.id, ApiToken.revoked.is_(False))
+            .values(last_used_at=utc_now_iso())
+        )
+        if _rowcount(used) == 0:
+            return None
         return Principal(f"token:{row.name}", row.role, "token")
+
+
+def _rowcount(result: object) -> int:
+    count = getattr(result, "rowcount", 0)
+    return count if isinstance(count, int) else 0
 
 
 def _stamp(password_hash: str) -> str:
@@ -156,8 +171,12 @@ def _session_principal(ctx: WebContext, request: Request) -> Principal | None:
     if not isinstance(sid, str) or not sid:
         return None
     now = datetime.now(UTC)
+    id_hash = hash_token(sid)
     with ctx.db.session() as session:
-        row = session.get(WebSession, hash_token(sid))
+        # statements, not ORM changes to the row: a sign-out (or another request ending the
+        # session) may delete the row between this read and the write, which an ORM flush
+        # turns into StaleDataError (a 500); an UPDATE or DELETE matching nothing is fine
+        row = session.get(WebSession, id_hash)
         if row is None:
             return None
         user = session.get(User, row.user_id)
@@ -167,10 +186,16 @@ def _session_principal(ctx: WebContext, request: Request) -> Principal | None:
             or not hmac.compare_digest(row.user_stamp, _stamp(user.password_hash))
             or _expired(ctx, row, now)
         ):
-            session.delete(row)
+            session.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
             return None
         if now - parse_iso(row.last_seen_at) >= TOUCH_EVERY:
-            row.last_seen_at = utc_now_iso()
+            touched = session.execute(
+                update(WebSession)
+                .where(WebSession.id_hash == id_hash)
+                .values(last_seen_at=utc_now_iso())
+            )
+            if _rowcount(touched) == 0:
+                return None  # ended meanwhile: this request is not signed in either
         return Principal(user.name, user.role, "session")
 
 
@@ -216,9 +241,11 @@ def start_session(request: Request, user: User) -> None:
         if isinstance(old, str):
             session.execute(delete(WebSession).where(WebSession.id_hash == hash_token(old)))
         moment = datetime.now(UTC)
-        for row in session.scalars(select(WebSession)):
-            if _expired(ctx, row, moment):
-                session.delete(row)
+        expired = [
+            r.id_hash for r in session.scalars(select(WebSession)) if _expired(ctx, r, moment)
+        ]
+        if expired:
+            session.execute(delete(WebSession).where(WebSession.id_hash.in_(expired)))
         session.add(
             WebSession(
                 id_hash=hash_token(sid),
@@ -247,10 +274,8 @@ def end_session(request: Request) -> None:
 def end_sessions(db: ServiceDatabase, user_id: int) -> int:
     """End every session of a user (disable, remove, password change); how many ended."""
     with db.session() as session:
-        rows = list(session.scalars(select(WebSession).where(WebSession.user_id == user_id)))
-        for row in rows:
-            session.delete(row)
-        return len(rows)
+        ended = session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+        return _rowcount(ended)
 
 
 async def check_csrf(request: Request) -> None:

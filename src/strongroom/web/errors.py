@@ -22,6 +22,7 @@ from strongroom.errors import (
     UsageError,
 )
 from strongroom.redaction import redact_text
+from strongroom.repository.names import printable
 from strongroom.web.auth import NotAuthenticated
 
 
@@ -90,7 +91,10 @@ def safe_errors(errors: Any) -> list[dict[str, Any]]:
     message redacted as every other message is."""
     shown = []
     for error in errors:
-        loc = [part if isinstance(part, int) else str(part)[:100] for part in error.get("loc", ())]
+        loc = [  # a misspelt field's name is what was sent: it may be a URL with a password
+            part if isinstance(part, int) else redact_text(printable(str(part)))[:100]
+            for part in error.get("loc", ())
+        ]
         shown.append(
             {
                 "loc": loc,

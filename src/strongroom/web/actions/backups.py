@@ -7,7 +7,7 @@ from typing import Any
 from strongroom.engines import open_engine
 from strongroom.errors import RepositoryError, StrongroomError, UsageError
 from strongroom.notify.events import Event
-from strongroom.repository.ids import is_backup_id, utc_now_iso
+from strongroom.repository.ids import BACKUP_ID_PATTERN, utc_now_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.names import check_tags, check_target_name
 from strongroom.services import records
@@ -175,7 +175,7 @@ def exact_id(reference: str, action: str) -> str:
     """``reference`` if it is a full backup id; else ``UsageError`` (400): what ``latest``
     or a prefix means changes as backups come and go, which a destructive action must not
     depend on."""
-    if not is_backup_id(reference):
+    if not BACKUP_ID_PATTERN.fullmatch(reference):  # `$` in it lets a final "\n" by
         shown = reference[:40] + ("…" if len(reference) > 40 else "")
         raise UsageError(
             f"{action} needs a backup's full id (such as 20261121T140000Z-3f9a2c1b), not "

@@ -13,7 +13,7 @@ from typing import Any
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
-from strongroom.repository.ids import is_backup_id
+from strongroom.repository.ids import BACKUP_ID_PATTERN
 from strongroom.repository.manifest import Manifest
 from strongroom.services.drill import scratch_for
 from strongroom.services.hooks import destination_hooks
@@ -60,7 +60,7 @@ def choose_backup(
     if reference.strip() != "latest":
         if not reference or len(reference) > 100:  # as web.actions.backups.resolve
             raise UsageError("give a backup id")
-        if exact and not is_backup_id(reference):
+        if exact and not BACKUP_ID_PATTERN.fullmatch(reference):  # not "<id>\n"
             problem = (
                 "a restore needs a backup's full id (such as 20261121T140000Z-3f9a2c1b; "
                 "the plan shows it) or latest, not a prefix"
