@@ -41,8 +41,8 @@ PRIVATE = {"cli", "web"}
 ALLOWED: dict[tuple[str, str], str] = {
     # `strongroom web` (cli/web_cmd.py) creates, migrates and serves the web app's
     # database and users: the CLI entry point of the web room.
+    ("strongroom.cli.web_cmd", "strongroom.web.accounts"): "the web command manages accounts",
     ("strongroom.cli.web_cmd", "strongroom.web.app"): "the web command serves the app",
-    ("strongroom.cli.web_cmd", "strongroom.web.auth"): "the web command manages users",
     ("strongroom.cli.web_cmd", "strongroom.web.db"): "the web command opens its database",
     ("strongroom.cli.web_cmd", "strongroom.web.index"): "the web command rebuilds its index",
 }

@@ -591,5 +591,5 @@ def test_a_service_database_of_the_previous_version_is_upgraded(tmp_path: Path) 
     create_app(settings, url, env={})  # opening it again changes nothing
     with ServiceDatabase(url).engine.connect() as connection:
         assert (
-            connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+            connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
         )

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from strongroom.errors import UsageError
 from strongroom.repository.ids import parse_iso, utc_now_iso
@@ -88,6 +88,10 @@ def add_user(db: ServiceDatabase, name: str, role: str, password: str) -> None:
         )
 
 
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
 def authenticate(db: ServiceDatabase, name: str, password: str) -> User | None:
     """The user if the password matches (the same work is done for unknown names, and for
     names no user can have, which are not looked up: PostgreSQL refuses a NUL in them)."""
@@ -110,25 +114,41 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(db: ServiceDatabase, name: str, role: str) -> str:
-    """A new API token; only its SHA-256 is stored, so it is shown once."""
+def create_token(
+    db: ServiceDatabase, name: str, role: str, expires_at: datetime | None = None
+) -> str:
+    """A new API token; only its SHA-256 is stored, so it is shown once. A revoked token's
+    name can be given again (the revoked row goes); ``expires_at`` None: never expires."""
     _check_role(role)
-    if not name or len(name) > 100:
-        raise UsageError("a token name is 1-100 characters")
+    if not name or len(name) > 100 or not name.isprintable():
+        raise UsageError("a token name is 1-100 printable characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    values: dict[str, object] = {}
+    if expires_at is not None:
+        values["expires_at"] = (
+            expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
     with db.session() as session:
-        if session.scalar(select(ApiToken).where(ApiToken.name == name)) is not None:
+        session.execute(delete(ApiToken).where(ApiToken.name == name, ApiToken.revoked.is_(True)))
+        if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
             raise UsageError(f"token {name!r} exists already")
-        session.add(
-            ApiToken(
+        # a Core INSERT of these columns only: a database still at revision 0001 (as
+        # before `upgrade`) has no expires_at column
+        session.execute(
+            insert(ApiToken).values(
                 name=name,
                 role=role,
                 token_hash=hash_token(token),
                 created_at=utc_now_iso(),
                 revoked=False,
+                **values,
             )
         )
     return token
+
+
+def token_expired(expires_at: str | None, now: datetime | None = None) -> bool:
+    return expires_at is not None and parse_iso(expires_at) <= (now or datetime.now(UTC))
 
 
 def _token_principal(ctx: WebContext, token: str) -> Principal | None:
@@ -136,7 +156,7 @@ def _token_principal(ctx: WebContext, token: str) -> Principal | None:
         return None
     with ctx.db.session() as session:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-        if row is None or row.revoked:
+        if row is None or row.revoked or token_expired(row.expires_at):
             return None
         # one UPDATE that matches nothing if the token was revoked or removed meanwhile
         # (an ORM flush would raise StaleDataError for a row deleted under it: a 500)

@@ -31,6 +31,7 @@ class ApiToken(Base):
     created_at: Mapped[str] = mapped_column(String(32))
     last_used_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: never
 
 
 class WebSession(Base):
