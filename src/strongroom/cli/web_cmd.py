@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -43,11 +44,29 @@ def _service_db(url: str | None) -> str:
     return url or default_service_db()
 
 
-def _database(url: str | None) -> ServiceDatabase:
+def _database(url: str | None, create: bool = False) -> ServiceDatabase:
+    """The service database, migrated to the newest schema. Only ``create`` (``user add``,
+    ``token create``, ``reindex``) makes a SQLite one that is not there yet: a mistyped
+    path is an error, not a new empty database. One that cannot be opened: one line, exit 5."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from strongroom.errors import DatabaseUnreachable
+    from strongroom.redaction import redact_url
     from strongroom.web.db import ServiceDatabase
 
-    db = ServiceDatabase(_service_db(url))
-    db.upgrade()
+    where = _service_db(url)
+    if not create and "://" not in where and not Path(where).expanduser().exists():
+        raise UsageError(
+            f"no service database at {where}; `strongroom user add NAME --role admin` "
+            "creates it with the first admin (or give --service-db)"
+        )
+    try:
+        db = ServiceDatabase(where)
+        db.upgrade()
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        shown = redact_url(where) if "://" in where else where
+        raise DatabaseUnreachable(f"service database {shown}: {reason}") from exc
     return db
 
 
@@ -142,7 +161,7 @@ def user_add(
     """Add a user (password typed twice, from --password-stdin or STRONGROOM_USER_PASSWORD)."""
     from strongroom.web.accounts import add
 
-    db = _database(service_db)
+    db = _database(service_db, create=True)
     add(db, _actor(), name, role, _password(password_stdin))
     stdout.print(f"user {name} added ({role})", markup=False)
 
@@ -227,7 +246,7 @@ def token_create(
     """Create an API token; it is printed once (only its hash is stored)."""
     from strongroom.web.accounts import new_token
 
-    db = _database(service_db)
+    db = _database(service_db, create=True)
     token = new_token(db, _actor(), name, role, expires)
     stdout.print(token, markup=False)
     stderr.print(
@@ -269,5 +288,5 @@ def reindex(config: ConfigOption = None, service_db: ServiceDbOption = None) -> 
     from strongroom.web.index import ManifestIndex
 
     settings = load_settings(config)
-    report = ManifestIndex(_database(service_db)).rebuild(open_configured(settings))
+    report = ManifestIndex(_database(service_db, create=True)).rebuild(open_configured(settings))
     stdout.print(f"indexed {report.total} backups")

@@ -34,10 +34,17 @@ from strongroom.web.auth import (
 )
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.models import ApiToken, User
+from strongroom.web.ratelimit import name_key
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(\d{1,5})\s*([mhdw])\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,5})\s*([mhdw])\s*$", re.ASCII)
+# Cyrillic and Greek letters drawn like Latin ones (after NFKC and casefold): "admin" with
+# a Cyrillic "a" (U+0430) would read as "admin" in every listing and in the audit log
+_LOOKALIKES = str.maketrans(
+    "аеорсухіјѕԁһԛԝвкмнтӏαβεικνορτυχϲ",
+    "aeopcyxijsdhqwbkmhtlabeikvoptuxc",
+)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -144,8 +151,22 @@ def _keep_an_admin(session: Session, user: User, what: str) -> None:
         raise LastAdmin(f"{user.name} is the last active admin; cannot {what} them")
 
 
+def _skeleton(name: str) -> str:
+    return name_key(name).translate(_LOOKALIKES)
+
+
 def add(db: ServiceDatabase, actor: Actor, name: str, role: str, password: str) -> None:
-    _audited(db, actor, "user-add", name, lambda: add_user(db, name, role, password))
+    """A new user, whose name must not read like an existing one's (case, full-width,
+    invisible characters or Cyrillic and Greek look-alikes)."""
+
+    def act() -> None:
+        skeleton = _skeleton(name)
+        for other in list_users(db):
+            if other.name != name and _skeleton(other.name) == skeleton:
+                raise UsageError(f"user name {name!r} reads like the existing {other.name!r}")
+        add_user(db, name, role, password)
+
+    _audited(db, actor, "user-add", name, act)
 
 
 def set_disabled(db: ServiceDatabase, actor: Actor, name: str, disabled: bool) -> int:

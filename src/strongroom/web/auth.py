@@ -120,8 +120,8 @@ def create_token(
     """A new API token; only its SHA-256 is stored, so it is shown once. A revoked token's
     name can be given again (the revoked row goes); ``expires_at`` None: never expires."""
     _check_role(role)
-    if not name or len(name) > 100 or not name.isprintable():
-        raise UsageError("a token name is 1-100 printable characters")
+    if not name or len(name) > 100 or not name.isprintable() or " " in name:
+        raise UsageError("a token name is 1-100 printable characters without spaces")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     values: dict[str, object] = {}
     if expires_at is not None:
