@@ -124,7 +124,8 @@ def test_html_in_names_is_escaped_in_the_page(web: WebSetup, admin: tuple[TestCl
 
 
 @pytest.mark.parametrize(
-    "expires", ["0", "0d", "-1d", "1000y", "1.5d", "٣d", "d", "30", "99999999d", "30d;"]
+    "expires",
+    ["0", "0d", "-1d", "1000y", "1.5d", "٣d", "d", "30", "99999999d", "30d;", "99999w", "3661d"],
 )
 def test_bad_expiries_are_one_error_line(tmp_path: Path, expires: str) -> None:
     with pytest.raises(UsageError, match="expiry"):

@@ -63,14 +63,21 @@ def referenced_chunks(repo: Repository) -> tuple[int, set[str]]:
     """Manifests read and the chunk ids they reference. A manifest that cannot be read
     stops prune (it may reference anything); one deleted meanwhile (forget) is skipped."""
     referenced: set[str] = set()
-    count = 0
-    for backup_id in repo.backup_ids():
-        try:
-            manifest = repo.load_manifest(backup_id)
-        except BackupNotFound:
-            continue
-        count += 1
-        referenced |= manifest.unique_chunk_ids
+    read: set[str] = set()
+    # ``backups/`` is listed twice and every id either listing shows is read: a listing
+    # that silently leaves a key out (a store's bug, a page lost) would otherwise let prune
+    # delete the chunks of a backup it did not see. One more LIST is cheap beside that.
+    for _listing in range(2):
+        for backup_id in repo.backup_ids():
+            if backup_id in read:
+                continue
+            read.add(backup_id)
+            try:
+                manifest = repo.load_manifest(backup_id)
+            except BackupNotFound:
+                continue
+            referenced |= manifest.unique_chunk_ids
+    count = len(read)
     return count, referenced
 
 

@@ -88,6 +88,9 @@ class TokenInfo:
         return "expired" if token_expired(self.expires_at) else "active"
 
 
+MAX_TOKEN_LIFETIME = timedelta(days=3660)  # about ten years
+
+
 def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | None:
     """``30d``, ``12h``, ``90m``, ``2w`` from now; empty or ``never``: None."""
     if text is None or text.strip().lower() in ("", "never"):
@@ -95,7 +98,14 @@ def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | No
     match = _DURATION.match(text)
     if match is None or int(match.group(1)) == 0:
         raise UsageError(f"an expiry is a number and m, h, d or w (e.g. 30d), not {text!r}")
-    delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        delta = MAX_TOKEN_LIFETIME + timedelta(days=1)
+    if delta > MAX_TOKEN_LIFETIME:  # "never" is said as never, not as the year 3943
+        raise UsageError(
+            f"an expiry is at most {MAX_TOKEN_LIFETIME.days} days (or never), not {text!r}"
+        )
     return (now or datetime.now(UTC)) + delta
 
 
