@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STRONGROOM = [sys.executable, "-m", "strongroom.cli.app"]
@@ -98,3 +99,66 @@ def repository_env(tmp_path: Path) -> dict[str, str]:
         "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
     }
+
+
+def run_cli_alone(
+    *args: str, env: dict[str, str] | None = None, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in ``cwd`` with none of strongroom's or the scripts' variables
+    (``settings_sources.ENVIRONMENT_VARIABLES``) but ``env``; ``$HOME`` is ``cwd`` so
+    default key files stay there. Text output."""
+    from strongroom.services.settings_sources import ENVIRONMENT_VARIABLES
+
+    clean = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
+    clean["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
+    clean["HOME"] = str(cwd)
+    clean.pop("XDG_CONFIG_HOME", None)
+    clean.update(env or {})
+    return subprocess.run(
+        [*STRONGROOM, *args],
+        env=clean,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def text_ok(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert a text-mode CLI run succeeded; return its stdout."""
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def owned_database(server: Any, password: str, prefix: str, rows: int) -> tuple[str, str]:
+    """A new login role ``<prefix>_<hex>`` with ``password`` (any characters) owning a new
+    database with table ``t`` of ``rows`` rows; returns (role, database). ``server`` is a
+    ``strongroom_servers.postgres.PgServer``."""
+    import uuid
+
+    from psycopg import sql
+
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    db = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    server.create_database(db)
+    with server.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(db), sql.Identifier(role)
+            )
+        )
+    with server.connect(db) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute(
+            sql.SQL("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, {}) g").format(
+                sql.Literal(rows)
+            )
+        )
+    return role, db

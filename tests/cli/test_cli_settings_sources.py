@@ -7,7 +7,6 @@ repository or moto's S3 server."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,33 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.services.settings_sources import ENVIRONMENT_VARIABLES
-from tests.helpers import REPO_ROOT, STRONGROOM, make_sqlite_db
+from tests.helpers import make_sqlite_db, run_cli_alone, text_ok
 
 
 def run(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """The real CLI with none of strongroom's or the scripts' variables but ``env``."""
-    clean = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
-    clean["PYTHONPATH"] = str(REPO_ROOT)
-    clean["HOME"] = str(cwd)  # default key files go to $HOME/.config
-    clean.pop("XDG_CONFIG_HOME", None)
-    clean.update(env)
-    return subprocess.run(
-        [*STRONGROOM, *args],
-        env=clean,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli_alone(*args, env=env, cwd=cwd, timeout=timeout)
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
+ok = text_ok
 
 
 @pytest.fixture

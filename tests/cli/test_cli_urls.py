@@ -16,7 +16,15 @@ from psycopg import sql
 
 from tests.fixtures.mariadb import MariaDbServer
 from tests.fixtures.postgres import PgServer, unique_db_name
-from tests.helpers import cli_fails, cli_ok, make_sqlite_db, repository_env, run_cli, sqlite_counts
+from tests.helpers import (
+    cli_fails,
+    cli_ok,
+    make_sqlite_db,
+    owned_database,
+    repository_env,
+    run_cli,
+    sqlite_counts,
+)
 
 RAW_AT = "Secr@tPart2@x:y/z#q?%41"
 NASTY = [
@@ -51,25 +59,7 @@ def assert_hidden(password: str, *results: object) -> str:
 
 
 def _pg_account(server: PgServer, password: str) -> tuple[str, str]:
-    role = f"url_{uuid.uuid4().hex[:8]}"
-    db = unique_db_name("url")
-    server.create_database(db)
-    with server.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(password)
-            )
-        )
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                sql.Identifier(db), sql.Identifier(role)
-            )
-        )
-    with server.connect(db) as conn:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        conn.execute("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 25) g")
-    return role, db
+    return owned_database(server, password, "url", 25)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from strongroom.errors import UsageError
-from strongroom.services.settings_sources import ENVIRONMENT_VARIABLES, Sources
-from tests.helpers import REPO_ROOT, STRONGROOM, make_sqlite_db
+from strongroom.services.settings_sources import Sources
+from tests.helpers import make_sqlite_db, run_cli_alone, text_ok
 
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens
 
@@ -29,25 +29,10 @@ def run(
     *args: str, env: dict[str, str] | None = None, cwd: Path, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """The real CLI with none of strongroom's or the scripts' variables but ``env``."""
-    clean = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
-    clean["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
-    clean["HOME"] = str(cwd)  # default key files go to $HOME/.config
-    clean.pop("XDG_CONFIG_HOME", None)
-    clean.update(env or {})
-    return subprocess.run(
-        [*STRONGROOM, *args],
-        env=clean,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli_alone(*args, env=env, cwd=cwd, timeout=timeout)
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
+ok = text_ok
 
 
 def one_error(result: subprocess.CompletedProcess[str], code: int) -> str:

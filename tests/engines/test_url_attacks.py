@@ -26,7 +26,7 @@ from strongroom.repository.repository import Repository
 from strongroom.storage.local import LocalStorage
 from tests.fixtures.mariadb import MariaDbServer
 from tests.fixtures.postgres import PgServer, unique_db_name
-from tests.helpers import cli_fails, cli_ok, repository_env, run_cli
+from tests.helpers import cli_fails, cli_ok, owned_database, repository_env, run_cli
 
 # tests/conftest.py gives each test its own registry of secrets to redact
 
@@ -223,25 +223,7 @@ def _hidden(password: str, text: str) -> None:
 
 
 def _pg_role(server: PgServer, password: str) -> tuple[str, str]:
-    role = f"atk_{uuid.uuid4().hex[:8]}"
-    db = unique_db_name("atk")
-    server.create_database(db)
-    with server.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(password)
-            )
-        )
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                sql.Identifier(db), sql.Identifier(role)
-            )
-        )
-    with server.connect(db) as conn:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        conn.execute("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g")
-    return role, db
+    return owned_database(server, password, "atk", 10)
 
 
 @pytest.fixture
