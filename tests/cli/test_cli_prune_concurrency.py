@@ -101,8 +101,22 @@ def _freeze_when(cli, condition, delay=0.0):
     return True
 
 
+def _live_names(root):
+    """Names of the files under ``root`` now, while other processes create and remove some.
+
+    ``Path.rglob`` raises FileNotFoundError when a folder it found is removed before it
+    reads it (a backup's scratch folder, a chunk's temporary file); ``os.walk`` passes over
+    a folder that is gone, which is what a poll of a changing tree needs.
+    """
+    return {name for _, _, files in os.walk(root) for name in files}
+
+
+def _live_folders(root):
+    return {name for _, folders, _ in os.walk(root) for name in folders}
+
+
 def _chunk_files(repo):
-    return {p.name for p in (repo / "chunks").rglob("*") if p.is_file()}
+    return _live_names(repo / "chunks")
 
 
 def _prune_lock_present(repo):
@@ -162,7 +176,10 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
         stored = _chunk_files(repo)
         conditions = {
             # its dump has begun, so it has listed chunks/
-            "staging": lambda: any(dirs["staging"].rglob("strongroom-sqlite-*")),
+            "staging": lambda: any(
+                    name.startswith("strongroom-sqlite-")
+                    for name in _live_names(dirs["staging"]) | _live_folders(dirs["staging"])
+                ),
             # it has stored a new chunk (no other backup runs yet that could)
             "prod": lambda: bool(_chunk_files(repo) - stored),
         }
