@@ -589,7 +589,10 @@ def test_a_service_database_of_the_previous_version_is_upgraded(tmp_path: Path) 
             == "succeeded"
         )
     create_app(settings, url, env={})  # opening it again changes nothing
+    newest = max(
+        path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py")
+    )
     with ServiceDatabase(url).engine.connect() as connection:
-        assert (
-            connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == (
+            newest
         )

@@ -70,6 +70,16 @@ def _database(url: str | None, create: bool = False) -> ServiceDatabase:
     return db
 
 
+def serve_banner(host: str, port: int) -> str:
+    """The line ``serve`` prints: the UI, the API documentation and the OpenAPI schema,
+    as URLs (an IPv6 address in brackets)."""
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return (
+        f"strongroom serve: {base}/ (API documentation {base}/docs, "
+        f"OpenAPI schema {base}/openapi.json)"
+    )
+
+
 def serve(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -91,7 +101,7 @@ def serve(
     import uvicorn
 
     from strongroom.services.settings_sources import load_settings
-    from strongroom.web.app import SERVER_OPTIONS, create_app
+    from strongroom.web.app import SERVER_OPTIONS, create_app, keep_info_records
 
     settings = load_settings(config)
     app = create_app(
@@ -100,7 +110,8 @@ def serve(
         scheduler=not no_scheduler,
         secure_cookies=secure_cookies,
     )
-    stdout.print(f"strongroom serve: http://{host}:{port}/ (API at /api/, schema /openapi.json)")
+    keep_info_records()  # each job keeps its INFO lines; the console shows what it did
+    stdout.print(serve_banner(host, port))
     # forwarded headers only from settings.web.trusted_proxies (the app reads them)
     uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS)
 

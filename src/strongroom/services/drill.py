@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from strongroom.wording import counted
 
 log = logging.getLogger("strongroom.drill")
 
+SHOWN_TABLES = 10  # tables a message names before "and N more"
+
 # A drill proves the data restores and verifies; it needs no roles the scratch server lacks
 # and creates none: ownership and privileges of missing roles, and superuser-only objects
 # (event triggers, untrusted extensions), are left out of the scratch copy, and MySQL
@@ -34,6 +37,24 @@ log = logging.getLogger("strongroom.drill")
 DRILL_OPTIONS = RestoreOptions(
     missing_roles="skip", skip_superuser_objects=True, rewrite_definers=True
 )
+
+
+def named_tables(names: Sequence[str], limit: int = SHOWN_TABLES) -> str:
+    """The tables a message names: ``users, orders``; past ``limit`` names, the first
+    ``limit`` and ``and N more`` (``t0, t1, …, t9 and 3 more``); empty for none."""
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
+def tables_differ(names: Sequence[str]) -> str:
+    """The verification message for tables that differ (one text for the web and the
+    command line): ``3 tables differ from the backup: users, orders, items``; the record
+    keeps only the part before the colon (it is clear JSON and names no table)."""
+    return f"{_differ(len(names))}: {named_tables(names)}"
+
+
+def _differ(n: int) -> str:
+    return f"{counted(n, 'table')} {'differs' if n == 1 else 'differ'} from the backup"
 
 
 @dataclass(frozen=True)
@@ -162,9 +183,8 @@ def verify_by_restore(
     bad_checks = [c for c in results if not c.ok]
     if problem is None and bad_tables:
         # the record is clear JSON: its problem names no table; the detail (shown) does
-        problem = f"{counted(len(bad_tables), 'table')} differ from the backup"
-        shown = ", ".join(bad_tables[:10]) + (", …" if len(bad_tables) > 10 else "")
-        detail = f"{problem}: {shown}"
+        problem = _differ(len(bad_tables))
+        detail = tables_differ(bad_tables)
     if problem is None and bad_checks:
         problem = f"{counted(len(bad_checks), 'check query', 'check queries')} returned rows"
         detail = problem

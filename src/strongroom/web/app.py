@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from markupsafe import escape
 from starlette.middleware.sessions import SessionMiddleware
 
 from strongroom import __version__
@@ -18,11 +20,13 @@ from strongroom.config import Settings
 from strongroom.errors import StrongroomError
 from strongroom.web.api import api_router
 from strongroom.web.api.health import metrics_router
+from strongroom.web.auth import csrf_token, current_principal
 from strongroom.web.context import WebContext
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.errors import HANDLERS, on_validation_error
 from strongroom.web.index import ManifestIndex
 from strongroom.web.jobs import JobRunner
+from strongroom.web.jobs import keep_info_records as keep_info_records  # for `serve`
 from strongroom.web.middleware import MAX_BODY, BodyLimit, ForwardedClient, SecurityHeaders
 from strongroom.web.middleware import SERVER_OPTIONS as SERVER_OPTIONS  # for `serve`
 from strongroom.web.models import JobRun
@@ -100,7 +104,7 @@ def create_app(
         version=__version__,
         summary="Encrypted, deduplicated, verified database backups: REST API",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served below from the vendored Swagger UI: no CDN, no inline script
         redoc_url=None,
     )
     app.state.ctx = ctx
@@ -126,5 +130,54 @@ def create_app(
     app.include_router(api_router())
     app.include_router(metrics_router)
     app.include_router(ui_router())
+    app.include_router(docs_router())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>API documentation · strongroom {version}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+</head>
+<body>
+<p style="margin:0;padding:.6rem 1rem;background:#111827;font:15px system-ui,sans-serif">
+<a href="/" style="color:#fff;font-weight:700;text-decoration:none">strongroom</a>
+<span style="color:#9ca3af">· REST API ·
+<a href="{schema}" style="color:#e5e7eb">{schema}</a></span></p>
+<div id="swagger-ui" data-openapi-url="{schema}"{csrf}></div>
+<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/static/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+
+def docs_router() -> APIRouter:
+    """``/docs``: Swagger UI for ``/openapi.json``, from the vendored copy (no network).
+    Public, like the schema it shows (the API itself needs a token or a session). For a
+    signed-in browser, the page carries the session's CSRF token, so "Try it out" works
+    for unsafe methods too. ``/api/docs`` (where it was) and ``/api/`` lead to it."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/docs")
+    def docs(request: Request) -> HTMLResponse:
+        principal = current_principal(request)
+        csrf = ""
+        if principal is not None and principal.via == "session":
+            csrf = f' data-csrf="{escape(csrf_token(request))}"'
+        schema = request.app.openapi_url or "/openapi.json"
+        page = DOCS_PAGE.format(version=escape(__version__), schema=escape(schema), csrf=csrf)
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/docs")
+    @router.get("/api")
+    @router.get("/api/")
+    def to_docs() -> RedirectResponse:
+        return RedirectResponse("/docs", status_code=307)
+
+    return router

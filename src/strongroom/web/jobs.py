@@ -15,8 +15,10 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -76,8 +78,9 @@ class JobProgress:
         self._flush()
 
     def finish(self) -> None:
-        if self._total is None:
-            self._total = self._done
+        """The phase's work is over: its total becomes the bytes actually done (a backup's
+        total was the database's estimated size, not the dump's)."""
+        self._total = self._done
         self._flush(force=True)
 
     def _flush(self, force: bool = False) -> None:
@@ -161,7 +164,22 @@ class JobRunner:
             return row
 
     def _run(self, job_id: str, work: Work, stopping: threading.Event | None = None) -> None:
-        self._set(job_id, status=RUNNING, phase="starting", started_at=utc_now_iso())
+        job_log = JobLog()
+        capture = job_log_capture()
+        capture.attach(job_log)  # this thread's records, until the job's row is final
+        try:
+            self._run_captured(job_id, work, stopping, job_log)
+        finally:
+            capture.detach()
+
+    def _run_captured(
+        self, job_id: str, work: Work, stopping: threading.Event | None, job_log: JobLog
+    ) -> None:
+        started = time.monotonic()
+        row = self._set(job_id, status=RUNNING, phase="starting", started_at=utc_now_iso())
+        if row is not None:
+            of = f" of {row.target}" if row.target else ""
+            log.info("%s%s started (requested by %s)", row.kind, of, row.requested_by)
         progress = JobProgress(self._db, job_id, stopping)
         final: dict[str, Any]
         try:
@@ -193,7 +211,9 @@ class JobRunner:
                     callback(row)
                 except Exception:
                     log.exception("after-job callback failed")
-        self._set(job_id, finished_at=utc_now_iso(), **final)
+        if final["status"] == SUCCEEDED:
+            log.info("job %s succeeded in %.1f s", job_id, time.monotonic() - started)
+        self._set(job_id, finished_at=utc_now_iso(), log=job_log.dump(), **final)
 
     def shutdown(self) -> None:
         """Cancel queued jobs (marked failed); running ones stop at their next progress
@@ -255,3 +275,149 @@ def job_result(row: JobRun) -> dict[str, Any]:
         return {}
     value = json.loads(row.result)
     return value if isinstance(value, dict) else {}
+
+
+# --- the log lines of a job -----------------------------------------------------------------
+LOG_LINES = 200  # a job keeps its newest lines: at most this many...
+LOG_BYTES = 64 * 1024  # ...and at most this much JSON
+LOG_MESSAGE_CHARS = 2000  # a longer message is cut
+LOGGER = "strongroom"  # the records captured: this logger's and its children's
+
+
+class JobLog:
+    """The log records one job's thread emits (INFO and above, from ``strongroom.*``),
+    secrets redacted (``redact_text``), each on one line, the newest :data:`LOG_LINES`
+    within :data:`LOG_BYTES`. Written by the job's thread only."""
+
+    def __init__(self) -> None:
+        self._lines: deque[tuple[dict[str, str], int]] = deque()
+        self._size = 0
+        self.dropped = 0
+
+    def add(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string must not fail the job
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f" ({type(exc).__name__}: {exc})"
+        text = redact_text(" ".join(text.split()))
+        if len(text) > LOG_MESSAGE_CHARS:
+            text = text[: LOG_MESSAGE_CHARS - 1] + "…"
+        line = {
+            "at": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="seconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": text,
+        }
+        size = len(json.dumps(line)) + 2
+        self._lines.append((line, size))
+        self._size += size
+        while len(self._lines) > LOG_LINES or self._size > LOG_BYTES:
+            _, gone = self._lines.popleft()
+            self._size -= gone
+            self.dropped += 1
+
+    def dump(self) -> str | None:
+        """The lines as a JSON list of ``{"at", "level", "logger", "message"}`` (``at``: ISO
+        8601 UTC, seconds), oldest first, after a line counting those left out; ``None``
+        when there were none."""
+        lines = [line for line, _ in self._lines]
+        if self.dropped:
+            first = lines[0]["at"] if lines else utc_now_iso()
+            note = f"{self.dropped} earlier line(s) left out (a job keeps its last {LOG_LINES})"
+            lines.insert(0, {"at": first, "level": "INFO", "logger": LOGGER, "message": note})
+        return json.dumps(lines) if lines else None
+
+
+def job_log_lines(row: JobRun) -> list[dict[str, str]]:
+    """The stored log lines of a job (see :meth:`JobLog.dump`); ``[]`` when it has none."""
+    if not row.log:
+        return []
+    try:
+        value = json.loads(row.log)
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [
+        {k: str(line.get(k, "")) for k in ("at", "level", "logger", "message")}
+        for line in value
+        if isinstance(line, dict)
+    ]
+
+
+class _Capture(logging.Handler):
+    """On the ``strongroom`` logger: hands each record to the :class:`JobLog` of the thread
+    that emitted it, if that thread is running a job."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._logs: dict[int, JobLog] = {}
+
+    def attach(self, job_log: JobLog) -> None:
+        self._logs[threading.get_ident()] = job_log
+
+    def detach(self) -> None:
+        self._logs.pop(threading.get_ident(), None)
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no lock: one writer per JobLog
+        job_log = self._logs.get(record.thread or 0)
+        if job_log is not None and record.levelno >= self.level:
+            job_log.add(record)
+        return job_log is not None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+
+_capture: _Capture | None = None
+_capture_lock = threading.Lock()
+
+
+def job_log_capture() -> _Capture:
+    """The process's one capture handler, added to the ``strongroom`` logger at first use.
+    It keeps the records that are made: INFO ones only where ``strongroom`` logs INFO
+    (``strongroom serve`` sees to that: :func:`keep_info_records`)."""
+    global _capture
+    with _capture_lock:
+        if _capture is None:
+            _capture = _Capture()
+            logging.getLogger(LOGGER).addHandler(_capture)
+        return _capture
+
+
+class _Quieter(logging.Filter):
+    """Drops ``strongroom`` records below ``level`` (what the handler showed before)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mine = record.name == LOGGER or record.name.startswith(LOGGER + ".")
+        return not mine or record.levelno >= self.level
+
+
+def keep_info_records() -> Callable[[], None]:
+    """For ``strongroom serve``: make ``strongroom``'s INFO records, so each job keeps its
+    INFO lines, while the root logger's handlers (the console) keep showing only what
+    they showed before (WARNING and above, unless ``-v``). Returns the undo."""
+    logger = logging.getLogger(LOGGER)
+    level = logger.getEffectiveLevel()
+    if level <= logging.INFO:
+        return lambda: None
+    quieter = _Quieter(level)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quieter)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.setLevel(old)
+        for handler in handlers:
+            handler.removeFilter(quieter)
+
+    return undo

@@ -68,6 +68,8 @@ class JobRun(Base):
     finished_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    # JSON list of {"at", "level", "logger", "message"}: the job's log lines (web/jobs.py)
+    log: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditEntry(Base):

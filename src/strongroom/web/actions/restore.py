@@ -15,7 +15,7 @@ from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.ids import BACKUP_ID_PATTERN
 from strongroom.repository.manifest import Manifest
-from strongroom.services.drill import scratch_for
+from strongroom.services.drill import named_tables, scratch_for
 from strongroom.services.hooks import destination_hooks
 from strongroom.services.restore import RestorePlan, plan_restore, run_restore
 from strongroom.services.restore_choice import (
@@ -28,6 +28,16 @@ from strongroom.web import audit
 from strongroom.web.actions.common import Caller
 from strongroom.web.context import WebContext
 from strongroom.web.jobs import JobProgress
+from strongroom.wording import counted
+
+
+def mismatch_message(differing: list[str]) -> str:
+    """A restore's verification failed: ``the restored copy differs from the backup in 2
+    tables (users, orders); the target is untouched`` (names past ten: ``and N more``)."""
+    return (
+        f"the restored copy differs from the backup in {counted(len(differing), 'table')} "
+        f"({named_tables(differing)}); the target is untouched"
+    )
 
 
 def destination(ctx: WebContext, manifest: Manifest, to: str | None) -> Engine:
@@ -268,11 +278,7 @@ def start_restore(
             )
             raise
         if not report.ok:
-            bad = sum(1 for c in report.comparisons if not c.matches)
-            message = (
-                f"the restored copy differs from the backup in {bad} table(s); "
-                "the target is untouched"
-            )
+            message = mismatch_message([c.name for c in report.comparisons if not c.matches])
             audit.update_result(ctx.db, entry, f"failed: {message}")
             raise VerificationMismatch(message)
         audit.update_result(ctx.db, entry, "ok (verified)")

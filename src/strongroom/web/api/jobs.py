@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
 
 from strongroom.web.api.common import READ_ERRORS
 from strongroom.web.api.schemas import Job
 from strongroom.web.auth import Principal, require_viewer
 from strongroom.web.context import context_of
-from strongroom.web.jobs import get_job, recent_jobs
+from strongroom.web.jobs import get_job, job_log_lines, recent_jobs
 
 router = APIRouter(tags=["jobs"])
 Viewer = Annotated[Principal, Depends(require_viewer)]
@@ -31,3 +32,20 @@ def show_job(request: Request, _: Viewer, job_id: str) -> Job:
     if row is None:
         raise HTTPException(404, f"no job {job_id!r}")
     return Job.of(row)
+
+
+class JobLogLine(BaseModel):
+    at: str = Field(description="ISO 8601 UTC, to the second")
+    level: str = Field(description="INFO, WARNING, ERROR or CRITICAL")
+    logger: str
+    message: str = Field(description="one line, secrets redacted")
+
+
+@router.get("/jobs/{job_id}/log", responses=READ_ERRORS)
+def show_job_log(request: Request, _: Viewer, job_id: str) -> list[JobLogLine]:
+    """The log lines a finished job kept (its last 200, at most 64 KiB), oldest first;
+    ``[]`` while it runs, or when it logged nothing."""
+    row = get_job(context_of(request).db, job_id)
+    if row is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return [JobLogLine(**line) for line in job_log_lines(row)]

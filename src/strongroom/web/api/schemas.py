@@ -319,3 +319,58 @@ class HealthReport(BaseModel):
     status: str = Field(description="healthy, warning or critical")
     checked_at: str
     targets: list[TargetHealthModel]
+
+
+class HistoryBackup(BaseModel):
+    """One kept backup as the dashboard's charts draw it."""
+
+    backup_id: str
+    finished_at: str = Field(description="ISO 8601 UTC")
+    at: int = Field(description="finished_at as Unix seconds (the charts' x value)")
+    stored_new_bytes: int = Field(
+        description="bytes this backup added to the repository (new chunks, after "
+        "deduplication, compression and encryption)"
+    )
+    stored_cumulative_bytes: int = Field(
+        description="running total of stored_new_bytes over the target's kept backups, "
+        "oldest first, up to and including this one"
+    )
+    raw_size: int = Field(description="bytes of the dump before deduplication")
+    duration_seconds: float
+
+
+class HistoryRun(BaseModel):
+    """One backup run (scheduled, manual, web or API), failed ones included."""
+
+    finished_at: str = Field(description="ISO 8601 UTC")
+    at: int = Field(description="finished_at as Unix seconds")
+    ok: bool
+    backup_id: str | None = Field(description="the backup it made; null when it failed")
+    error_kind: str | None = Field(description="the kind of error that ended a failed run")
+
+
+class RestoreCheck(BaseModel):
+    """A backup's newest verification as the manifest index keeps it."""
+
+    backup_id: str
+    verified_at: str = Field(description="ISO 8601 UTC")
+    kind: str = Field(description="restore (a restore drill) or read (chunks re-read)")
+    ok: bool
+
+
+class TargetHistory(BaseModel):
+    """What the dashboard's charts of one target draw; lists are oldest first."""
+
+    target: str
+    timezone: str = Field(description="the configured time zone the UI shows times in")
+    backups: list[HistoryBackup] = Field(description="the newest `limit` kept backups")
+    total_backups: int = Field(description="kept backups of the target, all of them")
+    stored_bytes: int = Field(description="sum of stored_new_bytes of all kept backups")
+    runs: list[HistoryRun] = Field(description="the newest `limit` backup runs")
+    failed_runs: int = Field(description="failed runs among `runs`")
+    last_restore_drill: RestoreCheck | None = Field(
+        description="the newest restore drill among the backups' newest verifications"
+    )
+    last_verification: RestoreCheck | None = Field(
+        description="the newest verification of any kind of the target's backups"
+    )

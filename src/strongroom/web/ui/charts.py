@@ -1,28 +1,93 @@
-"""Tiny inline SVG line charts (no JavaScript, no chart library)."""
+"""The dashboard's charts: what each one shows and how it is labelled.
+
+The charts are drawn in the browser by ``static/charts.js`` with the vendored uPlot, from
+``GET /api/targets/{name}/history``; this module gives the page each chart's title,
+caption and axis labels (the same words in the page and in the tests), and the context of
+one target's card (``templates/_target_card.html``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from html import escape
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
-WIDTH, HEIGHT, PAD = 240, 48, 3
+from strongroom.web.api.schemas import TargetSummary
+from strongroom.web.api.targets import ALL, restore_checks
+from strongroom.web.context import WebContext
 
 
-def sparkline(values: Sequence[float], label: str, colour: str = "#2563eb") -> str:
-    """An SVG polyline of ``values`` (oldest first) scaled into a small box."""
-    if not values:
-        return ""
-    top = max(values) or 1.0
-    step = (WIDTH - 2 * PAD) / max(len(values) - 1, 1)
-    points = " ".join(
-        f"{PAD + i * step:.1f},{HEIGHT - PAD - (v / top) * (HEIGHT - 2 * PAD):.1f}"
-        for i, v in enumerate(values)
-    )
-    dots = (
-        "" if len(values) > 1 else f'<circle cx="{PAD}" cy="{HEIGHT / 2}" r="2" fill="{colour}"/>'
-    )
-    return (
-        f'<svg class="spark" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
-        f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>{dots}</svg>'
-    )
+@dataclass(frozen=True)
+class Chart:
+    """One chart of a target's card.
+
+    ``kind`` selects the drawing in charts.js ("size", "duration", "runs"); ``y_label``
+    is completed there with the unit the values are drawn in (e.g. "stored (MiB)");
+    ``x_label`` names the time zone of the time axis."""
+
+    kind: str
+    title: str
+    caption: str
+    y_label: str
+    x_label: str
+    empty: str  # the sentence shown instead of a chart without data
+
+
+def charts_for(timezone: str) -> list[Chart]:
+    """The charts of every target's card, with the time axis in ``timezone`` (an IANA
+    name such as ``Europe/Berlin``, or ``UTC``)."""
+    finished = f"backup finished ({timezone} time)"
+    return [
+        Chart(
+            "size",
+            "Stored size",
+            "Bars: new bytes stored by each backup (what it added after deduplication). "
+            "Line: cumulative, the running total of those bytes over the kept backups.",
+            "stored",
+            finished,
+            "No backups yet: sizes appear after the first backup.",
+        ),
+        Chart(
+            "duration",
+            "Backup duration",
+            "Time each backup took, from the start of the dump to the stored manifest.",
+            "duration",
+            finished,
+            "No backups yet: durations appear after the first backup.",
+        ),
+        Chart(
+            "runs",
+            "Backup runs: succeeded and failed",
+            "Every recorded backup run (scheduled, manual, web or API); a failed run "
+            "made no backup.",
+            "outcome",
+            f"run finished ({timezone} time)",
+            "No backup runs recorded yet.",
+        ),
+    ]
+
+
+def history_url(name: str) -> str:
+    """The JSON route the charts of target ``name`` read."""
+    return f"/api/targets/{quote(name, safe='')}/history"
+
+
+def card_url(name: str) -> str:
+    """The route that renders target ``name``'s card again (``_target_card.html``)."""
+    return f"/ui/targets/{quote(name, safe='')}/card"
+
+
+def card_context(ctx: WebContext, target: TargetSummary) -> dict[str, Any]:
+    """What ``_target_card.html`` renders for one target: its summary, chart labels,
+    the history URL and time zone for charts.js, and its newest restore drill and
+    verification (``RestoreCheck`` or ``None``) from the manifest index."""
+    drill, newest = restore_checks(ctx.index.backups(target=target.name, limit=ALL))
+    return {
+        "target": target,
+        "charts": charts_for(ctx.settings.timezone),
+        "history_url": history_url(target.name),
+        "card_url": card_url(target.name),
+        "timezone": ctx.settings.timezone,
+        "drill": drill,
+        "verification": newest,
+    }

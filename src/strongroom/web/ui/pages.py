@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from strongroom.services import records
@@ -14,35 +15,32 @@ from strongroom.web.api.targets import summaries
 from strongroom.web.auth import Principal, require_viewer
 from strongroom.web.context import context_of
 from strongroom.web.jobs import recent_jobs
-from strongroom.web.ui.charts import sparkline
+from strongroom.web.ui.charts import card_context
 from strongroom.web.ui.render import render
 
 router = APIRouter()
+JOB_DONE = "strongroom:job-done"  # the event cards and lists reload on (hx-trigger)
 Viewer = Annotated[Principal, Depends(require_viewer)]
 
 
 @router.get("/")
 def dashboard(request: Request, _: Viewer) -> Response:
     ctx = context_of(request)
-    cards = []
-    for target in summaries(ctx):
-        rows = list(reversed(ctx.index.backups(target=target.name, limit=60)))
-        stored, total = [], 0
-        for row in rows:
-            total += row.stored_new_bytes
-            stored.append(float(total))
-        cards.append(
-            {
-                "target": target,
-                "size_chart": sparkline(stored, f"stored size of {target.name} over time"),
-                "duration_chart": sparkline(
-                    [r.duration_seconds for r in rows],
-                    f"backup duration of {target.name} over time",
-                    "#d97706",
-                ),
-            }
-        )
+    cards = [card_context(ctx, target) for target in summaries(ctx)]
     return render(request, "dashboard.html", {"cards": cards, "jobs": recent_jobs(ctx.db, 8)})
+
+
+@router.get("/ui/targets/{name}/card")
+def target_card(
+    request: Request, _: Viewer, name: Annotated[str, Path(max_length=200)]
+) -> Response:
+    """One target's card (summary, last restore drill, charts) for the live update after
+    a job ends (``strongroom:job-done``); 404 fragment for an unknown target."""
+    ctx = context_of(request)
+    for target in summaries(ctx):
+        if target.name == name:
+            return render(request, "_target_card.html", card_context(ctx, target))
+    return render(request, "_error.html", {"status": 404, "message": "no such target"}, 404)
 
 
 @router.get("/backups")
@@ -123,10 +121,19 @@ def audit_log(
 
 @router.get("/jobs/{job_id}/progress")
 def job_progress(request: Request, _: Viewer, job_id: str) -> Response:
-    from strongroom.web.jobs import get_job
+    """A job's box; once the job has finished, the response carries ``HX-Trigger:
+    strongroom:job-done`` (detail: job id, kind, status, and the target as "of") so the
+    dashboard's cards and the backup list reload themselves (the index is synced before a
+    job is marked finished)."""
+    from strongroom.web.jobs import FAILED, SUCCEEDED, get_job
 
     ctx = context_of(request)
     job = get_job(ctx.db, job_id)
     if job is None:
         return render(request, "_error.html", {"status": 404, "message": "no such job"}, 404)
-    return render(request, "_job.html", {"job": job})
+    response = render(request, "_job.html", {"job": job})
+    if job.status in (SUCCEEDED, FAILED):
+        # no "target" key: htmx would take it for the element to trigger the event on
+        done = {"job": job.id, "kind": job.kind, "status": job.status, "of": job.target}
+        response.headers["HX-Trigger"] = json.dumps({JOB_DONE: done})  # ASCII: json escapes
+    return response
