@@ -416,6 +416,11 @@ def test_an_unexpected_failure_of_one_job_does_not_stop_the_pass(tmp_path, loopb
         ("restore drill of b", 70),
     ]
     assert _kinds(loopback).count("verify_failed") == 2
+    # the crashed drills' records keep the slot they ran for: the job history lists them as
+    # runs of their schedule, not as commands someone typed
+    failed = [r for r in records if not r.ok]
+    assert len(failed) == 2
+    assert all((r.scheduled_for or "").startswith("2026-11-22T05:00") for r in failed), failed
     assert daemon.tick() == []  # marked done: not repeated at every pass
 
 

@@ -309,6 +309,10 @@ def test_an_admin_sends_a_test_notification_per_channel(
     )
     for secret in SECRETS:
         assert secret not in shown, secret
+    # the audit page's filter offers the new action (its list comes from the log itself)
+    assert '<option value="notify-test"' in client.get("/audit").text
+    filtered = client.get("/audit", params={"action": "notify-test"}).text
+    assert filtered.count('data-action="notify-test"') == 5
 
 
 def test_a_test_notification_needs_the_admin_role_and_the_csrf_token(

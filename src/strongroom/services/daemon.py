@@ -182,17 +182,22 @@ class Daemon:
                     release(self.repo.storage, claim)
                 continue
             tags = tuple(sorted({str(job.tag) for job, _ in claimed}))
-            record = self._guarded("backup", target, tags, partial(self._backup, target, claimed))
+            scheduled = min(claim.scheduled_for for _, claim in claimed)
+            record = self._guarded(
+                "backup", target, tags, partial(self._backup, target, claimed), scheduled
+            )
             records.append(record)
             for _, claim in claimed:
                 mark_done(self.repo.storage, claim, record)
             if record.ok:
-                self._guarded("maintenance", target, (), partial(self._maintain, target))
+                self._guarded("maintenance", target, (), partial(self._maintain, target), scheduled)
         for job, claim in drills:
             if self.stop.is_set():
                 release(self.repo.storage, claim)
                 continue
-            record = self._guarded("verify", job.target, (), partial(self._drill, job))
+            record = self._guarded(
+                "verify", job.target, (), partial(self._drill, job), claim.scheduled_for
+            )
             records.append(record)
             mark_done(self.repo.storage, claim, record)
         self._check_staleness(now)
@@ -220,9 +225,12 @@ class Daemon:
         target: str,
         tags: tuple[str, ...],
         work: Callable[[], RunRecord | None],
+        scheduled_for: str | None = None,
     ) -> RunRecord:
         """Run one job; an unexpected exception fails that job alone (exit 70, recorded,
-        notified), not the pass: the other due jobs still run and their claims are kept."""
+        notified), not the pass: the other due jobs still run and their claims are kept.
+        ``scheduled_for``: the slot the job ran for, kept in the failure's run record (the
+        job history shows it as a scheduled run of that schedule)."""
         started = utc_now_iso()
         try:
             record = work()
@@ -233,7 +241,14 @@ class Daemon:
             log.debug("details", exc_info=exc)
             self._failed(f"{label} of {target}", error)
             record = RunRecord(
-                target, kind, False, started, utc_now_iso(), tags, error_kind=type(exc).__name__
+                target,
+                kind,
+                False,
+                started,
+                utc_now_iso(),
+                tags,
+                scheduled_for=scheduled_for,
+                error_kind=type(exc).__name__,
             )
             try:
                 record_run(self.repo.storage, record)

@@ -76,3 +76,10 @@ def recent(
         query = query.where(AuditEntry.user == user)
     with db.session() as session:
         return list(session.scalars(query))
+
+
+def actions(db: ServiceDatabase) -> list[str]:
+    """Every action name the audit log holds, sorted (the audit page's filter lists these,
+    so a new kind of action, e.g. ``notify-test``, can be filtered without a code change)."""
+    with db.session() as session:
+        return sorted(session.scalars(select(AuditEntry.action).distinct()))

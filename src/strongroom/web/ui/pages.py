@@ -116,7 +116,11 @@ def audit_log(
 ) -> Response:
     ctx = context_of(request)
     entries = audit.recent(ctx.db, 300, action=action or None)
-    return render(request, "audit.html", {"entries": entries, "action": action or ""})
+    return render(
+        request,
+        "audit.html",
+        {"entries": entries, "action": action or "", "actions": audit.actions(ctx.db)},
+    )
 
 
 @router.get("/jobs/{job_id}/progress")
