@@ -29,15 +29,12 @@ def test_admin_backs_up_restores_and_a_viewer_is_refused(served, browser, tmp_pa
     assert job.locator(".bar").get_attribute("aria-valuenow") == "100"
     backup_id = job.locator("a").first.inner_text()
     page.reload()
-    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
 
     page.goto(f"{base}/backups")
     page.wait_for_selector(f'tr[data-backup="{backup_id}"]')
-    page.screenshot(path=str(shots / "backups.png"), full_page=True)
     page.click(f'a[href="/backups/{backup_id}"]')
     page.wait_for_selector("text=Tables")
     assert page.locator("td", has_text="orders").count() == 1
-    page.screenshot(path=str(shots / "backup.png"), full_page=True)
 
     # the restore dialog shows the plan for the configured database first
     page.click("button.restore-open")
@@ -45,7 +42,6 @@ def test_admin_backs_up_restores_and_a_viewer_is_refused(served, browser, tmp_pa
     assert page.locator(".plan .dbname").inner_text() == "shop"
     assert page.locator("dialog select[name=missing_roles]").count() == 1
     assert page.locator("dialog .plan .refusal").count() == 0  # SQLite: nothing to decide
-    page.screenshot(path=str(shots / "restore-dialog.png"), full_page=True)
 
     # restore into a scratch SQLite file instead
     scratch = tmp_path / "scratch.db"
@@ -69,18 +65,14 @@ def test_admin_backs_up_restores_and_a_viewer_is_refused(served, browser, tmp_pa
     row = page.locator('tr[data-action="restore"]').first
     assert "ok (verified)" in row.inner_text() and "alice" in row.inner_text()
     assert f"sqlite://{scratch}" not in page.content()
-    page.screenshot(path=str(shots / "audit.png"), full_page=True)
     page.goto(f"{base}/retention")
     page.wait_for_selector("text=Retention preview")
-    page.screenshot(path=str(shots / "retention.png"), full_page=True)
 
     phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     small = phone.new_page()
     login_page(small, base, "alice", ADMIN_PW)
-    small.screenshot(path=str(shots / "phone-dashboard.png"), full_page=True)
     small.goto(f"{base}/backups/{backup_id}")
     assert small.evaluate("document.documentElement.scrollWidth") <= 400  # no sideways page
-    small.screenshot(path=str(shots / "phone-backup.png"), full_page=True)
     phone.close()
 
     # a viewer sees no restore button and is refused the restore itself
