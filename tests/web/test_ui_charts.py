@@ -69,6 +69,9 @@ def test_progress_says_estimate_and_never_overstates(client: TestClient, web) ->
     )
     assert text == "12.0 MiB so far (more than the estimated 10.5 MiB)" and pct == 99
     assert "%" not in text
+    # the API says the same: a running job is never at 100 %
+    over = _job_row(web, bytes_done=12 * MIB, bytes_total=int(10.5 * MIB))
+    assert client.get(f"/api/jobs/{over}", headers=web.viewer).json()["percent"] == 99.0
     # an exact total (a restore): no "about", and one byte short is not 100 %
     text, pct, _ = _box(
         client,

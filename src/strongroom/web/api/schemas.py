@@ -168,11 +168,13 @@ class Job(BaseModel):
 
     @classmethod
     def of(cls, row: JobRun) -> Job:
+        # as the job box shows it (_job.html): 100 only once the job has succeeded; a
+        # running backup's total is the database's estimated size, which its dump may pass
         percent = None
         if row.status == "succeeded":
             percent = 100.0
         elif row.bytes_total:
-            percent = round(min(100.0, 100.0 * row.bytes_done / row.bytes_total), 1)
+            percent = float(min(99, 100 * row.bytes_done // row.bytes_total))
         return cls(
             job_id=row.id,
             kind=row.kind,
