@@ -244,3 +244,25 @@ def test_a_file_without_a_repository_still_gives_its_targets(tmp_path):
     assert sources.location("/flag").location == "/flag"
     with pytest.raises(Exception, match="no repository given"):
         sources.location()
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("Europe/Berlin", "Europe/Berlin"),
+        ("posix/Europe/Berlin", "Europe/Berlin"),  # tzdata's copy: the browser knows no posix/
+        ("right/Asia/Kathmandu", "Asia/Kathmandu"),
+        (" UTC ", "UTC"),
+    ],
+)
+def test_a_time_zone_is_kept_under_its_iana_name(written, kept):
+    text = f'timezone = "{written}"\n[repository]\nlocation = "/srv/b"\n'
+    assert parse_settings(text, "z.toml").timezone == kept
+
+
+@pytest.mark.parametrize("written", ["localtime", "posixrules", "Factory", "posix/Nowhere"])
+def test_a_zone_file_that_names_no_zone_is_refused_with_an_example(written):
+    text = f'timezone = "{written}"\n[repository]\nlocation = "/srv/b"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, "z.toml")
+    assert "e.g. Europe/Berlin" in str(caught.value.problems)

@@ -226,11 +226,7 @@ class Settings(_Model):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin)") from exc
-        return value
+        return canonical_zone(value)
 
     @field_validator("targets")
     @classmethod
@@ -277,6 +273,31 @@ def retention_from_environment(env: Mapping[str, str]) -> tuple[RetentionPolicy,
         assert policy is not None
         return policy, name
     return None
+
+
+# tzdata's own aliases for its copies and links that are no IANA names: the web UI hands the
+# zone to the browser (Intl / uPlot), which knows only IANA names
+_ZONE_COPIES = ("posix/", "right/")
+_NOT_IANA = frozenset({"localtime", "posixrules", "Factory"})
+
+
+def canonical_zone(value: str) -> str:
+    """The IANA name of a time zone as configured: ``posix/Europe/Berlin`` and
+    ``right/Europe/Berlin`` (tzdata's copies) become ``Europe/Berlin``; ``localtime``,
+    ``posixrules`` and ``Factory`` (files of the zone database that name no zone) and unknown
+    names raise ``ValueError`` with an example. Source of the names: the tz database's
+    ``Makefile`` (posix/, right/ copies) and zic(8)."""
+    name = value.strip()
+    for prefix in _ZONE_COPIES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    if name in _NOT_IANA:
+        raise ValueError(f"{value!r} names no time zone; name one, e.g. Europe/Berlin or UTC")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin)") from exc
+    return name
 
 
 def replace_timezone(policy: RetentionPolicy, timezone: str) -> RetentionPolicy:

@@ -12,7 +12,9 @@ Two mechanisms:
 * **URLs in free text** that strongroom never parsed (a hook's command, a webhook's
   error): the userinfo of ``scheme://user:password@host`` is cut at the *last* ``@``
   before the host, as :func:`strongroom.engines.urls.parse_database_url` does, and
-  ``password=`` / ``secret=`` / ``token=`` pairs lose their values (quoted values whole).
+  ``password=`` / ``secret=`` / ``token=`` pairs (also inside longer names such as
+  ``PGPASSWORD=`` or ``MYSQL_PWD=``, and JSON's ``"password": "…"``) lose their values
+  (quoted values whole), and so do ``Bearer``/``Basic`` credentials.
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ REDACTED = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_END = re.compile(r"[\s\"'<>`]")
 _HOST_END = re.compile(r"[/?#]")
+# a name holding one of these words: password=, PGPASSWORD=, MYSQL_PWD=, CRON_SECRET=,
+# api_token=, AWS_SECRET_ACCESS_KEY=
+_SECRET_NAME = r"[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token)[A-Za-z0-9_]*"
 _KV_SECRET = re.compile(
-    r"(?i)(?<![A-Za-z0-9_])(password|passwd|pwd|secret|token|sslpassword)"
+    rf"(?i)(?<![A-Za-z0-9_-])({_SECRET_NAME})"
     r"(\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&,;]+)"
 )
+# JSON: "password": "…", "api_token": "…" (the value whole, escapes included)
+_JSON_SECRET = re.compile(rf'(?i)("{_SECRET_NAME}"\s*:\s*)"(?:[^"\\]|\\.)*"')
+# HTTP credentials: Authorization: Bearer …, Basic …
+_HTTP_CREDENTIALS = re.compile(
+    r"(?i)((?<![A-Za-z0-9_-])bearer|authorization:\s*basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"
+)
 
-_KV_WORDS = ("pass", "pwd", "secret", "token")  # cheap test before _KV_SECRET
+_KV_WORDS = ("pass", "pwd", "secret", "token", "bearer", "authorization")  # cheap test first
 
 _lock = threading.Lock()
 _registered: set[str] = set()
@@ -241,6 +252,8 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     lowered = text.lower()
     if any(word in lowered for word in _KV_WORDS):
         text = _KV_SECRET.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+        text = _JSON_SECRET.sub(lambda m: f'{m[1]}"{REDACTED}"', text)
+        text = _HTTP_CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
     return text
 
 

@@ -418,3 +418,38 @@ def test_engines_take_the_parsed_value(tmp_path):
     assert 'password="Secr@tPart2"' in conn.option_file_text()
     assert conn.sibling("other").describe() == "mysql://app:***@h:3307/other"
     assert os.path.basename(conn.describe()) == "shop"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("running PGPASSWORD=Pw1x pg_dump -h db", "running PGPASSWORD=*** pg_dump -h db"),
+        ("MYSQL_PWD='a b' mariadb-dump", "MYSQL_PWD=*** mariadb-dump"),
+        ("AWS_SECRET_ACCESS_KEY=abc/def+g", "AWS_SECRET_ACCESS_KEY=***"),
+        (
+            'answer {"user": "app", "password": "p\\"w"}',
+            'answer {"user": "app", "password": "***"}',
+        ),
+        ('{"api_token":"sr_x1"}', '{"api_token":"***"}'),
+        ("Authorization: Bearer sr_abcdef123456", "Authorization: Bearer ***"),
+        ("authorization: Basic dXNlcjpwYXNz", "authorization: Basic ***"),
+        # ordinary words stay
+        ("the basic settings of token create ci", "the basic settings of token create ci"),
+        ("no such token: ci", "no such token: ci"),
+    ],
+)
+def test_secrets_written_as_variables_json_or_http_credentials_are_redacted(text, shown):
+    assert redact_text(text) == shown
+
+
+def test_a_configured_webhook_url_is_redacted_from_any_text_once_the_settings_are_read():
+    from strongroom.config import NotificationSettings
+    from strongroom.services.notifications import register_channel_secrets
+
+    token = "T0K3Nwebhookpath42"
+    settings = NotificationSettings.model_validate(
+        {"channels": [{"type": "slack", "webhook_url_env": "HOOK"}]}
+    )
+    register_channel_secrets(settings, {"HOOK": f"https://hooks.example/services/T1/B2/{token}"})
+    assert token not in redact_text(f"POST https://hooks.example/services/T1/B2/{token} failed")
+    assert redact_text("services and other words") == "services and other words"

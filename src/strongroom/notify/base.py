@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 from strongroom import __version__
 from strongroom.errors import StrongroomError
 from strongroom.notify.events import Event
-from strongroom.redaction import redact_text
+from strongroom.redaction import redact_text, register_secret
 
 USER_AGENT = f"strongroom/{__version__}"
 
@@ -76,6 +76,15 @@ def url_secrets(url: str) -> tuple[str, ...]:
     pieces.extend(value for _, value in parse_qsl(parts.query) if len(value) >= 8)
     pieces.append(parts.fragment)
     return tuple(p for p in pieces if len(p) > 1)
+
+
+def register_url_secrets(url: str) -> None:
+    """Redact ``url``'s secret parts from every text from now on (logs, job logs, errors),
+    not only from the channel's own messages: the whole URL, its path and query, its
+    password, and path segments or query values of 12 characters or more (a Slack or
+    Discord webhook's token; shorter segments such as ``services`` are words that the
+    redaction would otherwise cut out of unrelated text)."""
+    register_secret(*(p for p in url_secrets(url) if len(p) >= 12 or p in (url,)))
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -10,12 +10,13 @@ from collections.abc import Mapping
 
 from strongroom.config import ChannelSettings, NotificationSettings
 from strongroom.errors import StrongroomError, UsageError
-from strongroom.notify.base import Channel
+from strongroom.notify.base import Channel, register_url_secrets
 from strongroom.notify.dispatch import Notifier
 from strongroom.notify.email import EmailChannel
 from strongroom.notify.events import Event
 from strongroom.notify.slack import SlackChannel
 from strongroom.notify.webhook import WebhookChannel
+from strongroom.redaction import register_secret
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
@@ -49,21 +50,45 @@ def build_channel(settings: ChannelSettings, env: Mapping[str, str]) -> Channel:
 def _build_channel(settings: ChannelSettings, env: Mapping[str, str]) -> Channel:
     if settings.type == "slack":
         url = settings.webhook_url or _secret(env, settings.webhook_url_env, "slack webhook_url")
+        register_url_secrets(str(url))
         return SlackChannel(str(url), name=settings.name or "slack")
     if settings.type == "webhook":
         url = settings.url or _secret(env, settings.url_env, "webhook url")
+        register_url_secrets(str(url))
         secret = _secret(env, settings.secret_env, "webhook secret")
+        if secret:
+            register_secret(secret)
         return WebhookChannel(str(url), secret, name=settings.name or "webhook")
+    password = _secret(env, settings.password_env, "email password")
+    if password:
+        register_secret(password)
     return EmailChannel(
         str(settings.host),
         settings.port,
         str(settings.sender),
         settings.recipients,
         username=settings.username,
-        password=_secret(env, settings.password_env, "email password"),
+        password=password,
         starttls=settings.starttls,
         name=settings.name or "email",
     )
+
+
+def register_channel_secrets(settings: NotificationSettings, env: Mapping[str, str]) -> None:
+    """Register every configured channel's secrets (webhook URLs' secret parts, webhook
+    signing secrets, SMTP passwords) for redaction, before any channel is built: a log line
+    that quotes one (a job's log, an error from a library) never shows it. Channels whose
+    variables are unset are passed over (building them reports that)."""
+    for channel in settings.channels:
+        url = channel.webhook_url or channel.url
+        for name in (channel.webhook_url_env, channel.url_env):
+            if name and env.get(name):
+                url = env[name]
+        if url:
+            register_url_secrets(str(url))
+        for name in (channel.secret_env, channel.password_env):
+            if name and env.get(name):
+                register_secret(env[name])
 
 
 def build_notifier(settings: NotificationSettings, env: Mapping[str, str]) -> Notifier | None:

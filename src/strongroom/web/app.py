@@ -18,6 +18,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from strongroom import __version__
 from strongroom.config import Settings
 from strongroom.errors import StrongroomError
+from strongroom.services.notifications import register_channel_secrets
 from strongroom.web.api import api_router
 from strongroom.web.api.health import metrics_router
 from strongroom.web.auth import csrf_token, current_principal
@@ -72,6 +73,7 @@ def create_app(
     The service database is migrated to the newest schema first. ``secure_cookies`` marks
     the session cookie Secure (serve over https)."""
     env = dict(os.environ) if env is None else env
+    register_channel_secrets(settings.notifications, env)  # before any job logs a line
     db = ServiceDatabase(service_db_url)
     db.upgrade()
     jobs = JobRunner(db, job_workers)

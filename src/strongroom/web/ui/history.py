@@ -375,7 +375,8 @@ def job_page(
 
 
 def _local_times(lines: list[dict[str, str]], timezone: str) -> list[dict[str, str]]:
-    """Each line with ``time``: ``HH:MM:SS`` in the configured zone."""
+    """Each line with ``time``: ``HH:MM:SS CEST`` in the configured zone, with the zone's
+    abbreviation at that moment (the repeated hour of an autumn change reads apart)."""
     try:
         zone: tzinfo = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -383,7 +384,11 @@ def _local_times(lines: list[dict[str, str]], timezone: str) -> list[dict[str, s
     shown = []
     for line in lines:
         try:
-            time = parse_iso(line["at"]).astimezone(zone).strftime("%H:%M:%S")
+            local = parse_iso(line["at"]).astimezone(zone)
+            abbreviation = local.tzname() or ""
+            if abbreviation[:1] in ("+", "-"):
+                abbreviation = f"UTC{abbreviation}"
+            time = f"{local:%H:%M:%S} {abbreviation}".strip()
         except ValueError:
             time = line["at"]
         shown.append({**line, "time": time})
