@@ -205,11 +205,6 @@ def test_a_run_record_that_is_not_json_is_skipped(client: TestClient, web: WebSe
     assert page.status_code == 200 and page.text.count('data-job="run-') == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run record whose finished_at is not a time (valid JSON) makes "
-    "/api/targets/{name}/history and /jobs answer 500",
-)
 def test_a_run_record_with_a_bad_time_does_not_break_the_history(
     client: TestClient, web: WebSetup
 ) -> None:
@@ -222,11 +217,6 @@ def test_a_run_record_with_a_bad_time_does_not_break_the_history(
     assert page.status_code == 200, page.status_code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run record with a numeric (or null) finished_at makes /jobs answer 500 "
-    "(records are sorted without a type check)",
-)
 def test_a_run_record_with_a_number_for_a_time_does_not_break_the_jobs_page(
     client: TestClient, web: WebSetup
 ) -> None:
@@ -236,11 +226,6 @@ def test_a_run_record_with_a_number_for_a_time_does_not_break_the_jobs_page(
     assert no_raise.get("/jobs", headers=web.viewer).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run record whose times carry no UTC offset (naive) next to normal ones "
-    "makes /jobs answer 500 (naive and aware datetimes compared)",
-)
 def test_a_run_record_without_an_offset_does_not_break_the_jobs_page(
     client: TestClient, web: WebSetup
 ) -> None:
@@ -281,11 +266,6 @@ def test_a_thousand_run_records_page_and_the_history_is_capped(
     assert time.monotonic() - started < 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run record that is JSON but not an object (e.g. [1, 2, 3]) makes /jobs and "
-    "/api/targets/{name}/history answer 500 (AttributeError in RunRecord.from_json)",
-)
 def test_a_run_record_that_is_a_json_list_is_skipped(client: TestClient, web: WebSetup) -> None:
     _record(web, json.dumps(GOOD_RUN).encode(), "good")
     _record(web, b"[1, 2, 3]", "a-list")
@@ -399,11 +379,6 @@ def test_passwords_in_a_job_log_line_are_not_shown(
     assert LOGGED_PW not in _everything_shown(client, web, job_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job log line holding a Slack/webhook URL shows the URL's secret path on "
-    "/jobs/{id} and /api/jobs/{id}/log (redact_text knows only URL passwords)",
-)
 def test_a_configured_webhook_url_in_a_job_log_line_is_not_shown(
     tmp_path: Path, info_kept: None
 ) -> None:
@@ -428,11 +403,6 @@ def test_a_configured_webhook_url_in_a_job_log_line_is_not_shown(
         assert HOOK_PATH_SECRET not in _everything_shown(client, web, job_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an environment-style PGPASSWORD=... (or MYSQL_PWD=...) in a job log line is shown "
-    "verbatim on /jobs/{id} and /api/jobs/{id}/log (the redaction regex needs a word boundary)",
-)
 def test_an_environment_style_password_in_a_job_log_line_is_not_shown(
     client: TestClient, web: WebSetup, info_kept: None
 ) -> None:
@@ -440,11 +410,6 @@ def test_an_environment_style_password_in_a_job_log_line_is_not_shown(
     assert LOGGED_PW not in _everything_shown(client, web, job_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='a JSON-style "password": "..." in a job log line is shown verbatim on '
-    "/jobs/{id} and /api/jobs/{id}/log",
-)
 def test_a_json_style_password_in_a_job_log_line_is_not_shown(
     client: TestClient, web: WebSetup, info_kept: None
 ) -> None:
@@ -452,11 +417,6 @@ def test_a_json_style_password_in_a_job_log_line_is_not_shown(
     assert LOGGED_PW not in _everything_shown(client, web, job_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an 'Authorization: Bearer <token>' in a job log line is shown verbatim "
-    "(only key=value secrets are redacted)",
-)
 def test_a_bearer_token_in_a_job_log_line_is_not_shown(
     client: TestClient, web: WebSetup, info_kept: None
 ) -> None:
@@ -1072,11 +1032,6 @@ def test_a_viewer_trying_out_a_destructive_route_in_docs_is_refused(hostile_serv
 
 
 # --- damaged manifests, thousands of backups --------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="one damaged manifest makes /, /ui/targets/{name}/card and every target's "
-    "/api/targets/{name}/history answer 409 (the index sync aborts), not just skip it",
-)
 def test_a_damaged_manifest_does_not_take_the_dashboard_and_the_history_down(
     tmp_path: Path,
 ) -> None:
@@ -1352,11 +1307,6 @@ def test_charts_draw_in_ordinary_odd_zones(zoned_served, browser):
     assert drawn == "true", text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="timezone = 'posix/Europe/Berlin' (zoneinfo finds it, Chromium's Intl does not) "
-    "passes config validation; the charts throw 'Invalid time zone' and show empty legends",
-)
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
 @pytest.mark.parametrize("zoned_served", ["posix/Europe/Berlin"], indirect=True)
 def test_charts_draw_in_a_zone_the_server_accepts(zoned_served, browser):
@@ -1441,11 +1391,6 @@ def test_progress_texts_say_about_for_estimates_and_never_pass_100(
     assert f'aria-valuenow="{pct}"' in box
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a running backup that has done exactly its estimate reads '2.0 KiB so far (more "
-    "than the estimated 2.0 KiB)': equal is not more",
-)
 def test_a_backup_at_exactly_its_estimate_does_not_say_more_than(
     client: TestClient, web: WebSetup
 ) -> None:
@@ -1476,11 +1421,6 @@ def test_a_job_of_a_restarted_container_ends(tmp_path: Path) -> None:
         assert "HX-Trigger" in box.headers, "still running"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="job log times are HH:MM:SS without the zone's abbreviation: two lines an hour apart "
-    "across the autumn DST change both read 02:30:00 (the 'when' filter says CEST/CET)",
-)
 def test_job_log_times_across_the_autumn_change_read_apart(tmp_path: Path) -> None:
     db = make_sqlite_db(tmp_path / "shop.db", users=5, orders=5)
     Repository.init(open_storage(str(tmp_path / "repo")), key_file=tmp_path / "repo.key")
@@ -1531,22 +1471,8 @@ def test_job_log_times_across_the_autumn_change_read_apart(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "url",
     [
-        pytest.param(
-            "/backups",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="at 1366 px a 128-character target name without spaces widens the "
-                "backups table to ~2270 px: the right-hand columns (Verified) scroll out of view",
-            ),
-        ),
-        pytest.param(
-            "/jobs",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="at 1366 px a 128-character target name without spaces widens the "
-                "jobs history table to ~1840 px: Started by/Outcome scroll out of view",
-            ),
-        ),
+        "/backups",
+        "/jobs",
         "/audit",
         "/retention",
     ],
@@ -1568,11 +1494,6 @@ def test_no_table_is_clipped_at_1366_with_a_128_character_target_name(hostile_se
     context.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a target named with '/' by an older version's manifest (shown on the dashboard) "
-    "has no history or card route: /api/targets/eu%2Fshop/history is 404, its charts fail",
-)
 def test_a_legacy_target_name_with_a_slash_still_gets_its_charts(tmp_path: Path) -> None:
     db = make_sqlite_db(tmp_path / "shop.db", users=20, orders=20)
     web = build_app(tmp_path, {"shop": f"sqlite://{db}"})

@@ -12,10 +12,12 @@ with an atomic create-if-absent (``Storage.create``: a hard link locally, a cond
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from strongroom.errors import ObjectNotFound
 from strongroom.repository.ids import parse_iso, utc_now_iso
@@ -24,6 +26,73 @@ from strongroom.storage.base import Storage
 RUNS_PREFIX = "runs/"
 JOBS_PREFIX = "jobs/"
 CLAIM_TTL = timedelta(hours=24)
+
+log = logging.getLogger("strongroom.runs")
+
+
+class BadRunRecord(ValueError):
+    """A run record that is not a JSON object of :class:`RunRecord`'s shape."""
+
+
+_TIMES = ("started_at", "finished_at")
+_OPTIONAL_TIMES = ("scheduled_for",)
+_TEXTS = ("target", "kind")
+_OPTIONAL_TEXTS = ("backup_id", "error_kind")
+_OPTIONAL_COUNTS = ("raw_size", "stored_new_bytes")
+
+
+def _aware_time(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise BadRunRecord(f"{name} is not a text")
+    try:
+        moment = parse_iso(value)
+    except ValueError:
+        raise BadRunRecord(f"{name} is not an ISO 8601 time") from None
+    if moment.utcoffset() is None:
+        raise BadRunRecord(f"{name} has no UTC offset")
+    return value
+
+
+def _checked(data: object) -> dict[str, Any]:
+    """``data`` as :class:`RunRecord`'s keyword arguments; :class:`BadRunRecord` when it
+    is not an object with exactly its fields, each of its type, times ISO 8601 with offset."""
+    if not isinstance(data, dict):
+        raise BadRunRecord("not a JSON object")
+    known = {f.name for f in fields(RunRecord)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise BadRunRecord(f"unknown fields {unknown}")
+    missing = [n for n in (*_TEXTS, "ok", *_TIMES) if n not in data]
+    if missing:
+        raise BadRunRecord(f"missing fields {missing}")
+    for name in _TEXTS:
+        if not isinstance(data[name], str):
+            raise BadRunRecord(f"{name} is not a text")
+    for name in _OPTIONAL_TEXTS:
+        if not isinstance(data.get(name), str | None):
+            raise BadRunRecord(f"{name} is not a text")
+    if not isinstance(data["ok"], bool):
+        raise BadRunRecord("ok is not true or false")
+    for name in _TIMES:
+        _aware_time(name, data[name])
+    for name in _OPTIONAL_TIMES:
+        if data.get(name) is not None:
+            _aware_time(name, data[name])
+    for name in _OPTIONAL_COUNTS:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise BadRunRecord(f"{name} is not a whole number")
+        if value is not None and value < 0:
+            raise BadRunRecord(f"{name} is negative")
+    duration = data.get("duration_seconds")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0
+    ):
+        raise BadRunRecord("duration_seconds is not a number of seconds")
+    tags = data.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise BadRunRecord("tags is not a list of texts")
+    return {**data, "tags": tuple(tags)}
 
 
 @dataclass(frozen=True)
@@ -48,9 +117,16 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> RunRecord:
-        data = json.loads(raw)
-        data["tags"] = tuple(data.get("tags", ()))
-        return cls(**data)
+        """The record in ``raw`` (UTF-8 JSON, as :meth:`to_json` writes it).
+
+        Raises :class:`BadRunRecord` (a ``ValueError``) when ``raw`` is not JSON, not an
+        object, has unknown or missing fields, a field of the wrong type, or a time that is
+        not ISO 8601 with a UTC offset."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise BadRunRecord(f"not JSON: {exc}") from None
+        return cls(**_checked(data))
 
 
 def _stamp(iso: str) -> str:
@@ -67,15 +143,21 @@ def record_run(storage: Storage, record: RunRecord) -> None:
 
 
 def runs_of(storage: Storage, target: str | None = None) -> list[RunRecord]:
-    """Run records, oldest first (of one target, or all)."""
+    """Run records, oldest first by ``finished_at`` (of one target, or all).
+
+    A record that is gone meanwhile is left out; one that does not have the shape
+    (:meth:`RunRecord.from_json`) is left out with one warning naming its key, so every
+    reader (health, the daemon, the web's history and charts) only sees valid records."""
     prefix = f"{RUNS_PREFIX}{target}/" if target else RUNS_PREFIX
     records = []
     for key in storage.list(prefix):
         try:
             records.append(RunRecord.from_json(storage.get(key)))
-        except (ObjectNotFound, ValueError, KeyError, TypeError):
+        except ObjectNotFound:
             continue
-    return sorted(records, key=lambda r: r.finished_at)
+        except BadRunRecord as exc:
+            log.warning("skipped the damaged run record %s: %s", key, exc)
+    return sorted(records, key=lambda r: parse_iso(r.finished_at))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ Listing an S3 repository means one GET per manifest; the index keeps what the li
 need (sizes, times, tags, pin, last verification) so pages read one table. It is only a
 cache: ``sync`` brings it in line with the repository (new manifests read, forgotten ones
 removed, pins and verifications refreshed) and ``strongroom reindex`` rebuilds it whole.
+A manifest that cannot be read (damaged, or of a newer version) is left out of the index
+with one warning, and kept in :meth:`ManifestIndex.damaged`; it never stops the others.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
-from strongroom.errors import BackupNotFound
+from strongroom.errors import BackupNotFound, RepositoryError
 from strongroom.repository.manifest import Manifest
-from strongroom.repository.repository import Repository
+from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services import records
 from strongroom.web.db import ServiceDatabase
 from strongroom.web.models import IndexedBackup
@@ -29,9 +31,13 @@ DEFAULT_MAX_AGE = 30.0  # seconds an index may be stale before a page triggers a
 
 @dataclass(frozen=True)
 class SyncReport:
+    """One sync: backups added to and removed from the index, readable backups in it
+    (``total``), and manifests left out because they cannot be read (``damaged``)."""
+
     added: int
     removed: int
     total: int
+    damaged: int = 0
 
 
 def _row(manifest: Manifest) -> IndexedBackup:
@@ -63,11 +69,17 @@ class ManifestIndex:
         self._max_age = max_age
         self._synced_at: float | None = None
         self._lock = threading.Lock()
+        self._damaged: dict[str, DamagedBackup] = {}  # by backup id, as of the last sync
 
     def sync(self, repo: Repository) -> SyncReport:
-        """One listing of manifests, pins and verifications; read only new manifests."""
+        """One listing of manifests, pins and verifications; read only new manifests.
+
+        A manifest that cannot be read is left out (a warning the first time) and read
+        again at the next sync. Raises ``StrongroomError`` when the repository cannot be
+        listed."""
         with self._lock:
             ids = set(repo.backup_ids())
+            damaged: dict[str, DamagedBackup] = {}
             pins = records.pinned_ids(repo)
             verified = records.last_verifications(repo)
             with self._db.session() as session:
@@ -82,6 +94,8 @@ class ManifestIndex:
                         added += 1
                     except BackupNotFound:  # forgotten meanwhile
                         continue
+                    except RepositoryError as exc:  # damaged, or of a newer version
+                        damaged[backup_id] = DamagedBackup(backup_id, exc.message)
                 session.flush()
                 for row in session.scalars(select(IndexedBackup)):
                     row.pinned = row.backup_id in pins
@@ -90,11 +104,20 @@ class ManifestIndex:
                     row.verified_kind = record.kind if record else None
                     row.verified_ok = record.ok if record else None
                     row.verified_problem = (record.problem or "")[:400] if record else None
-                total = len(ids)
+                total = len(ids) - len(damaged)
+            new_damage = sorted(damaged.keys() - self._damaged.keys())
+            self._damaged = damaged
             self._synced_at = time.monotonic()
+        for backup_id in new_damage:
+            log.warning("index: left out backup %s: %s", backup_id, damaged[backup_id].reason)
         if added or gone:
             log.info("index: %d backups added, %d removed", added, len(gone))
-        return SyncReport(added, len(gone), total)
+        return SyncReport(added, len(gone), total, len(damaged))
+
+    def damaged(self) -> list[DamagedBackup]:
+        """The manifests the last sync could not read (left out of the index), by id."""
+        with self._lock:
+            return [self._damaged[k] for k in sorted(self._damaged)]
 
     def rebuild(self, repo: Repository) -> SyncReport:
         """Empty the index, then read every manifest again."""

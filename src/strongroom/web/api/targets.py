@@ -145,7 +145,7 @@ def history(ctx: WebContext, name: str, limit: int = HISTORY_LIMIT) -> TargetHis
     )
 
 
-@router.get("/targets/{name}/history", responses=READ_ERRORS)
+@router.get("/targets/{name:path}/history", responses=READ_ERRORS)
 def target_history(
     request: Request,
     _: Annotated[Principal, Depends(require_viewer)],
@@ -155,5 +155,6 @@ def target_history(
     """One target's history for charts: its newest ``limit`` kept backups (new and
     cumulative stored bytes, duration), its newest ``limit`` backup runs (failed ones
     too) and its last restore drill. Times are UTC; ``timezone`` is the zone the UI
-    shows them in."""
+    shows them in. ``name`` is URL-quoted; a name with ``/`` (an older version's target,
+    ``eu/shop``) is sent as ``eu%2Fshop`` or plain and reaches this route either way."""
     return history(context_of(request), name, limit)

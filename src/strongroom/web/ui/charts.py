@@ -68,12 +68,15 @@ def charts_for(timezone: str) -> list[Chart]:
 
 
 def history_url(name: str) -> str:
-    """The JSON route the charts of target ``name`` read."""
+    """The JSON route the charts of target ``name`` read: the name quoted whole (``/``
+    as ``%2F``, ``%`` as ``%25``); the route takes it as a path parameter, so a name with
+    ``/`` (decoded by the server before routing) matches too."""
     return f"/api/targets/{quote(name, safe='')}/history"
 
 
 def card_url(name: str) -> str:
-    """The route that renders target ``name``'s card again (``_target_card.html``)."""
+    """The route that renders target ``name``'s card again (``_target_card.html``),
+    quoted like :func:`history_url`."""
     return f"/ui/targets/{quote(name, safe='')}/card"
 
 

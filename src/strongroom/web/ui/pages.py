@@ -30,12 +30,14 @@ def dashboard(request: Request, _: Viewer) -> Response:
     return render(request, "dashboard.html", {"cards": cards, "jobs": recent_jobs(ctx.db, 8)})
 
 
-@router.get("/ui/targets/{name}/card")
+@router.get("/ui/targets/{name:path}/card")
 def target_card(
     request: Request, _: Viewer, name: Annotated[str, Path(max_length=200)]
 ) -> Response:
     """One target's card (summary, last restore drill, charts) for the live update after
-    a job ends (``strongroom:job-done``); 404 fragment for an unknown target."""
+    a job ends (``strongroom:job-done``); 404 fragment for an unknown target. ``name`` is
+    a path parameter: a legacy name with ``/`` (``charts.card_url`` quotes it as ``%2F``,
+    which the server decodes before routing) still reaches its card."""
     ctx = context_of(request)
     for target in summaries(ctx):
         if target.name == name:
