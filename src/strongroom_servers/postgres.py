@@ -89,6 +89,8 @@ class PgServer:
     user: str = PG_USER
     password: str = PG_PASSWORD
     run_as: pwd.struct_passwd | None = None
+    # extra postgresql.conf settings (e.g. archive_mode, archive_command); None: the default
+    settings: dict[str, str] | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -204,6 +206,10 @@ class PgServer:
         )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
+        if self.settings:
+            lines = "".join(f"{k} = {_conf_value(v)}\n" for k, v in self.settings.items())
+            with (self.data_dir / "postgresql.conf").open("a") as conf:
+                conf.write("\n# added by strongroom_servers (start_server settings)\n" + lines)
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
@@ -254,8 +260,12 @@ class PgServer:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def start_server() -> PgServer:
+def start_server(settings: dict[str, str] | None = None) -> PgServer:
     """A fresh throwaway cluster, stopped at interpreter exit if not before.
+
+    ``settings``: extra ``postgresql.conf`` lines (name -> value, quoted here), e.g.
+    ``{"archive_mode": "on", "archive_command": "…", "wal_level": "replica"}``; without
+    them the server is exactly the default one.
 
     Raises :class:`ServerBinariesNotFound` (message :data:`MISSING_HINT`) without the server
     binaries, :class:`ServerStartFailed` when three attempts fail.
@@ -271,6 +281,7 @@ def start_server() -> PgServer:
             base_dir=Path(tempfile.mkdtemp(prefix="strongroom-pg-")),
             port=free_port(),
             run_as=run_as,
+            settings=settings,
         )
         atexit.register(server.stop)
         try:
@@ -280,6 +291,11 @@ def start_server() -> PgServer:
             last_error = exc
             server.stop()
     raise ServerStartFailed(f"could not start a throwaway PostgreSQL: {last_error}")
+
+
+def _conf_value(value: str) -> str:
+    """``value`` as a single-quoted postgresql.conf string."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _conninfo(value: str) -> str:

@@ -23,6 +23,7 @@ from strongroom.cli.recover_cmd import recover
 from strongroom.cli.restore_cmd import restore, rollback
 from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.verify_cmd import verify
+from strongroom.cli.wal_cmd import wal_fetch_cmd, wal_push_cmd
 from strongroom.cli.web_cmd import reindex, serve, token_app, user_app
 from strongroom.errors import StrongroomError, UsageError
 from strongroom.redaction import redact_text
@@ -94,6 +95,8 @@ app.command()(serve)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.command()(reindex)
+app.command("wal-push")(wal_push_cmd)
+app.command("wal-fetch")(wal_fetch_cmd)
 
 
 def _fail(message: str, code: int) -> None:

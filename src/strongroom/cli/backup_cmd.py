@@ -11,6 +11,7 @@ import typer
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
+from strongroom.engines.postgresql.physical import physical_engine
 from strongroom.errors import UsageError
 from strongroom.repository.repository import Repository
 from strongroom.services import records
@@ -53,6 +54,14 @@ def backup(
         typer.Option("--metrics-file", help="Also write Prometheus metrics to this textfile."),
     ] = None,
     config: BackupConfigOption = None,
+    physical: Annotated[
+        bool,
+        typer.Option(
+            "--physical",
+            help="PostgreSQL: a base backup of the whole cluster (pg_basebackup) for "
+            "point-in-time recovery; the cluster must archive WAL with wal-push.",
+        ),
+    ] = False,
 ) -> None:
     """Back up a database into the repository (running the target's configured hooks)."""
     sources = Sources.load(config)
@@ -64,7 +73,7 @@ def backup(
             "or configure a target in strongroom.toml"
         )
     repository = sources.location(repo, key_file, s3_endpoint).open()
-    engine = open_engine(url)
+    engine = physical_engine(url) if physical else open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
     notifications = sources.notifications()
     notifier = build_notifier(notifications, os.environ)

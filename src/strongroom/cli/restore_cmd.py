@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,9 +15,11 @@ from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, 
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
+from strongroom.engines.postgresql.physical import PHYSICAL_FORMAT
 from strongroom.errors import UsageError, VerificationMismatch
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.services.drill import named_tables
 from strongroom.services.hooks import destination_hooks
 from strongroom.services.restore import (
     PRE_RESTORE_TAG,
@@ -39,8 +42,6 @@ from strongroom.services.restore_choice import (
 from strongroom.wording import counted
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from strongroom.config import Settings
 
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
@@ -170,8 +171,60 @@ def restore(
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
+    to_datadir: Annotated[
+        Path | None,
+        typer.Option(
+            "--to-datadir",
+            help="PostgreSQL point-in-time recovery: lay a base backup down in this new or "
+            "empty folder and configure recovery from the WAL archive.",
+        ),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time",
+            help="With --to-datadir: recover to this time, e.g. "
+            '"2026-11-30 14:03:12+01" (local time unless it names an offset).',
+        ),
+    ] = None,
+    to_lsn: Annotated[
+        str | None, typer.Option("--to-lsn", help="With --to-datadir: recover to this LSN.")
+    ] = None,
+    start: Annotated[
+        bool,
+        typer.Option(
+            "--start",
+            help="With --to-datadir: start the cluster, run recovery, report the moment reached.",
+        ),
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="With --to-datadir: the cluster's port.")
+    ] = None,
 ) -> None:
-    """Restore a backup: plan, confirmation, safety backup, staged restore, verification, swap."""
+    """Restore a backup: plan, confirmation, safety backup, staged restore, verification, swap.
+
+    With --to-datadir: point-in-time recovery of a PostgreSQL cluster (base backup + WAL)."""
+    if to_datadir is not None:
+        from strongroom.cli.pitr_cmd import restore_to_datadir
+
+        if to or before or table:
+            raise UsageError("--to-datadir goes without --to, --before and --table")
+        restore_to_datadir(
+            backup_id,
+            to_datadir,
+            to_time=to_time,
+            to_lsn=to_lsn,
+            target=target,
+            start=start,
+            port=port,
+            config=config,
+            repo=repo,
+            key_file=key_file,
+            s3_endpoint=s3_endpoint,
+        )
+        return
+    if to_time or to_lsn or start or port is not None:
+        raise UsageError("--to-time, --to-lsn, --start and --port go with --to-datadir")
     if not to:
         raise UsageError("say where to restore: --to DATABASE_URL")
     if (backup_id is None) == (before is None):
@@ -200,6 +253,11 @@ def restore(
     else:
         manifest = repository.resolve(str(backup_id))
         chosen = "named by its id"
+    if manifest.dump_format == PHYSICAL_FORMAT:
+        raise UsageError(
+            f"backup {manifest.backup_id} is a base backup of a whole cluster: restore it "
+            "with --to-datadir PATH (and --to-time, --to-lsn or latest)"
+        )
     if table:
         _restore_tables(repository, manifest, engine, table, into_schema, dry_run)
         return
@@ -364,7 +422,7 @@ def perform_restore(
     if not report.ok:
         bad = [c.name for c in report.comparisons if not c.matches]
         untouched = "untouched" if plan.state.exists else "not created"
-        shown = ", ".join(bad[:10]) + (", …" if len(bad) > 10 else "")
+        shown = named_tables(bad)
         raise VerificationMismatch(
             f"the restored copy differs from the backup in {counted(len(bad), 'table')} "
             f"({shown}); "

@@ -39,6 +39,9 @@ def manifest_key(backup_id: str) -> str:
 
 
 LOCKS_PREFIX = "locks/"
+# log streams (WAL, later binlogs): ``logs/<stream>/<group>/<file name>-<digest>``, see
+# repository/logs.py; never under chunks/, so prune and check leave them alone
+LOGS_PREFIX = "logs/"
 PINS_PREFIX = "pins/"
 
 

@@ -87,6 +87,12 @@ def _table_record(item: Any) -> TableRecord:
     return TableRecord(str(item["name"]), rows, checksum)
 
 
+# dump formats of physical backups of a whole cluster (see docs/design.md, "WAL archive and
+# base backups"); everything else is a logical dump of one database
+BASE_BACKUP_FORMAT_POSTGRESQL = "pg_basebackup-tar"
+BASE_BACKUP_FORMATS = frozenset({BASE_BACKUP_FORMAT_POSTGRESQL})
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A complete backup. It exists in the repository if and only if the backup is whole."""
@@ -116,6 +122,12 @@ class Manifest:
     @property
     def chunk_count(self) -> int:
         return len(self.chunks)
+
+    @property
+    def is_base_backup(self) -> bool:
+        """A physical backup of a whole cluster (``pg_basebackup``), restored only by
+        point-in-time recovery (``restore --to-datadir``), never into a database."""
+        return self.dump_format in BASE_BACKUP_FORMATS
 
     @property
     def unique_chunk_ids(self) -> set[str]:

@@ -16,15 +16,18 @@ from strongroom.errors import (
     ChunkMissing,
     IntegrityError,
     RepositoryError,
+    StrongroomError,
     UsageError,
 )
 from strongroom.repository.layout import (
     CHUNKS_PREFIX,
+    LOGS_PREFIX,
     chunk_id_of_key,
     chunk_key,
     is_chunk_id,
     manifest_key,
 )
+from strongroom.repository.logs import LogArchive
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 
@@ -43,7 +46,7 @@ def parse_subset(text: str) -> float:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "manifest", "missing", "damaged", "size", "order"
+    kind: str  # "manifest", "missing", "damaged", "size", "order", "log" (a WAL object)
     subject: str  # a backup id or a chunk id
     message: str
     backups: tuple[str, ...] = ()  # backups that need the chunk
@@ -114,6 +117,7 @@ def check_repository(
     chunks_read = bytes_read = 0
     if read_data:
         problems += _order_problems(repo, manifests)
+        problems += _log_problems(repo, workers)
         present = sorted(set(users) & stored)
         chosen = present
         if subset is not None and subset < 1:
@@ -169,6 +173,26 @@ def _order_problems(repo: Repository, manifests: list[Manifest]) -> list[Problem
             if repo.storage.exists(manifest_key(m.backup_id)):  # not forgotten meanwhile
                 problems.append(Problem("order", m.backup_id, exc.message, (m.backup_id,)))
     return problems
+
+
+def _log_problems(repo: Repository, workers: int) -> list[Problem]:
+    """Every archived log file (``logs/``: WAL) must decrypt, decompress and match its
+    name's digest (``repository/logs.py``); they are no chunks and no manifest lists them."""
+    keys = list(repo.storage.list(LOGS_PREFIX))
+    if not keys:
+        return []
+    archive = LogArchive(repo)
+    files = {f.key: f for stream in {k.split("/")[1] for k in keys} for f in archive.files(stream)}
+
+    def read(key: str) -> tuple[str, int, Problem | None]:
+        try:
+            return key, len(archive.read(files[key])), None
+        except IntegrityError as exc:
+            return key, 0, Problem("log", key, exc.message)
+        except StrongroomError:  # vanished meanwhile: nothing to check
+            return key, 0, None
+
+    return [p for _, _, p in _parallel(read, sorted(files), workers) if p is not None]
 
 
 def _parallel(

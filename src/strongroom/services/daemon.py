@@ -331,7 +331,11 @@ class Daemon:
         assert verify is not None
         started = utc_now_iso()
         try:
-            backups = [m for m in self.repo.list_backups(target) if "pre-restore" not in m.tags]
+            backups = [
+                m
+                for m in self.repo.list_backups(target)
+                if "pre-restore" not in m.tags and not m.is_base_backup
+            ]
             if not backups:
                 raise StrongroomError(f"no backup of {target} to drill")
             manifest = backups[-1]

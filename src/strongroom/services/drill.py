@@ -22,7 +22,12 @@ from strongroom.repository.verifications import (
     record_verification,
 )
 from strongroom.services.progress import NoProgress, ProgressSink
-from strongroom.services.restore import TableComparison, compare_tables, with_progress
+from strongroom.services.restore import (
+    TableComparison,
+    compare_tables,
+    refuse_base_backup,
+    with_progress,
+)
 from strongroom.services.swaps import settle_interrupted_swaps
 from strongroom.wording import counted
 
@@ -106,7 +111,9 @@ def scratch_for(
     scheduler share): ``scratch_url`` when given; else, for an engine that needs no server
     (SQLite), a temp file ``<prefix>_<8 hex>.db``; else a new database ``<prefix>_<8 hex>``
     beside ``server_url``'s on the same server, when that URL is of the backup's engine (a
-    URL of anything else, say Redis, is ignored). Raises ``UsageError`` when none fits."""
+    URL of anything else, say Redis, is ignored). Raises ``UsageError`` when none fits, or
+    when ``manifest`` is a base backup (no drill restores those into a database)."""
+    refuse_base_backup(manifest)
     if scratch_url and scratch_url.strip():
         return open_engine(scratch_url.strip())
     name = f"{prefix}_{secrets.token_hex(4)}"
@@ -142,6 +149,7 @@ def verify_by_restore(
     (another engine) or ``TargetNotEmpty`` before restoring anything, and records nothing
     then; a failed restore, table or check is recorded and reported in the result."""
     progress = progress or NoProgress()
+    refuse_base_backup(manifest)
     if manifest.engine != scratch.kind:
         raise UsageError(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; the scratch database "

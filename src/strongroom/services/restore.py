@@ -189,6 +189,17 @@ def _restore_rate(repo: Repository, manifest: Manifest) -> tuple[float, str]:
     return best[1], f"measured by verify --restore of {best[2]}"
 
 
+def refuse_base_backup(manifest: Manifest) -> None:
+    """Raise ``UsageError`` (exit 2) when ``manifest`` is a base backup: the logical restore,
+    the restore drill and the web's restore take dumps of one database only."""
+    if manifest.is_base_backup:
+        raise UsageError(
+            f"backup {manifest.backup_id} is a base backup of a whole PostgreSQL cluster "
+            f"(pg_basebackup); it is restored by point-in-time recovery (strongroom restore "
+            f"{manifest.backup_id} --to-datadir PATH), not into a database"
+        )
+
+
 def plan_restore(
     repo: Repository,
     manifest: Manifest,
@@ -208,6 +219,7 @@ def plan_restore(
     the destination's and its database name differs. ``undoes``: for a rollback, the
     restore id it undoes (recorded with the rollback)."""
     options = options or RestoreOptions()
+    refuse_base_backup(manifest)
     if manifest.engine != engine.kind:
         raise UsageError(
             f"backup {manifest.backup_id} is a {manifest.engine} backup; it cannot be restored "

@@ -198,10 +198,15 @@ def source_target(
 
 
 def latest_of(repo: Repository, target: str, *, include_safety: bool = False) -> Manifest:
-    """The newest backup of ``target``; safety backups only when ``include_safety``.
+    """The newest dump of ``target`` (base backups are for point-in-time recovery and are
+    passed over); safety backups only when ``include_safety``.
     Raises ``BackupNotFound``, or ``ManifestDamaged`` (exit 7) when the only backups of
     ``target`` are damaged ones (damaged newer ones are passed over, with a warning)."""
-    backups = [m for m in repo.list_backups(target) if include_safety or not is_safety_backup(m)]
+    backups = [
+        m
+        for m in repo.list_backups(target)
+        if (include_safety or not is_safety_backup(m)) and not m.is_base_backup
+    ]
     if not backups:
         left_out = "" if include_safety else " (safety backups left out: --include-safety)"
         repo.raise_if_only_damaged(target, f"there is no readable backup of target {target!r}")
@@ -230,6 +235,7 @@ def newest_good_before(
         for m in repository.list_backups(target)
         if parse_iso(m.started_at) < instant
         and (include_safety or not is_safety_backup(m))
+        and not m.is_base_backup
         and not (m.backup_id in verdicts and not verdicts[m.backup_id].ok)
     ]
     if not candidates:

@@ -105,7 +105,9 @@ def download_stream(caller: Caller, manifest: Manifest) -> Iterator[bytes]:
 
 
 def download_name(manifest: Manifest) -> str:
-    suffix = {"sqlite3-database": ".db", "mysqldump-sql": ".sql"}.get(manifest.dump_format, ".dump")
+    suffix = {"sqlite3-database": ".db", "mysqldump-sql": ".sql", "pg_basebackup-tar": ".tar"}.get(
+        manifest.dump_format, ".dump"
+    )
     target = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest.target)
     return f"{target}-{manifest.backup_id}{suffix}"
 

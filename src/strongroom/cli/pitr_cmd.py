@@ -1,0 +1,134 @@
+"""strongroom restore --to-datadir: point-in-time recovery of a PostgreSQL cluster.
+
+Called by ``restore`` (cli/restore_cmd.py) when ``--to-datadir`` is given."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from strongroom.cli.options import location
+from strongroom.cli.output import human_seconds, stdout
+from strongroom.engines.postgresql.physical import RecoveryTarget
+from strongroom.errors import UsageError
+from strongroom.services.pitr import (
+    choose_base_backup,
+    parse_lsn,
+    parse_target_time,
+    physical_facts,
+    restore_physical,
+    run_recovery,
+)
+
+WAL_CONFIG_NAME = "strongroom-wal.toml"
+
+
+def _toml(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def strongroom_command() -> list[str]:
+    """How the server runs this strongroom: the ``strongroom`` script that runs now, else
+    this interpreter with ``-m strongroom.cli.app``."""
+    script = Path(sys.argv[0])
+    if script.name == "strongroom" and script.is_file():
+        return [str(script.resolve())]
+    return [sys.executable, "-m", "strongroom.cli.app"]
+
+
+def wal_config_text(repo: str | None, key_file: Path | None, s3_endpoint: str | None) -> str:
+    """``strongroom-wal.toml`` for the data directory: the repository, the key file and
+    the endpoint ``restore_command`` needs; never a key, passphrase or password."""
+    found = location(repo, key_file, s3_endpoint, None)
+    if not found.location:
+        raise UsageError("no repository given: use --repo, STRONGROOM_REPO or --config")
+    where = found.location
+    if "://" not in where:
+        where = str(Path(where).resolve())
+    lines = [
+        "# written by strongroom restore: the repository restore_command reads",
+        "[repository]",
+        f"location = {_toml(where)}",
+    ]
+    if found.key_file is not None:
+        lines.append(f"key_file = {_toml(str(Path(found.key_file).resolve()))}")
+    if found.s3_endpoint:
+        lines.append(f"s3_endpoint = {_toml(found.s3_endpoint)}")
+    if found.passphrase:
+        lines.append('passphrase_env = "STRONGROOM_PASSPHRASE"')
+        stdout.print(
+            "note: this repository opens with a passphrase: the server needs "
+            "STRONGROOM_PASSPHRASE in its environment for restore_command"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def restore_to_datadir(
+    backup_id: str | None,
+    datadir: Path,
+    *,
+    to_time: str | None,
+    to_lsn: str | None,
+    target: str | None,
+    start: bool,
+    port: int | None,
+    config: str | None,
+    repo: str | None,
+    key_file: Path | None,
+    s3_endpoint: str | None,
+) -> None:
+    """Lay a base backup down in ``datadir`` and configure recovery to the time, the LSN
+    or (neither) the end of the archived WAL; with ``start``, run it and report."""
+    if to_time is not None and to_lsn is not None:
+        raise UsageError("choose one of --to-time and --to-lsn")
+    if start and os.geteuid() == 0:
+        raise UsageError(
+            "PostgreSQL does not run as root: run restore --start as the cluster's OS user "
+            "(or restore without --start and start it yourself)"
+        )
+    when = parse_target_time(to_time) if to_time is not None else None
+    lsn = parse_lsn(to_lsn) if to_lsn is not None else None
+    repository = location(repo, key_file, s3_endpoint, config).open()
+    manifest = choose_base_backup(repository, backup_id, target, when, lsn)
+    facts = physical_facts(repository, manifest)
+    recovery = RecoveryTarget(
+        time=when.isoformat(sep=" ") if when is not None else None,
+        lsn=to_lsn.strip() if to_lsn is not None else None,
+    )
+    datadir = datadir.resolve()
+    if config:
+        wal_file, wal_text = Path(config).resolve(), None
+    else:
+        wal_file = datadir / WAL_CONFIG_NAME
+        wal_text = wal_config_text(repo, key_file, s3_endpoint)
+    command = [*strongroom_command(), "wal-fetch", "--config", str(wal_file)]
+    command += ["--stream", str(facts["stream"])]
+    restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
+    stdout.print(
+        f"restoring base backup {manifest.backup_id} (ended {facts['stop_time']}, LSN "
+        f"{facts['stop_lsn']}, timeline {facts['timeline']}) into {datadir}"
+    )
+    report = restore_physical(
+        repository,
+        manifest,
+        datadir,
+        target=recovery,
+        restore_command=restore_command,
+        port=port,
+    )
+    if wal_text is not None:
+        fd = os.open(wal_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(wal_text)
+    stdout.print(f"  laid down    {report.members} files in {human_seconds(report.seconds)}")
+    stdout.print(f"  recovery to  {recovery.describe()}")
+    if not start:
+        stdout.print(f"  start it with: pg_ctl -D {shlex.quote(str(datadir))} start")
+        return
+    outcome = run_recovery(str(facts["server_version"]), datadir)
+    stdout.print(f"  recovered to {outcome.reached or 'no transaction replayed after the backup'}")
+    if outcome.stop:
+        stdout.print(f"  server said  {outcome.stop}")
+    stdout.print(f"  running      (log: {outcome.log_file})")

@@ -1,0 +1,137 @@
+"""Point-in-time recovery of a PostgreSQL cluster: choose the base backup, lay it down,
+configure recovery from the WAL archive, and (optionally) run it.
+
+docs/design.md, "WAL archive and base backups"."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from strongroom.engines.postgresql.physical import (
+    PHYSICAL_FORMAT,
+    RecoveryOutcome,
+    RecoveryTarget,
+    configure_recovery,
+    find_pg_ctl,
+    lay_down,
+    prepare_datadir,
+    start_recovery,
+)
+from strongroom.errors import BackupNotFound, UsageError
+from strongroom.repository.ids import parse_iso
+from strongroom.repository.manifest import Manifest
+from strongroom.repository.repository import Repository
+
+log = logging.getLogger("strongroom.pitr")
+
+
+def parse_target_time(text: str) -> datetime:
+    """``--to-time``: ISO 8601, local time unless it names an offset; ``UsageError``."""
+    try:
+        instant = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f'--to-time {text!r} is not a time like "2026-11-30 14:03:12+01"') from exc
+    if instant.tzinfo is None:
+        instant = instant.astimezone()
+    return instant.astimezone(UTC)
+
+
+def parse_lsn(text: str) -> int:
+    """``0/16B3748`` -> its 64-bit position; ``UsageError`` for anything else."""
+    high, sep, low = text.strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return (int(high, 16) << 32) | int(low, 16)
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not an LSN such as 0/16B3748") from exc
+
+
+def physical_facts(repo: Repository, manifest: Manifest) -> dict[str, Any]:
+    """What the base backup recorded (private section): start/stop LSN, timeline, stop
+    time, system identifier, stream, server version, databases."""
+    state = repo.private_section(manifest).engine_state or {}
+    facts = state.get("physical")
+    if not isinstance(facts, dict):
+        raise UsageError(f"backup {manifest.backup_id} is not a base backup")
+    return facts
+
+
+def choose_base_backup(
+    repo: Repository,
+    reference: str | None,
+    target: str | None,
+    when: datetime | None,
+    lsn: int | None,
+) -> Manifest:
+    """The base backup to recover from: the one ``reference`` names, else the newest
+    one (of ``target``) that ended before ``when`` / ``lsn`` (any, for the latest).
+    ``BackupNotFound`` names the window when none qualifies."""
+    if reference is not None and reference != "latest":
+        manifest = repo.resolve(reference)
+        if manifest.dump_format != PHYSICAL_FORMAT:
+            raise UsageError(
+                f"backup {manifest.backup_id} is a logical dump, not a base backup: restore "
+                "it with --to DATABASE_URL"
+            )
+        return manifest
+    candidates = [m for m in repo.list_backups(target) if m.dump_format == PHYSICAL_FORMAT]
+    if not candidates:
+        where = f" of target {target!r}" if target else ""
+        raise BackupNotFound(f"there is no base backup{where} (strongroom backup --physical)")
+    usable = []
+    for manifest in candidates:
+        facts = physical_facts(repo, manifest)
+        if when is not None and parse_iso(str(facts["stop_time"])) > when:
+            continue
+        if lsn is not None and parse_lsn(str(facts["stop_lsn"])) > lsn:
+            continue
+        usable.append(manifest)
+    if not usable:
+        oldest = physical_facts(repo, candidates[0])
+        asked = when.isoformat() if when is not None else f"LSN {lsn}"
+        raise BackupNotFound(
+            f"{asked} is before the oldest base backup's end ({oldest['stop_time']}, LSN "
+            f"{oldest['stop_lsn']}): nothing to recover from"
+        )
+    return usable[-1]
+
+
+@dataclass(frozen=True)
+class PhysicalRestoreReport:
+    manifest: Manifest
+    datadir: Path
+    members: int  # files and folders laid down
+    target: RecoveryTarget
+    seconds: float
+
+
+def restore_physical(
+    repo: Repository,
+    manifest: Manifest,
+    datadir: Path,
+    *,
+    target: RecoveryTarget,
+    restore_command: str,
+    port: int | None = None,
+) -> PhysicalRestoreReport:
+    """Lay ``manifest`` down in ``datadir`` (new or empty) and configure recovery to
+    ``target`` with ``restore_command`` (``run_recovery`` starts it). A failure while
+    laying down leaves the folder for the user to inspect."""
+    clock = time.monotonic()
+    prepare_datadir(datadir)
+    members = lay_down(repo.read_stream(manifest), datadir)
+    configure_recovery(datadir, restore_command, target, port)
+    log.info("laid down base backup %s in %s (%d members)", manifest.backup_id, datadir, members)
+    return PhysicalRestoreReport(manifest, datadir, members, target, time.monotonic() - clock)
+
+
+def run_recovery(server_version: str, datadir: Path) -> RecoveryOutcome:
+    """Start the laid-down cluster with its version's ``pg_ctl`` and wait until recovery
+    ends (``RestoreFailed`` with the server's reason when it stops instead)."""
+    return start_recovery(datadir, find_pg_ctl(server_version))

@@ -1,0 +1,129 @@
+"""A folder the PostgreSQL server's OS user can use: repository, key file, strongroom.toml and
+a ``strongroom`` launcher it can run (as root the server runs as ``strongroom-test``, who
+cannot enter /root where the virtualenv's interpreter lives: the launcher then runs the
+system's python3 of the same version with the virtualenv's packages)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from strongroom_servers.common import run_as_user
+from tests.helpers import REPO_ROOT
+
+
+@dataclass
+class WalPlace:
+    """Everything a server's archive_command / restore_command needs, owned by its user."""
+
+    root: Path
+    user: pwd.struct_passwd | None
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def key(self) -> Path:
+        return self.root / "repo.key"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "strongroom.toml"
+
+    @property
+    def launcher(self) -> Path:
+        return self.root / "strongroom"
+
+    def archive_command(self) -> str:
+        return f"'{self.launcher}' wal-push --config '{self.config}' %p"
+
+    def env(self) -> dict[str, str]:
+        """The environment the commands run with (none of strongroom's variables)."""
+        from strongroom.services.settings_sources import ENVIRONMENT_VARIABLES
+
+        env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
+        env["HOME"] = str(self.root)
+        env.pop("XDG_CONFIG_HOME", None)
+        return env
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """``strongroom ARGS`` through the launcher, as the server's OS user."""
+        extra: dict[str, object] = {}
+        if self.user is not None:
+            extra = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        return subprocess.run(
+            [str(self.launcher), *args],
+            env=self.env(),
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def chown(self, path: Path) -> None:
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _python_for(user: pwd.struct_passwd | None) -> str:
+    if user is None:
+        return sys.executable
+    wanted = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/{wanted}", "/usr/bin/python3", "/usr/local/bin/" + wanted):
+        if os.path.exists(candidate):
+            probe = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if probe.stdout.strip() == str(tuple(sys.version_info[:2])):
+                return candidate
+    raise RuntimeError(f"no {wanted} the user {user.pw_name} can run")
+
+
+def make_place() -> WalPlace:
+    """A fresh folder under /tmp owned by the server's user, with an initialised
+    repository (key file mode 0600, owned by that user), strongroom.toml and launcher."""
+    user = run_as_user()
+    root = Path(tempfile.mkdtemp(prefix="strongroom-wal-"))
+    place = WalPlace(root, user)
+    os.chmod(root, 0o755)
+    place.chown(root)
+    python = _python_for(user)
+    paths = [str(REPO_ROOT / "src"), sysconfig.get_paths()["purelib"]]
+    place.launcher.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH='{os.pathsep.join(paths)}' exec '{python}' -m strongroom.cli.app \"$@\"\n"
+    )
+    os.chmod(place.launcher, 0o755)
+    place.config.write_text(f'[repository]\nlocation = "{place.repo}"\nkey_file = "{place.key}"\n')
+    place.chown(place.config)
+    result = place.run("init", "--config", str(place.config))
+    assert result.returncode == 0, result.stderr
+    assert (place.key.stat().st_mode & 0o777) == 0o600
+    return place
+
+
+def places() -> Iterator[WalPlace]:
+    place = make_place()
+    try:
+        yield place
+    finally:
+        place.remove()
