@@ -177,9 +177,9 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
         conditions = {
             # its dump has begun, so it has listed chunks/
             "staging": lambda: any(
-                    name.startswith("strongroom-sqlite-")
-                    for name in _live_names(dirs["staging"]) | _live_folders(dirs["staging"])
-                ),
+                name.startswith("strongroom-sqlite-")
+                for name in _live_names(dirs["staging"]) | _live_folders(dirs["staging"])
+            ),
             # it has stored a new chunk (no other backup runs yet that could)
             "prod": lambda: bool(_chunk_files(repo) - stored),
         }

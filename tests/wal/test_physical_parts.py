@@ -107,3 +107,13 @@ def test_start_as_root_is_refused_before_anything_is_written(tmp_path: Path) -> 
     assert result.returncode == 2, result.stderr
     assert "does not run as root" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_the_base_backup_format_is_the_one_the_manifest_knows():
+    """engines may not import repository: the format string is written in both places, and
+    this keeps them equal (a base backup the manifest did not recognise would be offered to
+    the dump restore)."""
+    from strongroom.engines.postgresql.physical import PHYSICAL_FORMAT
+    from strongroom.repository.manifest import BASE_BACKUP_FORMATS
+
+    assert PHYSICAL_FORMAT in BASE_BACKUP_FORMATS

@@ -39,12 +39,11 @@ from strongroom.engines.postgresql.wal import stream_name
 from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.engines.tools import exit_description, first_line, tool_candidates, tool_version
 from strongroom.errors import DumpFailed, RestoreFailed, ToolMissing, UsageError
-from strongroom.repository.manifest import BASE_BACKUP_FORMAT_POSTGRESQL
 
 log = logging.getLogger("strongroom.engines.postgresql.physical")
 
 KIND = "postgresql"
-PHYSICAL_FORMAT = BASE_BACKUP_FORMAT_POSTGRESQL
+PHYSICAL_FORMAT = "pg_basebackup-tar"  # in repository.manifest.BASE_BACKUP_FORMATS too
 PIPE_BUFFER = 1 << 20
 
 
