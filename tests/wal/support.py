@@ -110,7 +110,7 @@ def make_place() -> WalPlace:
     paths = [str(REPO_ROOT / "src"), sysconfig.get_paths()["purelib"]]
     place.launcher.write_text(
         "#!/bin/sh\n"
-        f"PYTHONPATH='{os.pathsep.join(paths)}' exec '{python}' -m strongroom.cli.app \"$@\"\n"
+        f"PYTHONPATH='{os.pathsep.join(paths)}' exec '{python}' -m strongroom.cli.entry \"$@\"\n"
     )
     os.chmod(place.launcher, 0o755)
     place.config.write_text(f'[repository]\nlocation = "{place.repo}"\nkey_file = "{place.key}"\n')

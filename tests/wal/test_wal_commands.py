@@ -231,3 +231,30 @@ def test_damaged_or_swapped_objects_are_refused(cluster: dict[str, Path]) -> Non
     b.rename(a.parent / (first + "-" + b.name.rsplit("-", 1)[1]))
     fails(fetch(cluster, first), 7, r"does not match its name")
     assert fetch(cluster, second).returncode == 1
+
+
+def test_the_wal_commands_start_without_the_rest_of_the_command_line(tmp_path):
+    """PostgreSQL starts ``wal-push`` once per segment: the console script's light path
+    (cli.entry) runs it without importing the other commands or any database driver, and
+    with the same global options and error line."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print(sorted({m.split('.')[0] if not m.startswith('strongroom')"
+        " else m for m in sys.modules if m.startswith(('psycopg', 'pymysql', 'fastapi',"
+        " 'strongroom.cli.backup_cmd', 'strongroom.engines.postgresql.engine'))}),"
+        " file=sys.stderr))\n"
+        "sys.argv = ['strongroom', 'wal-fetch', '000000010000000000000001', "
+        f"'{tmp_path / 'out'}', '--repo', '{tmp_path / 'nowhere'}']\n"
+        "from strongroom.cli.entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == "[]", done.stderr  # nothing heavy was imported
+    assert done.returncode == 3 and lines[0].startswith("error: "), done.stderr
+    assert not (tmp_path / "out").exists()

@@ -31,11 +31,11 @@ def _toml(value: str) -> str:
 
 def strongroom_command() -> list[str]:
     """How the server runs this strongroom: the ``strongroom`` script that runs now, else
-    this interpreter with ``-m strongroom.cli.app``."""
+    this interpreter with ``-m strongroom.cli.entry`` (the light path for the WAL commands)."""
     script = Path(sys.argv[0])
     if script.name == "strongroom" and script.is_file():
         return [str(script.resolve())]
-    return [sys.executable, "-m", "strongroom.cli.app"]
+    return [sys.executable, "-m", "strongroom.cli.entry"]
 
 
 def wal_config_text(repo: str | None, key_file: Path | None, s3_endpoint: str | None) -> str:
