@@ -6,6 +6,7 @@ docs/design.md, "WAL archive and base backups"."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,15 +42,17 @@ def parse_target_time(text: str) -> datetime:
     return instant.astimezone(UTC)
 
 
+_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
+
+
 def parse_lsn(text: str) -> int:
-    """``0/16B3748`` -> its 64-bit position; ``UsageError`` for anything else."""
-    high, sep, low = text.strip().partition("/")
-    try:
-        if not sep:
-            raise ValueError(text)
-        return (int(high, 16) << 32) | int(low, 16)
-    except ValueError as exc:
-        raise UsageError(f"{text!r} is not an LSN such as 0/16B3748") from exc
+    """``0/16B3748`` -> its 64-bit position; ``UsageError`` for anything else. The form is
+    PostgreSQL's ``pg_lsn`` text: two groups of 1 to 8 hex digits (no sign, ``0x`` or
+    ``_``; ``int(x, 16)`` alone would take those)."""
+    match = _LSN.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(f"{text!r} is not an LSN such as 0/16B3748")
+    return (int(match[1], 16) << 32) | int(match[2], 16)
 
 
 def physical_facts(repo: Repository, manifest: Manifest) -> dict[str, Any]:

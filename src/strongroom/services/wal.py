@@ -90,13 +90,15 @@ def wal_fetch(
 def write_atomically(destination: Path, data: bytes) -> None:
     """``destination`` holds ``data`` entirely or is untouched: a temp file in the same
     folder (``.strongroom-<random>.tmp``: no WAL name, so PostgreSQL never takes it for
-    one) is written, fsynced and renamed over it; the folder is fsynced."""
+    one) is written, fsynced and renamed over it; the folder is fsynced. A destination that
+    cannot be written raises ``UsageError`` (exit 2): never exit 1, which ``wal-fetch``
+    keeps for "never archived" (PostgreSQL would take a write failure for a missing file)."""
     folder = destination.parent
     tmp = folder / f".strongroom-{secrets.token_hex(6)}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise StrongroomError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
     try:
         try:
             view = memoryview(data)
@@ -109,7 +111,7 @@ def write_atomically(destination: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise StrongroomError(f"cannot write {destination}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot write {destination}: {exc.strerror or exc}") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
