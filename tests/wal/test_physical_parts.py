@@ -117,3 +117,21 @@ def test_the_base_backup_format_is_the_one_the_manifest_knows():
     from strongroom.repository.manifest import BASE_BACKUP_FORMATS
 
     assert PHYSICAL_FORMAT in BASE_BACKUP_FORMATS
+
+
+def test_lay_down_never_writes_through_a_link_it_laid_down(tmp_path: Path) -> None:
+    """A symbolic link member followed by a member under it would write outside the data
+    directory (the tar link attack): refused, and nothing lands outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        link = tarfile.TarInfo("pg_tblspc/16384")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        archive.addfile(link)
+        evil = tarfile.TarInfo("pg_tblspc/16384/planted")
+        evil.size = 4
+        archive.addfile(evil, io.BytesIO(b"evil"))
+    with pytest.raises(RestoreFailed, match="through a symbolic link"):
+        lay_down([out.getvalue()], tmp_path / "data")
+    assert list(outside.iterdir()) == []

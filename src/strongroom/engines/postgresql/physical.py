@@ -370,12 +370,23 @@ def _safe_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
+def _refuse_through_link(datadir: Path, name: str) -> None:
+    """``RestoreFailed`` when a folder on ``name``'s path is a symbolic link laid down by an
+    earlier member: extracting through it would write outside the data directory (the
+    classic tar link attack, which ``tarfile``'s ``data`` filter also refuses)."""
+    parts = Path(name).parts
+    for depth in range(1, len(parts)):
+        if (datadir.joinpath(*parts[:depth])).is_symlink():
+            raise RestoreFailed(f"the base backup writes {name!r} through a symbolic link: refused")
+
+
 def lay_down(stream: Iterable[bytes], datadir: Path) -> int:
     """Extract the base backup's tar into ``datadir`` (files 0600, folders 0700, nothing
     outside it, no device files); return the number of members."""
     count = 0
     with tarfile.open(fileobj=_IterReader(stream), mode="r|") as archive:  # type: ignore[call-overload]
         for member in archive:
+            _refuse_through_link(datadir, member.name)
             archive.extract(_safe_member(member), datadir, set_attrs=not member.issym())
             count += 1
     for folder in ("pg_wal", "pg_wal/archive_status"):
