@@ -5,6 +5,7 @@ system's python3 of the same version with the virtualenv's packages)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -98,6 +99,68 @@ def _python_for(user: pwd.struct_passwd | None) -> str:
     raise RuntimeError(f"no {wanted} the user {user.pw_name} can run")
 
 
+def _can_import(python: str, user: pwd.struct_passwd | None, paths: list[str]) -> bool:
+    extra: dict[str, object] = {}
+    if user is not None:
+        extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    probe = subprocess.run(
+        [python, "-c", "import strongroom.cli.app"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(paths)},
+        cwd="/",
+        capture_output=True,
+        check=False,
+        timeout=120,
+        **extra,  # type: ignore[arg-type]
+    )
+    return probe.returncode == 0
+
+
+def _readable_paths(python: str, user: pwd.struct_passwd | None) -> list[str]:
+    """PYTHONPATH entries from which the server's OS user imports strongroom and what it
+    needs: the checkout's ``src`` and the venv's site-packages when that user can read
+    them; else (a checkout in a 0700 folder, as ``mktemp -d`` makes) a copy of strongroom
+    and of the packages it imports, made once per machine in a world-readable temp folder
+    (built aside and renamed, so parallel test workers share it)."""
+    purelib = sysconfig.get_paths()["purelib"]
+    direct = [str(REPO_ROOT / "src"), purelib]
+    if _can_import(python, user, direct):
+        return direct
+    import strongroom.cli.app
+    import strongroom.cli.entry  # noqa: F401
+
+    names = {"strongroom"}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None) or ""
+        if file.startswith(purelib + os.sep):
+            names.add(Path(file).relative_to(purelib).parts[0])
+    site = Path(purelib)
+    names |= {p.name for p in site.glob("*.libs")}  # shared libraries of binary wheels
+    digest = hashlib.sha256(
+        "\n".join([*sorted(names), str(REPO_ROOT), str(_tree_stamp())]).encode()
+    ).hexdigest()[:16]
+    shared = Path(tempfile.gettempdir()) / f"strongroom-wal-lib-{digest}"
+    if not shared.exists():
+        building = Path(tempfile.mkdtemp(prefix="strongroom-wal-lib-", dir=shared.parent))
+        for name in sorted(names):
+            source = REPO_ROOT / "src" / name if name == "strongroom" else site / name
+            if source.is_dir():
+                shutil.copytree(source, building / name, ignore=shutil.ignore_patterns("*.pyc"))
+            elif source.exists():
+                shutil.copy2(source, building / name)
+        for path in [building, *building.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644 | (path.stat().st_mode & 0o111))
+        try:
+            building.rename(shared)
+        except OSError:  # another worker was first
+            shutil.rmtree(building, ignore_errors=True)
+    return [str(shared)]
+
+
+def _tree_stamp() -> float:
+    """The newest modification time under src/strongroom (a changed checkout, a new copy)."""
+    return max(p.stat().st_mtime for p in (REPO_ROOT / "src" / "strongroom").rglob("*.py"))
+
+
 def make_place() -> WalPlace:
     """A fresh folder under /tmp owned by the server's user, with an initialised
     repository (key file mode 0600, owned by that user), strongroom.toml and launcher."""
@@ -107,7 +170,7 @@ def make_place() -> WalPlace:
     os.chmod(root, 0o755)
     place.chown(root)
     python = _python_for(user)
-    paths = [str(REPO_ROOT / "src"), sysconfig.get_paths()["purelib"]]
+    paths = _readable_paths(python, user)
     place.launcher.write_text(
         "#!/bin/sh\n"
         f"PYTHONPATH='{os.pathsep.join(paths)}' exec '{python}' -m strongroom.cli.entry \"$@\"\n"
