@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -31,7 +30,14 @@ from strongroom.web.jobs import get_job, job_log_lines, job_result, recent_jobs
 from strongroom.web.models import JobRun
 from strongroom.web.ui import notify_test
 from strongroom.web.ui.notify_test import channel_rows
-from strongroom.web.ui.render import human_bytes, human_seconds, render, render_error
+from strongroom.web.ui.render import (
+    human_bytes,
+    human_seconds,
+    render,
+    render_error,
+    zone_abbreviation,
+    zone_named,
+)
 
 router = APIRouter()
 router.include_router(notify_test.router)  # POST /ui/notifications/{index}/test
@@ -377,18 +383,12 @@ def job_page(
 def _local_times(lines: list[dict[str, str]], timezone: str) -> list[dict[str, str]]:
     """Each line with ``time``: ``HH:MM:SS CEST`` in the configured zone, with the zone's
     abbreviation at that moment (the repeated hour of an autumn change reads apart)."""
-    try:
-        zone: tzinfo = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = UTC
+    zone = zone_named(timezone)
     shown = []
     for line in lines:
         try:
             local = parse_iso(line["at"]).astimezone(zone)
-            abbreviation = local.tzname() or ""
-            if abbreviation[:1] in ("+", "-"):
-                abbreviation = f"UTC{abbreviation}"
-            time = f"{local:%H:%M:%S} {abbreviation}".strip()
+            time = f"{local:%H:%M:%S} {zone_abbreviation(local)}".strip()
         except ValueError:
             time = line["at"]
         shown.append({**line, "time": time})

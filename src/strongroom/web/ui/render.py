@@ -81,10 +81,13 @@ def short_time(moment: str | datetime | None, zone: tzinfo = UTC) -> str:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     local = parsed.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {zone_abbreviation(local)}".strip()
+
+
+def zone_abbreviation(local: datetime) -> str:
+    """``CEST`` for an aware time; ``UTC-03`` where the zone has only a numeric name."""
     abbreviation = local.tzname() or ""
-    if abbreviation[:1] in ("+", "-"):
-        abbreviation = f"UTC{abbreviation}"
-    return f"{local:%Y-%m-%d %H:%M} {abbreviation}".strip()
+    return f"UTC{abbreviation}" if abbreviation[:1] in ("+", "-") else abbreviation
 
 
 def zone_of(context: Context | dict[str, Any]) -> tzinfo:
