@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -217,6 +218,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     cli_ok(run_cli("init", env=env))
     shop = make_sqlite_db(root / "shop.db", users=200, orders=400)
     cli_ok(run_cli("backup", f"sqlite://{shop}", "--target", "shop", env=env))
+    # backup ids name the second: two backups in one second order by their random part,
+    # so "newest" (read from ids when a manifest is damaged) would be a coin toss
+    time.sleep(1.05 - time.time() % 1)
     cli_ok(run_cli("backup", f"sqlite://{shop}", "--target", "shop", env=env))
     old, new = (m["id"] for m in json.loads(cli_ok(run_cli("list", "--json", env=env))))
     return Template(root, old, new)
