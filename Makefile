@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit venv system-tools bench faults clean
+.PHONY: demo test lint typecheck unit venv system-tools bench bench-pitr faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: lint typecheck unit
 
 bench: venv system-tools
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-pitr: venv system-tools
+	$(BIN)/python bench/pitr_bench.py $(PITR_ARGS)
 
 faults: venv system-tools
 	$(BIN)/python -m bench.faults $(FAULTS_ARGS)
