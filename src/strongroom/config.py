@@ -213,6 +213,54 @@ class WebSettings(_Model):
         return checked
 
 
+class WalSettings(_Model):
+    """``[wal]``: continuous archiving of PostgreSQL WAL (docs/design.md, "WAL archive and
+    base backups")."""
+
+    # health warns when the newest archived WAL is older than this (the recovery point
+    # objective; a duration such as "15m", "1h")
+    recovery_point: str = "15m"
+    # a local folder: wal-push stores each segment there (fsynced) and returns; an uploader
+    # (`strongroom wal-upload`, or the one inside `strongroom run`) moves it to the
+    # repository. None: wal-push writes straight to the repository.
+    spool: str | None = None
+
+    @field_validator("recovery_point")
+    @classmethod
+    def _recovery_point(cls, value: str) -> str:
+        parse_short_duration(value)
+        return value
+
+    @property
+    def recovery_point_delta(self) -> timedelta:
+        return parse_short_duration(self.recovery_point)
+
+
+_SHORT_DURATION = re.compile(
+    r"(?:(?P<h>[0-9]{1,4})h)?(?:(?P<m>[0-9]{1,5})(?:min|m))?(?:(?P<s>[0-9]{1,6})s)?"
+)
+
+
+def parse_short_duration(text: str) -> timedelta:
+    """Parse a recovery point such as ``15m``, ``15min``, ``90s``, ``1h30m`` (hours,
+    minutes, seconds, largest first; here ``m`` is minutes, unlike retention's months,
+    because a recovery point is never months long). Raises ``ValueError`` naming the
+    forms accepted, or when the duration is zero."""
+    cleaned = text.strip()
+    match = _SHORT_DURATION.fullmatch(cleaned)
+    if not cleaned or match is None:
+        raise ValueError(
+            f"invalid duration {text[:40]!r}: use hours, minutes and seconds, largest "
+            "first, such as '15m', '90s' or '1h30m'"
+        )
+    duration = timedelta(
+        hours=int(match["h"] or 0), minutes=int(match["m"] or 0), seconds=int(match["s"] or 0)
+    )
+    if duration <= timedelta(0):
+        raise ValueError(f"invalid duration {text[:40]!r}: must be longer than zero")
+    return duration
+
+
 class Settings(_Model):
     """The whole configuration."""
 
@@ -221,6 +269,7 @@ class Settings(_Model):
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    wal: WalSettings = Field(default_factory=WalSettings)
     stale_grace: str = DEFAULT_STALE_GRACE
 
     @field_validator("timezone")
