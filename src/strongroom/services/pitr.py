@@ -6,7 +6,6 @@ docs/design.md, "WAL archive and base backups"."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from strongroom.engines.postgresql.physical import (
     prepare_datadir,
     start_recovery,
 )
+from strongroom.engines.postgresql.timelines import parse_lsn as parse_lsn
 from strongroom.errors import BackupNotFound, UsageError
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
@@ -40,19 +40,6 @@ def parse_target_time(text: str) -> datetime:
     if instant.tzinfo is None:
         instant = instant.astimezone()
     return instant.astimezone(UTC)
-
-
-_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
-
-
-def parse_lsn(text: str) -> int:
-    """``0/16B3748`` -> its 64-bit position; ``UsageError`` for anything else. The form is
-    PostgreSQL's ``pg_lsn`` text: two groups of 1 to 8 hex digits (no sign, ``0x`` or
-    ``_``; ``int(x, 16)`` alone would take those)."""
-    match = _LSN.fullmatch(text.strip())
-    if match is None:
-        raise UsageError(f"{text!r} is not an LSN such as 0/16B3748")
-    return (int(match[1], 16) << 32) | int(match[2], 16)
 
 
 def physical_facts(repo: Repository, manifest: Manifest) -> dict[str, Any]:
