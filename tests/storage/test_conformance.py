@@ -240,3 +240,23 @@ def test_s3_describe_strips_credentials_from_endpoint() -> None:
     assert S3Storage("b", "", endpoint_url="https://minio.lan").describe() == (
         "s3://b (endpoint https://minio.lan)"
     )
+
+
+def test_list_with_times_gives_each_key_its_modified_time(storage: Storage) -> None:
+    """The WAL status reads segment times from one listing (storage.base.list_with_times)."""
+    import time
+
+    from strongroom.storage.base import ListsWithTimes, list_with_times
+
+    before = time.time()
+    storage.put("logs/s/g/one", b"1")
+    storage.put("logs/s/g/two", b"22")
+    storage.put("chunks/ab/x", b"3")
+    assert isinstance(storage, ListsWithTimes)
+    found = dict(list_with_times(storage, "logs/s/"))
+    assert sorted(found) == ["logs/s/g/one", "logs/s/g/two"]
+    for modified in found.values():
+        assert modified is not None
+        # S3 keeps whole seconds; a local file system's clock may lag time.time() a little
+        assert before - 2 <= modified <= time.time() + 2
+    assert sorted(storage.list("logs/s/")) == sorted(found)

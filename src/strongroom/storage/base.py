@@ -59,3 +59,24 @@ class TracksUnsettledWrites(Protocol):
     counts such writes that could undo later ones (a delete; a put or create that failed)."""
 
     unsettled_writes: int
+
+
+@runtime_checkable
+class ListsWithTimes(Protocol):
+    """A storage that can give each key's last-modified time with its listing at no extra
+    request (a local folder's ``stat``, S3's ListObjectsV2 ``LastModified``). The WAL
+    status reads segment times this way (``services.wal_status``)."""
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float | None]]:
+        """Yield ``(key, modified)`` for the keys starting with ``prefix`` (any order, no
+        temp objects); ``modified`` is POSIX seconds (UTC), ``None`` when unknown."""
+
+
+def list_with_times(storage: Storage, prefix: str) -> Iterator[tuple[str, float | None]]:
+    """``(key, modified)`` for every key under ``prefix``: the times when ``storage``
+    lists them (``ListsWithTimes``), else ``None`` for each (a plain ``list``)."""
+    if isinstance(storage, ListsWithTimes):
+        yield from storage.list_with_times(prefix)
+        return
+    for key in storage.list(prefix):
+        yield key, None

@@ -234,6 +234,15 @@ class LocalStorage:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield stored keys starting with ``prefix``, skipping temp files."""
+        for key, _ in self._walk(prefix, with_times=False):
+            yield key
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float | None]]:
+        """Yield ``(key, modified)`` (the file's mtime, POSIX seconds) for stored keys
+        starting with ``prefix``; a file removed while listed is skipped."""
+        yield from self._walk(prefix, with_times=True)
+
+    def _walk(self, prefix: str, *, with_times: bool) -> Iterator[tuple[str, float]]:
         _validate_prefix(prefix)
         if not self.root.is_dir():
             raise StorageError(f"storage location {self.root} does not exist")
@@ -257,4 +266,10 @@ class LocalStorage:
                     if sub.startswith(prefix) or prefix.startswith(sub):
                         stack.append((Path(entry.path), sub))
                 elif entry.is_file() and key.startswith(prefix):
-                    yield key
+                    if not with_times:
+                        yield key, 0.0
+                        continue
+                    try:
+                        yield key, entry.stat().st_mtime
+                    except FileNotFoundError:
+                        continue  # deleted since the folder was read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from strongroom.errors import ObjectNotFound
@@ -19,6 +20,7 @@ class MemoryStorage:
     def __init__(self, name: str | None = None) -> None:
         self.name = name if name is not None else f"{id(self):x}"
         self._objects: dict[str, bytes] = {}
+        self._times: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -34,6 +36,7 @@ class MemoryStorage:
         copy = bytes(data)
         with self._lock:
             self._objects[key] = copy
+            self._times[key] = time.time()
 
     def create(self, key: str, data: bytes) -> bool:
         """Store a copy of ``data`` unless ``key`` exists."""
@@ -42,6 +45,7 @@ class MemoryStorage:
             if key in self._objects:
                 return False
             self._objects[key] = bytes(data)
+            self._times[key] = time.time()
             return True
 
     def get(self, key: str) -> bytes:
@@ -69,9 +73,16 @@ class MemoryStorage:
         """Remove ``key`` if present."""
         with self._lock:
             self._objects.pop(key, None)
+            self._times.pop(key, None)
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield a snapshot of the keys starting with ``prefix``."""
         with self._lock:
             keys = [key for key in self._objects if key.startswith(prefix)]
         yield from keys
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float | None]]:
+        """Yield ``(key, time it was stored)`` for the keys starting with ``prefix``."""
+        with self._lock:
+            found = [(key, self._times.get(key)) for key in self._objects if key.startswith(prefix)]
+        yield from found

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, cast
 
 from strongroom.errors import ObjectNotFound, StorageError, StorageTransientError, UsageError
-from strongroom.storage.base import Storage
+from strongroom.storage.base import Storage, list_with_times
 
 logger = logging.getLogger("strongroom.storage")
 
@@ -305,5 +305,18 @@ class RetryingStorage:
                 keys.append(key)
                 touch()
             return keys
+
+        yield from self._call_with_progress("list", f"{prefix}*", listing)
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float | None]]:
+        """``list_with_times`` of the wrapped storage (``None`` times when it has none),
+        the whole listing materialised inside the retry."""
+
+        def listing(touch: Callable[[], None]) -> list[tuple[str, float | None]]:
+            found = []
+            for item in list_with_times(self.inner, prefix):
+                found.append(item)
+                touch()
+            return found
 
         yield from self._call_with_progress("list", f"{prefix}*", listing)

@@ -483,6 +483,12 @@ class S3Storage:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield keys under ``prefix`` (relative to this storage's prefix) via pagination."""
+        for key, _ in self.list_with_times(prefix):
+            yield key
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float | None]]:
+        """Yield ``(key, modified)`` under ``prefix``: ListObjectsV2 gives each object's
+        ``LastModified`` with its key (POSIX seconds; ``None`` if a server leaves it out)."""
         start = len(self._base)
 
         def first_page(client: S3Client) -> tuple[Any, Iterator[Any]]:
@@ -500,7 +506,8 @@ class S3Storage:
                 for item in page.get("Contents", []):
                     name = item.get("Key", "")[start:]
                     if name and not name.endswith("/"):
-                        yield name
+                        modified = item.get("LastModified")
+                        yield name, modified.timestamp() if modified is not None else None
                 page = next(rest, None)
                 if page is None:
                     return
