@@ -210,6 +210,9 @@ class PgServer:
             lines = "".join(f"{k} = {_conf_value(v)}\n" for k, v in self.settings.items())
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write("\n# added by strongroom_servers (start_server settings)\n" + lines)
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
@@ -236,6 +239,27 @@ class PgServer:
                 self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
             )
             raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}\n{log}")
+
+    def crash(self) -> None:
+        """Stop the server at once, keeping its files (``pg_ctl stop -m immediate``: no
+        shutdown checkpoint, clients and WAL senders cut off, as in a crash)."""
+        self._run(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            timeout=60,
+        )
+
+    def restart(self) -> None:
+        """Start a server stopped by :meth:`crash` again, on the same port (it runs crash
+        recovery first)."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         """Stop the server (immediate) and remove its files; safe to call twice."""

@@ -15,6 +15,7 @@ from strongroom.cli.runner import INTERRUPTED_EXIT, STOPPED_CLEANLY, UNEXPECTED_
 from strongroom.cli.runner import run as run_app
 from strongroom.cli.verify_cmd import verify
 from strongroom.cli.wal_cmd import wal_fetch_cmd, wal_push_cmd
+from strongroom.cli.wal_receive_cmd import wal_receive_cmd
 from strongroom.cli.web_cmd import reindex, serve, token_app, user_app
 
 __all__ = ["INTERRUPTED_EXIT", "STOPPED_CLEANLY", "UNEXPECTED_EXIT", "app", "main"]
@@ -46,6 +47,7 @@ app.add_typer(token_app, name="token")
 app.command()(reindex)
 app.command("wal-push")(wal_push_cmd)
 app.command("wal-fetch")(wal_fetch_cmd)
+app.command("wal-receive")(wal_receive_cmd)
 
 
 def main() -> None:

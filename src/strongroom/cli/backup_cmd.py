@@ -59,9 +59,18 @@ def backup(
         typer.Option(
             "--physical",
             help="PostgreSQL: a base backup of the whole cluster (pg_basebackup) for "
-            "point-in-time recovery; the cluster must archive WAL with wal-push.",
+            "point-in-time recovery; the cluster must archive WAL with wal-push, or stream "
+            "it with wal-receive.",
         ),
     ] = False,
+    wal_slot: Annotated[
+        str,
+        typer.Option(
+            "--wal-slot",
+            help="With --physical, for a cluster that does not archive: the replication "
+            "slot wal-receive streams through (it must be active).",
+        ),
+    ] = "strongroom",
 ) -> None:
     """Back up a database into the repository (running the target's configured hooks)."""
     sources = Sources.load(config)
@@ -73,7 +82,7 @@ def backup(
             "or configure a target in strongroom.toml"
         )
     repository = sources.location(repo, key_file, s3_endpoint).open()
-    engine = physical_engine(url) if physical else open_engine(url)
+    engine = physical_engine(url, wal_slot) if physical else open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
     notifications = sources.notifications()
     notifier = build_notifier(notifications, os.environ)

@@ -103,7 +103,8 @@ def restore_to_datadir(
     else:
         wal_file = datadir / WAL_CONFIG_NAME
         wal_text = wal_config_text(repo, key_file, s3_endpoint)
-    command = [*strongroom_command(), "wal-fetch", "--config", str(wal_file)]
+    # --snapshots: the newest WAL of a lost host may exist only as wal-receive's snapshot
+    command = [*strongroom_command(), "wal-fetch", "--snapshots", "--config", str(wal_file)]
     command += ["--stream", str(facts["stream"])]
     restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
     stdout.print(

@@ -51,6 +51,15 @@ def wal_fetch_cmd(
     file_name: Annotated[str, typer.Argument(metavar="NAME", help="%f: the file wanted.")],
     destination: Annotated[Path, typer.Argument(metavar="PATH", help="%p: where to write it.")],
     stream: StreamOption = None,
+    snapshots: Annotated[
+        bool,
+        typer.Option(
+            "--snapshots",
+            help="A segment never archived whole: write the newest snapshot of its "
+            ".partial that wal-receive stored, padded with zeros (restore --to-datadir "
+            "asks for this; a standby's restore_command should not).",
+        ),
+    ] = False,
     repo: RepoOption = None,
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -60,5 +69,5 @@ def wal_fetch_cmd(
     without a message when it was never archived."""
     check_destination(destination)
     repository = location(repo, key_file, s3_endpoint, config).open()
-    if not wal_fetch(repository, file_name, destination, stream=stream):
+    if not wal_fetch(repository, file_name, destination, stream=stream, snapshots=snapshots):
         raise typer.Exit(1)

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strongroom.engines.postgresql.wal import (
+    WalFileName,
     check_segment_belongs,
     control_system_identifier,
     parse_wal_name,
+    segment_size,
     stream_name,
 )
-from strongroom.errors import StrongroomError, UsageError
+from strongroom.errors import IntegrityError, StrongroomError, UsageError
+from strongroom.repository.log_snapshots import LogSnapshots
 from strongroom.repository.logs import LogArchive, PushResult
 from strongroom.repository.repository import Repository
 
@@ -58,9 +61,7 @@ def wal_push(repo: Repository, path: Path, *, stream: str | None = None) -> WalP
         data = path.read_bytes()
     except OSError as exc:
         raise StrongroomError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if system_identifier is not None:
-        check_segment_belongs(name, data, system_identifier)
-    result = LogArchive(repo).push(stream, name.group, name.name, data)
+    result = archive_wal(LogArchive(repo), stream, name, data, system_identifier)
     seconds = time.monotonic() - clock
     log.info(
         "%s %s (%d bytes -> %d stored) in %.3f s",
@@ -73,14 +74,48 @@ def wal_push(repo: Repository, path: Path, *, stream: str | None = None) -> WalP
     return WalPushReport(result, len(data), seconds)
 
 
+def archive_wal(
+    archive: LogArchive,
+    stream: str,
+    name: WalFileName,
+    data: bytes,
+    system_identifier: int | None,
+) -> PushResult:
+    """Archive one WAL file's ``data`` as ``name`` (durable on return): the header check
+    against ``system_identifier`` when known (``WalMismatch``, exit 7), then the log
+    store's rules (the same content again is a no-op, other content ``LogConflict``).
+    ``wal-push`` and ``wal-receive`` both archive through here."""
+    if system_identifier is not None:
+        check_segment_belongs(name, data, system_identifier)
+    return archive.push(stream, name.group, name.name, data)
+
+
 def wal_fetch(
-    repo: Repository, file_name: str, destination: Path, *, stream: str | None = None
+    repo: Repository,
+    file_name: str,
+    destination: Path,
+    *,
+    stream: str | None = None,
+    snapshots: bool = False,
 ) -> bool:
     """Write the archived ``file_name`` to ``destination`` atomically (a temp file beside
-    it, fsynced, renamed); ``False`` when it was never archived (nothing written)."""
+    it, fsynced, renamed); ``False`` when it was never archived (nothing written).
+
+    ``snapshots``: a segment never archived whole is answered with the newest snapshot of
+    its growing ``.partial`` that ``wal-receive`` stored, padded with zeros to the segment
+    size (point-in-time recovery asks for this: the newest WAL of a lost host)."""
     name = parse_wal_name(file_name)
     stream, _ = resolve_stream(stream, Path.cwd())
-    data = LogArchive(repo).fetch(stream, name.group, name.name)
+    archive = LogArchive(repo)
+    data = archive.fetch(stream, name.group, name.name)
+    if data is None and snapshots and name.kind == "segment":
+        data = LogSnapshots(repo, archive).newest(stream, name.group, name.name)
+        if data is not None:
+            size = segment_size(data)
+            if size is None or size < len(data):
+                raise IntegrityError(f"the snapshot of {name.name} has no valid page header")
+            data += bytes(size - len(data))
+            log.info("fetched %s from a snapshot of its .partial", name.name)
     if data is None:
         return False
     write_atomically(destination, data)

@@ -35,6 +35,7 @@ from strongroom.engines.postgresql.connection import (
     _debian_bin_dirs,
     server_major,
 )
+from strongroom.engines.postgresql.receivewal import DEFAULT_SLOT, streaming_slot, wait_for_slot
 from strongroom.engines.postgresql.wal import stream_name
 from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.engines.tools import exit_description, first_line, tool_candidates, tool_version
@@ -191,6 +192,11 @@ class RunningBaseBackup(DumpProcess):
         facts = dict(self._facts)
         facts.update(wal_range(self._tap.members))
         facts["stop_time"] = _now()
+        slot = facts.get("wal_slot")
+        if slot and not wait_for_slot(self._server, str(slot), str(facts["stop_lsn"])):
+            log.warning(
+                "slot %s has not received the backup's end (%s) yet", slot, facts["stop_lsn"]
+            )
         return DumpResult(
             engine=KIND,
             database=str(facts["cluster"]),
@@ -219,8 +225,10 @@ class PhysicalSource:
 
     kind = KIND
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, wal_slot: str = DEFAULT_SLOT) -> None:
         self._server = PostgresServer(url)
+        self._wal_slot = wal_slot  # wal-receive's slot: streamed WAL instead of archiving
+        self._streamed = False
 
     def describe(self) -> str:
         return self._server.describe()
@@ -234,11 +242,14 @@ class PhysicalSource:
             row = conn.execute(
                 "SELECT current_setting('archive_mode'), current_setting('wal_level')"
             ).fetchone()
-        if row is None or row[0] == "off" or row[1] == "minimal":
+            off = row is None or row[0] == "off"
+            self._streamed = off and streaming_slot(conn, self._wal_slot)
+        if row is None or (off and not self._streamed) or row[1] == "minimal":
             raise UsageError(
-                f"the cluster at {self._server.host_port()} does not archive WAL "
+                f"the cluster at {self._server.host_port()} neither archives WAL "
                 "(archive_mode = on, wal_level = replica and archive_command = 'strongroom "
-                "wal-push %p' are needed): a base backup alone cannot be recovered"
+                "wal-push %p') nor streams it (strongroom wal-receive through the replication "
+                f"slot {self._wal_slot}, active now): a base backup alone cannot be recovered"
             )
 
     def estimated_size(self) -> int | None:
@@ -303,14 +314,14 @@ class PhysicalSource:
             "stream": stream_name(system_identifier),
             "databases": [str(row[0]) for row in names],
             "major": major,
-        }
+        } | ({"wal_slot": self._wal_slot} if self._streamed else {})
 
 
-def physical_engine(url: str) -> Engine:
+def physical_engine(url: str, wal_slot: str = DEFAULT_SLOT) -> Engine:
     """A ``PhysicalSource`` where the backup service takes an ``Engine`` (it uses
     ``describe``, ``database_name``, ``check``, ``estimated_size``, ``dump`` and
-    ``recover_swaps`` only)."""
-    return cast(Engine, PhysicalSource(url))
+    ``recover_swaps`` only); ``wal_slot``: the slot wal-receive streams through."""
+    return cast(Engine, PhysicalSource(url, wal_slot))
 
 
 # --- laying a base backup down ---------------------------------------------------------

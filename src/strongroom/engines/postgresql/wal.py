@@ -109,6 +109,17 @@ def segment_system_identifier(data: bytes) -> int | None:
     return int(sysid)
 
 
+def segment_size(data: bytes) -> int | None:
+    """The segment size (bytes) a segment's first (long) page header states; ``None``
+    without a valid one or for a size that is no power of two from 1 MiB to 1 GiB."""
+    if segment_system_identifier(data) is None:
+        return None
+    size = int(_LONG_HEADER.unpack_from(data)[7])
+    if size < (1 << 20) or size > (1 << 30) or size & (size - 1):
+        return None
+    return size
+
+
 def check_segment_belongs(name: WalFileName, data: bytes, system_identifier: int) -> None:
     """Raise ``WalMismatch`` when a segment's header names another cluster (pushing a
     copy's WAL into the original's stream would make recovery replay foreign WAL)."""
