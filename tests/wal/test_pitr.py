@@ -102,7 +102,7 @@ def _restored_ids(place: WalPlace, server: PgServer, name: str, *args: str) -> t
         # restore_command reads the repository's settings from the config given: no key,
         # no password in the data directory
         auto = (datadir / "postgresql.auto.conf").read_text()
-        assert f"wal-fetch --config {place.config} --stream postgresql-" in auto
+        assert f"wal-fetch --snapshots --config {place.config} --stream postgresql-" in auto
         assert "AGE-SECRET-KEY" not in auto and server.password not in auto
         url = f"host=127.0.0.1 port={port} dbname=postgres user={server.user}"
         with psycopg.connect(url, password=server.password, autocommit=True) as conn:
