@@ -112,6 +112,11 @@ class RestoreFailed(DatabaseError):
     pass
 
 
+class RecoveryEndedEarly(RestoreFailed):
+    """PostgreSQL ended point-in-time recovery before the target was reached (the archived
+    WAL ends before it, or a segment on the way is missing): never reported as success."""
+
+
 class SwapInterrupted(RestoreFailed):
     """A swap stopped half-way and could not be settled on the spot: whether the target
     now holds the restored or the original database is decided by the next command that

@@ -10,12 +10,12 @@ from strongroom.cli.maintenance_cmd import check, prune, stats
 from strongroom.cli.ops_cmd import config_app, health, run, schedule
 from strongroom.cli.recover_cmd import recover
 from strongroom.cli.restore_cmd import restore, rollback
+from strongroom.cli.restore_point_cmd import restore_point
 from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.runner import INTERRUPTED_EXIT, STOPPED_CLEANLY, UNEXPECTED_EXIT, new_app
 from strongroom.cli.runner import run as run_app
 from strongroom.cli.verify_cmd import verify
 from strongroom.cli.wal_cmd import wal_fetch_cmd, wal_push_cmd
-from strongroom.cli.wal_receive_cmd import wal_receive_cmd
 from strongroom.cli.web_cmd import reindex, serve, token_app, user_app
 
 __all__ = ["INTERRUPTED_EXIT", "STOPPED_CLEANLY", "UNEXPECTED_EXIT", "app", "main"]
@@ -47,7 +47,7 @@ app.add_typer(token_app, name="token")
 app.command()(reindex)
 app.command("wal-push")(wal_push_cmd)
 app.command("wal-fetch")(wal_fetch_cmd)
-app.command("wal-receive")(wal_receive_cmd)
+app.command("restore-point")(restore_point)
 
 
 def main() -> None:

@@ -5,14 +5,19 @@ Called by ``restore`` (cli/restore_cmd.py) when ``--to-datadir`` is given."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from strongroom.cli.options import location
 from strongroom.cli.output import human_seconds, stdout
 from strongroom.engines.postgresql.physical import RecoveryTarget
-from strongroom.errors import UsageError
+from strongroom.engines.postgresql.recovery_points import check_restore_point_name
+from strongroom.errors import RecoveryEndedEarly, UsageError
 from strongroom.services.pitr import (
     choose_base_backup,
     parse_lsn,
@@ -21,8 +26,36 @@ from strongroom.services.pitr import (
     restore_physical,
     run_recovery,
 )
+from strongroom.services.recovery_plan import ended_early, parse_timeline, parse_xid, plan_recovery
+from strongroom.services.restore_points import resolve_restore_point
 
 WAL_CONFIG_NAME = "strongroom-wal.toml"
+
+# restore's options for the targets it adds (cli/restore_cmd.py takes them as they are)
+ToXidOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to-xid", help="With --to-datadir: recover up to this transaction's commit (inclusive)."
+    ),
+]
+ToRestorePointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to-restore-point",
+        metavar="NAME",
+        help="With --to-datadir: recover to this named restore point (strongroom restore-point).",
+    ),
+]
+ToTimelineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to-timeline",
+        metavar="latest|current|N",
+        help="With --to-datadir: the timeline recovery follows (default latest).",
+    ),
+]
+PITR_ONLY = "--to-time, --to-lsn, --to-xid, --to-restore-point, --to-timeline, --start and --port"
+_REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
 
 
 def _toml(value: str) -> str:
@@ -72,6 +105,9 @@ def restore_to_datadir(
     to_time: str | None,
     to_lsn: str | None,
     target: str | None,
+    to_xid: str | None = None,
+    to_restore_point: str | None = None,
+    to_timeline: str | None = None,
     start: bool,
     port: int | None,
     config: str | None,
@@ -79,10 +115,13 @@ def restore_to_datadir(
     key_file: Path | None,
     s3_endpoint: str | None,
 ) -> None:
-    """Lay a base backup down in ``datadir`` and configure recovery to the time, the LSN
-    or (neither) the end of the archived WAL; with ``start``, run it and report."""
-    if to_time is not None and to_lsn is not None:
-        raise UsageError("choose one of --to-time and --to-lsn")
+    """Lay a base backup down in ``datadir`` and configure recovery to the time, the LSN,
+    the transaction, the restore point or (none) the end of the archived WAL, after
+    checking the archive holds every segment on the way (``plan_recovery``); with
+    ``start``, run it and report (``RecoveryEndedEarly`` when it stopped short)."""
+    given = [t for t in (to_time, to_lsn, to_xid, to_restore_point) if t is not None]
+    if len(given) > 1:
+        raise UsageError("choose one of --to-time, --to-lsn, --to-xid and --to-restore-point")
     if start and os.geteuid() == 0:
         raise UsageError(
             "PostgreSQL does not run as root: run restore --start as the cluster's OS user "
@@ -90,12 +129,24 @@ def restore_to_datadir(
         )
     when = parse_target_time(to_time) if to_time is not None else None
     lsn = parse_lsn(to_lsn) if to_lsn is not None else None
+    xid = parse_xid(to_xid) if to_xid is not None else None
+    timeline = parse_timeline(to_timeline) if to_timeline is not None else "latest"
+    if to_restore_point is not None:
+        check_restore_point_name(to_restore_point)
     repository = location(repo, key_file, s3_endpoint, config).open()
-    manifest = choose_base_backup(repository, backup_id, target, when, lsn)
+    stream = None
+    if to_restore_point is not None:
+        point = resolve_restore_point(repository, to_restore_point, None)
+        lsn, stream = parse_lsn(point.lsn), point.stream
+    manifest = choose_base_backup(repository, backup_id, target, when, lsn, xid=xid, stream=stream)
     facts = physical_facts(repository, manifest)
+    plan = plan_recovery(repository, facts, timeline=timeline, target_lsn=lsn)
     recovery = RecoveryTarget(
         time=when.isoformat(sep=" ") if when is not None else None,
         lsn=to_lsn.strip() if to_lsn is not None else None,
+        xid=str(xid) if xid is not None else None,
+        name=to_restore_point,
+        timeline=timeline,
     )
     datadir = datadir.resolve()
     if config:
@@ -125,10 +176,16 @@ def restore_to_datadir(
             handle.write(wal_text)
     stdout.print(f"  laid down    {report.members} files in {human_seconds(report.seconds)}")
     stdout.print(f"  recovery to  {recovery.describe()}")
+    stdout.print(f"  WAL          {plan.describe()}: all archived")
     if not start:
         stdout.print(f"  start it with: pg_ctl -D {shlex.quote(str(datadir))} start")
         return
     outcome = run_recovery(str(facts["server_version"]), datadir)
+    if recovery.setting() is None:
+        redo = _REDO_DONE.search(outcome.stop or "")
+        early = ended_early(plan, parse_lsn(redo[1]) if redo else None)
+        if early is not None:
+            raise RecoveryEndedEarly(f"{early} (the cluster runs; see {outcome.log_file})")
     stdout.print(f"  recovered to {outcome.reached or 'no transaction replayed after the backup'}")
     if outcome.stop:
         stdout.print(f"  server said  {outcome.stop}")

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption, location
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
+from strongroom.cli.pitr_cmd import PITR_ONLY, ToRestorePointOption, ToTimelineOption, ToXidOption
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine, MissingRoles, RestoreOptions
 from strongroom.engines.postgresql.physical import PHYSICAL_FORMAT
@@ -200,6 +201,9 @@ def restore(
     port: Annotated[
         int | None, typer.Option("--port", help="With --to-datadir: the cluster's port.")
     ] = None,
+    to_xid: ToXidOption = None,
+    to_restore_point: ToRestorePointOption = None,
+    to_timeline: ToTimelineOption = None,
 ) -> None:
     """Restore a backup: plan, confirmation, safety backup, staged restore, verification, swap.
 
@@ -214,6 +218,9 @@ def restore(
             to_datadir,
             to_time=to_time,
             to_lsn=to_lsn,
+            to_xid=to_xid,
+            to_restore_point=to_restore_point,
+            to_timeline=to_timeline,
             target=target,
             start=start,
             port=port,
@@ -223,8 +230,8 @@ def restore(
             s3_endpoint=s3_endpoint,
         )
         return
-    if to_time or to_lsn or start or port is not None:
-        raise UsageError("--to-time, --to-lsn, --start and --port go with --to-datadir")
+    if to_time or to_lsn or to_xid or to_restore_point or to_timeline or start or port is not None:
+        raise UsageError(f"{PITR_ONLY} go with --to-datadir")
     if not to:
         raise UsageError("say where to restore: --to DATABASE_URL")
     if (backup_id is None) == (before is None):

@@ -22,6 +22,7 @@ from strongroom.engines.postgresql.physical import (
     prepare_datadir,
     start_recovery,
 )
+from strongroom.engines.postgresql.timelines import format_lsn
 from strongroom.engines.postgresql.timelines import parse_lsn as parse_lsn
 from strongroom.errors import BackupNotFound, UsageError
 from strongroom.repository.ids import parse_iso
@@ -58,10 +59,14 @@ def choose_base_backup(
     target: str | None,
     when: datetime | None,
     lsn: int | None,
+    *,
+    xid: int | None = None,
+    stream: str | None = None,
 ) -> Manifest:
     """The base backup to recover from: the one ``reference`` names, else the newest
-    one (of ``target``) that ended before ``when`` / ``lsn`` (any, for the latest).
-    ``BackupNotFound`` names the window when none qualifies."""
+    one (of ``target``, of log stream ``stream``) that ended before ``when`` / ``lsn``,
+    or began before transaction ``xid`` started (any, for the latest). ``BackupNotFound``
+    names the window when none qualifies."""
     if reference is not None and reference != "latest":
         manifest = repo.resolve(reference)
         if manifest.dump_format != PHYSICAL_FORMAT:
@@ -81,15 +86,35 @@ def choose_base_backup(
             continue
         if lsn is not None and parse_lsn(str(facts["stop_lsn"])) > lsn:
             continue
+        if stream is not None and facts.get("stream") != stream:
+            continue
+        if xid is not None and not _begins_before(facts.get("next_xid"), xid):
+            continue
         usable.append(manifest)
     if not usable:
         oldest = physical_facts(repo, candidates[0])
-        asked = when.isoformat() if when is not None else f"LSN {lsn}"
+        if xid is not None:
+            raise BackupNotFound(
+                f"transaction {xid} is before the oldest base backup (its first transaction "
+                f"is {oldest.get('next_xid', 'not recorded')}): nothing to recover from"
+            )
+        asked = when.isoformat() if when is not None else f"LSN {format_lsn(lsn or 0)}"
         raise BackupNotFound(
             f"{asked} is before the oldest base backup's end ({oldest['stop_time']}, LSN "
             f"{oldest['stop_lsn']}): nothing to recover from"
         )
     return usable[-1]
+
+
+def _begins_before(next_xid: object, xid: int) -> bool:
+    """Whether a base backup whose first later transaction is ``next_xid`` (64-bit, with
+    its epoch) can recover to ``xid`` (64-bit, or the 32-bit id ``xmin`` shows). A backup
+    that did not record it (made before strongroom recorded it) is used."""
+    if not isinstance(next_xid, int):
+        return True
+    if xid < 1 << 32:
+        return (next_xid & 0xFFFFFFFF) <= xid
+    return next_xid <= xid
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,13 @@ from strongroom.engines.postgresql.receivewal import DEFAULT_SLOT, streaming_slo
 from strongroom.engines.postgresql.wal import stream_name
 from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.engines.tools import exit_description, first_line, tool_candidates, tool_version
-from strongroom.errors import DumpFailed, RestoreFailed, ToolMissing, UsageError
+from strongroom.errors import (
+    DumpFailed,
+    RecoveryEndedEarly,
+    RestoreFailed,
+    ToolMissing,
+    UsageError,
+)
 
 log = logging.getLogger("strongroom.engines.postgresql.physical")
 
@@ -301,6 +307,12 @@ class PhysicalSource:
                     "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname"
                 ).fetchall()
                 major = server_major(conn.info.server_version)
+                # every transaction from this id on commits after the backup's start
+                # (restore --to-xid chooses a base backup with it)
+                next_xid = conn.execute(
+                    "SELECT txid_snapshot_xmax(txid_current_snapshot()),"
+                    " current_setting('wal_segment_size')"
+                ).fetchone()
         except psycopg.Error as exc:
             reason = self._server.redact(first_line(str(exc)))
             raise DumpFailed(
@@ -313,8 +325,19 @@ class PhysicalSource:
             "system_identifier": str(system_identifier),
             "stream": stream_name(system_identifier),
             "databases": [str(row[0]) for row in names],
+            "next_xid": int(next_xid[0]) if next_xid else None,
+            "wal_segment_size": _size_bytes(str(next_xid[1])) if next_xid else None,
             "major": major,
         } | ({"wal_slot": self._wal_slot} if self._streamed else {})
+
+
+def _size_bytes(setting: str) -> int | None:
+    """``current_setting('wal_segment_size')`` (``16MB``) in bytes; ``None`` if odd."""
+    found = re.fullmatch(r"(\d+)\s*(B|kB|MB|GB)?", setting.strip())
+    if found is None:
+        return None
+    unit = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[found[2] or "B"]
+    return int(found[1]) * unit
 
 
 def physical_engine(url: str, wal_slot: str = DEFAULT_SLOT) -> Engine:
@@ -407,17 +430,37 @@ def lay_down(stream: Iterable[bytes], datadir: Path) -> int:
 
 @dataclass(frozen=True)
 class RecoveryTarget:
-    """Where recovery stops: a time (``YYYY-MM-DD HH:MM:SS[.ffffff]+00``), an LSN, or the
-    end of the archived WAL (both ``None``)."""
+    """Where recovery stops: a time (``YYYY-MM-DD HH:MM:SS[.ffffff]+00``), an LSN, a
+    transaction id, a named restore point, or the end of the archived WAL (all ``None``);
+    ``timeline`` is ``recovery_target_timeline`` (``latest``, ``current`` or a number)."""
 
     time: str | None = None
     lsn: str | None = None
+    xid: str | None = None
+    name: str | None = None
+    timeline: str = "latest"
+
+    def setting(self) -> tuple[str, str] | None:
+        """The ``recovery_target_*`` parameter and its value; ``None`` for the end."""
+        for parameter, value in (
+            ("time", self.time),
+            ("lsn", self.lsn),
+            ("xid", self.xid),
+            ("name", self.name),
+        ):
+            if value is not None:
+                return f"recovery_target_{parameter}", value
+        return None
 
     def describe(self) -> str:
-        if self.time is not None:
-            return f"time {self.time}"
-        if self.lsn is not None:
-            return f"LSN {self.lsn}"
+        for label, value in (
+            ("time", self.time),
+            ("LSN", self.lsn),
+            ("transaction", self.xid),
+            ("restore point", self.name),
+        ):
+            if value is not None:
+                return f"{label} {value}"
         return "the end of the archived WAL"
 
 
@@ -434,14 +477,15 @@ def configure_recovery(
     lines = [
         "# added by strongroom restore: point-in-time recovery",
         f"restore_command = {_conf(restore_command)}",
-        "recovery_target_timeline = 'latest'",
+        f"recovery_target_timeline = {_conf(target.timeline)}",
         "recovery_target_action = 'promote'",
         "archive_mode = 'off'",
     ]
-    if target.time is not None:
-        lines += [f"recovery_target_time = {_conf(target.time)}", "recovery_target_inclusive = on"]
-    elif target.lsn is not None:
-        lines += [f"recovery_target_lsn = {_conf(target.lsn)}", "recovery_target_inclusive = on"]
+    setting = target.setting()
+    if setting is not None:
+        lines.append(f"{setting[0]} = {_conf(setting[1])}")
+        if setting[0] != "recovery_target_name":  # a restore point has no inclusive
+            lines.append("recovery_target_inclusive = on")
     if port is not None:
         lines.append(f"port = {port}")
     with (datadir / "postgresql.auto.conf").open("a") as conf:
@@ -480,6 +524,15 @@ def find_pg_ctl(server_version: str) -> Path:
     )
 
 
+def _failure(prefix: str, log_file: Path, fallback: str) -> RestoreFailed:
+    """``RecoveryEndedEarly`` when the server says recovery ended before the target,
+    else ``RestoreFailed``; the message is ``prefix`` and the server's reason."""
+    reason = _server_reason(log_file, fallback)
+    if "past the end of the archived WAL" in reason:
+        return RecoveryEndedEarly(f"recovery ended before the target was reached: {reason}")
+    return RestoreFailed(f"{prefix}: {reason}")
+
+
 def _server_reason(log_file: Path, fallback: str) -> str:
     text = log_file.read_text(errors="replace") if log_file.exists() else ""
     fatal = re.findall(r"(?:FATAL|PANIC):\s+(.*)", text)
@@ -515,7 +568,7 @@ def start_recovery(
         check=False,
     )
     if started.returncode != 0:
-        raise RestoreFailed(f"recovery did not start: {_server_reason(log_file, started.stderr)}")
+        raise _failure("recovery did not start", log_file, started.stderr)
     deadline = time.monotonic() + timeout
     text = ""
     while True:  # recovery.signal goes at promotion; "ready to accept connections" follows
@@ -523,7 +576,7 @@ def start_recovery(
         if "database system is ready to accept connections" in text:
             break
         if not (datadir / "postmaster.pid").exists():
-            raise RestoreFailed(f"recovery stopped: {_server_reason(log_file, '')}")
+            raise _failure("recovery stopped", log_file, "")
         if time.monotonic() > deadline:
             raise RestoreFailed(f"recovery did not end within {timeout:.0f} s (see {log_file})")
         time.sleep(0.1)

@@ -1,0 +1,74 @@
+"""``strongroom restore-point NAME``: make a named restore point on a cluster and record
+it in the repository (``repository/restore_points.py``), so ``restore
+--to-restore-point NAME`` can find the base backup before it and check the WAL up to it."""
+
+from __future__ import annotations
+
+import logging
+
+from strongroom.engines.postgresql.recovery_points import create_restore_point
+from strongroom.errors import BackupNotFound, UsageError
+from strongroom.repository.repository import Repository
+from strongroom.repository.restore_points import (
+    RestorePoint,
+    find_restore_points,
+    list_restore_points,
+    restore_point_key,
+    write_restore_point,
+)
+
+log = logging.getLogger("strongroom.restore_points")
+
+
+def make_restore_point(repo: Repository, url: str, name: str) -> RestorePoint:
+    """Create restore point ``name`` on the cluster at ``url``, switch WAL so its segment
+    is archived now, and record it. ``UsageError`` (exit 2) for a bad name or a name the
+    stream has already (checked before the server is asked); ``DatabaseError`` (exit 5)
+    when the server refuses."""
+
+    def refuse(stream: str) -> None:
+        if repo.storage.exists(restore_point_key(stream, name)):
+            raise UsageError(
+                f"a restore point named {name!r} exists already in stream {stream}: choose "
+                "another name (recovery would stop at the first of the two)"
+            )
+
+    created = create_restore_point(url, name, refuse)
+    point = RestorePoint(
+        name=created.name,
+        lsn=created.lsn,
+        time=created.time,
+        timeline=created.timeline,
+        stream=created.stream,
+    )
+    write_restore_point(repo.storage, point)
+    log.info(
+        "restore point %s at %s (timeline %d, %s)", name, point.lsn, point.timeline, point.stream
+    )
+    return point
+
+
+def restore_points(repo: Repository, stream: str | None = None) -> list[RestorePoint]:
+    """The recorded restore points (of ``stream``), oldest first."""
+    return list_restore_points(repo.storage, stream)
+
+
+def resolve_restore_point(repo: Repository, name: str, stream: str | None) -> RestorePoint:
+    """The point named ``name`` (in ``stream`` when given). ``BackupNotFound`` (exit 3)
+    when none is recorded; ``UsageError`` when several streams have one and no stream
+    says which."""
+    if stream is not None:
+        restore_point_key(stream, name)  # validates both parts
+    found = [p for p in find_restore_points(repo.storage, name) if stream in (None, p.stream)]
+    if not found:
+        raise BackupNotFound(
+            f"no restore point named {name!r} is recorded in the repository "
+            "(strongroom restore-point --list shows them)"
+        )
+    if len(found) > 1:
+        streams = ", ".join(p.stream for p in found)
+        raise UsageError(
+            f"restore point {name!r} exists in several streams ({streams}): name the base "
+            "backup to restore (its stream decides)"
+        )
+    return found[0]
