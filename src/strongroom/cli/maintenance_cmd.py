@@ -21,6 +21,7 @@ from strongroom.cli.output import human_bytes, stderr, stdout
 from strongroom.errors import IntegrityError, UsageError
 from strongroom.repository.locks import PRUNE_WAIT
 from strongroom.services.check import check_repository, parse_subset
+from strongroom.services.prune import WalPruneLine
 from strongroom.services.prune import prune as run_prune
 from strongroom.services.stats import Totals, repository_stats
 from strongroom.wording import counted
@@ -42,7 +43,8 @@ def prune(
     s3_endpoint: S3EndpointOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Delete chunks no backup references (safe while backups run elsewhere: it waits)."""
+    """Delete chunks no backup references and WAL no retained base backup needs (safe
+    while backups run elsewhere: it waits)."""
     repository = location(repo, key_file, s3_endpoint, config).open()
     report = run_prune(repository, dry_run=dry_run, wait=wait)
     if as_json:
@@ -68,6 +70,7 @@ def prune(
                 f"would remove {counted(report.partial_files, 'partial file')} left by "
                 "interrupted writes"
             )
+        _print_wal(report.wal, "would delete")
         return
     stdout.print(
         f"deleted {report.deleted_chunks} chunks, freed {size} ({report.unreferenced_bytes} bytes)"
@@ -78,6 +81,21 @@ def prune(
         stdout.print(
             f"removed {counted(report.partial_files, 'partial file')} left by interrupted writes"
         )
+    _print_wal(report.wal, "deleted")
+
+
+def _print_wal(lines: tuple[WalPruneLine, ...], verb: str) -> None:
+    """One line per WAL stream: what went (or would go), or why all of it stays."""
+    for line in lines:
+        if line.files:
+            stdout.print(
+                f"WAL {line.stream}: {verb} {counted(line.files, 'file')} no retained base "
+                f"backup needs ({line.first} … {line.last}); {line.kept} kept"
+            )
+        elif line.kept_whole:
+            stdout.print(f"WAL {line.stream}: all {line.kept} files kept: {line.kept_whole}")
+        else:
+            stdout.print(f"WAL {line.stream}: nothing to delete ({line.kept} files kept)")
 
 
 def check(
@@ -117,9 +135,16 @@ def check(
                 f"read {report.chunks_read} chunks{share_text}, "
                 f"{human_bytes(report.bytes_read)} of plaintext"
             )
+        if report.wal_streams:
+            stdout.print(
+                f"WAL: {counted(report.wal_streams, 'stream')}, "
+                f"{counted(report.wal_segments, 'segment')} archived; continuity checked "
+                "from each retained base backup's start"
+            )
         for problem in report.problems:
             needed = f" (needed by {len(problem.backups)}: {', '.join(problem.backups[:3])}"
             needed += ", …)" if len(problem.backups) > 3 else ")"
+            needed = needed if problem.backups else ""
             stderr.print(f"{problem.kind.upper():<9}{problem.message}{needed}", markup=False)
         if report.ok:
             stdout.print("no problems found")

@@ -30,6 +30,7 @@ from strongroom.repository.layout import (
 from strongroom.repository.logs import LogArchive
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.services.wal_status import WalStatus, wal_status
 
 DEFAULT_WORKERS = 4
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
@@ -46,7 +47,8 @@ def parse_subset(text: str) -> float:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "manifest", "missing", "damaged", "size", "order", "log" (a WAL object)
+    kind: str  # "manifest", "missing", "damaged", "size", "order", "log" (a WAL object),
+    # "wal" (WAL a retained base backup needs is missing, or a timeline's history)
     subject: str  # a backup id or a chunk id
     message: str
     backups: tuple[str, ...] = ()  # backups that need the chunk
@@ -63,6 +65,8 @@ class CheckReport:
     chunks_read: int = 0
     bytes_read: int = 0
     problems: list[Problem] = field(default_factory=list)
+    wal_streams: int = 0  # WAL streams looked at (continuity: services/wal_status.py)
+    wal_segments: int = 0
 
     @property
     def ok(self) -> bool:
@@ -114,6 +118,8 @@ def check_repository(
     for chunk_id in sorted(set(users) - stored):
         missing(chunk_id)
 
+    wal = wal_status(repo)
+    problems += wal_problems(wal)
     chunks_read = bytes_read = 0
     if read_data:
         problems += _order_problems(repo, manifests)
@@ -159,7 +165,25 @@ def check_repository(
         chunks_read=chunks_read,
         bytes_read=bytes_read,
         problems=problems,
+        wal_streams=len(wal.streams),
+        wal_segments=sum(s.segments for s in wal.streams),
     )
+
+
+def wal_problems(status: WalStatus) -> list[Problem]:
+    """A ``wal`` problem per gap (naming the stream and the first missing segment) and
+    per timeline whose ancestry cannot be known (its history file)."""
+    problems = []
+    for stream in status.streams:
+        for gap in stream.gaps:
+            message = (
+                f"WAL stream {stream.stream} has a gap: segment {gap.first_missing} is "
+                f"missing ({gap.missing} segment(s) missing after the base backup's start)"
+            )
+            problems.append(Problem("wal", stream.stream, message, gap.backup_ids))
+        for why in stream.unsure:
+            problems.append(Problem("wal", stream.stream, f"WAL stream {stream.stream}: {why}"))
+    return problems
 
 
 def _order_problems(repo: Repository, manifests: list[Manifest]) -> list[Problem]:

@@ -37,12 +37,25 @@ from strongroom.repository.locks import (
 )
 from strongroom.repository.repository import Repository
 from strongroom.repository.verifications import VERIFICATIONS_PREFIX
+from strongroom.services.wal_retention import WalRetention, delete_wal, plan_wal_retention
 from strongroom.storage.base import LeavesPartialFiles, Storage
 
 log = logging.getLogger("strongroom.audit")
 
 DEFAULT_WORKERS = 8
 PARTIAL_FILE_AGE = 3600.0  # seconds: temp files older than this belong to no live write
+
+
+@dataclass(frozen=True)
+class WalPruneLine:
+    """What prune did (dry run: would do) with one WAL stream."""
+
+    stream: str
+    files: int  # deleted (dry run: to delete)
+    first: str | None  # the first and last names among them
+    last: str | None
+    kept: int  # archived files left
+    kept_whole: str | None  # why nothing of it was deleted
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class PruneReport:
     orphan_records: int  # pins and verification records of forgotten backups
     running_backups: int  # dry run only: live backup locks (their new chunks count above)
     partial_files: int = 0  # temp files of killed writes removed (dry run: found)
+    wal_files: int = 0  # WAL objects deleted (dry run: that would be)
+    wal: tuple[WalPruneLine, ...] = ()  # per stream with archived WAL
 
 
 def referenced_chunks(repo: Repository) -> tuple[int, set[str]]:
@@ -170,6 +185,7 @@ def _run(
     if lock is None:
         sizes = _sizes(storage, unreferenced, workers)
         orphans = _orphans(storage, set(repo.backup_ids()))
+        wal = plan_wal_retention(repo)
         return PruneReport(
             True,
             backups,
@@ -181,6 +197,8 @@ def _run(
             len(orphans),
             running,
             _partial_files(storage, partial_file_age, remove=False),
+            wal.to_delete,
+            _wal_lines(wal),
         )
     lock.ensure_held()
     sizes = _sizes(storage, unreferenced, workers, before=lock.ensure_held, delete=True)
@@ -189,6 +207,11 @@ def _run(
         storage.delete(key)
     lock.ensure_held()
     partial = _partial_files(storage, partial_file_age, remove=True)
+    # WAL no retained base backup needs (services/wal_retention.py); under the exclusive
+    # lock no base backup is running, so the retained ones are all there are
+    wal = plan_wal_retention(repo)
+    lock.ensure_held()
+    wal_deleted = delete_wal(repo, wal, before=lock.ensure_held, workers=workers)
     freed = sum(sizes.values())
     deleted = sum(1 for size in sizes.values() if size)
     log.info(
@@ -211,4 +234,13 @@ def _run(
         len(orphans),
         0,
         partial,
+        wal_deleted,
+        _wal_lines(wal),
+    )
+
+
+def _wal_lines(plan: WalRetention) -> tuple[WalPruneLine, ...]:
+    return tuple(
+        WalPruneLine(s.stream, len(s.delete), s.first_deleted, s.last_deleted, s.kept, s.kept_whole)
+        for s in plan.streams
     )
