@@ -153,7 +153,9 @@ def test_bad_targets_exit_in_one_line_before_writing(
 ) -> None:
     place, _server, _facts = history
     datadir: Path = place.root / "never"
-    result = place.run("restore", "--config", str(place.config), "--to-datadir", str(datadir), *args)
+    result = place.run(
+        "restore", "--config", str(place.config), "--to-datadir", str(datadir), *args
+    )
     assert result.returncode == code, result.stderr
     assert words in result.stderr and result.stderr.count("error:") == 1, result.stderr
     assert "Traceback" not in result.stderr
