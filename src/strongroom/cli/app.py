@@ -15,7 +15,8 @@ from strongroom.cli.retention_cmd import forget_cmd, pin, unpin
 from strongroom.cli.runner import INTERRUPTED_EXIT, STOPPED_CLEANLY, UNEXPECTED_EXIT, new_app
 from strongroom.cli.runner import run as run_app
 from strongroom.cli.verify_cmd import verify
-from strongroom.cli.wal_cmd import wal_fetch_cmd, wal_push_cmd
+from strongroom.cli.wal_cmd import wal_fetch_cmd, wal_push_cmd, wal_upload_cmd
+from strongroom.cli.wal_receive_cmd import wal_receive_cmd
 from strongroom.cli.web_cmd import reindex, serve, token_app, user_app
 
 __all__ = ["INTERRUPTED_EXIT", "STOPPED_CLEANLY", "UNEXPECTED_EXIT", "app", "main"]
@@ -47,6 +48,8 @@ app.add_typer(token_app, name="token")
 app.command()(reindex)
 app.command("wal-push")(wal_push_cmd)
 app.command("wal-fetch")(wal_fetch_cmd)
+app.command("wal-receive")(wal_receive_cmd)
+app.command("wal-upload")(wal_upload_cmd)
 app.command("restore-point")(restore_point)
 
 

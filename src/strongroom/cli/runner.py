@@ -16,6 +16,7 @@ import typer
 from typer.exceptions import TyperException
 
 from strongroom import __version__, interrupts, tempfiles
+from strongroom.cli.failures import INTERRUPTED_EXIT, STOPPED_CLEANLY, UNEXPECTED_EXIT
 from strongroom.cli.logs import configure_logging
 from strongroom.cli.output import stderr
 from strongroom.errors import StrongroomError, UsageError
@@ -23,9 +24,7 @@ from strongroom.redaction import redact_text
 
 log = logging.getLogger("strongroom.cli")
 
-UNEXPECTED_EXIT = 70
-INTERRUPTED_EXIT = 130  # SIGINT; any signal N exits 128 + N (SIGTERM 143, SIGHUP 129)
-STOPPED_CLEANLY = "stopped cleanly; nothing unfinished was recorded"
+__all__ = ["INTERRUPTED_EXIT", "STOPPED_CLEANLY", "UNEXPECTED_EXIT", "new_app", "run"]
 
 
 def new_app(help_text: str) -> typer.Typer:

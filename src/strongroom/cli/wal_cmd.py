@@ -19,9 +19,9 @@ from strongroom.cli.options import (
     KeyFileOption,
     RepoOption,
     S3EndpointOption,
-    location,
 )
-from strongroom.services.wal import check_destination, wal_fetch, wal_push
+from strongroom.cli.wal_fast import fetch, push
+from strongroom.errors import IntegrityError, UsageError
 
 StreamOption = Annotated[
     str | None,
@@ -33,6 +33,17 @@ StreamOption = Annotated[
 ]
 
 
+SpoolOption = Annotated[
+    str | None,
+    typer.Option(
+        "--spool",
+        help="A local folder: wal-push stores the file there (fsynced) and returns, and "
+        "wal-upload or `strongroom run` moves it to the repository; wal-fetch looks there "
+        "first (else STRONGROOM_WAL_SPOOL, else [wal] spool of the configuration).",
+    ),
+]
+
+
 def wal_push_cmd(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="%p: the WAL file to archive.")],
     stream: StreamOption = None,
@@ -40,11 +51,12 @@ def wal_push_cmd(
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
     config: ConfigOption = None,
+    spool: SpoolOption = None,
 ) -> None:
     """Archive one WAL file (archive_command = 'strongroom wal-push %p'); returns once it
-    is durable in the repository."""
-    repository = location(repo, key_file, s3_endpoint, config).open()
-    wal_push(repository, path, stream=stream)
+    is durable in the repository, or in the spool when one is configured (exit 6 when the
+    spool is full: PostgreSQL keeps the WAL and retries)."""
+    push(path, stream, repo, key_file, s3_endpoint, config, spool)
 
 
 def wal_fetch_cmd(
@@ -64,10 +76,39 @@ def wal_fetch_cmd(
     key_file: KeyFileOption = None,
     s3_endpoint: S3EndpointOption = None,
     config: ConfigOption = None,
+    spool: SpoolOption = None,
 ) -> None:
     """Write an archived WAL file (restore_command = 'strongroom wal-fetch %f %p'); exit 1
     without a message when it was never archived."""
-    check_destination(destination)
-    repository = location(repo, key_file, s3_endpoint, config).open()
-    if not wal_fetch(repository, file_name, destination, stream=stream, snapshots=snapshots):
+    if not fetch(
+        file_name, destination, stream, snapshots, repo, key_file, s3_endpoint, config, spool
+    ):
         raise typer.Exit(1)
+
+
+def wal_upload_cmd(
+    once: Annotated[bool, typer.Option("--once", help="Empty the spool once, then exit.")] = False,
+    spool: SpoolOption = None,
+    repo: RepoOption = None,
+    key_file: KeyFileOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Move the WAL files waiting in the spool into the repository (each deleted from the
+    spool once durable there); without --once, keep doing so every second until stopped.
+    Exit 7 when a file is archived with other content (it stays in the spool)."""
+    from strongroom.services.settings_sources import Sources
+    from strongroom.services.wal_spool import upload_until
+
+    where, spool_dir = Sources.load(config).wal_location(repo, key_file, s3_endpoint, spool)
+    if not spool_dir:
+        raise UsageError(
+            "no WAL spool configured: give --spool DIR, set STRONGROOM_WAL_SPOOL or "
+            "[wal] spool in strongroom.toml"
+        )
+    report = upload_until(Path(spool_dir).expanduser(), where.open, once=once)
+    typer.echo(f"uploaded {report.uploaded} WAL file(s) ({report.bytes} bytes)")
+    if report.conflicts:
+        raise IntegrityError(
+            f"left in the spool, archived with other content: {', '.join(report.conflicts)}"
+        )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zstandard
 from blake3 import blake3
@@ -29,8 +30,10 @@ from blake3 import blake3
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError, UsageError
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.repository.layout import LOGS_PREFIX
-from strongroom.repository.repository import Repository
 from strongroom.storage.base import Storage
+
+if TYPE_CHECKING:
+    from strongroom.repository.repository import Repository
 
 LOG_DIGEST_PREFIX = b"strongroom-log-v1\0"
 DEFAULT_LOG_LEVEL = 1  # zstd level: WAL compresses well even at 1, and the archiver waits

@@ -30,10 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import UsageError
 from strongroom.redaction import redact_url, register_secret
-from strongroom.services.repository_access import NO_REPOSITORY, RepositoryLocation
+from strongroom.services.repository_access import (
+    NO_REPOSITORY,
+    RepositoryFields,
+    RepositoryLocation,
+    plain_repository,
+)
 
 if TYPE_CHECKING:
-    from strongroom.config import NotificationSettings, Settings
+    from strongroom.config import NotificationSettings, RepositorySettings, Settings
     from strongroom.repository.repository import Repository
     from strongroom.retention import RetentionPolicy
 
@@ -47,6 +52,7 @@ KEY_FILE_VARIABLE = "STRONGROOM_KEY_FILE"
 PASSPHRASE_VARIABLE = "STRONGROOM_PASSPHRASE"
 DEADLINE_VARIABLE = "STRONGROOM_STORAGE_DEADLINE"
 TRUSTED_PROXIES_VARIABLE = "STRONGROOM_TRUSTED_PROXIES"
+SPOOL_VARIABLE = "STRONGROOM_WAL_SPOOL"
 # the scripts' names, first set wins
 DIRECTORY_VARIABLES = ("BACKUP_DIR", "BACKUP_PATH")
 BUCKET_VARIABLES = ("BACKUP_S3_BUCKET", "S3_BUCKET", "S3_BACKUP_BUCKET")
@@ -85,6 +91,7 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "STRONGROOM_SECURE_COOKIES",
     "STRONGROOM_TRUSTED_PROXIES",
     "STRONGROOM_USER_PASSWORD",
+    "STRONGROOM_WAL_SPOOL",
     # the scripts' (level 4)
     "DATABASE_URL",
     "BACKUP_DIR",
@@ -327,6 +334,61 @@ class Sources:
             )  # fmt: skip
         return table
 
+    def repository_table(
+        self, data: dict[str, Any], given: Mapping[str, str], placeholder: bool = False
+    ) -> dict[str, Any] | None:
+        """``[repository]``: ``given`` (flags), STRONGROOM_*, the file's table, the scripts'
+        variables; ``None`` when the file's is no table. No location: ``UsageError``."""
+        table = data.get("repository", {})
+        if isinstance(table, dict) and self.path is not None:
+            table = self._file_table(data, announce="location" not in given)
+        if not isinstance(table, dict):
+            return None
+        own = {**_own_repository(self.env), **given}
+        needed = not (table.get("location") or own.get("location"))
+        merged = {**_script_repository(self.env, needed), **table, **own}
+        if not merged.get("location"):
+            if not placeholder:
+                raise UsageError(NO_REPOSITORY)
+            merged["location"] = "(none)"
+        return merged
+
+    def spool_of(self, data: dict[str, Any], given: str | None = None) -> Any:
+        """The WAL spool: ``--spool``, STRONGROOM_WAL_SPOOL, the file's ``[wal] spool``
+        (relative to the file's folder; a non-string as it is, for validation) or ``None``."""
+        if given and given.strip():
+            return given.strip()
+        if _set(self.env, SPOOL_VARIABLE):
+            return self.env[SPOOL_VARIABLE].strip()
+        wal = data.get("wal")
+        value = wal.get("spool") if isinstance(wal, dict) else None
+        if isinstance(value, str) and value.strip() and self.path is not None:
+            path = Path(value.strip()).expanduser()
+            base = Path(str(self.path)).absolute().parent
+            return str(path if path.is_absolute() else base / path)
+        return value
+
+    def wal_location(
+        self, repo: str | None, key_file: Path | None, s3_endpoint: str | None, spool: str | None
+    ) -> tuple[RepositoryLocation, str | None]:
+        """The repository and WAL spool for ``wal-push``/``wal-fetch`` without pydantic: only
+        ``[repository]`` and ``[wal] spool`` are read, through ``repository_table`` and
+        ``spool_of``; what this cannot check goes through ``settings`` (and its errors)."""
+        import tomllib
+
+        flags = {"location": repo, "s3_endpoint": s3_endpoint, "key_file": key_file}
+        given = {k: str(v).strip() for k, v in flags.items() if v and str(v).strip()}
+        try:
+            data = tomllib.loads(self.text) if self.text is not None else {}
+        except tomllib.TOMLDecodeError:
+            data = None
+        table = self.repository_table(data, given) if data is not None else None
+        chosen = self.spool_of(data, spool) if data is not None else None
+        if table is None or not plain_repository(table) or not isinstance(chosen, str | None):
+            settings = self.settings(repo, key_file, s3_endpoint, targets=False)
+            return location_of(settings, self.env), spool or settings.wal.spool
+        return repository_location(RepositoryFields(**table), self.env), chosen
+
     # --- the whole configuration ------------------------------------------------------
     def settings(
         self,
@@ -348,18 +410,13 @@ class Sources:
 
         def complete(data: dict[str, Any]) -> dict[str, Any]:
             data = dict(data)
-            table = data.get("repository", {})
-            if isinstance(table, dict) and self.path is not None:
-                table = self._file_table(data, announce="location" not in given)
-            if isinstance(table, dict):
-                own = {**_own_repository(self.env), **given}
-                needed = not (table.get("location") or own.get("location"))
-                merged = {**_script_repository(self.env, needed), **table, **own}
-                if not merged.get("location"):
-                    if not placeholder:
-                        raise UsageError(NO_REPOSITORY)
-                    merged["location"] = "(none)"
-                data["repository"] = merged
+            table = self.repository_table(data, given, placeholder)
+            if table is not None:
+                data["repository"] = table
+            wal = data.get("wal", {})
+            spool = self.spool_of(data)
+            if isinstance(wal, dict) and spool is not None:
+                data["wal"] = {**wal, "spool": spool}
             notifications = data.get("notifications", {})
             if isinstance(notifications, dict) and "channels" not in notifications:
                 channels = _env_channels(self.env)
@@ -509,19 +566,23 @@ def _credentials(env: Mapping[str, str], location: str, endpoint: str | None) ->
 
 
 def location_of(settings: Settings, env: Mapping[str, str] | None = None) -> RepositoryLocation:
-    """The repository a configuration names; the key's passphrase from STRONGROOM_PASSPHRASE,
+    return repository_location(settings.repository, env)  # the repository it names
+
+
+def repository_location(
+    repo: RepositorySettings | RepositoryFields, env: Mapping[str, str] | None = None
+) -> RepositoryLocation:
+    """The repository ``repo`` names; the key's passphrase from STRONGROOM_PASSPHRASE,
     else from the variable ``passphrase_env`` names."""
     env = os.environ if env is None else env
-    repo = settings.repository
     passphrase = env.get(PASSPHRASE_VARIABLE) or None
     if passphrase is None and repo.passphrase_env:
         passphrase = env.get(repo.passphrase_env) or None
     key_file = Path(repo.key_file).expanduser() if repo.key_file else None
     deadline = None if env.get(DEADLINE_VARIABLE) else repo.storage_deadline
     _credentials(env, repo.location, repo.s3_endpoint)
-    return RepositoryLocation(
-        repo.location, repo.s3_endpoint, key_file, passphrase, deadline=deadline
-    )
+    deadline = None if deadline is None else float(deadline)
+    return RepositoryLocation(repo.location, repo.s3_endpoint, key_file, passphrase, deadline)
 
 
 def open_configured(settings: Settings, env: Mapping[str, str] | None = None) -> Repository:

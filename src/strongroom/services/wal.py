@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strongroom.engines.postgresql.wal import (
     WalFileName,
@@ -28,7 +29,9 @@ from strongroom.engines.postgresql.wal import (
 from strongroom.errors import IntegrityError, StrongroomError, UsageError
 from strongroom.repository.log_snapshots import LogSnapshots
 from strongroom.repository.logs import LogArchive, PushResult
-from strongroom.repository.repository import Repository
+
+if TYPE_CHECKING:
+    from strongroom.repository.repository import Repository
 
 log = logging.getLogger("strongroom.wal")
 

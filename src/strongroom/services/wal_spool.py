@@ -1,0 +1,440 @@
+"""The WAL spool: ``wal-push`` stores a segment in a local folder and returns; an uploader
+(``strongroom wal-upload``, or the thread of ``strongroom run``) moves it to the repository
+(docs/design.md, "The WAL spool").
+
+Layout of the spool folder::
+
+    <spool>/<stream>/<file name>          a file waiting (fsynced, renamed into place)
+    <spool>/<stream>/.tmp-<name>-<random> a push under way (or killed: swept by the next)
+    <spool>/status.json                   the last push failure and upload outcome
+    <spool>/.upload.lock                  held by the uploader while it works
+
+``status.json`` is created at 4 KiB and rewritten in place (never renamed, never grown),
+so a push that fails because the disk is full can still record that it did: health reads
+it. A spooled file is deleted only after the repository's copy is durable, so an uploader
+killed at any moment leaves the file to the next upload (which finds the same content
+archived, or archives it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strongroom.engines.postgresql.wal import (
+    check_segment_belongs,
+    control_system_identifier,
+    parse_wal_name,
+    stream_name,
+)
+from strongroom.errors import IntegrityError, StorageError, StrongroomError
+
+if TYPE_CHECKING:
+    from strongroom.repository.logs import LogArchive
+    from strongroom.repository.repository import Repository
+
+log = logging.getLogger("strongroom.wal")
+
+STATUS_FILE = "status.json"
+STATUS_SIZE = 4096  # bytes: the status file never grows, so a full disk can still hold it
+LOCK_FILE = ".upload.lock"
+_TMP = ".tmp-"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class SpoolConflict(IntegrityError):
+    """A file spooled again with other content than the copy waiting (exit 7, as
+    ``LogConflict`` for the repository)."""
+
+
+class SpoolError(StorageError):
+    """The spool cannot take a file (full, unwritable): exit 6. PostgreSQL keeps the WAL
+    in ``pg_wal`` and runs ``archive_command`` again."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno in _NO_SPACE:
+        return "no space left"
+    return exc.strerror or str(exc)
+
+
+# --- the status file --------------------------------------------------------------------
+def read_status(spool: Path) -> dict[str, Any]:
+    """The spool's status record (``{}`` when there is none or it is unreadable)."""
+    try:
+        text = (spool / STATUS_FILE).read_bytes().rstrip(b" \n\0")
+        value = json.loads(text) if text else {}
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def update_status(spool: Path, **changes: Any) -> None:
+    """Merge ``changes`` into the status record (``None`` removes a field), in place and
+    under a lock. Best effort: a status that cannot be written is logged, never raised
+    (the push or upload's own outcome is what counts)."""
+    path = spool / STATUS_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("cannot record the WAL spool's status in %s: %s", path, _why(exc))
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current = read_status(spool)
+        for key, value in changes.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        data = json.dumps(current, sort_keys=True).encode()
+        if len(data) > STATUS_SIZE:
+            data = json.dumps({k: current[k] for k in ("push_failed",) if k in current}).encode()
+        os.pwrite(fd, data.ljust(STATUS_SIZE, b" "), 0)
+        os.fsync(fd)
+    except OSError as exc:
+        log.warning("cannot record the WAL spool's status in %s: %s", path, _why(exc))
+    finally:
+        os.close(fd)
+
+
+def prepare(spool: Path) -> None:
+    """Create the spool folder (0700) and its 4 KiB status file if they are missing."""
+    try:
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = spool / STATUS_FILE
+        if not status.exists() or status.stat().st_size < STATUS_SIZE:
+            update_status(spool)
+    except OSError as exc:
+        raise SpoolError(f"cannot use the WAL spool {spool}: {_why(exc)}") from exc
+
+
+# --- push -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpoolPush:
+    path: Path  # the spooled file
+    stored: bool  # False: the same content was spooled already
+
+
+def spool_push(
+    spool: Path, stream: str, name: str, data: bytes, system_identifier: int | None
+) -> SpoolPush:
+    """Store ``data`` as ``<spool>/<stream>/<name>`` durably (temp file, fsync, rename,
+    fsync folder). The same content spooled already: success without writing; other
+    content: ``SpoolConflict`` (exit 7). A full or unwritable spool: ``SpoolError`` (exit 6),
+    recorded in the status file for health."""
+    wal = parse_wal_name(name)
+    if system_identifier is not None:
+        check_segment_belongs(wal, data, system_identifier)
+    folder = spool / stream
+    target = folder / wal.name
+    try:
+        prepare(spool)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if target.exists():
+            if target.read_bytes() == data:
+                return SpoolPush(target, False)
+            raise SpoolConflict(
+                f"{wal.name} is already in the WAL spool {spool} with different content: "
+                "refusing to replace it (two clusters archiving into one stream?)"
+            )
+        _write(folder, target, data)
+    except OSError as exc:
+        why = _why(exc)
+        update_status(spool, push_failed={"time": _now(), "file": wal.name, "error": why})
+        raise SpoolError(f"cannot spool {wal.name} in {spool}: {why}") from exc
+    update_status(spool, push_failed=None, last_push=_now())
+    return SpoolPush(target, True)
+
+
+def push_file(spool: Path, path: Path, stream: str | None = None) -> SpoolPush:
+    """``wal-push`` into the spool: the WAL file at ``path`` (relative to the working
+    directory, the data directory), filed under ``stream`` or the data directory's
+    ``postgresql-<system identifier>`` (its header checked against it). Imports nothing
+    of the repository: this is what PostgreSQL waits for."""
+    clock = time.monotonic()
+    wal = parse_wal_name(path.name)
+    system_identifier = None
+    if stream is None:
+        system_identifier = control_system_identifier(Path.cwd())
+        stream = stream_name(system_identifier)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StrongroomError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    result = spool_push(spool, stream, wal.name, data, system_identifier)
+    log.info("%s %s (%d bytes) in %.3f s", "spooled" if result.stored else "already spooled:",
+             wal.name, len(data), time.monotonic() - clock)  # fmt: skip
+    return result
+
+
+def _write(folder: Path, target: Path, data: bytes) -> None:
+    tmp = folder / f"{_TMP}{target.name}-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(folder)
+
+
+def fetch_file(spool: Path, name: str, destination: Path, stream: str | None = None) -> bool:
+    """``wal-fetch`` from the spool: write ``name`` to ``destination`` (atomically, as from
+    the repository) when it still waits in the spool (a restore on the spool's host);
+    ``False`` when it does not (then the repository is asked)."""
+    from strongroom.services.wal import write_atomically
+
+    wal = parse_wal_name(name)
+    if stream is None:
+        stream = stream_name(control_system_identifier(Path.cwd()))
+    try:
+        data = (spool / stream / wal.name).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # not spooled, or uploaded meanwhile
+        return False
+    except OSError as exc:
+        raise SpoolError(f"cannot read {wal.name} in the WAL spool {spool}: {_why(exc)}") from exc
+    write_atomically(destination, data)
+    return True
+
+
+# --- what waits -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Waiting:
+    stream: str
+    name: str
+    path: Path
+    size: int  # bytes
+    mtime: float  # seconds since the epoch
+
+
+def waiting(spool: Path) -> list[Waiting]:
+    """Every file waiting in the spool, oldest name first per stream (WAL order)."""
+    found: list[Waiting] = []
+    try:
+        streams = sorted(p for p in spool.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+    for folder in streams:
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(_TMP) or not path.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                found.append(Waiting(folder.name, path.name, path, stat.st_size, stat.st_mtime))
+    return found
+
+
+def sweep_temps(spool: Path, older_than: float = 3600.0) -> int:
+    """Remove temp files of pushes killed mid-write (older than ``older_than`` seconds)."""
+    removed = 0
+    limit = time.time() - older_than
+    for folder in (p for p in spool.iterdir() if p.is_dir()) if spool.is_dir() else ():
+        for path in folder.glob(f"{_TMP}*"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
+# --- upload -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UploadReport:
+    uploaded: int  # files archived (or found archived already) and removed from the spool
+    conflicts: list[str]  # files left in the spool: archived with other content
+    bytes: int  # bytes of the files moved
+
+
+@contextlib.contextmanager
+def upload_lock(spool: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the spool's upload lock (yields ``False`` when ``wait`` is false and another
+    uploader holds it)."""
+    prepare(spool)
+    fd = os.open(spool / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def upload(spool: Path, archive: LogArchive) -> UploadReport:
+    """Move every waiting file into the repository through ``archive`` (the same
+    ``LogArchive.push`` as a direct ``wal-push``: durable before it returns), deleting each
+    from the spool only then. A file archived with other content stays in the spool and
+    is recorded (health reports it); storage failures propagate after recording."""
+    from strongroom.repository.logs import LogConflict
+    from strongroom.services.wal import archive_wal
+
+    uploaded, moved = 0, 0
+    conflicts: list[str] = []
+    sweep_temps(spool)
+    try:
+        for item in waiting(spool):
+            try:
+                data = item.path.read_bytes()
+            except FileNotFoundError:  # another uploader moved it
+                continue
+            try:  # the header was checked when it was spooled
+                archive_wal(archive, item.stream, parse_wal_name(item.name), data, None)
+            except LogConflict as exc:
+                conflicts.append(f"{item.stream}/{item.name}")
+                log.error("%s", exc.message)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                item.path.unlink()
+            _fsync_dir(item.path.parent)
+            uploaded += 1
+            moved += item.size
+    except StrongroomError as exc:
+        update_status(spool, upload_failed={"time": _now(), "error": exc.message})
+        raise
+    update_status(
+        spool,
+        last_upload=_now(),
+        upload_failed=None,
+        conflicts=conflicts or None,
+    )
+    return UploadReport(uploaded, conflicts, moved)
+
+
+def upload_until(
+    spool: Path,
+    open_repository: Callable[[], Repository],
+    *,
+    once: bool,
+    stop: threading.Event | None = None,
+    interval: float = 1.0,
+) -> UploadReport:
+    """``wal-upload``: upload what waits (under the upload lock), then, unless ``once``,
+    look again every ``interval`` seconds until ``stop`` is set (or a signal ends the
+    process). A failed pass (storage unreachable) is logged and retried; with ``once``
+    it raises. Returns the totals."""
+    from strongroom.repository.logs import LogArchive
+
+    archive = LogArchive(open_repository())
+    stop = stop or threading.Event()
+    uploaded, moved, conflicts = 0, 0, set()
+    while True:
+        try:
+            with upload_lock(spool) as held:
+                report = upload(spool, archive) if held else UploadReport(0, [], 0)
+            uploaded, moved = uploaded + report.uploaded, moved + report.bytes
+            conflicts.update(report.conflicts)
+        except StrongroomError as exc:
+            if once:
+                raise
+            log.warning("WAL upload failed (retrying): %s", exc.message)
+        if once or stop.wait(interval):
+            return UploadReport(uploaded, sorted(conflicts), moved)
+
+
+class Uploader(threading.Thread):
+    """The uploader ``strongroom run`` starts when a spool is configured: an upload pass
+    every ``interval`` seconds (skipped while ``wal-upload`` holds the lock) until
+    ``stop`` is set; failures are logged and retried, never raised."""
+
+    def __init__(self, spool: Path, repo: Repository, stop: threading.Event, interval: float = 1.0):
+        super().__init__(name="wal-uploader", daemon=True)
+        self.spool, self.repo, self.stop, self.interval = spool, repo, stop, interval
+
+    def run(self) -> None:
+        from strongroom.repository.logs import LogArchive
+
+        archive = LogArchive(self.repo)
+        while not self.stop.is_set():
+            try:
+                if waiting(self.spool):
+                    with upload_lock(self.spool, wait=False) as held:
+                        if held:
+                            upload(self.spool, archive)
+            except Exception as exc:  # the thread must outlive a bad pass
+                message = exc.message if isinstance(exc, StrongroomError) else repr(exc)
+                log.warning("WAL upload failed (retrying): %s", message)
+            self.stop.wait(self.interval)
+
+
+# --- health -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpoolHealth:
+    spool: str
+    files: int  # waiting
+    bytes: int  # waiting
+    oldest_age_seconds: float | None  # the oldest waiting file's age
+    status: str  # healthy / warning / critical (services.health's words)
+    reasons: list[str]
+
+
+def spool_health(
+    spool: Path, recovery_point_seconds: float, now: float | None = None
+) -> SpoolHealth:
+    """What waits in the spool and whether that is a problem: critical when a push failed
+    (PostgreSQL keeps the WAL: the spool is full or unwritable) or a file conflicts with
+    the archive; warning when the oldest file waits longer than the recovery point or the
+    last upload failed."""
+    now = time.time() if now is None else now
+    items = waiting(spool)
+    status = read_status(spool)
+    oldest = now - min(i.mtime for i in items) if items else None
+    reasons: list[str] = []
+    level = "healthy"
+    failed = status.get("push_failed")
+    if isinstance(failed, dict):
+        level = "critical"
+        reasons.append(
+            f"wal-push could not spool {failed.get('file')} at {failed.get('time')}: "
+            f"{failed.get('error')} (PostgreSQL keeps the WAL and retries)"
+        )
+    conflicts = status.get("conflicts")
+    if isinstance(conflicts, list) and conflicts:
+        level = "critical"
+        reasons.append(f"archived with other content, left in the spool: {', '.join(conflicts)}")
+    upload_failed = status.get("upload_failed")
+    if isinstance(upload_failed, dict):
+        level = "critical" if level == "critical" else "warning"
+        reasons.append(f"the last upload failed at {upload_failed.get('time')}: "
+                       f"{upload_failed.get('error')}")  # fmt: skip
+    if oldest is not None and oldest > recovery_point_seconds:
+        level = "critical" if level == "critical" else "warning"
+        reasons.append(
+            f"the oldest spooled file waits for {oldest / 60:.1f} min (recovery point "
+            f"{recovery_point_seconds / 60:.0f} min): is an uploader running?"
+        )
+    return SpoolHealth(str(spool), len(items), sum(i.size for i in items), oldest, level, reasons)
