@@ -129,6 +129,54 @@ def remove_own() -> None:
             os.close(own.lock_fd)
 
 
+_others: dict[Path, int] = {}  # folders made for another user (as root) -> their lock
+
+
+def folder_for(uid: int, gid: int, prefix: str) -> Path:
+    """A new folder (0700) that only the OS user ``uid`` (and root) can enter, for a
+    program that runs as that user (a throwaway PostgreSQL cluster). For this process's own
+    user: a subfolder of :func:`private_dir`. As root for another user: a locked folder of
+    its own, ``strongroom-<uid>/<pid>-<random>/`` owned by that user, that the next start
+    sweeps like a private folder once this process is gone (that user's, or root's:
+    :func:`sweep` as root covers every user's folders). Removed at exit, or earlier by
+    :func:`remove_folder`. Raises ``OSError`` when ``strongroom-<uid>`` is not that user's
+    folder, ``PermissionError`` for another user when not root."""
+    if uid == os.getuid():
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=private_dir()))
+    if os.geteuid() != 0:
+        raise PermissionError(f"only root makes folders for another user (uid {uid})")
+    base = Path(tempfile.gettempdir()) / f"strongroom-{uid}"
+    try:
+        os.mkdir(base, 0o700)
+        os.chown(base, uid, gid)
+    except FileExistsError:
+        pass
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+        raise OSError(f"{base} is not a folder of uid {uid}")
+    staging = Path(tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{os.getpid()}-", dir=base))
+    fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.fchown(fd, uid, gid)
+    os.chown(staging, uid, gid)
+    path = base / staging.name.removeprefix(NEW_PREFIX)
+    os.rename(staging, path)
+    with _mutex:
+        _others[path] = fd
+    atexit.register(remove_folder, path)
+    return path
+
+
+def remove_folder(path: Path) -> None:
+    """Remove a folder :func:`folder_for` made, and everything in it (idempotent)."""
+    shutil.rmtree(path, ignore_errors=True)
+    with _mutex:
+        fd = _others.pop(path, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _pid_of(name: str) -> int | None:
     head = name.removeprefix(NEW_PREFIX).split("-", 1)[0]
     return int(head) if head.isdigit() else None
@@ -206,19 +254,27 @@ def sweep() -> int:
     """Remove what strongroom processes that are gone left in the temp folder; the number
     of folders and files removed. Never raises (a problem is logged at debug level)."""
     removed = 0
-    try:
-        base = base_dir()
-        info = os.lstat(base)
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
-            own = _own.path if _own is not None else None
-            for entry in base.iterdir():
-                if entry == own or entry.is_symlink() or not entry.is_dir():
-                    continue
-                removed += _sweep_folder(entry)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        log.debug("could not sweep the temp folder", exc_info=True)
+    bases = [(base_dir(), os.getuid())]
+    if os.geteuid() == 0:  # root also sweeps what it made for other users (folder_for)
+        with contextlib.suppress(OSError):
+            for other in Path(tempfile.gettempdir()).glob("strongroom-[0-9]*"):
+                number = other.name.removeprefix("strongroom-")
+                if number.isdigit() and int(number) != os.getuid():
+                    bases.append((other, int(number)))
+    own = _own.path if _own is not None else None
+    for base, owner in bases:
+        try:
+            info = os.lstat(base)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == owner:
+                for entry in base.iterdir():
+                    if entry == own or entry in _others or entry.is_symlink():
+                        continue
+                    if entry.is_dir():
+                        removed += _sweep_folder(entry)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.debug("could not sweep the temp folder %s", base, exc_info=True)
     try:
         removed += _sweep_legacy(Path(tempfile.gettempdir()), time.time())
     except OSError:

@@ -40,6 +40,16 @@ def is_safety_backup(manifest: Manifest) -> bool:
     return PRE_RESTORE_TAG in manifest.tags
 
 
+PITR_TAG = "pitr"  # a dump taken from a throwaway cluster recovered to a moment
+PITR_BASE_TAG = "pitr-base:"  # + the id of the base backup it was recovered from
+
+
+def is_pitr_dump(manifest: Manifest) -> bool:
+    """A dump ``restore --to-time … --database`` took from a throwaway cluster: never
+    chosen by ``latest`` or ``--before`` (it is of another moment than its start time)."""
+    return PITR_TAG in manifest.tags
+
+
 def human_time(iso: str) -> str:
     """``2026-11-21T14:00:03.123Z`` -> ``2026-11-21 14:00:03 UTC``."""
     moment = parse_iso(iso)
@@ -198,14 +208,16 @@ def source_target(
 
 
 def latest_of(repo: Repository, target: str, *, include_safety: bool = False) -> Manifest:
-    """The newest dump of ``target`` (base backups are for point-in-time recovery and are
+    """The newest dump of ``target`` (base backups and dumps of a point in time are
     passed over); safety backups only when ``include_safety``.
     Raises ``BackupNotFound``, or ``ManifestDamaged`` (exit 7) when the only backups of
     ``target`` are damaged ones (damaged newer ones are passed over, with a warning)."""
     backups = [
         m
         for m in repo.list_backups(target)
-        if (include_safety or not is_safety_backup(m)) and not m.is_base_backup
+        if (include_safety or not is_safety_backup(m))
+        and not m.is_base_backup
+        and not is_pitr_dump(m)
     ]
     if not backups:
         left_out = "" if include_safety else " (safety backups left out: --include-safety)"
@@ -236,6 +248,7 @@ def newest_good_before(
         if parse_iso(m.started_at) < instant
         and (include_safety or not is_safety_backup(m))
         and not m.is_base_backup
+        and not is_pitr_dump(m)
         and not (m.backup_id in verdicts and not verdicts[m.backup_id].ok)
     ]
     if not candidates:
