@@ -187,11 +187,18 @@ class _Pass:
         self.snapped[segment] = end
         if result is None:
             return
+        seconds = time.monotonic() - clock
         stats.snapshots += 1
         stats.snapshot_bytes += result.stored_bytes
-        stats.snapshot_seconds += time.monotonic() - clock
+        stats.snapshot_seconds += seconds
         stats.newest = f"{segment} up to byte {end}"
-        log.info("snapshot of %s: %d bytes -> %d stored", segment, end, result.stored_bytes)
+        log.info(
+            "snapshot of %s: %d bytes -> %d stored in %.3f s",
+            segment,
+            end,
+            result.stored_bytes,
+            seconds,
+        )
 
 
 class _Supervisor:
