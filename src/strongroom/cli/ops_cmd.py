@@ -146,6 +146,13 @@ def health(
             evaluate_target(name, manifests, runs, verifications, interval, settings.grace, now)
         )
     status = overall(results)
+    spool = None
+    if settings.wal.spool:  # what waits for upload, and whether wal-push could spool
+        from strongroom.services.wal_spool import spool_health
+
+        recovery_point = settings.wal.recovery_point_delta.total_seconds()
+        spool = spool_health(Path(settings.wal.spool).expanduser(), recovery_point)
+        status = max(status, spool.status, key=EXIT_CODES.__getitem__)
     if metrics_file is not None:
         write_metrics_file(metrics_file, build_registry(manifests, runs, verifications))
     if as_json:
@@ -155,6 +162,7 @@ def health(
                     "status": status,
                     "checked_at": now.isoformat(),
                     "targets": [r.__dict__ for r in results],
+                    "wal_spool": spool.__dict__ if spool is not None else None,
                 }
             )
         )
@@ -168,6 +176,14 @@ def health(
             reasons = "; ".join(r.reasons) or "ok"
             stdout.print(
                 f"{r.status.upper():<9} {r.target}: newest good backup {newest}; {reasons}",
+                markup=False,
+            )
+        if spool is not None:
+            oldest = spool.oldest_age_seconds
+            waits = f"oldest waits {oldest / 60:.1f} min" if oldest is not None else "empty"
+            stdout.print(
+                f"{spool.status.upper():<9} WAL spool {spool.spool}: {spool.files} file(s), "
+                f"{spool.bytes} bytes waiting, {waits}; {'; '.join(spool.reasons) or 'ok'}",
                 markup=False,
             )
         stdout.print(f"overall: {status}")

@@ -469,9 +469,17 @@ class Daemon:
 
     def run_forever(self) -> None:
         log.info("strongroom run: %d jobs, time zone %s", len(self.jobs), self.settings.timezone)
+        uploader = None
+        if self.settings.wal.spool:  # [wal] spool: empty it while the scheduler runs
+            from strongroom.services.wal_spool import Uploader
+
+            uploader = Uploader(Path(self.settings.wal.spool).expanduser(), self.repo, self.stop)
+            uploader.start()
         while not self.stop.is_set():
             self.tick()
             self.stop.wait(self.seconds_until_next())
+        if uploader is not None:
+            uploader.join()  # its pass finishes: a file is deleted only once archived
         log.info("strongroom run: stopped")
 
 
