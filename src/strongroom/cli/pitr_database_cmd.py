@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -170,6 +171,7 @@ def restore_database_at(
     if table:
         restore_selected_tables(repository, dumped.manifest, engine, table, into_schema, False)
         return
+    clock = time.monotonic()
     perform_restore(
         repository,
         dumped.manifest,
@@ -183,4 +185,11 @@ def restore_database_at(
         chosen=f"dumped from a throwaway cluster recovered to {reached} "
         f"(base backup {plan.base.backup_id} + WAL)",
         settings=settings,
+    )
+    stdout.print(
+        f"point-in-time restore of {plan.database} done: lay down "
+        f"{human_seconds(dumped.lay_down_seconds)}, recovery "
+        f"{human_seconds(dumped.recovery_seconds)}, dump {human_seconds(dumped.dump_seconds)}, "
+        f"safe restore {human_seconds(time.monotonic() - clock)}",
+        markup=False,
     )
