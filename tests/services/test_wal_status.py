@@ -307,3 +307,48 @@ def test_status_with_5000_segments_is_fast(tmp_path: Path) -> None:
     repo.storage.delete(manifest_key(repo.list_backups()[0].backup_id))
     assert prune(repo, wait=0).wal_files == 140
     assert not wal_status(repo).streams[0].gaps
+
+
+def test_health_metrics_and_list_show_the_wal(repo: Repository, tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from strongroom.services.health import CRITICAL, HEALTHY, WARNING, TargetHealth, with_wal
+    from strongroom.services.metrics import build_registry
+
+    push_range(repo, 1, 1, 10, T0)
+    base_backup(repo, 1, 3, T0 + timedelta(minutes=3, seconds=30))
+    fine = TargetHealth("cluster@db:5432", HEALTHY)
+    other = TargetHealth("shop", HEALTHY)
+    status = wal_status(repo, now=T0 + timedelta(minutes=20))  # newest at 12:10: 10 min lag
+    result, untouched = with_wal([fine, other], status, timedelta(minutes=15))
+    assert untouched == other
+    assert result.status == HEALTHY and result.wal_gap is False
+    assert result.wal_lag_seconds == 600 and result.wal_window_start == "2026-11-30T12:03:30Z"
+    assert result.wal_window_end == result.wal_last_segment_at == "2026-11-30T12:10:00Z"
+    late = wal_status(repo, now=T0 + timedelta(minutes=40))
+    (result,) = with_wal([fine], late, timedelta(minutes=15))
+    assert result.status == WARNING
+    assert result.reasons == ["WAL archiving lags 30.0 min (recovery point 15 min)"]
+    files = {f.name: f for f in LogArchive(repo).files(STREAM)}
+    repo.storage.delete(files[tl.name_of(1, 4)].key)
+    broken = wal_status(repo, now=T0 + timedelta(minutes=20))
+    (result,) = with_wal([fine], broken, timedelta(minutes=15))
+    assert result.status == CRITICAL and result.wal_gap is True
+    assert STREAM not in " ".join(result.reasons) and "0000000" not in " ".join(result.reasons)
+    text = generate_latest(build_registry(repo.list_backups(), [], {}, broken)).decode()
+    labels = f'stream="{STREAM}",target="cluster@db:5432"'
+    assert f"strongroom_wal_archive_lag_seconds{{{labels}}} 600.0" in text
+    assert f"strongroom_wal_gap{{{labels}}} 1.0" in text
+    stamp = (T0 + timedelta(minutes=10)).timestamp()
+    line = f"strongroom_wal_last_segment_timestamp_seconds{{{labels}}} "
+    assert float(text.split(line, 1)[1].split()[0]) == stamp
+    push(repo, tl.name_of(1, 4), T0 + timedelta(minutes=4))
+    env = {
+        "STRONGROOM_REPO": str(tmp_path / "repo"),
+        "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
+    }
+    out = cli_ok(run_cli("list", env=env))
+    assert (
+        f"WAL of cluster@db:5432 ({STREAM}): recoverable 2026-11-30 12:03:30 to 2026-11-30 "
+        f"12:10:00 UTC; last segment {tl.name_of(1, 10)} at 2026-11-30 12:10:00 UTC (lag "
+    ) in " ".join(out.split())

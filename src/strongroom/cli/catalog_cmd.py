@@ -24,6 +24,7 @@ from strongroom.repository.names import printable
 from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services import records
 from strongroom.services.records import VerificationRecord, VerificationStatus
+from strongroom.services.wal_status import wal_status
 
 KIND_NAMES = {"read": "read", "restore": "drill"}  # what the VERIFIED column calls a kind
 
@@ -159,6 +160,31 @@ def list_backups(
             table, found.backup_id, found.target or "?", *["-"] * 6, f"damaged: {found.reason}"
         )
     stdout.print(table)
+    if any(m.is_base_backup for m in backups):
+        _print_wal(repository, sorted({m.target for m in backups if m.is_base_backup}))
+
+
+def _print_wal(repository: Repository, targets: list[str]) -> None:
+    """Per target with base backups: the recoverable window, the last WAL segment and its
+    lag, and any gap (services/wal_status.py)."""
+    status = wal_status(repository)
+    for target in targets:
+        for s in status.for_target(target):
+            window = (
+                f"recoverable {s.window_start:%Y-%m-%d %H:%M:%S} to "
+                f"{s.window_end:%Y-%m-%d %H:%M:%S} UTC"
+                if s.window_start is not None and s.window_end is not None
+                else "no recoverable window"
+            )
+            last = (
+                f"last segment {s.newest_segment}"
+                + (f" at {s.newest_time:%Y-%m-%d %H:%M:%S} UTC" if s.newest_time else "")
+                + (f" (lag {human_seconds(s.lag_seconds)})" if s.lag_seconds is not None else "")
+                if s.newest_segment
+                else "no WAL archived"
+            )
+            gap = f"; GAP: {s.gaps[0].first_missing} missing" if s.gaps else ""
+            stdout.print(Text(printable(f"WAL of {target} ({s.stream}): {window}; {last}{gap}")))
 
 
 def _print_json(data: object) -> None:

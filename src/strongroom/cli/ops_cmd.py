@@ -126,9 +126,10 @@ def health(
     metrics_file: MetricsFileOption = None,
 ) -> None:
     """Exit 0 healthy, 1 warning, 2 critical: backup age, last run, last restore drill."""
-    from strongroom.services.health import EXIT_CODES, evaluate_target, overall
+    from strongroom.services.health import EXIT_CODES, evaluate_target, overall, with_wal
     from strongroom.services.metrics import build_registry, write_metrics_file
     from strongroom.services.schedule import interval_of
+    from strongroom.services.wal_status import wal_status
 
     settings = load_settings(config)
     repo = open_repository(settings)
@@ -145,6 +146,9 @@ def health(
         results.append(
             evaluate_target(name, manifests, runs, verifications, interval, settings.grace, now)
         )
+    wal = wal_status(repo, now=now) if any(m.is_base_backup for m in manifests) else None
+    if wal is not None:
+        results = with_wal(results, wal, settings.wal.recovery_point_delta)
     status = overall(results)
     spool = None
     if settings.wal.spool:  # what waits for upload, and whether wal-push could spool
@@ -154,7 +158,7 @@ def health(
         spool = spool_health(Path(settings.wal.spool).expanduser(), recovery_point)
         status = max(status, spool.status, key=EXIT_CODES.__getitem__)
     if metrics_file is not None:
-        write_metrics_file(metrics_file, build_registry(manifests, runs, verifications))
+        write_metrics_file(metrics_file, build_registry(manifests, runs, verifications, wal))
     if as_json:
         stdout.print_json(
             json.dumps(
@@ -178,6 +182,14 @@ def health(
                 f"{r.status.upper():<9} {r.target}: newest good backup {newest}; {reasons}",
                 markup=False,
             )
+            if r.wal_gap is not None:
+                lag = f"{r.wal_lag_seconds / 60:.1f} min" if r.wal_lag_seconds is not None else "?"
+                stdout.print(
+                    f"{'':<9} WAL: recoverable {r.wal_window_start or 'nowhere'} to "
+                    f"{r.wal_window_end or '-'}; last segment {r.wal_last_segment_at or 'none'} "
+                    f"(lag {lag}); {'GAP' if r.wal_gap else 'no gap'}",
+                    markup=False,
+                )
         if spool is not None:
             oldest = spool.oldest_age_seconds
             waits = f"oldest waits {oldest / 60:.1f} min" if oldest is not None else "empty"

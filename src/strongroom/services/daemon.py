@@ -41,6 +41,7 @@ from strongroom.services.hooks import hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.notifications import backup_failed_event, notify_backup
 from strongroom.services.schedule import Job, interval_of, jobs_of, latest_due, next_run
+from strongroom.services.wal_status import wal_status
 
 log = logging.getLogger("strongroom.daemon")
 
@@ -450,10 +451,12 @@ class Daemon:
     def write_metrics(self) -> None:
         if self.metrics_file is None:
             return
+        manifests = self.repo.list_backups()
         registry = build_registry(
-            self.repo.list_backups(),
+            manifests,
             runs_of(self.repo.storage),
             verification_statuses(self.repo.storage),
+            wal_status(self.repo) if any(m.is_base_backup for m in manifests) else None,
         )
         write_metrics_file(self.metrics_file, registry)
 

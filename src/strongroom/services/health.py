@@ -4,13 +4,14 @@ restore drill passed lately? Exit 0 healthy, 1 warning, 2 critical."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
 from strongroom.repository.verifications import VerificationStatus
+from strongroom.services.wal_status import StreamStatus, WalStatus
 
 HEALTHY, WARNING, CRITICAL = "healthy", "warning", "critical"
 EXIT_CODES = {HEALTHY: 0, WARNING: 1, CRITICAL: 2}
@@ -30,6 +31,13 @@ class TargetHealth:
     last_run_ok: bool | None = None
     last_verified_restore_at: str | None = None
     last_verified_restore_seconds: float | None = None
+    # targets with base backups (point-in-time recovery): their WAL stream(s); no stream or
+    # segment names here, /api/health shows this unauthenticated
+    wal_window_start: str | None = None  # ISO 8601 UTC: the oldest moment recoverable
+    wal_window_end: str | None = None  # the newest archived segment's time
+    wal_last_segment_at: str | None = None
+    wal_lag_seconds: float | None = None
+    wal_gap: bool | None = None  # None: no base backup of this target
 
 
 def _worst(a: str, b: str) -> str:
@@ -121,3 +129,64 @@ def overall(results: list[TargetHealth]) -> str:
     for result in results:
         status = _worst(status, result.status)
     return status
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def apply_wal(
+    result: TargetHealth, streams: list[StreamStatus], recovery_point: timedelta
+) -> TargetHealth:
+    """``result`` with the WAL of the target's base backups (``streams``: the target's,
+    ``WalStatus.for_target``): critical when WAL a retained base backup needs is missing,
+    a warning when archiving lags more than ``recovery_point`` (``[wal] recovery_point``)
+    or continuity cannot be judged. Reasons name no stream or segment (``strongroom
+    check`` does)."""
+    if not streams:
+        return result
+    status = result.status
+    reasons = list(result.reasons)
+    if any(s.gaps for s in streams):
+        status = CRITICAL
+        reasons.append(
+            "WAL has a gap: a retained base backup cannot be recovered past it "
+            "(strongroom check names it)"
+        )
+    if any(s.unsure for s in streams):
+        status = _worst(status, WARNING)
+        reasons.append("WAL continuity cannot be judged (strongroom check says why)")
+    lags = [s.lag_seconds for s in streams if s.lag_seconds is not None]
+    lag = min(lags) if lags else None
+    if lag is not None and lag > recovery_point.total_seconds():
+        status = _worst(status, WARNING)
+        reasons.append(
+            f"WAL archiving lags {lag / 60:.1f} min (recovery point "
+            f"{recovery_point.total_seconds() / 60:g} min)"
+        )
+    elif lag is None and not any(s.newest_segment for s in streams):
+        status = _worst(status, WARNING)
+        reasons.append("no WAL archived for its base backups")
+    newest = max(
+        (s for s in streams if s.newest_time is not None),
+        key=lambda s: s.newest_time or datetime.min,
+        default=None,
+    )
+    starts = [s.window_start for s in streams if s.window_start is not None]
+    return replace(
+        result,
+        status=status,
+        reasons=reasons,
+        wal_window_start=_iso(min(starts)) if starts else None,
+        wal_window_end=_iso(newest.window_end) if newest is not None else None,
+        wal_last_segment_at=_iso(newest.newest_time) if newest is not None else None,
+        wal_lag_seconds=round(lag, 3) if lag is not None else None,
+        wal_gap=any(s.gaps for s in streams),
+    )
+
+
+def with_wal(
+    results: list[TargetHealth], status: WalStatus, recovery_point: timedelta
+) -> list[TargetHealth]:
+    """``apply_wal`` for each target with base backups in ``status``."""
+    return [apply_wal(r, status.for_target(r.target), recovery_point) for r in results]

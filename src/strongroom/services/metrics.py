@@ -11,12 +11,14 @@ from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
 from strongroom.repository.verifications import VerificationStatus
+from strongroom.services.wal_status import WalStatus
 
 
 def build_registry(
     manifests: list[Manifest],
     runs: list[RunRecord],
     verifications: Mapping[str, VerificationStatus],
+    wal: WalStatus | None = None,
 ) -> CollectorRegistry:
     """Gauges for every target seen in the repository's manifests and run records;
     ``verifications`` by backup id (``records.verification_statuses``): the drill gauges
@@ -88,7 +90,39 @@ def build_registry(
             newest_drill = max(drills, key=lambda v: v.verified_at)
             drill_time.labels(target).set(parse_iso(newest_drill.verified_at).timestamp())
             drill_duration.labels(target).set(newest_drill.restore_seconds or 0.0)
+    if wal is not None:
+        _wal_gauges(registry, wal)
     return registry
+
+
+def _wal_gauges(registry: CollectorRegistry, wal: WalStatus) -> None:
+    """Per target and stream with base backups: archiving lag, last segment time, gap."""
+    labels = ["target", "stream"]
+    lag = Gauge(
+        "strongroom_wal_archive_lag_seconds",
+        "Seconds since the newest WAL segment was archived",
+        labels,
+        registry=registry,
+    )
+    last = Gauge(
+        "strongroom_wal_last_segment_timestamp_seconds",
+        "Unix time the newest WAL segment was archived (its object's modified time)",
+        labels,
+        registry=registry,
+    )
+    gap = Gauge(
+        "strongroom_wal_gap",
+        "1 when WAL a retained base backup needs is missing (or a timeline's history), else 0",
+        labels,
+        registry=registry,
+    )
+    for stream in wal.streams:
+        for target in stream.targets:
+            if stream.lag_seconds is not None:
+                lag.labels(target, stream.stream).set(stream.lag_seconds)
+            if stream.newest_time is not None:
+                last.labels(target, stream.stream).set(stream.newest_time.timestamp())
+            gap.labels(target, stream.stream).set(1 if stream.gaps or stream.unsure else 0)
 
 
 def write_metrics_file(path: Path, registry: CollectorRegistry) -> None:

@@ -102,6 +102,22 @@ class BackupDetail(BackupSummary):
     verifications: list[Verification]
 
 
+class TargetWal(BaseModel):
+    """The WAL archive of a target's base backups (point-in-time recovery)."""
+
+    streams: list[str] = Field(description="log streams (postgresql-<system identifier>)")
+    window_start: str | None = Field(
+        description="the oldest moment recoverable: the oldest base backup with all its WAL"
+    )
+    window_end: str | None = Field(description="the newest archived segment's time")
+    last_segment: str | None = Field(description="the newest archived segment's name")
+    last_segment_at: str | None
+    lag_seconds: float | None = Field(description="seconds since the newest segment arrived")
+    gap: bool = Field(description="WAL a retained base backup needs is missing")
+    first_missing: str | None = Field(description="the first missing segment, when gap")
+    unsure: list[str] = Field(description="why continuity cannot be judged (history files)")
+
+
 class TargetSummary(BaseModel):
     name: str
     configured: bool
@@ -113,6 +129,7 @@ class TargetSummary(BaseModel):
     health: str
     reasons: list[str]
     next_run: str | None
+    wal: TargetWal | None = Field(None, description="targets with base backups only")
 
 
 class BackupRequest(BaseModel):
@@ -315,6 +332,19 @@ class TargetHealthModel(BaseModel):
     last_run_ok: bool | None
     last_verified_restore_at: str | None
     last_verified_restore_seconds: float | None
+    wal_window_start: str | None = Field(
+        None, description="targets with base backups: the oldest moment recoverable (ISO 8601)"
+    )
+    wal_window_end: str | None = Field(
+        None, description="the newest archived WAL segment's time: the window's end"
+    )
+    wal_last_segment_at: str | None = None
+    wal_lag_seconds: float | None = Field(
+        None, description="seconds since the newest WAL segment was archived"
+    )
+    wal_gap: bool | None = Field(
+        None, description="WAL a retained base backup needs is missing (null: no base backup)"
+    )
 
 
 class HealthReport(BaseModel):

@@ -19,11 +19,12 @@ from strongroom.web.api.schemas import (
     RestoreCheck,
     TargetHistory,
     TargetSummary,
+    TargetWal,
 )
 from strongroom.web.auth import Principal, require_viewer
 from strongroom.web.context import WebContext, context_of
 from strongroom.web.models import IndexedBackup
-from strongroom.web.status import health_report, next_runs
+from strongroom.web.status import health_report, next_runs, target_wal
 
 router = APIRouter(tags=["targets"])
 ALL = 10**9  # no limit: every backup of a target counts (the index's default is 500)
@@ -55,9 +56,15 @@ def summaries(ctx: WebContext) -> list[TargetSummary]:
                 health=own["status"] if own else "unknown",
                 reasons=list(own["reasons"]) if own else [],
                 next_run=upcoming.get(name),
+                wal=_wal(ctx, name),
             )
         )
     return result
+
+
+def _wal(ctx: WebContext, name: str) -> TargetWal | None:
+    found = target_wal(ctx, name)
+    return TargetWal.model_validate(found) if found is not None else None
 
 
 @router.get("/targets", responses=READ_ERRORS)
