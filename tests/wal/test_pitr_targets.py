@@ -57,7 +57,7 @@ def history() -> Iterator[tuple[WalPlace, PgServer, dict[str, object]]]:
                     second = place.run("backup", "--physical", *config, server.url())
                     assert second.returncode == 0, second.stderr
         _archived_up_to(server)
-        facts = {
+        facts: dict[str, object] = {
             "xids": xids,
             "first": first.stdout.split()[1],
             "second": second.stdout.split()[1],
@@ -160,3 +160,29 @@ def test_bad_targets_exit_in_one_line_before_writing(
     assert words in result.stderr and result.stderr.count("error:") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert not datadir.exists()
+
+
+def test_a_target_never_reached_is_never_success(
+    history: tuple[WalPlace, PgServer, dict[str, object]],
+) -> None:
+    """An xid that never committed: PostgreSQL replays all the archived WAL without
+    meeting it; restore says so in one line (RecoveryEndedEarly, exit 5)."""
+    place, server, _facts = history
+    datadir = place.root / "never-reached"
+    result = place.run(
+        "restore",
+        "--config",
+        str(place.config),
+        "--to-datadir",
+        str(datadir),
+        "--to-xid",
+        "3999999999",
+        "--start",
+        "--port",
+        str(free_port()),
+        timeout=300,
+    )
+    _stop(place, server, datadir)
+    assert result.returncode == 5, result.stderr + result.stdout
+    assert "recovery ended before the target was reached" in result.stderr, result.stderr
+    assert result.stderr.count("error:") == 1 and "recovered to" not in result.stdout
