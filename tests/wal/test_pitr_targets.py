@@ -186,3 +186,23 @@ def test_a_target_never_reached_is_never_success(
     assert result.returncode == 5, result.stderr + result.stdout
     assert "recovery ended before the target was reached" in result.stderr, result.stderr
     assert result.stderr.count("error:") == 1 and "recovered to" not in result.stdout
+
+
+def test_a_named_base_backup_that_ended_after_the_target_is_refused(
+    history: tuple[WalPlace, PgServer, dict[str, object]],
+) -> None:
+    place, _server, facts = history
+    datadir = place.root / "too-new"
+    result = place.run(
+        "restore",
+        str(facts["second"]),
+        "--config",
+        str(place.config),
+        "--to-datadir",
+        str(datadir),
+        "--to-restore-point",
+        "before-migration",
+    )
+    assert result.returncode == 3, result.stderr
+    assert "ended after the target" in result.stderr and result.stderr.count("error:") == 1
+    assert not datadir.exists()

@@ -74,6 +74,15 @@ def choose_base_backup(
                 f"backup {manifest.backup_id} is a logical dump, not a base backup: restore "
                 "it with --to DATABASE_URL"
             )
+        facts = physical_facts(repo, manifest)
+        late = (when is not None and parse_iso(str(facts["stop_time"])) > when) or (
+            lsn is not None and parse_lsn(str(facts["stop_lsn"])) > lsn
+        )
+        if late:
+            raise BackupNotFound(
+                f"base backup {manifest.backup_id} ended after the target ({facts['stop_time']}"
+                f", LSN {facts['stop_lsn']}): name an older one, or none"
+            )
         return manifest
     candidates = [m for m in repo.list_backups(target) if m.dump_format == PHYSICAL_FORMAT]
     if not candidates:
