@@ -43,6 +43,8 @@ LOCKS_PREFIX = "locks/"
 # repository/logs.py; never under chunks/, so prune and check leave them alone
 LOGS_PREFIX = "logs/"
 PINS_PREFIX = "pins/"
+# named restore points of a log stream: ``restore-points/<stream>/<name>.json``
+RESTORE_POINTS_PREFIX = "restore-points/"
 
 
 def lock_key(lock_id: str) -> str:

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from strongroom.errors import ObjectNotFound, UsageError
+from strongroom.repository.layout import RESTORE_POINTS_PREFIX
 from strongroom.storage.base import Storage
 
-RESTORE_POINTS_PREFIX = "restore-points/"
 RESTORE_POINT_FORMAT = "strongroom-restore-point"
 RESTORE_POINT_VERSION = 1
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
