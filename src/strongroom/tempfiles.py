@@ -28,6 +28,7 @@ import fnmatch
 import logging
 import os
 import shutil
+import signal
 import stat
 import sys
 import tempfile
@@ -215,11 +216,31 @@ def _sweep_folder(path: Path) -> bool:
                 raise
         elif pid is not None and _alive(pid):
             return False
+        _stop_servers_in(path)
         shutil.rmtree(path, ignore_errors=True)
         return True
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _stop_servers_in(path: Path, wait: float = 10.0) -> None:
+    """Stop a server a killed process left running in ``path`` (a throwaway PostgreSQL
+    cluster: ``postmaster.pid`` at most two folders down): ``SIGQUIT`` (PostgreSQL's
+    immediate shutdown) to the process the pid file names, only when its working folder
+    is that data directory, then wait up to ``wait`` seconds for it to go."""
+    for pid_file in [*path.glob("*/postmaster.pid"), *path.glob("*/*/postmaster.pid")]:
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            if os.readlink(f"/proc/{pid}/cwd") != str(pid_file.parent):
+                continue
+            os.kill(pid, signal.SIGQUIT)
+        except (OSError, ValueError, IndexError):
+            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        log.info("stopped server %d left running in %s", pid, pid_file.parent)
 
 
 def _sweep_legacy(root: Path, now: float) -> int:

@@ -311,10 +311,14 @@ def test_bad_inputs_are_one_error_line(scene: Scene) -> None:
     assert _ids(server) == scene.after
 
 
-def test_sigterm_during_recovery_removes_the_throwaway_cluster(scene: Scene) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_a_signal_during_recovery_leaves_no_throwaway_cluster(
+    scene: Scene, signum: signal.Signals
+) -> None:
     """Recovery is held at a known point: once the throwaway cluster's folder exists, the
     key file becomes a FIFO, so the recovering server's ``wal-fetch`` waits on it (the
-    test sees it open the FIFO); then SIGTERM."""
+    test sees it open the FIFO); then SIGTERM (cleaned up at once) or SIGKILL (the next
+    start sweeps the folder and stops the server left in it)."""
     place, server = scene.place, scene.server
     before = _ids(server)
     user = place.user
@@ -360,8 +364,13 @@ def test_sigterm_during_recovery_removes_the_throwaway_cluster(scene: Scene) -> 
             except OSError:
                 time.sleep(0.02)
         assert (folder / "data" / "postmaster.pid").exists()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _out, err = proc.communicate(timeout=120)
+        if signum == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+            assert folder.exists()  # nothing ran to clean up: the next start sweeps it
+            swept = place.run("--help")
+            assert swept.returncode == 0, swept.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -371,8 +380,9 @@ def test_sigterm_during_recovery_removes_the_throwaway_cluster(scene: Scene) -> 
         if real_key.exists():
             place.key.unlink(missing_ok=True)
             os.rename(real_key, place.key)
-    assert proc.returncode == 143, err
-    assert err.count("error:") == 1 and "SIGTERM" in err, err
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 143, err
+        assert err.count("error:") == 1 and "SIGTERM" in err, err
     assert not folder.exists(), f"{folder} was left behind"
     postgres = subprocess.run(
         ["pgrep", "-f", str(folder)], capture_output=True, text=True, check=False
