@@ -184,3 +184,45 @@ def test_sweeping_a_missing_or_foreign_base_folder_does_nothing(temp, monkeypatc
     (temp / "1-abc").mkdir()  # would look dead if the link were followed
     assert tempfiles.sweep() == 0
     assert (temp / "1-abc").exists()
+
+
+FOR_USER = textwrap.dedent(
+    """
+    import sys
+    from strongroom import tempfiles
+    folder = tempfiles.folder_for(int(sys.argv[1]), int(sys.argv[2]), "pitr-")
+    (folder / "data").mkdir()
+    print(folder, flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root makes folders for another user")
+def test_a_folder_root_made_for_another_user_is_theirs_and_swept_after_a_kill(temp):
+    from strongroom_servers.common import run_as_user
+
+    user = run_as_user()
+    assert user is not None
+    process = subprocess.Popen(
+        [sys.executable, "-c", FOR_USER, str(user.pw_uid), str(user.pw_gid)],
+        env={**os.environ, "TMPDIR": str(temp)},
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    folder = Path(process.stdout.readline().decode().strip())
+    try:
+        assert folder.parent == temp / f"strongroom-{user.pw_uid}"
+        for path in (folder.parent, folder, folder / ".lock"):
+            assert os.lstat(path).st_uid == user.pw_uid, path
+        assert mode(folder) == 0o700
+        assert tempfiles.sweep() == 0  # its maker lives (holds the lock): it stays
+        assert folder.exists()
+    finally:
+        process.kill()
+        process.wait()
+    assert folder.exists()  # kill -9: nothing ran
+    assert tempfiles.sweep() == 1  # root's sweep covers the other user's folder
+    assert not folder.exists()
