@@ -352,3 +352,28 @@ def test_health_metrics_and_list_show_the_wal(repo: Repository, tmp_path: Path) 
         f"WAL of cluster@db:5432 ({STREAM}): recoverable 2026-11-30 12:03:30 to 2026-11-30 "
         f"12:10:00 UTC; last segment {tl.name_of(1, 10)} at 2026-11-30 12:10:00 UTC (lag "
     ) in " ".join(out.split())
+
+
+def test_a_last_segment_still_to_come_is_no_gap_and_snapshots_count_for_lag(
+    repo: Repository,
+) -> None:
+    from strongroom.repository.log_snapshots import snapshot_name
+
+    push_range(repo, 1, 1, 5, T0)
+    base_backup(repo, 1, 6, T0 + timedelta(minutes=6, seconds=30))  # segment 6 not yet here
+    stream = wal_status(repo, now=T0 + timedelta(minutes=7)).streams[0]
+    assert not stream.gaps and not stream.unsure
+    assert stream.window_start is None  # not recoverable yet
+    # wal-receive's snapshot of the growing segment 7: the freshest WAL stored
+    name = snapshot_name(tl.name_of(1, 7), 0x9A000)
+    push(repo, name, T0 + timedelta(minutes=7, seconds=50))
+    push(repo, tl.name_of(1, 6), T0 + timedelta(minutes=7))
+    stream = wal_status(repo, now=T0 + timedelta(minutes=8)).streams[0]
+    assert stream.newest_segment == name and stream.lag_seconds == pytest.approx(10.0)
+    assert stream.window_start == T0 + timedelta(minutes=6, seconds=30)
+    assert stream.window_end == T0 + timedelta(minutes=7, seconds=50)
+    # retention: a snapshot goes with its segment number like a .partial
+    old = snapshot_name(tl.name_of(1, 2), 0x1000)
+    push(repo, old, T0)
+    (line,) = plan_wal_retention(repo).streams
+    assert {f.file.name for f in line.delete} == {tl.name_of(1, n) for n in range(1, 6)} | {old}

@@ -11,6 +11,7 @@ stop time). The arithmetic is ``engines/postgresql/timelines.py``. docs/design.m
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from strongroom.storage.base import list_with_times
 
 log = logging.getLogger("strongroom.wal")
 
-_SEGMENT_KINDS = ("segment", "partial", "backup")
+_WAL_KINDS = ("segment", "partial", "snapshot")
 
 
 @dataclass(frozen=True)
@@ -58,32 +59,38 @@ class StreamArchive:
         return set(self.present) | set(self.history_files)
 
     def newest_segment(self) -> ArchivedFile | None:
-        """The segment with the latest modified time (ties, or no times: the greatest
+        """The WAL stored last: a whole segment, a ``.partial`` one or wal-receive's
+        snapshot of a growing one (latest modified time; ties, or no times: the greatest
         name)."""
-        segments = [f for f in self.files if f.kind == "segment"]
+        segments = [f for f in self.files if f.kind in _WAL_KINDS]
         if not segments:
             return None
-        return max(segments, key=lambda f: (f.modified or 0.0, f.timeline, f.number))
+        return max(segments, key=lambda f: (f.modified or 0.0, f.timeline, f.number, f.kind))
+
+
+_HISTORY_NAME = re.compile(r"[0-9A-F]{8}\.history")
+_KINDS = (
+    ("segment", re.compile(r"[0-9A-F]{24}")),
+    ("partial", re.compile(r"[0-9A-F]{24}\.partial")),
+    ("backup", re.compile(r"[0-9A-F]{24}\.[0-9A-F]{8}\.backup")),
+    # wal-receive's snapshots of a growing segment (repository/log_snapshots.py)
+    ("snapshot", re.compile(r"[0-9A-F]{24}\.partial\.[0-9A-F]{8}")),
+)
 
 
 def _classify(archive: StreamArchive, file: LogFile, modified: float | None, size: int) -> None:
     name = file.name
-    if len(name) == 16 and name.endswith(".history") and file.group == "history":
-        try:
-            timeline = int(name[:8], 16)
-        except ValueError:
-            archive.unparsed += 1
-            return
+    if _HISTORY_NAME.fullmatch(name) and file.group == "history":
+        timeline = int(name[:8], 16)
         archive.history_files[timeline] = file
         archive.files.append(ArchivedFile(file, "history", timeline, -1, modified))
         return
-    kind = "segment" if len(name) == 24 else "partial" if name.endswith(".partial") else "backup"
+    kind = next((kind for kind, pattern in _KINDS if pattern.fullmatch(name)), None)
     try:
+        if kind is None:
+            raise ValueError(name)
         timeline, number = tl.parse_segment(name, size)
     except ValueError:
-        archive.unparsed += 1
-        return
-    if kind == "backup" and not name.endswith(".backup"):
         archive.unparsed += 1
         return
     archive.files.append(ArchivedFile(file, kind, timeline, number, modified))
@@ -229,12 +236,14 @@ class Route:
     ranges: tuple[tuple[int, int, int], ...]  # (timeline, first, last) segment numbers
     first_missing: str | None
     missing: int
+    pending: bool = False  # its last segment is not archived whole yet
 
 
 def route(base: BaseBackup, archive: StreamArchive, histories: dict[int, list[tl.Switch]]) -> Route:
     """The newest timeline ``base`` reaches through the archived history files, the
-    segment ranges recovery reads on the way (up to the newest archived segment, and at
-    least to the backup's stop LSN), and the first of them not archived."""
+    segment ranges recovery reads on the way (up to the newest segment archived whole on
+    the route's last timeline), the first of them not archived, and whether the backup's
+    own last segment is still to come."""
     size = base.segment_size
     candidates = sorted(archive.timelines | {base.timeline}, reverse=True)
     for target in candidates:
@@ -246,12 +255,15 @@ def route(base: BaseBackup, archive: StreamArchive, histories: dict[int, list[tl
         if needed is None:
             continue
         ranges: list[tuple[int, int, int]] = []
+        pending = False
         for timeline, first, last in needed:
-            if last is None:
+            if last is None:  # the route's own timeline: up to its newest whole segment
                 present = archive.present.get(timeline, [])
                 last = present[-1] if present else first - 1
-                if timeline == base.timeline:
-                    last = max(last, tl.segment_number(base.stop_lsn, size))
+                # the backup's own last segment not archived whole yet (a spool, a slow
+                # archiver): not recoverable yet, but no gap
+                stop = tl.segment_number(base.stop_lsn, size)
+                pending = timeline == base.timeline and last < stop
             ranges.append((timeline, first, last))
         first_missing: str | None = None
         missing = 0
@@ -261,7 +273,7 @@ def route(base: BaseBackup, archive: StreamArchive, histories: dict[int, list[tl
             if gap is not None and first_missing is None:
                 first_missing = tl.name_of(timeline, gap, size)
             missing += tl.missing_count(present, first, last)
-        return Route(base, target, tuple(ranges), first_missing, missing)
+        return Route(base, target, tuple(ranges), first_missing, missing, pending)
     return Route(base, None, (), None, 0)
 
 
@@ -330,7 +342,7 @@ def stream_status(
             )
         elif r.first_missing is not None:
             by_gap.setdefault(r.first_missing, []).append(r)
-        elif window_start is None:
+        elif window_start is None and not r.pending:
             window_start = r.backup.stop_time
     gaps = tuple(
         Gap(
