@@ -206,3 +206,24 @@ def test_a_named_base_backup_that_ended_after_the_target_is_refused(
     assert result.returncode == 3, result.stderr
     assert "ended after the target" in result.stderr and result.stderr.count("error:") == 1
     assert not datadir.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ((), "give the restore point's NAME"),
+        (("p1",), "say which cluster"),
+        (("p1", "--to", "URL", "--target", "x"), "say which cluster"),
+        (("p1", "--target", "nowhere"), "no target named 'nowhere'"),
+        (("../p1", "--to", "URL"), "not a restore point name"),
+        (("--list", "p1"), "--list goes without"),
+    ],
+)
+def test_restore_point_usage_errors_exit_2(
+    history: tuple[WalPlace, PgServer, dict[str, object]], args: tuple[str, ...], words: str
+) -> None:
+    place, server, _facts = history
+    args = tuple(server.url() if a == "URL" else a for a in args)
+    result = place.run("restore-point", *args, "--config", str(place.config))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and result.stderr.count("error:") == 1, result.stderr
