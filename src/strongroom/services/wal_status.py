@@ -85,7 +85,10 @@ def _classify(archive: StreamArchive, file: LogFile, modified: float | None, siz
         archive.history_files[timeline] = file
         archive.files.append(ArchivedFile(file, "history", timeline, -1, modified))
         return
-    kind = next((kind for kind, pattern in _KINDS if pattern.fullmatch(name)), None)
+    if len(name) == 24:  # by far the most: whole segments
+        kind = "segment" if _KINDS[0][1].fullmatch(name) else None
+    else:
+        kind = next((kind for kind, pattern in _KINDS[1:] if pattern.fullmatch(name)), None)
     try:
         if kind is None:
             raise ValueError(name)

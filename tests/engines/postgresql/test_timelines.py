@@ -124,3 +124,17 @@ def test_first_missing_and_count() -> None:
     assert t.first_missing(list(range(5000)), 0, 1 << 40) == 5000
     assert t.missing_count(list(range(5000)), 0, (1 << 40) - 1) == (1 << 40) - 5000
     assert t.sorted_unique([3, 1, 3]) == [1, 3]
+
+
+def test_first_missing_agrees_with_walking_the_range() -> None:
+    import random
+
+    rng = random.Random(18)
+    for _ in range(500):
+        present = sorted(rng.sample(range(60), rng.randint(0, 60)))
+        first, last = sorted((rng.randint(-2, 62), rng.randint(-2, 62)))
+        walked = next((n for n in range(first, last + 1) if n not in present), None)
+        assert t.first_missing(present, first, last) == walked
+        assert t.missing_count(present, first, last) == sum(
+            1 for n in range(first, last + 1) if n not in present
+        )

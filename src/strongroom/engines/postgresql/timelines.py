@@ -241,17 +241,23 @@ def segment_needed(
 
 def first_missing(present: Sequence[int], first: int, last: int) -> int | None:
     """The first number in ``[first, last]`` not in ``present`` (sorted, no duplicates),
-    or ``None``: in O(log n + numbers present in the range), whatever the range's size."""
+    or ``None``: two binary searches, whatever the range's size (``present[lo + k] -
+    (first + k)`` never decreases, so the first k where it is not 0 is found by
+    bisection)."""
     if last < first:
         return None
-    at = bisect.bisect_left(present, first)
-    expected = first
-    while at < len(present) and present[at] <= last:
-        if present[at] != expected:
-            return expected
-        expected += 1
-        at += 1
-    return expected if expected <= last else None
+    lo = bisect.bisect_left(present, first)
+    hi = bisect.bisect_right(present, last)
+    if hi - lo == last - first + 1:
+        return None
+    low, high = 0, hi - lo
+    while low < high:
+        middle = (low + high) // 2
+        if present[lo + middle] == first + middle:
+            low = middle + 1
+        else:
+            high = middle
+    return first + low
 
 
 def missing_count(present: Sequence[int], first: int, last: int) -> int:
