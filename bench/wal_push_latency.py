@@ -29,6 +29,7 @@ import argparse
 import compileall
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from pitr_place import (  # noqa: E402
     ROOT,
     BenchError,
     Place,
+    percentile,
     push_stats,
     start_server,
     user_kwargs,
@@ -186,6 +188,51 @@ class Variant:
             result["spool_drain_seconds"] = round(self._spool_drained(), 2)
         return result
 
+    def process_cost(self, count: int) -> dict[str, Any]:
+        """``count`` wal-push processes run one after another on copies of a real segment
+        (new names, in a data directory with the server's pg_control): wall and CPU
+        (user + system, from wait4) per process. CPU does not grow with other processes'
+        load the way wall time does on a shared host."""
+        data = self.place.mkdir("cost-data", 0o755)
+        for sub in ("global", "pg_wal"):
+            self.place.mkdir(f"cost-data/{sub}", 0o755)
+        shutil.copy(self.pg.data_dir / "global" / "pg_control", data / "global" / "pg_control")
+        self.place.chown(data / "global" / "pg_control")
+        real = sorted(
+            p for p in (self.pg.data_dir / "pg_wal").iterdir()
+            if len(p.name) == 24 and p.stat().st_size == 16 * 1024 * 1024
+        )  # fmt: skip
+        if not real:
+            raise BenchError("no WAL segment in pg_wal to copy")
+        walls, cpus = [], []
+        for i in range(count):
+            name = f"00000001000000FF{i:08X}"
+            shutil.copy(real[-1], data / "pg_wal" / name)
+            self.place.chown(data / "pg_wal" / name)
+            argv = [str(self.place.launcher), "wal-push", "--config", str(self.place.config)]
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                [*argv, f"pg_wal/{name}"],
+                env=self.place.env(),
+                cwd=data,
+                **user_kwargs(self.user),
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            walls.append(1000 * (time.monotonic() - started))
+            cpus.append(1000 * (usage.ru_utime + usage.ru_stime))
+            if proc.returncode != 0:
+                raise BenchError(f"wal-push of {name} failed ({proc.returncode})")
+        return {
+            "segments": count,
+            "p50_ms": round(percentile(walls, 0.5), 1),
+            "p95_ms": round(percentile(walls, 0.95), 1),
+            "max_ms": round(max(walls), 1),
+            "cpu_p50_ms": round(percentile(cpus, 0.5), 1),
+            "cpu_p95_ms": round(percentile(cpus, 0.95), 1),
+            "segments_per_second": round(1000 * count / sum(walls), 3),
+        }
+
     def _spool_drained(self, timeout: float = 600.0) -> float:
         started = time.monotonic()
         spool = self.place.root / "spool"
@@ -216,15 +263,16 @@ def _markdown(res: dict[str, Any]) -> str:
         "docstring). Targets (issue 18): p95 <= 100 ms, "
         ">= 3 segments/s under a bulk load.",
         "",
-        "| variant | phase | segments | p50 ms | p95 ms | max ms | segments/s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| variant | phase | segments | p50 ms | p95 ms | max ms | segments/s | CPU p50/p95 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, phases in res["variants"].items():
         for phase, stats in phases.items():
+            cpu = f"{stats['cpu_p50_ms']} / {stats['cpu_p95_ms']}" if "cpu_p50_ms" in stats else ""
             lines.append(
                 f"| {name} | {phase} | {stats.get('segments')} | {stats.get('p50_ms')} | "
                 f"{stats.get('p95_ms')} | {stats.get('max_ms')} | "
-                f"{stats.get('segments_per_second')} |"
+                f"{stats.get('segments_per_second')} | {cpu} |"
             )
     lines += ["", "Under load, the WAL written per second and the drain after it:", ""]
     for name, phases in res["variants"].items():
@@ -239,6 +287,13 @@ def _markdown(res: dict[str, Any]) -> str:
             f"segments/s for {load.get('load_seconds')} s; the archiver caught up "
             f"{load.get('archive_drain_seconds')} s after it{drained}."
         )
+    lines += [
+        "",
+        "'one process at a time': the launcher run directly on copies of a real segment "
+        "(no archiver, no bulk load; the other users of this shared host still run), with "
+        "its CPU time (user + system) from wait4: the part of the latency that does not "
+        "depend on how busy the host is.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name}: sequential {sequential}", flush=True)
                 load = variant.bulk_load(args.load_segments)
                 print(f"{name}: bulk load {load}", flush=True)
-                res["variants"][name] = {"sequential": sequential, "bulk load": load}
+                cost = variant.process_cost(args.sequential)
+                print(f"{name}: process cost {cost}", flush=True)
+                res["variants"][name] = {
+                    "sequential": sequential,
+                    "bulk load": load,
+                    "one process at a time": cost,
+                }
             finally:
                 variant.close()
     finally:

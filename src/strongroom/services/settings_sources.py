@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -241,6 +240,8 @@ def _env_channels(env: Mapping[str, str]) -> list[dict[str, Any]]:
         port = env.get(SMTP_PORT, "").strip()
         if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             raise UsageError(f"{SMTP_PORT} must be a port number (1-65535), got {port!r}")
+        import socket  # (2 ms to import: wal-push reads this module)
+
         sender = env.get(SMTP_FROM) or env.get(SMTP_USER) or f"strongroom@{socket.getfqdn()}"
         channel: dict[str, Any] = {
             "type": "email",

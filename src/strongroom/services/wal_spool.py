@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -141,32 +140,41 @@ class SpoolPush:
 
 
 def spool_push(
-    spool: Path, stream: str, name: str, data: bytes, system_identifier: int | None
+    spool: Path, stream: str, name: str, source: Path, system_identifier: int | None
 ) -> SpoolPush:
-    """Store ``data`` as ``<spool>/<stream>/<name>`` durably (temp file, fsync, rename,
-    fsync folder). The same content spooled already: success without writing; other
-    content: ``SpoolConflict`` (exit 7). A full or unwritable spool: ``SpoolError`` (exit 6),
-    recorded in the status file for health."""
+    """Copy the file at ``source`` to ``<spool>/<stream>/<name>`` durably (temp file,
+    kernel copy, fsync, rename, fsync folder; the header checked against
+    ``system_identifier`` when known). The same content spooled already: success without
+    writing; other content: ``SpoolConflict`` (exit 7). A full or unwritable spool:
+    ``SpoolError`` (exit 6), recorded in the status file for health."""
     wal = parse_wal_name(name)
-    if system_identifier is not None:
-        check_segment_belongs(wal, data, system_identifier)
-    folder = spool / stream
-    target = folder / wal.name
     try:
-        prepare(spool)
-        folder.mkdir(mode=0o700, exist_ok=True)
-        if target.exists():
-            if target.read_bytes() == data:
-                return SpoolPush(target, False)
-            raise SpoolConflict(
-                f"{wal.name} is already in the WAL spool {spool} with different content: "
-                "refusing to replace it (two clusters archiving into one stream?)"
-            )
-        _write(folder, target, data)
+        fd = os.open(source, os.O_RDONLY)
     except OSError as exc:
-        why = _why(exc)
-        update_status(spool, push_failed={"time": _now(), "file": wal.name, "error": why})
-        raise SpoolError(f"cannot spool {wal.name} in {spool}: {why}") from exc
+        raise StrongroomError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        if system_identifier is not None:
+            check_segment_belongs(wal, os.pread(fd, 8192, 0), system_identifier)
+        folder = spool / stream
+        target = folder / wal.name
+        try:
+            prepare(spool)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if target.exists():
+                if target.stat().st_size == size and target.read_bytes() == source.read_bytes():
+                    return SpoolPush(target, False)
+                raise SpoolConflict(
+                    f"{wal.name} is already in the WAL spool {spool} with different content: "
+                    "refusing to replace it (two clusters archiving into one stream?)"
+                )
+            _write(fd, size, folder, target)
+        except OSError as exc:
+            why = _why(exc)
+            update_status(spool, push_failed={"time": _now(), "file": wal.name, "error": why})
+            raise SpoolError(f"cannot spool {wal.name} in {spool}: {why}") from exc
+    finally:
+        os.close(fd)
     update_status(spool, push_failed=None, last_push=_now())
     return SpoolPush(target, True)
 
@@ -182,24 +190,49 @@ def push_file(spool: Path, path: Path, stream: str | None = None) -> SpoolPush:
     if stream is None:
         system_identifier = control_system_identifier(Path.cwd())
         stream = stream_name(system_identifier)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StrongroomError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    result = spool_push(spool, stream, wal.name, data, system_identifier)
-    log.info("%s %s (%d bytes) in %.3f s", "spooled" if result.stored else "already spooled:",
-             wal.name, len(data), time.monotonic() - clock)  # fmt: skip
+    result = spool_push(spool, stream, wal.name, path, system_identifier)
+    log.info("%s %s in %.3f s", "spooled" if result.stored else "already spooled:",
+             wal.name, time.monotonic() - clock)  # fmt: skip
     return result
 
 
-def _write(folder: Path, target: Path, data: bytes) -> None:
-    tmp = folder / f"{_TMP}{target.name}-{secrets.token_hex(4)}"
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM)
+
+
+def _copy(source: int, size: int, fd: int) -> None:
+    """``size`` bytes of ``source`` into ``fd``: copy_file_range (no trip through Python),
+    else read and write."""
+    done = 0
+    try:
+        while done < size:
+            copied = os.copy_file_range(source, fd, size - done, done, done)
+            if copied == 0:
+                break
+            done += copied
+        if done == size:
+            return
+    except OSError as exc:
+        if exc.errno not in _NO_KERNEL_COPY or done:
+            raise
+    while done < size:
+        chunk = os.pread(source, min(1 << 20, size - done), done)
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(fd, view, done)
+            done += written
+            view = view[written:]
+    if done < size:
+        raise OSError(errno.EIO, "the WAL file shrank while it was copied")
+
+
+def _write(source: int, size: int, folder: Path, target: Path) -> None:
+    tmp = folder / f"{_TMP}{target.name}-{os.urandom(4).hex()}"  # (secrets: 5 ms to import)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _copy(source, size, fd)
             os.fsync(fd)
         finally:
             os.close(fd)
