@@ -5,6 +5,7 @@ there), an LSN after the newest archived WAL (exit 5)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,14 @@ def test_bad_xids_are_usage_errors(text: str) -> None:
     with pytest.raises(Exception) as info:
         parse_xid(text)
     assert getattr(info.value, "exit_code", None) == 2
+
+
+def test_a_time_past_the_newest_stored_segment_names_it(repo: Repository) -> None:
+    now = datetime.now(UTC)
+    plan_recovery(repo, FACTS, timeline="2", target_time=now - timedelta(hours=1))
+    plan_recovery(repo, FACTS, timeline="2", target_time=now + timedelta(seconds=30))  # margin
+    with pytest.raises(TargetPastArchive) as info:
+        plan_recovery(repo, FACTS, timeline="2", target_time=now + timedelta(minutes=5))
+    message = str(info.value)
+    assert "past the end of the archived WAL" in message
+    assert "000000020000000000000007" in message and STREAM in message

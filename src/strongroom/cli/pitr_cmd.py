@@ -140,7 +140,7 @@ def restore_to_datadir(
         lsn, stream = parse_lsn(point.lsn), point.stream
     manifest = choose_base_backup(repository, backup_id, target, when, lsn, xid=xid, stream=stream)
     facts = physical_facts(repository, manifest)
-    plan = plan_recovery(repository, facts, timeline=timeline, target_lsn=lsn)
+    plan = plan_recovery(repository, facts, timeline=timeline, target_lsn=lsn, target_time=when)
     recovery = RecoveryTarget(
         time=when.isoformat(sep=" ") if when is not None else None,
         lsn=to_lsn.strip() if to_lsn is not None else None,

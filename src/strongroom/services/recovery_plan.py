@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strongroom.engines.postgresql.timelines import (
@@ -25,8 +26,10 @@ from strongroom.engines.postgresql.timelines import (
     timeline_path,
 )
 from strongroom.errors import IntegrityError, RepositoryError, RestoreFailed, UsageError
+from strongroom.repository.layout import LOGS_PREFIX
 from strongroom.repository.logs import LogArchive
 from strongroom.repository.repository import Repository
+from strongroom.storage.base import list_with_times
 
 log = logging.getLogger("strongroom.pitr")
 
@@ -154,6 +157,7 @@ def plan_recovery(
     *,
     timeline: str = "latest",
     target_lsn: int | None = None,
+    target_time: datetime | None = None,
 ) -> RecoveryPlan:
     """Check that recovery from the base backup ``facts`` describes can reach its target,
     reading nothing but the archive's listing and its history files. ``target_lsn`` is
@@ -161,7 +165,9 @@ def plan_recovery(
 
     Raises ``TimelineUnavailable`` (exit 3) for a timeline not archived or not descending
     from the base backup's, ``WalGap`` (exit 7) naming the first missing segment and the
-    stream, ``TargetPastArchive`` (exit 5) for an LSN after the newest archived WAL."""
+    stream, ``TargetPastArchive`` (exit 5) for an LSN after the newest archived WAL, or
+    a ``target_time`` more than ``CLOCK_MARGIN`` after the newest segment was stored (when
+    the storage lists times: PostgreSQL could not find a commit after it)."""
     stream = str(facts["stream"])
     size = int(facts.get("wal_segment_size") or SEGMENT_SIZE)
     base = int(facts["timeline"])
@@ -215,8 +221,31 @@ def plan_recovery(
         segment_size=size,
         histories=histories,
     )
+    if target_time is not None:
+        _check_time(repo, plan, target_time)
     log.info("recovery plan: %s", plan.describe())
     return plan
+
+
+CLOCK_MARGIN = timedelta(seconds=60)  # the database's clock against the storage's
+
+
+def _check_time(repo: Repository, plan: RecoveryPlan, target_time: datetime) -> None:
+    """``TargetPastArchive`` when ``target_time`` is after the newest needed segment was
+    stored (plus ``CLOCK_MARGIN``): every commit archived is older than the target, so
+    recovery could not know it got there."""
+    prefix = f"{LOGS_PREFIX}{plan.stream}/{plan.last[:16]}/{plan.last}-"
+    times = [t for key, t in list_with_times(repo.storage, prefix) if t is not None]
+    if not times:
+        return
+    stored = datetime.fromtimestamp(max(times), UTC)
+    if target_time > stored + CLOCK_MARGIN:
+        raise TargetPastArchive(
+            f"{target_time.isoformat(sep=' ')} is past the end of the archived WAL of stream "
+            f"{plan.stream}: its newest segment {plan.last} was stored "
+            f"{stored.isoformat(sep=' ', timespec='seconds')}; recover to an earlier moment, "
+            "or to latest"
+        )
 
 
 def ended_early(plan: RecoveryPlan, redo_done: int | None) -> str | None:
