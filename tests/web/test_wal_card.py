@@ -13,12 +13,15 @@ from strongroom.repository.keys import KeySource
 from strongroom.repository.logs import LogArchive
 from strongroom.repository.repository import Repository
 from strongroom.storage.local import LocalStorage
+from tests.helpers import make_sqlite_db
 from tests.services.test_wal_status import STREAM, T0, base_backup, push_range
 from tests.web.conftest import VIEWER_PW, build_app, login
 
 
 def test_card_api_and_health_show_the_wal(tmp_path: Path) -> None:
-    web = build_app(tmp_path, {})
+    # a configured target beside: the base backups' target is judged all the same
+    db = make_sqlite_db(tmp_path / "shop.db", users=10, orders=10)
+    web = build_app(tmp_path, {"shop": f"sqlite://{db}"})
     repo = Repository.open(
         LocalStorage(tmp_path / "repo"), KeySource(key_file=tmp_path / "repo.key")
     )
@@ -31,7 +34,8 @@ def test_card_api_and_health_show_the_wal(tmp_path: Path) -> None:
         assert health.status_code == 200
         body = health.json()
         assert body["status"] == "critical"
-        (target,) = body["targets"]
+        target, shop = body["targets"]
+        assert shop["target"] == "shop" and shop["wal_gap"] is None
         assert target["target"] == "main@db:5432" and target["wal_gap"] is True
         assert target["wal_last_segment_at"] == "2026-11-30T12:09:00Z"
         assert target["wal_window_start"] is None  # the only base backup has a gap

@@ -138,6 +138,8 @@ def health(
     runs = records.runs(repo)
     verifications = records.verification_statuses(repo)
     names = sorted(set(settings.targets) or {m.target for m in manifests})
+    # targets of base backups (point-in-time recovery) too: their WAL is judged
+    names = sorted(set(names) | {m.target for m in manifests if m.is_base_backup})
     results = []
     for name in names:
         target = settings.targets.get(name)

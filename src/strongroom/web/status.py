@@ -36,6 +36,8 @@ def health_report(ctx: WebContext) -> dict[str, Any]:
     runs = records.runs(repo)
     verifications = records.verification_statuses(repo)
     names = sorted(set(ctx.settings.targets) or {m.target for m in manifests})
+    # targets of base backups (point-in-time recovery) too: their WAL is judged
+    names = sorted(set(names) | {m.target for m in manifests if m.is_base_backup})
     results: list[TargetHealth] = []
     for name in names:
         target = ctx.settings.targets.get(name)
