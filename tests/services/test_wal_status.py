@@ -377,3 +377,25 @@ def test_a_last_segment_still_to_come_is_no_gap_and_snapshots_count_for_lag(
     push(repo, old, T0)
     (line,) = plan_wal_retention(repo).streams
     assert {f.file.name for f in line.delete} == {tl.name_of(1, n) for n in range(1, 6)} | {old}
+
+
+def test_status_on_s3_reads_times_from_the_listing(
+    s3_bucket: tuple[str, str], tmp_path: Path
+) -> None:
+    """ListObjectsV2's LastModified through RetryingStorage (moto over HTTP)."""
+    from strongroom.storage.factory import open_storage
+
+    endpoint, bucket = s3_bucket
+    storage = open_storage(f"s3://{bucket}/wal", s3_endpoint=endpoint)
+    Repository.init(storage, key_file=tmp_path / "s3.key")
+    repo = Repository.open(storage, KeySource(key_file=tmp_path / "s3.key"))
+    before = datetime.now(UTC).replace(microsecond=0)
+    for number in range(1, 5):
+        push(repo, tl.name_of(1, number))
+    base_backup(repo, 1, 2, before)
+    stream = wal_status(repo).streams[0]
+    assert stream.segments == 4 and not stream.gaps and stream.window_start == before
+    assert stream.newest_time is not None and stream.lag_seconds is not None
+    assert before - timedelta(seconds=2) <= stream.newest_time <= datetime.now(UTC)
+    assert stream.window_end == stream.newest_time
+    assert prune(repo, wait=0).wal_files == 1
