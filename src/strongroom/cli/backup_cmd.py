@@ -20,6 +20,7 @@ from strongroom.services.hooks import HookFailedAfter, hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.notifications import build_notifier, notify_backup
 from strongroom.services.settings_sources import Sources
+from strongroom.services.wal_status import wal_status
 from strongroom.wording import counted
 
 BackupConfigOption = Annotated[
@@ -130,9 +131,11 @@ def _print_report(report: BackupReport) -> None:
 def _write_metrics(repository: Repository, metrics_file: Path | None) -> None:
     if metrics_file is None:
         return
+    manifests = repository.list_backups()
     registry = build_registry(
-        repository.list_backups(),
+        manifests,
         records.runs(repository),
         records.verification_statuses(repository),
+        wal_status(repository) if any(m.is_base_backup for m in manifests) else None,
     )
     write_metrics_file(metrics_file, registry)
