@@ -175,7 +175,8 @@ def spool_push(
             raise SpoolError(f"cannot spool {wal.name} in {spool}: {why}") from exc
     finally:
         os.close(fd)
-    update_status(spool, push_failed=None, last_push=_now())
+    if "push_failed" in read_status(spool):  # the failure health reports is over
+        update_status(spool, push_failed=None)
     return SpoolPush(target, True)
 
 
