@@ -76,6 +76,7 @@ def base_backup(
     *,
     stream: str = STREAM,
     target: str = "cluster@db:5432",
+    record_size: bool = True,
 ) -> str:
     """A base backup's manifest as ``backup --physical`` writes it (no chunks)."""
     start = start_segment * MB16 + 0x28
@@ -91,6 +92,8 @@ def base_backup(
         "stop_time": _iso(stop_time),
         "wal_segment_size": MB16,
     }
+    if not record_size:  # base backups taken before it was recorded
+        del facts["wal_segment_size"]
     private = PrivateSection(
         database="cluster",
         source="postgresql://db:5432/postgres",
@@ -399,3 +402,30 @@ def test_status_on_s3_reads_times_from_the_listing(
     assert before - timedelta(seconds=2) <= stream.newest_time <= datetime.now(UTC)
     assert stream.window_end == stream.newest_time
     assert prune(repo, wait=0).wal_files == 1
+
+
+def test_a_segment_size_not_recorded_is_taken_from_a_segment_header(repo: Repository) -> None:
+    import struct
+
+    push_range(repo, 1, 2, 8, T0)
+    base_backup(repo, 1, 5, T0 + timedelta(minutes=5, seconds=30), record_size=False)
+    (line,) = plan_wal_retention(repo).streams
+    assert not line.delete and "states none, not 16777216" in (line.kept_whole or "")
+    # the oldest segment with a real long page header: magic, info, tli, pageaddr,
+    # rem_len, pad, system identifier, segment size, block size
+    header = struct.pack("=HHIQIIQII", 0xD116, 2, 1, MB16, 0, 0, 7300000000000000001, 0, 8192)
+    for size, deleted in ((64 * 1024 * 1024, 0), (MB16, 4)):
+        stated = header[:-8] + struct.pack("=II", size, 8192)
+        data = stated + bytes(64)
+        name = tl.name_of(1, 1)
+        files = {f.name: f for f in LogArchive(repo).files(STREAM)}
+        if name in files:
+            repo.storage.delete(files[name].key)
+        LogArchive(repo).push(STREAM, name[:16], name, data)
+        (line,) = plan_wal_retention(repo).streams
+        assert len(line.delete) == deleted, line.kept_whole
+    # another base backup of the stream records it: the older one takes it, no header read
+    base_backup(repo, 1, 7, T0 + timedelta(minutes=7, seconds=30))
+    repo.storage.delete(files[tl.name_of(1, 2)].key)
+    (line,) = plan_wal_retention(repo).streams
+    assert {f.file.name for f in line.delete} == {tl.name_of(1, n) for n in (1, 3, 4)}

@@ -28,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strongroom.engines.postgresql import timelines as tl
+from strongroom.engines.postgresql.wal import segment_size as header_segment_size
+from strongroom.errors import StrongroomError
+from strongroom.repository.logs import LogArchive
 from strongroom.repository.repository import Repository
 from strongroom.services.wal_status import (
     ArchivedFile,
@@ -103,6 +106,28 @@ def _whole(archive: StreamArchive, why: str) -> StreamRetention:
     return StreamRetention(archive.stream, (), len(archive.files), {}, why)
 
 
+def _unconfirmed_size(repo: Repository, archive: StreamArchive, assumed: int) -> str | None:
+    """Why the segment size its base backups do not record cannot be trusted (``None``:
+    an archived segment's page header states ``assumed``)."""
+    sample = min(
+        (f for f in archive.files if f.kind == "segment"),
+        key=lambda f: f.file.name,
+        default=None,
+    )
+    if sample is None:
+        return "its base backups record no WAL segment size and no segment is archived"
+    try:
+        stated = header_segment_size(LogArchive(repo).read(sample.file))
+    except StrongroomError as exc:
+        return f"its WAL segment size is not recorded and {sample.file.name} cannot be read: {exc}"
+    if stated != assumed:
+        return (
+            f"its base backups record no WAL segment size and {sample.file.name} states "
+            f"{stated or 'none'}, not {assumed}"
+        )
+    return None
+
+
 def plan_stream(
     repo: Repository,
     archive: StreamArchive,
@@ -118,6 +143,10 @@ def plan_stream(
     sizes = {b.segment_size for b in bases}
     if len(sizes) > 1:
         return _whole(archive, "its base backups record different WAL segment sizes")
+    if not all(b.size_recorded for b in bases):
+        doubt = _unconfirmed_size(repo, archive, next(iter(sizes)))
+        if doubt is not None:
+            return _whole(archive, doubt)
     histories, problems = read_histories(repo, archive)
     if problems:
         return _whole(archive, problems[0])

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -165,6 +165,9 @@ class BaseBackup:
     stop_lsn: int
     stop_time: datetime
     segment_size: int
+    # False: the manifest predates recording ``wal_segment_size`` and no other base backup
+    # of the stream records it: 16 MiB assumed (retention checks a segment's header)
+    size_recorded: bool = True
 
 
 def base_backup_of(repo: Repository, manifest: Manifest) -> BaseBackup:
@@ -175,7 +178,8 @@ def base_backup_of(repo: Repository, manifest: Manifest) -> BaseBackup:
     if not isinstance(facts, dict):
         raise ValueError("its manifest records no WAL position")
     try:
-        size = facts.get("wal_segment_size") or tl.SEGMENT_SIZE
+        recorded = facts.get("wal_segment_size")
+        size = recorded or tl.SEGMENT_SIZE
         tl.segment_number(0, int(size))  # a power of two up to 1 GiB
         return BaseBackup(
             manifest.backup_id,
@@ -186,6 +190,7 @@ def base_backup_of(repo: Repository, manifest: Manifest) -> BaseBackup:
             tl.parse_lsn(str(facts["stop_lsn"])),
             parse_iso(str(facts["stop_time"])).astimezone(UTC),
             int(size),
+            recorded is not None,
         )
     except (KeyError, TypeError, UsageError) as exc:
         raise ValueError(f"its recorded WAL position is unreadable ({exc})") from exc
@@ -217,6 +222,16 @@ def base_backups(repo: Repository) -> BaseBackups:
         except (RepositoryError, ValueError) as exc:
             unreadable[manifest.backup_id] = str(exc)
     found.sort(key=lambda b: (b.stop_time, b.backup_id))
+    # one stream is one cluster (one initdb): one segment size; a base backup that does
+    # not record it takes the one its stream's others record
+    recorded: dict[str, set[int]] = {}
+    for b in found:
+        if b.size_recorded:
+            recorded.setdefault(b.stream, set()).add(b.segment_size)
+    for at, b in enumerate(found):
+        sizes = recorded.get(b.stream, set())
+        if not b.size_recorded and len(sizes) == 1:
+            found[at] = replace(b, segment_size=next(iter(sizes)), size_recorded=True)
     return BaseBackups(found, unreadable)
 
 
