@@ -186,10 +186,14 @@ def health(
             )
             if r.wal_gap is not None:
                 lag = f"{r.wal_lag_seconds / 60:.1f} min" if r.wal_lag_seconds is not None else "?"
+                window = (
+                    f"recoverable {r.wal_window_start} to {r.wal_window_end}"
+                    if r.wal_window_start
+                    else "no recoverable window yet"
+                )
                 stdout.print(
-                    f"{'':<9} WAL: recoverable {r.wal_window_start or 'nowhere'} to "
-                    f"{r.wal_window_end or '-'}; last segment {r.wal_last_segment_at or 'none'} "
-                    f"(lag {lag}); {'GAP' if r.wal_gap else 'no gap'}",
+                    f"{'':<9} WAL: {window}; last segment {r.wal_last_segment_at or 'none'} "
+                    f"(lag {lag}); {'GAP (strongroom check names it)' if r.wal_gap else 'no gap'}",
                     markup=False,
                 )
         if spool is not None:
