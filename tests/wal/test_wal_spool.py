@@ -361,3 +361,33 @@ def test_cluster_archiving_through_a_full_spool(
                 [str(server.bin_dir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
                 capture_output=True, check=False, timeout=60, **extra,  # type: ignore[arg-type]
             )  # fmt: skip
+
+
+def test_run_uploads_the_spool(spooled: dict[str, Path]) -> None:
+    """``strongroom run`` with ``[wal] spool`` empties the spool into the repository and
+    stops cleanly on SIGTERM."""
+    c = spooled
+    names = ["000000010000000000000061", "000000010000000000000062"]
+    for name in names:
+        assert _push(c, name, segment(name)).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
+    env["HOME"] = str(c["tmp"])
+    proc = subprocess.Popen(
+        [*ENTRY, "run", "--config", str(c["config"])],
+        env=env,
+        cwd=c["tmp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _waiting(c) and proc.poll() is None:
+            time.sleep(0.1)
+        assert _waiting(c) == [], proc.stderr.read() if proc.poll() is not None else "still waiting"
+        assert _archived(c["repo"]) == names
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

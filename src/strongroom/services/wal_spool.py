@@ -329,7 +329,7 @@ def upload_lock(spool: Path, wait: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def upload(spool: Path, archive: LogArchive) -> UploadReport:
+def upload(spool: Path, archive: LogArchive, stop: threading.Event | None = None) -> UploadReport:
     """Move every waiting file into the repository through ``archive`` (the same
     ``LogArchive.push`` as a direct ``wal-push``: durable before it returns), deleting each
     from the spool only then. A file archived with other content stays in the spool and
@@ -342,6 +342,8 @@ def upload(spool: Path, archive: LogArchive) -> UploadReport:
     sweep_temps(spool)
     try:
         for item in waiting(spool):
+            if stop is not None and stop.is_set():  # `run` stopping: the rest waits
+                break
             try:
                 data = item.path.read_bytes()
             except FileNotFoundError:  # another uploader moved it
@@ -418,7 +420,7 @@ class Uploader(threading.Thread):
                 if waiting(self.spool):
                     with upload_lock(self.spool, wait=False) as held:
                         if held:
-                            upload(self.spool, archive)
+                            upload(self.spool, archive, self.stop)
             except Exception as exc:  # the thread must outlive a bad pass
                 message = exc.message if isinstance(exc, StrongroomError) else repr(exc)
                 log.warning("WAL upload failed (retrying): %s", message)
