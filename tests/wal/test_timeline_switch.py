@@ -142,3 +142,28 @@ def test_a_timeline_the_archive_lacks_names_those_there(
     assert result.returncode == 3, result.stderr
     assert "timeline 9 is not in the archive (timelines there: 1, 2)" in result.stderr
     assert result.stderr.count("error:") == 1 and not datadir.exists()
+
+
+def test_a_base_backup_after_the_branch_does_not_follow_it(
+    switched: tuple[WalPlace, PgServer],
+) -> None:
+    """Last here (it adds the newest base backup): the original kept timeline 1 after the
+    copy branched; a base backup of it taken now cannot reach timeline 2 (it branched
+    before the backup began): latest is refused in one line, as PostgreSQL would refuse
+    it, and --to-timeline current recovers timeline 1."""
+    place, server = switched
+    server.query("postgres", "INSERT INTO marker SELECT generate_series(10, 14)")
+    backup = place.run("backup", "--physical", "--config", str(place.config), server.url())
+    assert backup.returncode == 0, backup.stderr
+    server.query("postgres", "INSERT INTO marker SELECT generate_series(15, 19)")
+    _archived_up_to(server)
+    datadir = place.root / "after-branch"
+    refused = place.run(
+        "restore", "latest", "--config", str(place.config), "--to-datadir", str(datadir)
+    )
+    assert refused.returncode == 3, refused.stderr
+    assert "does not descend from the base backup's timeline 1" in refused.stderr
+    assert "(timelines there: 1, 2)" in refused.stderr and not datadir.exists()
+    ids, output = _recover(place, server, "current", "latest", "--to-timeline", "current")
+    assert ids == set(range(20)), output
+    assert backup.stdout.split()[1] in output
