@@ -218,6 +218,9 @@ def _sweep_folder(path: Path) -> bool:
             return False
         _stop_servers_in(path)
         shutil.rmtree(path, ignore_errors=True)
+        if path.exists():  # a process that was ending still wrote into it
+            time.sleep(0.2)
+            shutil.rmtree(path, ignore_errors=True)
         return True
     finally:
         if fd is not None:
@@ -240,6 +243,9 @@ def _stop_servers_in(path: Path, wait: float = 10.0) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
             time.sleep(0.05)
+        if os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         log.info("stopped server %d left running in %s", pid, pid_file.parent)
 
 

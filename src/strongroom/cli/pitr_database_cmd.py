@@ -61,7 +61,7 @@ def _print_plan(plan: PitrDatabasePlan, engine: Engine, tables: list[str] | None
         f"{facts['stop_time']}, LSN {facts['stop_lsn']}, timeline {facts['timeline']})",
         markup=False,
     )
-    stdout.print(f"  WAL            {plan.wal}: all archived", markup=False)
+    stdout.print(f"  WAL            {plan.wal.describe()}: all archived", markup=False)
     stdout.print(
         f"  throwaway      a cluster in a private temp folder, run as OS user "
         f"{plan.os_user.name} ({plan.os_user_basis}); always removed",

@@ -7,6 +7,7 @@ then goes through the normal safe restore (cli/pitr_database_cmd.py). docs/desig
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -15,15 +16,19 @@ from dataclasses import dataclass
 from strongroom.engines import open_engine
 from strongroom.engines.postgresql.physical import RecoveryOutcome
 from strongroom.engines.postgresql.throwaway import throwaway_cluster
+from strongroom.errors import RecoveryEndedEarly
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
+from strongroom.services.pitr import parse_lsn
 from strongroom.services.pitr_database_plan import PitrDatabasePlan
 from strongroom.services.progress import ProgressSink
+from strongroom.services.recovery_plan import ended_early
 
 log = logging.getLogger("strongroom.pitr")
 
 WAL_CONFIG_NAME = "strongroom-wal.toml"
+REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")  # the server's line
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,11 @@ def recover_and_dump(
         clock = time.monotonic()
         outcome = cluster.start()
         recovered = time.monotonic() - clock
+        if plan.recovery.time is None and plan.recovery.lsn is None:  # latest: all of it?
+            redo = REDO_DONE.search(outcome.stop or "")
+            early = ended_early(plan.wal, parse_lsn(redo[1]) if redo else None)
+            if early is not None:
+                raise RecoveryEndedEarly(early)
         reached = outcome.reached or "no transaction replayed after the base backup"
         step(f"recovered to {reached} ({recovered:.1f} s)")
         clock = time.monotonic()

@@ -23,7 +23,7 @@ from strongroom.errors import UsageError
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.services.pitr import choose_base_backup, physical_facts
-from strongroom.services.recovery_plan import plan_recovery
+from strongroom.services.recovery_plan import RecoveryPlan, plan_recovery
 from strongroom.services.restore_choice import (
     PITR_BASE_TAG,
     PITR_TAG,
@@ -43,7 +43,7 @@ class PitrDatabasePlan:
     os_user: OsUser  # runs the throwaway cluster
     os_user_basis: str  # how it was chosen, for the plan
     destination: DestinationTarget  # the dump is filed under it
-    wal: str  # the WAL recovery reads, all archived (``RecoveryPlan.describe``)
+    wal: RecoveryPlan  # the WAL recovery reads, all archived
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -137,6 +137,4 @@ def plan_pitr_database(
     wal = plan_recovery(repo, facts, target_lsn=lsn)
     user, basis = choose_os_user(engine, os_user)
     destination = destination_target(repo, engine, configured=configured)
-    return PitrDatabasePlan(
-        base, facts, database, recovery, user, basis, destination, wal.describe()
-    )
+    return PitrDatabasePlan(base, facts, database, recovery, user, basis, destination, wal)

@@ -33,7 +33,7 @@ from strongroom import tempfiles
 from strongroom.engines.postgresql.physical import (
     RecoveryOutcome,
     RecoveryTarget,
-    _server_reason,
+    _failure,
     configure_recovery,
     find_pg_ctl,
     lay_down,
@@ -184,8 +184,7 @@ class ThrowawayCluster:
             **self._as_user(),
         )
         if started.returncode != 0:
-            reason = _server_reason(self.log_file, started.stderr)
-            raise RestoreFailed(f"the throwaway cluster did not start: {reason}")
+            raise self._failed("the throwaway cluster did not start", started.stderr)
         deadline = time.monotonic() + timeout
         pid_seen = False
         while True:
@@ -195,7 +194,7 @@ class ThrowawayCluster:
             if (self.datadir / "postmaster.pid").exists():
                 pid_seen = True
             elif pid_seen or "FATAL" in text or "PANIC" in text:
-                raise RestoreFailed(f"recovery stopped: {_server_reason(self.log_file, '')}")
+                raise self._failed("recovery stopped", "")
             if time.monotonic() > deadline:
                 raise RestoreFailed(f"recovery did not end within {timeout:.0f} s")
             time.sleep(0.1)
@@ -206,6 +205,16 @@ class ThrowawayCluster:
             stop_line[0] if stop_line else None,
             self.log_file,
         )
+
+    def _failed(self, prefix: str, fallback: str) -> RestoreFailed:
+        """The server's reason (``physical._failure``: ``RecoveryEndedEarly`` for a target
+        past the archived WAL); its log is removed with the folder, so its last lines go
+        to the log (``-v``) and the message does not point at it."""
+        error = _failure(prefix, self.log_file, fallback)
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        log.info("the throwaway cluster's log ended with:\n%s", "\n".join(text.splitlines()[-30:]))
+        message = str(error).replace(f" (see {self.log_file})", " (its log: run with -v)")
+        return type(error)(message)
 
     def connect_url(self, database: str, roles: Iterable[str]) -> str:
         """A ``postgresql://`` URL to ``database`` through the socket, as the cluster's
