@@ -24,6 +24,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from strongroom.cli.options import location
+from strongroom.errors import BackupNotFound
+from strongroom.services.restore_choice import is_pitr_dump, latest_of
 from strongroom_servers import ServerUnavailable
 from strongroom_servers.postgres import PgServer, start_server
 from tests.docs.test_examples import parse_command_line, strongroom_lines
@@ -189,20 +192,12 @@ def test_walkthrough_restores_shop_as_of_t_and_rollback_goes_back(scene: Scene) 
     assert dumped, out
     manifest = json.loads((place.repo / "backups" / f"{dumped[1]}.json").read_text())
     assert manifest["tags"][0] == "pitr" and manifest["tags"][1].startswith("pitr-base:")
-    latest = place.run(
-        "restore",
-        "latest",
-        "--target",
-        "shop",
-        "--to",
-        server.url("never"),
-        "--yes",
-        "--config",
-        str(place.config),
-    )
-    assert latest.returncode == 3, latest.stderr
-    assert "there is no backup of target 'shop'" in latest.stderr
-    assert not server.database_exists("never")
+    # latest, for an ordinary restore of target shop, passes the pitr dump (and the
+    # safety backup) over: there is no ordinary backup of shop
+    repository = location(str(place.repo), place.key, None).open()
+    with pytest.raises(BackupNotFound, match="there is no backup of target 'shop'"):
+        latest_of(repository, "shop")
+    assert is_pitr_dump(repository.resolve(dumped[1]))
     # rollback: back to the state just before the restore (after the migration)
     back = place.run(*rollback)
     assert back.returncode == 0, back.stderr + back.stdout
