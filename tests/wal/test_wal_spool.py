@@ -391,3 +391,31 @@ def test_run_uploads_the_spool(spooled: dict[str, Path]) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_upload_loop_stops_cleanly_on_sigterm(spooled: dict[str, Path]) -> None:
+    """``wal-upload`` without --once keeps emptying the spool until SIGTERM, then exits 0
+    saying what it moved."""
+    c = spooled
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
+    proc = subprocess.Popen(
+        [*ENTRY, "wal-upload", "--config", str(c["config"])],
+        env=env,
+        cwd=c["tmp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        name = "000000010000000000000071"
+        assert _push(c, name, segment(name)).returncode == 0  # after the uploader started
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _waiting(c) and proc.poll() is None:
+            time.sleep(0.1)
+        assert _archived(c["repo"]) == [name] and _waiting(c) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "uploaded 1 WAL file(s)" in out

@@ -9,11 +9,15 @@ every command (2 usage, 3 repository, 4 key, 6 storage).
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 
+from strongroom import interrupts
 from strongroom.cli.options import (
     ConfigOption,
     KeyFileOption,
@@ -96,7 +100,8 @@ def wal_upload_cmd(
 ) -> None:
     """Move the WAL files waiting in the spool into the repository (each deleted from the
     spool once durable there); without --once, keep doing so every second until stopped.
-    Exit 7 when a file is archived with other content (it stays in the spool)."""
+    Exit 7 when a file is archived with other content (it stays in the spool). SIGTERM or
+    Ctrl-C: the file being uploaded finishes, then it exits 0."""
     from strongroom.services.settings_sources import Sources
     from strongroom.services.wal_spool import upload_until
 
@@ -106,7 +111,17 @@ def wal_upload_cmd(
             "no WAL spool configured: give --spool DIR, set STRONGROOM_WAL_SPOOL or "
             "[wal] spool in strongroom.toml"
         )
-    report = upload_until(Path(spool_dir).expanduser(), where.open, once=once)
+    stop = threading.Event()
+    if not once and threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if stop.is_set():  # a second signal: stop now, through the usual cleanup
+                interrupts.handle(signum, frame)
+            stop.set()  # the file being uploaded finishes, the rest waits
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    report = upload_until(Path(spool_dir).expanduser(), where.open, once=once, stop=stop)
     typer.echo(f"uploaded {report.uploaded} WAL file(s) ({report.bytes} bytes)")
     if report.conflicts:
         raise IntegrityError(

@@ -391,7 +391,8 @@ def upload_until(
     while True:
         try:
             with upload_lock(spool) as held:
-                report = upload(spool, archive) if held else UploadReport(0, [], 0)
+                busy = held and (once or waiting(spool))  # idle: no status rewrite
+                report = upload(spool, archive, stop) if busy else UploadReport(0, [], 0)
             uploaded, moved = uploaded + report.uploaded, moved + report.bytes
             conflicts.update(report.conflicts)
         except StrongroomError as exc:
