@@ -25,6 +25,11 @@ Semantics (restic-style, each target on its own):
   ``keep_safety_within`` ("safety within 7d"); defaults 3 and 7 days, 0/``None`` turns
   one off. A backup marked ``rollback_point`` (the safety backup ``rollback`` would
   restore) is always kept ("rollback point").
+* Point-in-time extracts (tag ``pitr``: the dump ``restore --to-time … --database`` takes
+  from a throwaway cluster) are treated like safety backups, with the same counts but their
+  own ranking: ``keep_safety`` newest ("pitr 1 of 3") and every one younger than
+  ``keep_safety_within`` ("pitr within 7d"); they fill no regular slot, are never the
+  "newest verified good" backup, and count toward no safety rank either.
 * Always kept, whatever the policy: pinned backups ("pinned"); each target's newest
   verified-good regular backup not newer than ``now`` ("newest verified good"); rollback
   points; backups newer than ``now`` ("newer than now", a clock skew is never a reason to
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
     from strongroom.repository.manifest import Manifest
 
 PRE_RESTORE_TAG = "pre-restore"
+PITR_TAG = "pitr"  # a dump taken from a throwaway cluster recovered to a moment
 DEFAULT_KEEP_SAFETY = 3
 DEFAULT_KEEP_SAFETY_WITHIN = timedelta(days=7)
 RETENTION_DAYS_VARIABLE = "BACKUP_RETENTION_DAYS"
@@ -229,6 +235,14 @@ class RetentionPolicy:
         return f"{kept}, and the rollback point of each database"
 
 
+def is_regular(tags: Iterable[str]) -> bool:
+    """Neither a safety backup (``pre-restore``) nor a point-in-time extract (``pitr``):
+    the backups that fill the policy's slots and that health, metrics and drills take as a
+    target's newest backup."""
+    found = set(tags)
+    return PRE_RESTORE_TAG not in found and PITR_TAG not in found
+
+
 def _require_aware(moment: datetime, what: str) -> None:
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
         raise ValueError(f"{what} must be a time-zone aware datetime, got {moment!r}")
@@ -250,6 +264,12 @@ class BackupInfo:
     def safety(self) -> bool:
         """A safety backup (tag ``pre-restore``): decided by the safety rule only."""
         return PRE_RESTORE_TAG in self.tags
+
+    @property
+    def pitr(self) -> bool:
+        """A point-in-time extract (tag ``pitr``, not a safety backup): decided by its own
+        rule only."""
+        return PITR_TAG in self.tags and not self.safety
 
     def __post_init__(self) -> None:
         _require_aware(self.time, f"time of backup {self.backup_id}")
@@ -348,7 +368,7 @@ def _decide_target(
         indices, key=lambda i: (backups[i].time, backups[i].backup_id, -i), reverse=True
     )
     in_past = [i for i in newest_first if backups[i].time <= now]
-    past = [i for i in in_past if not backups[i].safety]  # regular: the policy's slots
+    past = [i for i in in_past if is_regular(backups[i].tags)]  # the policy's slots
 
     for i in newest_first:
         if backups[i].time > now:
@@ -360,6 +380,8 @@ def _decide_target(
     if verified is not None:
         reasons[verified].append(REASON_VERIFIED)
     _decide_safety(backups, [i for i in in_past if backups[i].safety], policy, now, reasons)
+    pitr = [i for i in in_past if backups[i].pitr]
+    _decide_safety(backups, pitr, policy, now, reasons, label="pitr")
 
     if policy.is_empty():
         for i in newest_first:
@@ -406,21 +428,22 @@ def _decide_safety(
     policy: RetentionPolicy,
     now: datetime,
     reasons: list[list[str]],
+    label: str = "safety",
 ) -> None:
     """The safety backups' own rule; ``safety``: one target's, not newer than now, newest
-    first."""
+    first. ``label="pitr"``: the same rule for point-in-time extracts."""
     for i in safety:
         if backups[i].rollback_point:
             reasons[i].append(REASON_ROLLBACK_POINT)
     if policy.keep_safety:
         for rank, i in enumerate(safety[: policy.keep_safety], start=1):
-            reasons[i].append(f"safety {rank} of {policy.keep_safety}")
+            reasons[i].append(f"{label} {rank} of {policy.keep_safety}")
     if policy.keep_safety_within is not None:
-        label = f"safety within {format_duration(policy.keep_safety_within)}"
+        young = f"{label} within {format_duration(policy.keep_safety_within)}"
         try:
             cutoff: datetime | None = now - policy.keep_safety_within
         except OverflowError:
             cutoff = None
         for i in safety:
             if cutoff is None or backups[i].time >= cutoff:
-                reasons[i].append(label)
+                reasons[i].append(young)

@@ -34,6 +34,7 @@ from strongroom.repository.runs import (
     try_claim,
 )
 from strongroom.repository.verifications import verification_statuses
+from strongroom.retention import is_regular
 from strongroom.services.alerts import NO_GOOD_BACKUP, StaleAlerts
 from strongroom.services.backup import BackupRun, record_backup_run, recorded_backup
 from strongroom.services.health import evaluate_target
@@ -335,7 +336,7 @@ class Daemon:
             backups = [
                 m
                 for m in self.repo.list_backups(target)
-                if "pre-restore" not in m.tags and not m.is_base_backup
+                if is_regular(m.tags) and not m.is_base_backup
             ]
             if not backups:
                 raise StrongroomError(f"no backup of {target} to drill")

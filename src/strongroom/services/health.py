@@ -11,6 +11,7 @@ from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
 from strongroom.repository.verifications import VerificationStatus
+from strongroom.retention import is_regular
 from strongroom.services.wal_status import StreamStatus, WalStatus
 
 HEALTHY, WARNING, CRITICAL = "healthy", "warning", "critical"
@@ -70,7 +71,7 @@ def evaluate_target(
         m
         for m in manifests
         if m.target == target
-        and "pre-restore" not in m.tags
+        and is_regular(m.tags)
         and not (m.backup_id in verifications and verifications[m.backup_id].failed)
     ]
     newest = max(good, key=lambda m: m.finished_at) if good else None

@@ -11,6 +11,7 @@ from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.runs import RunRecord
 from strongroom.repository.verifications import VerificationStatus
+from strongroom.retention import is_regular
 from strongroom.services.wal_status import WalStatus
 
 
@@ -69,7 +70,7 @@ def build_registry(
     )
     targets = {m.target for m in manifests} | {r.target for r in runs}
     for target in sorted(targets):
-        own = [m for m in manifests if m.target == target and "pre-restore" not in m.tags]
+        own = [m for m in manifests if m.target == target and is_regular(m.tags)]
         if own:
             newest = max(own, key=lambda m: m.finished_at)
             last_success.labels(target).set(parse_iso(newest.finished_at).timestamp())

@@ -20,6 +20,7 @@ from strongroom.redaction import register_secret
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.retention import is_regular
 from strongroom.services.backup import BackupReport, BackupRun
 from strongroom.services.hooks import HookFailedAfter
 
@@ -183,7 +184,7 @@ def _previous(backups: list[Manifest], current: Manifest) -> Manifest | None:
         m
         for m in backups
         if m.backup_id != current.backup_id
-        and "pre-restore" not in m.tags
+        and is_regular(m.tags)
         and parse_iso(m.finished_at) <= parse_iso(current.finished_at)
     ]
     return earlier[-1] if earlier else None

@@ -29,6 +29,7 @@ from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.repository.restores import RestoreRecord, last_completed, restore_history
 from strongroom.repository.verifications import last_verifications
+from strongroom.retention import PITR_TAG as PITR_TAG
 from strongroom.retention import PRE_RESTORE_TAG
 from strongroom.services.hooks import database_identity
 
@@ -40,7 +41,6 @@ def is_safety_backup(manifest: Manifest) -> bool:
     return PRE_RESTORE_TAG in manifest.tags
 
 
-PITR_TAG = "pitr"  # a dump taken from a throwaway cluster recovered to a moment
 PITR_BASE_TAG = "pitr-base:"  # + the id of the base backup it was recovered from
 
 
