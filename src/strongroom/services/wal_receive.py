@@ -132,6 +132,12 @@ class _Pass:
 
     def run(self, stats: ReceiveStats) -> None:
         names = self._names()
+        present = {n.name for n in names} | {n.name[: -len(".partial")] for n in names}
+        self.archived &= present  # forget what left the spool: memory stays bounded
+        for done in [s for s in self.whole if s not in present]:
+            del self.whole[done]
+            self.snapped.pop(done, None)
+        self.seen = {k: v for k, v in self.seen.items() if k in present}
         completed = [n for n in names if n.kind in ("segment", "history")]
         for name in completed:
             if name.name not in self.archived:
