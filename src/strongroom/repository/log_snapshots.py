@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from strongroom.errors import IntegrityError
+from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.repository.layout import LOGS_PREFIX
 from strongroom.repository.logs import LogArchive, LogFile, PushResult
 
@@ -104,16 +104,24 @@ class LogSnapshots:
         """The content of the longest snapshot of ``name``, checked against its digest;
         ``None`` when there is none. Two different snapshots of the same length:
         ``IntegrityError`` (exit 7), as for two copies of one file."""
-        stored = self.list(stream, group, name)
-        if not stored:
-            return None
-        longest = [s for s in stored if s.end == stored[-1].end]
-        if len(longest) > 1:
-            raise IntegrityError(
-                f"{name} has {len(longest)} different snapshots of {stored[-1].end} bytes in "
-                f"log stream {stream}: refusing to choose"
-            )
-        data = self._archive.read(longest[0].file)
+        for attempt in range(3):  # a newer snapshot may replace the one listed meanwhile
+            stored = self.list(stream, group, name)
+            if not stored:
+                return None
+            longest = [s for s in stored if s.end == stored[-1].end]
+            if len(longest) > 1:
+                raise IntegrityError(
+                    f"{name} has {len(longest)} different snapshots of {stored[-1].end} bytes "
+                    f"in log stream {stream}: refusing to choose"
+                )
+            try:
+                data = self._archive.read(longest[0].file)
+                break
+            except IntegrityError:
+                raise
+            except StrongroomError:  # it vanished: superseded since the listing
+                if attempt == 2:
+                    raise
         if len(data) != longest[0].end:
             raise IntegrityError(f"{longest[0].file.key} is damaged: its length is not its name's")
         return data

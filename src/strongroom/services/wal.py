@@ -119,6 +119,8 @@ def wal_fetch(
                 raise IntegrityError(f"the snapshot of {name.name} has no valid page header")
             data += bytes(size - len(data))
             log.info("fetched %s from a snapshot of its .partial", name.name)
+        else:  # archived whole since the first look (its snapshots were then deleted)
+            data = archive.fetch(stream, name.group, name.name)
     if data is None:
         return False
     write_atomically(destination, data)

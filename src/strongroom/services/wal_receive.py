@@ -42,6 +42,7 @@ from strongroom.engines.postgresql.wal import (
     WalFileName,
     check_segment_belongs,
     parse_wal_name,
+    segment_size,
     stream_name,
 )
 from strongroom.errors import DatabaseError, StorageError, StrongroomError, UsageError
@@ -187,6 +188,9 @@ class _Pass:
         self.seen[partial.name] = (info.st_mtime_ns, info.st_size)
         end = trimmed_length(data)
         if end <= self.snapped.get(segment, 0):
+            return
+        if segment_size(data[: min(end, 512)]) is None:  # not even its first page header
+            self.seen.pop(partial.name, None)
             return
         check_segment_belongs(partial, data, self.system_identifier)
         result = self.snapshots.push(self.stream, partial.group, segment, data[:end])
