@@ -34,7 +34,7 @@ def wal_receive_cmd(
     database_url: Annotated[
         str | None,
         typer.Argument(
-            metavar="[URL]",
+            metavar="URL",
             help="The cluster (default: the configured target's database, or $DATABASE_URL); "
             "its user needs the REPLICATION attribute.",
             show_default=False,
