@@ -15,7 +15,7 @@ import typer
 
 from strongroom.cli.options import location
 from strongroom.cli.output import human_seconds, stdout
-from strongroom.engines.postgresql.physical import RecoveryTarget
+from strongroom.engines.postgresql.physical import RecoveryTarget, prepare_datadir
 from strongroom.engines.postgresql.recovery_points import check_restore_point_name
 from strongroom.errors import RecoveryEndedEarly, UsageError
 from strongroom.services.pitr import (
@@ -158,6 +158,7 @@ def restore_to_datadir(
     command = [*strongroom_command(), "wal-fetch", "--snapshots", "--config", str(wal_file)]
     command += ["--stream", str(facts["stream"])]
     restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
+    prepare_datadir(datadir)  # a folder that will not do is refused before anything is said
     stdout.print(
         f"restoring base backup {manifest.backup_id} (ended {facts['stop_time']}, LSN "
         f"{facts['stop_lsn']}, timeline {facts['timeline']}) into {datadir}"

@@ -2,14 +2,17 @@
 made with ``strongroom restore-point NAME`` is in a log stream (its LSN, time and
 timeline), so that ``restore --to-restore-point NAME`` can choose the base backup that
 ends before it and check the WAL up to it. Plain JSON like pins: a name and a position
-in the WAL, nothing secret. Written once; a second point of the same name in the same
-stream is refused (PostgreSQL would recover to the first one it meets)."""
+in the WAL, nothing secret. The name is claimed (a ``pending`` record, created only if
+absent) before the server makes the point, then the record is written over the claim; a
+second point of the same name in the same stream is refused (PostgreSQL would recover to
+the first one it meets), and so is a name whose claim was never completed."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from strongroom.errors import ObjectNotFound, UsageError
 from strongroom.repository.layout import RESTORE_POINTS_PREFIX
@@ -50,14 +53,48 @@ def restore_point_key(stream: str, name: str) -> str:
     return f"{RESTORE_POINTS_PREFIX}{stream}/{name}.json"
 
 
-def write_restore_point(storage: Storage, point: RestorePoint) -> None:
-    """Record ``point``; ``UsageError`` (exit 2) when one of that name is recorded already."""
-    key = restore_point_key(point.stream, point.name)
-    if storage.exists(key):
+def reserve_restore_point(storage: Storage, stream: str, name: str) -> None:
+    """Claim ``name`` in ``stream`` before the server makes the point: one creator wins
+    (``Storage.create``), so two concurrent calls or a retry after a kill never put two
+    points of one name in the WAL. ``UsageError`` (exit 2) when the name is taken, or was
+    claimed by a call that never finished (the point may be in the WAL)."""
+    key = restore_point_key(stream, name)
+    document = {
+        "format": RESTORE_POINT_FORMAT,
+        "version": RESTORE_POINT_VERSION,
+        "name": name,
+        "stream": stream,
+        "state": "pending",
+        "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if storage.create(key, json.dumps(document, sort_keys=True).encode() + b"\n"):
+        storage.sync()
+        return
+    try:
+        existing = json.loads(storage.get(key))
+    except (ObjectNotFound, ValueError):
+        existing = {}
+    if isinstance(existing, dict) and existing.get("state") == "pending":
         raise UsageError(
-            f"a restore point named {point.name!r} exists already in stream {point.stream}: "
-            "choose another name (recovery would stop at the first of the two)"
+            f"a restore point named {name!r} was begun in stream {stream} at "
+            f"{existing.get('started', '?')} and never recorded (interrupted, or under way): "
+            "it may be in the WAL already; choose another name"
         )
+    raise UsageError(
+        f"a restore point named {name!r} exists already in stream {stream}: "
+        "choose another name (recovery would stop at the first of the two)"
+    )
+
+
+def release_restore_point(storage: Storage, stream: str, name: str) -> None:
+    """Drop the claim on ``name`` (the server made no point)."""
+    storage.delete(restore_point_key(stream, name))
+    storage.sync()
+
+
+def write_restore_point(storage: Storage, point: RestorePoint) -> None:
+    """Record ``point`` (over its claim, ``reserve_restore_point``)."""
+    key = restore_point_key(point.stream, point.name)
     document = {"format": RESTORE_POINT_FORMAT, "version": RESTORE_POINT_VERSION}
     document.update(point.to_dict())
     storage.put(key, json.dumps(document, sort_keys=True).encode() + b"\n")

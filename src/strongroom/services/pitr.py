@@ -66,7 +66,8 @@ def choose_base_backup(
     """The base backup to recover from: the one ``reference`` names, else the newest
     one (of ``target``, of log stream ``stream``) that ended before ``when`` / ``lsn``,
     or began before transaction ``xid`` started (any, for the latest). ``BackupNotFound``
-    names the window when none qualifies."""
+    names the window when none qualifies; ``UsageError`` when base backups of several
+    clusters qualify and neither ``target`` nor ``stream`` says which."""
     if reference is not None and reference != "latest":
         manifest = repo.resolve(reference)
         if manifest.dump_format != PHYSICAL_FORMAT:
@@ -78,6 +79,12 @@ def choose_base_backup(
         late = (when is not None and parse_iso(str(facts["stop_time"])) > when) or (
             lsn is not None and parse_lsn(str(facts["stop_lsn"])) > lsn
         )
+        next_xid = facts.get("next_xid")
+        if xid is not None and not (_begins_before(next_xid, xid) and _reachable(next_xid, xid)):
+            raise BackupNotFound(
+                f"base backup {manifest.backup_id} cannot recover to transaction {xid} (its "
+                f"first transaction is {next_xid}): name another one, or none"
+            )
         if late:
             raise BackupNotFound(
                 f"base backup {manifest.backup_id} ended after the target ({facts['stop_time']}"
@@ -99,9 +106,19 @@ def choose_base_backup(
             continue
         if xid is not None and not _begins_before(facts.get("next_xid"), xid):
             continue
+        if xid is not None and not _reachable(facts.get("next_xid"), xid):
+            continue
         usable.append(manifest)
+    if stream is None and target is None:
+        _refuse_several_clusters(repo, usable or candidates)
     if not usable:
         oldest = physical_facts(repo, candidates[0])
+        if xid is not None and xid >= 1 << 32 and _begins_before(oldest.get("next_xid"), xid):
+            raise BackupNotFound(
+                f"transaction {xid} (epoch {xid >> 32}, id {xid & 0xFFFFFFFF}) is 2^31 or more "
+                "transactions after every base backup's first: no cluster can have reached it "
+                f"(PostgreSQL would stop at id {xid & 0xFFFFFFFF} of an earlier epoch)"
+            )
         if xid is not None:
             raise BackupNotFound(
                 f"transaction {xid} is before the oldest base backup (its first transaction "
@@ -124,6 +141,29 @@ def _begins_before(next_xid: object, xid: int) -> bool:
     if xid < 1 << 32:
         return (next_xid & 0xFFFFFFFF) <= xid
     return next_xid <= xid
+
+
+def _reachable(next_xid: object, xid: int) -> bool:
+    """Whether PostgreSQL, which matches only the low 32 bits of ``recovery_target_xid``,
+    meets the 64-bit ``xid`` itself recovering from a backup whose first later
+    transaction is ``next_xid``: fewer than 2^31 transactions on (wraparound protection
+    keeps a cluster within that), else it would stop at an older transaction."""
+    if not isinstance(next_xid, int) or xid < 1 << 32:
+        return True
+    return xid - next_xid < 1 << 31
+
+
+def _refuse_several_clusters(repo: Repository, manifests: list[Manifest]) -> None:
+    """``UsageError`` (exit 2) when ``manifests`` are base backups of more than one
+    cluster (log stream) and nothing said which: the newest of any would recover another
+    cluster than meant."""
+    streams = {str(physical_facts(repo, m).get("stream")): m.target for m in manifests}
+    if len(streams) > 1:
+        targets = ", ".join(sorted({str(t) for t in streams.values()}))
+        raise UsageError(
+            f"the repository holds base backups of {len(streams)} clusters (targets "
+            f"{targets}): say which with --target NAME or name the base backup"
+        )
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,9 @@ class RecoveryPlan:
 
 def _archive_listing(
     repo: Repository, stream: str, segment_size: int
-) -> tuple[dict[int, list[int]], dict[int, list[Switch]]]:
-    """Segment numbers per timeline (sorted), and every archived history file parsed."""
+) -> tuple[dict[int, list[int]], dict[int, list[Switch]], dict[int, IntegrityError]]:
+    """Segment numbers per timeline (sorted), every archived history file parsed, and
+    what is wrong with each damaged one (it counts only when recovery needs it)."""
     archive = LogArchive(repo)
     segments: dict[int, set[int]] = {}
     history_names: list[str] = []
@@ -107,33 +108,49 @@ def _archive_listing(
             continue
         segments.setdefault(timeline, set()).add(number)
     histories: dict[int, list[Switch]] = {}
+    damaged: dict[int, IntegrityError] = {}
     for name in sorted(set(history_names)):
-        data = archive.fetch(stream, "history", name)
-        if data is None:
-            continue
         try:
+            data = archive.fetch(stream, "history", name)
+            if data is None:
+                continue
             histories[int(name[:8], 16)] = parse_history(data.decode("utf-8", "replace"))
+        except IntegrityError as exc:
+            damaged[int(name[:8], 16)] = exc
         except ValueError as exc:
-            raise IntegrityError(f"{name} in log stream {stream} is damaged: {exc}") from exc
-    return {t: sorted(n) for t, n in segments.items()}, histories
+            damaged[int(name[:8], 16)] = IntegrityError(
+                f"{name} in log stream {stream} is damaged: {exc}"
+            )
+    return {t: sorted(n) for t, n in segments.items()}, histories, damaged
 
 
 def _timelines_there(base: int, histories: dict[int, list[Switch]]) -> str:
     return ", ".join(str(t) for t in sorted({base, *histories}))
 
 
-def _choose_timeline(wanted: str, base: int, start: int, histories: dict[int, list[Switch]]) -> int:
+def _choose_timeline(
+    wanted: str,
+    base: int,
+    start: int,
+    histories: dict[int, list[Switch]],
+    damaged: dict[int, IntegrityError],
+) -> int:
     """The timeline recovery ends on, as PostgreSQL picks it: ``current`` the base
-    backup's, ``latest`` the highest one reached by probing history files upward."""
+    backup's, ``latest`` the highest one reached by probing history files upward. A
+    damaged history file PostgreSQL would read raises its ``IntegrityError`` (exit 7)."""
     if wanted == "current":
         return base
     if wanted == "latest":
         timeline = base
-        while timeline + 1 in histories:
+        while timeline + 1 in histories or timeline + 1 in damaged:
+            if timeline + 1 in damaged:
+                raise damaged[timeline + 1]
             timeline += 1
         chosen = timeline
     else:
         chosen = int(wanted)
+        if chosen in damaged:
+            raise damaged[chosen]
         if chosen != base and chosen not in histories:
             raise TimelineUnavailable(
                 f"timeline {chosen} is not in the archive (timelines there: "
@@ -173,8 +190,8 @@ def plan_recovery(
     base = int(facts["timeline"])
     start = parse_lsn(str(facts["start_lsn"]))
     stop = parse_lsn(str(facts["stop_lsn"]))
-    present, histories = _archive_listing(repo, stream, size)
-    chosen = _choose_timeline(timeline, base, start, histories)
+    present, histories, damaged = _archive_listing(repo, stream, size)
+    chosen = _choose_timeline(timeline, base, start, histories, damaged)
     ranges = needed_ranges(timeline_path(chosen, histories), base, start, size) or []
     needed: list[tuple[int, int, int]] = []
     for tli, first, last in ranges:

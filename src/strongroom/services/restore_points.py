@@ -5,6 +5,7 @@ it in the repository (``repository/restore_points.py``), so ``restore
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from strongroom.engines.postgresql.recovery_points import create_restore_point
 from strongroom.errors import BackupNotFound, UsageError
@@ -13,6 +14,8 @@ from strongroom.repository.restore_points import (
     RestorePoint,
     find_restore_points,
     list_restore_points,
+    release_restore_point,
+    reserve_restore_point,
     restore_point_key,
     write_restore_point,
 )
@@ -23,17 +26,15 @@ log = logging.getLogger("strongroom.restore_points")
 def make_restore_point(repo: Repository, url: str, name: str) -> RestorePoint:
     """Create restore point ``name`` on the cluster at ``url``, switch WAL so its segment
     is archived now, and record it. ``UsageError`` (exit 2) for a bad name or a name the
-    stream has already (checked before the server is asked); ``DatabaseError`` (exit 5)
-    when the server refuses."""
+    stream has already or whose claim never completed (the name is claimed atomically
+    before the server makes the point); ``DatabaseError`` (exit 5) when the role lacks
+    the rights or the server refuses."""
 
-    def refuse(stream: str) -> None:
-        if repo.storage.exists(restore_point_key(stream, name)):
-            raise UsageError(
-                f"a restore point named {name!r} exists already in stream {stream}: choose "
-                "another name (recovery would stop at the first of the two)"
-            )
+    def reserve(stream: str) -> Callable[[], None]:
+        reserve_restore_point(repo.storage, stream, name)
+        return lambda: release_restore_point(repo.storage, stream, name)
 
-    created = create_restore_point(url, name, refuse)
+    created = create_restore_point(url, name, reserve)
     point = RestorePoint(
         name=created.name,
         lsn=created.lsn,

@@ -378,13 +378,20 @@ class _IterReader:
 
 
 def prepare_datadir(datadir: Path) -> None:
-    """Create ``datadir`` (mode 0700) or accept an empty one; ``UsageError`` otherwise."""
-    if datadir.exists():
-        if not datadir.is_dir() or any(datadir.iterdir()):
-            raise UsageError(f"{datadir} is not an empty folder: refusing to restore into it")
-    else:
-        datadir.mkdir(parents=True, mode=0o700)
-    os.chmod(datadir, 0o700)
+    """Create ``datadir`` (mode 0700) or accept an empty one of this user; ``UsageError``
+    otherwise (also when it cannot be made or is another user's)."""
+    try:
+        if datadir.exists():
+            if not datadir.is_dir() or any(datadir.iterdir()):
+                raise UsageError(f"{datadir} is not an empty folder: refusing to restore into it")
+        else:
+            datadir.mkdir(parents=True, mode=0o700)
+        os.chmod(datadir, 0o700)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use {datadir} as the data directory: {exc.strerror or exc} (it must be "
+            "a new or empty folder of the user restoring)"
+        ) from None
 
 
 def _safe_member(member: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -33,6 +34,27 @@ def check_restore_point_name(name: str) -> str:
     return name
 
 
+def _check_rights(conn: psycopg.Connection[Any], server: PostgresServer) -> None:
+    """``DatabaseError`` (exit 5) naming what to grant when the role may not run both
+    functions: checked first, so a point is never made that could not be switched out
+    and recorded (a retry would put a second point of that name in the WAL)."""
+    row = conn.execute(
+        "SELECT current_user, has_function_privilege('pg_create_restore_point(text)', "
+        "'EXECUTE'), has_function_privilege('pg_switch_wal()', 'EXECUTE')"
+    ).fetchone()
+    if row is None or (row[1] and row[2]):
+        return
+    missing = [
+        f
+        for f, ok in (("pg_create_restore_point(text)", row[1]), ("pg_switch_wal()", row[2]))
+        if not ok
+    ]
+    raise DatabaseError(
+        f"role {row[0]} at {server.host_port()} may not make restore points: connect as a "
+        f"superuser, or GRANT EXECUTE ON FUNCTION {', '.join(missing)} TO {row[0]}"
+    )
+
+
 @dataclass(frozen=True)
 class CreatedRestorePoint:
     """What the server said: the point's LSN (``X/Y``), its timeline, the cluster's
@@ -47,13 +69,15 @@ class CreatedRestorePoint:
 
 
 def create_restore_point(
-    url: str, name: str, refuse: Callable[[str], None] | None = None
+    url: str, name: str, reserve: Callable[[str], Callable[[], None]] | None = None
 ) -> CreatedRestorePoint:
     """Create restore point ``name`` on the cluster at ``url`` (a superuser, or a role
-    granted ``pg_create_restore_point``/``pg_switch_wal``) and switch WAL. ``refuse`` is
-    called with the cluster's stream before the point is made (it raises to stop). Raises
-    ``UsageError`` for a bad name or a cluster that does not archive, ``DatabaseError``
-    (exit 5) when the server refuses."""
+    granted ``pg_create_restore_point``/``pg_switch_wal``) and switch WAL. ``reserve`` is
+    called with the cluster's stream once the role is known to may do both, before the
+    point is made (it raises to stop); it returns what undoes the reservation, called
+    when the point could not be made. Raises ``UsageError`` for a bad name or a cluster
+    that does not archive, ``DatabaseError`` (exit 5) when the role lacks the rights or
+    the server refuses."""
     check_restore_point_name(name)
     server = PostgresServer(url)
     try:
@@ -68,12 +92,17 @@ def create_restore_point(
                     "point could never be recovered to"
                 )
             system_identifier = int(row[2])
-            if refuse is not None:
-                refuse(stream_name(system_identifier))
-            made = conn.execute(
-                "SELECT pg_create_restore_point(%s)::text, clock_timestamp()",
-                (name,),
-            ).fetchone()
+            _check_rights(conn, server)
+            undo = reserve(stream_name(system_identifier)) if reserve is not None else None
+            try:
+                made = conn.execute(
+                    "SELECT pg_create_restore_point(%s)::text, clock_timestamp()",
+                    (name,),
+                ).fetchone()
+            except BaseException:
+                if undo is not None:
+                    undo()
+                raise
             switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
     except psycopg.Error as exc:
         reason = server.redact(first_line(str(exc)))
