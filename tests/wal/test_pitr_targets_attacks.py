@@ -435,6 +435,54 @@ def test_two_clusters_the_target_or_the_restore_point_decides(cluster: Cluster) 
     assert str(facts["first"]) in p.stdout
 
 
+def test_a_name_in_both_streams_the_named_base_backup_decides(cluster: Cluster) -> None:
+    """Before the fix the error said to name the base backup, and naming it did not help."""
+    place, server, facts = cluster
+    other: PgServer = facts["other"]
+    for url in (server.url(), other.url()):
+        made = place.run("restore-point", "both", "--to", url, "--config", str(place.config))
+        assert made.returncode == 0, made.stderr
+    datadir = place.root / "both"
+    r = _restore(place, "--to-datadir", str(datadir), "--to-restore-point", "both")
+    _one_error(r, 2, "exists in several streams")
+    assert not datadir.exists()
+    r = _restore(
+        place, str(facts["b_backup"]), "--to-datadir", str(datadir), "--to-restore-point", "both"
+    )
+    assert r.returncode == 0, r.stderr
+    assert str(facts["b_backup"]) in r.stdout
+
+
+def test_a_point_of_the_same_name_made_outside_strongroom_is_never_success(
+    cluster: Cluster,
+) -> None:
+    """SELECT pg_create_restore_point('outside') by hand, rows, then strongroom
+    restore-point outside: PostgreSQL stops at the first one; before the fix restore
+    reported success with the rows in between missing."""
+    place, server, _ = cluster
+    server.query("postgres", "SELECT pg_create_restore_point('outside')")
+    server.query("postgres", "INSERT INTO marker VALUES (100)")
+    made = place.run(
+        "restore-point", "outside", "--to", server.url(), "--config", str(place.config)
+    )
+    assert made.returncode == 0, made.stderr
+    _archived_up_to(server)
+    datadir = place.root / "outside"
+    r = _restore(
+        place,
+        "--to-datadir",
+        str(datadir),
+        "--to-restore-point",
+        "outside",
+        "--start",
+        "--port",
+        str(free_port()),
+    )
+    _stop(place, server, datadir)
+    _one_error(r, 5, "a point of that name made outside strongroom comes first")
+    assert "recover with --to-lsn" in r.stderr and "recovered to" not in r.stdout
+
+
 # --- a damaged history file (runs last: it changes cluster B's stream) --------------------------
 
 

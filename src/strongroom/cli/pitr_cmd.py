@@ -27,7 +27,7 @@ from strongroom.services.pitr import (
     run_recovery,
 )
 from strongroom.services.recovery_plan import ended_early, parse_timeline, parse_xid, plan_recovery
-from strongroom.services.restore_points import resolve_restore_point
+from strongroom.services.restore_points import resolve_restore_point, stopped_elsewhere
 
 WAL_CONFIG_NAME = "strongroom-wal.toml"
 
@@ -134,9 +134,12 @@ def restore_to_datadir(
     if to_restore_point is not None:
         check_restore_point_name(to_restore_point)
     repository = location(repo, key_file, s3_endpoint, config).open()
-    stream = None
+    stream, point = None, None
     if to_restore_point is not None:
-        point = resolve_restore_point(repository, to_restore_point, None)
+        named = None  # a base backup named decides the stream of a name in several
+        if backup_id not in (None, "latest"):
+            named = str(physical_facts(repository, repository.resolve(str(backup_id)))["stream"])
+        point = resolve_restore_point(repository, to_restore_point, named)
         lsn, stream = parse_lsn(point.lsn), point.stream
     manifest = choose_base_backup(repository, backup_id, target, when, lsn, xid=xid, stream=stream)
     facts = physical_facts(repository, manifest)
@@ -182,6 +185,11 @@ def restore_to_datadir(
         stdout.print(f"  start it with: pg_ctl -D {shlex.quote(str(datadir))} start")
         return
     outcome = run_recovery(str(facts["server_version"]), datadir)
+    if point is not None:
+        redo = _REDO_DONE.search(outcome.log_file.read_text(errors="replace"))
+        other = stopped_elsewhere(point, parse_lsn(redo[1]) if redo else None)
+        if other is not None:
+            raise RecoveryEndedEarly(f"{other} (the cluster runs; see {outcome.log_file})")
     if recovery.setting() is None:
         redo = _REDO_DONE.search(outcome.stop or "")
         early = ended_early(plan, parse_lsn(redo[1]) if redo else None)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from strongroom.engines.postgresql.recovery_points import create_restore_point
+from strongroom.engines.postgresql.timelines import format_lsn, parse_lsn
 from strongroom.errors import BackupNotFound, UsageError
 from strongroom.repository.repository import Repository
 from strongroom.repository.restore_points import (
@@ -73,3 +74,24 @@ def resolve_restore_point(repo: Repository, name: str, stream: str | None) -> Re
             "backup to restore (its stream decides)"
         )
     return found[0]
+
+
+# a restore point's WAL record (header, block header, xl_restore_point) and a page header
+# it may straddle: recovery that stopped at the recorded point ends this close before it
+_POINT_RECORD_BYTES = 160
+
+
+def stopped_elsewhere(point: RestorePoint, redo_done: int | None) -> str | None:
+    """Why recovery to ``point`` did not stop at it, or ``None`` when it did (or the
+    server did not say where it stopped). ``redo_done`` is the LSN of the last record
+    replayed; PostgreSQL stops at the first point of the name, and one made outside
+    strongroom (``SELECT pg_create_restore_point``) may come before the recorded one."""
+    if redo_done is None:
+        return None
+    if 0 < parse_lsn(point.lsn) - redo_done <= _POINT_RECORD_BYTES:
+        return None
+    return (
+        f"recovery stopped at LSN {format_lsn(redo_done)}, not at restore point {point.name} "
+        f"(LSN {point.lsn}): a point of that name made outside strongroom comes first in the "
+        f"WAL; recover with --to-lsn {point.lsn} instead"
+    )
