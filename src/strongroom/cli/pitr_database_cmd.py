@@ -8,6 +8,7 @@ cluster: services/pitr_database.py; the plan: services/pitr_database_plan.py."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from strongroom.cli.restore_flow import (
 from strongroom.engines import open_engine
 from strongroom.engines.base import Engine
 from strongroom.engines.postgresql.physical import RecoveryTarget
+from strongroom.engines.postgresql.throwaway import OsUser
 from strongroom.errors import UsageError
 from strongroom.services.pitr import parse_lsn, parse_target_time
 from strongroom.services.pitr_database import recover_and_dump
@@ -74,6 +76,33 @@ def _print_plan(plan: PitrDatabasePlan, engine: Engine, tables: list[str] | None
         markup=False,
     )
     stdout.print(f"  then restore   into {engine.describe()} (the plan follows)", markup=False)
+
+
+def _check_user_reads(user: OsUser, paths: list[Path]) -> None:
+    """As root for another user: ``UsageError`` (exit 2) naming the first of ``paths`` (the
+    configuration, key file and local repository ``restore_command`` reads) that ``user``
+    cannot read, before anything is recovered (else recovery stops on a missing
+    checkpoint, which names no cause)."""
+    if os.geteuid() != 0 or user.uid == os.geteuid():
+        return
+    try:
+        groups = os.getgrouplist(user.name, user.gid)
+    except (KeyError, OSError):
+        groups = [user.gid]
+    for path in paths:
+        resolved = path.resolve()
+        test = ["test", "-r", str(resolved)]
+        if resolved.is_dir():
+            test += ["-a", "-x", str(resolved)]
+        checked = subprocess.run(
+            test, user=user.uid, group=user.gid, extra_groups=groups, check=False
+        )
+        if checked.returncode != 0:
+            raise UsageError(
+                f"OS user {user.name} (who runs the throwaway cluster and its "
+                f"restore_command) cannot read {resolved}: give it read access, or choose "
+                "another --os-user"
+            )
 
 
 def restore_database_at(
@@ -136,6 +165,15 @@ def restore_database_at(
         configured=configured,
     )
     _print_plan(plan, engine, table)
+    found = location(repo, key_file, s3_endpoint, config)
+    _check_user_reads(
+        plan.os_user,
+        [
+            *([Path(config)] if config else []),
+            *([Path(found.key_file)] if found.key_file is not None else []),
+            *([Path(found.location)] if found.location and "://" not in found.location else []),
+        ],
+    )
     if dry_run:
         stdout.print("dry run: nothing was recovered or changed")
         return

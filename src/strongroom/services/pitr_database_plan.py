@@ -132,7 +132,8 @@ def plan_pitr_database(
     if database not in databases:
         raise UsageError(
             f"base backup {base.backup_id} holds no database {database!r}; it holds "
-            f"{', '.join(databases) or 'none'}"
+            f"{', '.join(databases) or 'none'} (a database created after a base backup is in "
+            "none taken before it: recover it from a later base backup)"
         )
     wal = plan_recovery(repo, facts, target_lsn=lsn)
     user, basis = choose_os_user(engine, os_user)

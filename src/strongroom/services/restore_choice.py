@@ -30,7 +30,7 @@ from strongroom.repository.repository import Repository
 from strongroom.repository.restores import RestoreRecord, last_completed, restore_history
 from strongroom.repository.verifications import last_verifications
 from strongroom.retention import PITR_TAG as PITR_TAG
-from strongroom.retention import PRE_RESTORE_TAG
+from strongroom.retention import PRE_RESTORE_TAG, is_regular
 from strongroom.services.hooks import database_identity
 
 log = logging.getLogger("strongroom.restore")
@@ -114,10 +114,12 @@ def backup_database_name(repo: Repository, manifest: Manifest) -> str:
 
 
 def regular_targets(repo: Repository) -> dict[str, Manifest]:
-    """Each target that has a regular (not safety) backup, with its newest one."""
+    """Each target that has a regular backup (not a safety backup, not a ``pitr`` dump:
+    that one is of the throwaway cluster's database, whatever the destination was), with
+    its newest one."""
     newest: dict[str, Manifest] = {}
     for m in repo.list_backups():  # oldest first
-        if not is_safety_backup(m):
+        if is_regular(m.tags):
             newest[m.target] = m
     return newest
 

@@ -440,10 +440,11 @@ def _restored_leaves(
             if into_schema is None:
                 original = restored
             else:  # moved from their schema: the partition's name, preferring the parent's
-                same = [n for n in recorded if n.partition(".")[2] == leaf]
+                # (names are "schema.table" unquoted: a schema may hold a dot itself)
+                same = [n for n in recorded if n.endswith(f".{leaf}")]
                 original = (
                     f"{schema}.{leaf}"
-                    if f"{schema}.{leaf}" in same
+                    if f"{schema}.{leaf}" in recorded
                     else (same[0] if len(same) == 1 else "")
                 )
             if original in recorded:

@@ -1,0 +1,221 @@
+"""Point-in-time restore of one database, attacked (issue 18, point 4): names that need
+quoting, a table whose schema holds a dot restored beside the live data, a restore into
+another database than the one recovered, an OS user that cannot read the key, a database
+created after the base backup, a moment inside the base backup, a table that already
+exists, SIGINT after recovery. One archiving cluster for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from strongroom_servers import ServerUnavailable
+from strongroom_servers.postgres import PgServer, start_server
+from tests.wal.support import WalPlace, make_place
+from tests.wal.test_pitr_database import _archived, _no_throwaway_left
+
+ODD = 'Camel "Shop" ü'  # a database name that needs quoting everywhere
+ODD_SQL = '"Camel ""Shop"" ü"'
+ODD_TABLE = '"Sch.ema"."we.ird ""T"""'
+
+
+@dataclass
+class Attack:
+    place: WalPlace
+    server: PgServer
+    moment: str  # T, ISO: after the base backup, before the bad change
+    base_window: tuple[str, str]  # the base backup's start and end (ISO)
+
+
+def _one_error(result: subprocess.CompletedProcess[str], code: int, words: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr, result.stdout[-800:])
+    assert result.stderr.count("error:") == 1 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="module")
+def attack() -> Iterator[Attack]:
+    place = make_place()
+    try:
+        server = start_server(
+            {
+                "archive_mode": "on",
+                "archive_command": place.archive_command(),
+                "wal_level": "replica",
+                "archive_timeout": "60",
+            }
+        )
+    except ServerUnavailable as exc:
+        place.remove()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.query("postgres", "CREATE ROLE app NOLOGIN")
+        server.query("postgres", f"CREATE DATABASE {ODD_SQL} OWNER app")
+        server.create_database("shop")
+        server.psql(
+            ODD,
+            f'CREATE SCHEMA "Sch.ema"; CREATE TABLE {ODD_TABLE} (id int PRIMARY KEY);'
+            f"ALTER TABLE {ODD_TABLE} OWNER TO app; INSERT INTO {ODD_TABLE} VALUES (1), (2);",
+        )
+        server.psql(
+            "shop",
+            'CREATE TABLE "Orders" (id int PRIMARY KEY); INSERT INTO "Orders" VALUES (1), (2);',
+        )
+        backup = place.run("backup", "--physical", "--config", str(place.config), server.url())
+        assert backup.returncode == 0, backup.stderr
+        found = re.search(r"backup (\d{8}T\d{6}Z-[0-9a-f]{8})", backup.stdout + backup.stderr)
+        assert found, backup.stdout
+        manifest = json.loads((place.repo / "backups" / f"{found[1]}.json").read_text())
+        started = str(manifest["started_at"])
+        server.create_database("late")  # exists at T, in no base backup
+        server.psql(ODD, f"INSERT INTO {ODD_TABLE} VALUES (3)")
+        server.psql("shop", 'INSERT INTO "Orders" VALUES (3)')
+        moment = server.query("shop", "SELECT now()")[0][0]
+        time.sleep(1.1)  # the bad change, well after T
+        server.psql(ODD, f"DELETE FROM {ODD_TABLE}")
+        server.psql("shop", 'DELETE FROM "Orders" WHERE id = 3; INSERT INTO "Orders" VALUES (9)')
+        _archived(server)
+        yield Attack(place, server, moment.isoformat(), (started, moment.isoformat()))
+    finally:
+        server.stop()
+        place.remove()
+
+
+def _url(server: PgServer, database: str) -> str:
+    return server.url(quote(database, safe=""))
+
+
+def _ids(server: PgServer, database: str, table: str) -> list[int]:
+    rows = server.query(quote(database, safe=""), f"SELECT id FROM {table} ORDER BY id")
+    return [r[0] for r in rows]
+
+
+def _restore(a: Attack, database: str, to: str, *more: str) -> subprocess.CompletedProcess[str]:
+    return a.place.run(
+        *("restore", "--config", str(a.place.config), "--to-time", a.moment),
+        *("--database", database, "--to", to, "--yes", *more),
+    )
+
+
+def test_an_odd_database_name_and_a_table_whose_schema_holds_a_dot(attack: Attack) -> None:
+    """The table as of T goes beside the live one into public and is verified (the side
+    copy's statistics were looked up by the schema's first dot: 'not verified', then
+    '(verified)' printed all the same)."""
+    server = attack.server
+    result = _restore(
+        attack, ODD, _url(server, ODD), "--table", ODD_TABLE, "--into-schema", "public"
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "not verified" not in result.stderr + result.stdout, result.stderr
+    _no_throwaway_left(result.stdout)
+    assert _ids(server, ODD, 'public."we.ird ""T"""') == [1, 2, 3]
+    assert _ids(server, ODD, ODD_TABLE) == []  # the live table untouched
+    # the table's own schema already holds it: one line, nothing changed
+    again = _restore(
+        attack, ODD, _url(server, ODD), "--table", ODD_TABLE, "--into-schema", "Sch.ema"
+    )
+    _one_error(again, 5, "already exists")
+    assert _ids(server, ODD, ODD_TABLE) == []
+
+
+def test_shop_into_a_copy_and_the_copy_does_not_take_over_shops_target(attack: Attack) -> None:
+    """The pitr dump filed under shop_copy is of the throwaway's database 'shop': it made
+    shop_copy 'the target whose backups are of database shop', so a later restore into shop
+    filed its dump and safety backup under shop_copy."""
+    server = attack.server
+    result = _restore(attack, "shop", server.url("shop_copy"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "restore complete and verified" in result.stdout
+    assert _ids(server, "shop_copy", '"Orders"') == [1, 2, 3]
+    assert _ids(server, "shop", '"Orders"') == [1, 2, 9]  # the source untouched
+    dry = _restore(attack, "shop", server.url("shop"), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "filed under target shop with tags" in dry.stdout, dry.stdout
+
+
+def test_bad_inputs_fail_before_any_recovery(attack: Attack) -> None:
+    place, server = attack.place, attack.server
+    cases: list[tuple[list[str], int, str]] = [
+        (["--database", "late"], 2, "a database created after a base backup"),
+        (
+            ["--database", "shop", "--to-time", attack.base_window[0]],
+            3,
+            "before the oldest base backup",
+        ),
+        (["--database", "nosuch", "--os-user", "nosuchuser"], 2, "holds no database 'nosuch'"),
+    ]
+    for more, code, words in cases:
+        args = ["restore", "--config", str(place.config), "--to-time", attack.moment]
+        args += ["--to", server.url("shop"), "--yes", *more]
+        result = place.run(*args)
+        _one_error(result, code, words)
+        assert "throwaway cluster in" not in result.stdout
+    assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
+
+
+def test_as_root_an_os_user_who_cannot_read_the_key_is_refused_first(attack: Attack) -> None:
+    place, server = attack.place, attack.server
+    if os.geteuid() != 0 or place.user is None:
+        pytest.skip("needs root (--os-user)")
+    nobody = pwd.getpwnam("nobody").pw_name
+    run = [str(place.launcher), "restore", "--config", str(place.config), "--to-time"]
+    run += [attack.moment, "--database", "shop", "--to", server.url("shop"), "--yes"]
+    for user, words in ((nobody, f"cannot read {place.key}"), ("nosuchuser", "no such OS user")):
+        result = subprocess.run(
+            [*run, "--os-user", user],
+            env=place.env(),
+            cwd=place.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        _one_error(result, 2, words)
+        assert "throwaway cluster in" not in result.stdout
+    assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
+
+
+def test_sigint_after_recovery_removes_the_throwaway_and_changes_nothing(attack: Attack) -> None:
+    place, server = attack.place, attack.server
+    extra: dict[str, Any] = {}
+    if place.user is not None:
+        extra = {"user": place.user.pw_uid, "group": place.user.pw_gid, "extra_groups": []}
+    proc = subprocess.Popen(
+        [
+            *(str(place.launcher), "restore", "--config", str(place.config), "--to-time"),
+            *(attack.moment, "--database", "shop", "--to", server.url("shop"), "--yes"),
+        ],
+        env=place.env(),
+        cwd=place.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **extra,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "recovered to" in line:  # the dump starts now
+            proc.send_signal(signal.SIGINT)
+            break
+    _rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("error:") == 1 and "SIGINT" in err, err
+    folder = re.search(r"throwaway cluster in (\S+)", "".join(seen))
+    assert folder and not Path(folder[1]).exists()
+    assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
+    names = server.query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'shop%'")
+    assert sorted(n for (n,) in names if "_sr_" in n) == [], names
