@@ -271,6 +271,12 @@ def test_a_restore_point_killed_between_server_and_record_burns_the_name(
         (("--to-timeline", str(1 << 32)), 2, "not latest, current or a timeline"),
         (("--to-timeline", "2 "), 3, "timeline 2 is not in the archive"),
         (("--to-restore-point", "after-2", "--to-xid", "900"), 2, "choose one of"),
+        (("--port", "70000"), 2, "not a TCP port"),
+        (("--port", "0"), 2, "not a TCP port"),
+        (("--to-time", "0001-01-01"), 2, "is not a time like"),
+        (("--to-time", "9999-12-31T23:59:59-12:00"), 2, "is not a time like"),
+        (("--to-lsn", "FFFFFFFF/FFFFFFFF"), 5, "is after the newest archived WAL"),
+        (("--to-lsn", "100000000/0"), 2, "is not an LSN"),
     ],
 )
 def test_bad_targets_exit_in_one_line(

@@ -122,6 +122,8 @@ def restore_to_datadir(
     given = [t for t in (to_time, to_lsn, to_xid, to_restore_point) if t is not None]
     if len(given) > 1:
         raise UsageError("choose one of --to-time, --to-lsn, --to-xid and --to-restore-point")
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port (1 to 65535)")
     if start and os.geteuid() == 0:
         raise UsageError(
             "PostgreSQL does not run as root: run restore --start as the cluster's OS user "

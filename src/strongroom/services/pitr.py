@@ -36,11 +36,11 @@ def parse_target_time(text: str) -> datetime:
     """``--to-time``: ISO 8601, local time unless it names an offset; ``UsageError``."""
     try:
         instant = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+        if instant.tzinfo is None:
+            instant = instant.astimezone()
+        return instant.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # overflow: year 1 or 9999 shifted to UTC
         raise UsageError(f'--to-time {text!r} is not a time like "2026-11-30 14:03:12+01"') from exc
-    if instant.tzinfo is None:
-        instant = instant.astimezone()
-    return instant.astimezone(UTC)
 
 
 def physical_facts(repo: Repository, manifest: Manifest) -> dict[str, Any]:
