@@ -219,3 +219,46 @@ def test_sigint_after_recovery_removes_the_throwaway_and_changes_nothing(attack:
     assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
     names = server.query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'shop%'")
     assert sorted(n for (n,) in names if "_sr_" in n) == [], names
+
+
+@pytest.mark.parametrize("size", ["20m", "48m"], ids=["base-backup", "wal"])
+def test_a_full_temp_folder_is_one_line_and_leaves_nothing(attack: Attack, size: str) -> None:
+    """TMPDIR on a small tmpfs: 20 MiB does not hold the base backup (was: 'unexpected
+    failure (OSError)', exit 70); 48 MiB holds it but not a WAL segment beside it (was:
+    'could not locate required checkpoint record', wal-fetch's reason only in -v)."""
+    place, server = attack.place, attack.server
+    if os.geteuid() != 0 or place.user is None:
+        pytest.skip("mounts a tmpfs (root)")
+    small = place.root / f"small-{size}"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(small)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        result = subprocess.run(
+            [
+                *(str(place.launcher), "restore", "--config", str(place.config), "--to-time"),
+                *(attack.moment, "--database", "shop", "--to", server.url("shop"), "--yes"),
+            ],
+            env={**place.env(), "TMPDIR": str(small)},
+            cwd=place.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=place.user.pw_uid,
+            group=place.user.pw_gid,
+            extra_groups=[],
+        )
+        words = "point TMPDIR at a folder with room" if size == "20m" else "No space left"
+        _one_error(result, 5, words)
+        _no_throwaway_left(result.stdout)
+        assert not any(small.rglob("pitr-*")), list(small.rglob("*"))
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    assert _ids(server, "shop", '"Orders"') == [1, 2, 9]

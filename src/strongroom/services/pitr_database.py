@@ -6,9 +6,11 @@ then goes through the normal safe restore (cli/pitr_database_cmd.py). docs/desig
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import shlex
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from strongroom.engines import open_engine
 from strongroom.engines.postgresql.physical import RecoveryOutcome
 from strongroom.engines.postgresql.throwaway import throwaway_cluster
-from strongroom.errors import RecoveryEndedEarly
+from strongroom.errors import RecoveryEndedEarly, RestoreFailed
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
@@ -28,6 +30,7 @@ from strongroom.services.recovery_plan import ended_early
 log = logging.getLogger("strongroom.pitr")
 
 WAL_CONFIG_NAME = "strongroom-wal.toml"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")  # the server's line
 
 
@@ -66,7 +69,16 @@ def recover_and_dump(
     with throwaway_cluster(str(plan.facts["server_version"]), plan.os_user) as cluster:
         step(f"throwaway cluster in {cluster.folder} (as {plan.os_user.name}, port {cluster.port})")
         clock = time.monotonic()
-        members = cluster.lay_down(repo.read_stream(plan.base))
+        try:
+            members = cluster.lay_down(repo.read_stream(plan.base))
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            raise RestoreFailed(
+                f"no space left in {tempfile.gettempdir()} for the throwaway cluster (the base "
+                f"backup is {plan.base.raw_size / 2**20:.0f} MiB unpacked, and recovery needs its "
+                "WAL beside it): point TMPDIR at a folder with room"
+            ) from None
         if wal_config is None:
             wal_config = str(cluster.write_file(WAL_CONFIG_NAME, wal_config_text or ""))
         command = [*strongroom, "wal-fetch", "--snapshots", "--config", wal_config]

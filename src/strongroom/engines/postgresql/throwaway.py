@@ -46,6 +46,7 @@ log = logging.getLogger("strongroom.engines.postgresql.throwaway")
 READY = "database system is ready to accept connections"
 _LAST = re.compile(r"last completed transaction was at log time (.+)$", re.M)
 _STOP = re.compile(r"(recovery stopping [^\n]*|redo done at [^\n]*)", re.M)
+_FETCH_ERROR = re.compile(r"^error: (.+)$", re.M)  # a strongroom wal-fetch failure in the log
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,12 @@ class ThrowawayCluster:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         log.info("the throwaway cluster's log ended with:\n%s", "\n".join(text.splitlines()[-30:]))
         message = str(error).replace(f" (see {self.log_file})", " (its log: run with -v)")
+        fetch = _FETCH_ERROR.findall(text)  # restore_command's own reason: it names the cause
+        if fetch and type(error) is RestoreFailed:
+            message = (
+                f"{prefix}: restore_command (strongroom wal-fetch) failed: {fetch[-1].strip()}"
+                " (its log: run with -v)"
+            )
         return type(error)(message)
 
     def connect_url(self, database: str, roles: Iterable[str]) -> str:
