@@ -200,24 +200,26 @@ def needed_ranges(
     A span ending at a switch LSN X needs segments up to the one before X's (X's segment
     is read from the child); the rule PostgreSQL's ``XLogFileReadAnyTLI`` follows."""
     ranges: list[tuple[int, int, int | None]] = []
-    started = False
-    for span in path:
-        if not started:
-            if span.timeline != base_timeline:
-                continue
-            if span.end is not None and start_lsn >= span.end:
-                return None
-            started = True
-            first = segment_number(max(start_lsn, span.begin), segment_size)
-        else:
-            first = segment_number(span.begin, segment_size)
+    at = next((i for i, span in enumerate(path) if span.timeline == base_timeline), None)
+    if at is None:
+        return None
+    end = path[at].end
+    if end is not None and start_lsn >= end:
+        return None
+    # a standby's base backup across its upstream's switch records the timeline it ended
+    # on (backup_manifest's last WAL-Range) and the LSN it began at on an ancestor:
+    # recovery begins on the ancestor that holds that LSN
+    while at > 0 and start_lsn < path[at].begin:
+        at -= 1
+    for span in path[at:]:
+        first = segment_number(max(start_lsn, span.begin), segment_size)
         if span.end is None:
             ranges.append((span.timeline, first, None))
         else:
             last = segment_number(span.end, segment_size) - 1
             if last >= first:
                 ranges.append((span.timeline, first, last))
-    return ranges if started else None
+    return ranges
 
 
 def segment_needed(
