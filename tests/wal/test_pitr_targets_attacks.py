@@ -499,14 +499,24 @@ def test_a_damaged_history_file_counts_only_when_recovery_reads_it(cluster: Clus
     stream = next(
         p.name for p in (place.repo / "logs").iterdir() if _has_backup_of(place, p.name, other)
     )
-    garbage = place.root / "00000002.history"
-    garbage.write_text("not a history file\n")
-    place.chown(garbage)
-    pushed = place.run("wal-push", "--config", str(place.config), "--stream", stream, str(garbage))
+    history = place.root / "00000002.history"
+    push = ("wal-push", "--config", str(place.config), "--stream", stream, str(history))
+    for garbage in ("not a history file\n", "2\t0/3000000\tnames itself\n", ""):
+        history.write_text(garbage)
+        place.chown(history)
+        # before the fix: archived, and then no real 00000002.history could ever be
+        _one_error(place.run(*push), 7, "is not a timeline history file")
+    assert not (place.repo / "logs" / stream / "history").exists()
+    history.write_text("1\t0/3000000\tno recovery target specified\n")
+    pushed = place.run(*push)
     assert pushed.returncode == 0, pushed.stderr
+    (stored,) = (place.repo / "logs" / stream / "history").iterdir()
+    damaged = bytearray(stored.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    stored.write_bytes(bytes(damaged))
     datadir = place.root / "b-latest"
     r = _restore(place, "--to-datadir", str(datadir), "--target", target)
-    _one_error(r, 7, "00000002.history in log stream")
+    _one_error(r, 7, "is damaged")
     assert not datadir.exists()
     r = _restore(place, "--to-datadir", str(datadir), "--target", target, "--to-timeline", "2")
     _one_error(r, 7, "is damaged")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from strongroom.engines.postgresql.wal import (
     WalFileName,
+    check_history_file,
     check_segment_belongs,
     control_system_identifier,
     parse_wal_name,
@@ -90,6 +91,8 @@ def archive_wal(
     ``wal-push`` and ``wal-receive`` both archive through here."""
     if system_identifier is not None:
         check_segment_belongs(name, data, system_identifier)
+    if name.kind == "history":
+        check_history_file(name, data)
     return archive.push(stream, name.group, name.name, data)
 
 

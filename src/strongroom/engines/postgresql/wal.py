@@ -120,6 +120,24 @@ def segment_size(data: bytes) -> int | None:
     return size
 
 
+def check_history_file(name: WalFileName, data: bytes) -> None:
+    """Raise ``WalMismatch`` when a ``.history`` file is no timeline history (no switch
+    line, or one that does not parse, or a parent not below its own timeline): archived,
+    it would stop every recovery that reads it and, written once, keep the real one of
+    that timeline out of the archive."""
+    from strongroom.engines.postgresql.timelines import parse_history
+
+    timeline = int(name.name[:8], 16)
+    try:
+        switches = parse_history(data.decode("utf-8"))
+        if not switches or any(s.parent >= timeline for s in switches):
+            raise ValueError("it names no earlier timeline")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WalMismatch(
+            f"{name.name} is not a timeline history file ({exc}): not archived"
+        ) from None
+
+
 def check_segment_belongs(name: WalFileName, data: bytes, system_identifier: int) -> None:
     """Raise ``WalMismatch`` when a segment's header names another cluster (pushing a
     copy's WAL into the original's stream would make recovery replay foreign WAL)."""
