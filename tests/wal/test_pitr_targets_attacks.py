@@ -336,6 +336,16 @@ def test_datadir_a_file_the_live_datadir_or_a_full_folder_is_refused(cluster: Cl
     assert sorted(p.name for p in server.data_dir.iterdir()) == live_before
 
 
+def test_datadir_inside_the_live_cluster_or_the_repository_is_refused(cluster: Cluster) -> None:
+    """Before the fix a 23 MB cluster was laid down inside the live one's pg_wal, or in
+    the repository folder (exit 0)."""
+    place, server, _ = cluster
+    for where in (server.data_dir / "pg_wal" / "inside", place.repo / "inside"):
+        r = _restore(place, "--to-datadir", str(where), "--target", _target_a(cluster))
+        _one_error(r, 2, "is inside the")
+        assert not where.exists()
+
+
 def test_datadir_of_another_user_is_a_usage_error(cluster: Cluster) -> None:
     """An empty folder the restoring user does not own: was exit 70 'unexpected failure
     (PermissionError)'."""

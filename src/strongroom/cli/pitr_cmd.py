@@ -23,6 +23,7 @@ from strongroom.services.pitr import (
     parse_lsn,
     parse_target_time,
     physical_facts,
+    refuse_datadir_inside,
     restore_physical,
     run_recovery,
 )
@@ -163,6 +164,7 @@ def restore_to_datadir(
     command = [*strongroom_command(), "wal-fetch", "--snapshots", "--config", str(wal_file)]
     command += ["--stream", str(facts["stream"])]
     restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
+    refuse_datadir_inside(datadir, location(repo, key_file, s3_endpoint, config).location)
     prepare_datadir(datadir)  # a folder that will not do is refused before anything is said
     stdout.print(
         f"restoring base backup {manifest.backup_id} (ended {facts['stop_time']}, LSN "

@@ -43,6 +43,27 @@ def parse_target_time(text: str) -> datetime:
         raise UsageError(f'--to-time {text!r} is not a time like "2026-11-30 14:03:12+01"') from exc
 
 
+def refuse_datadir_inside(datadir: Path, repository: str | None) -> None:
+    """``UsageError`` (exit 2) when ``datadir`` (absolute) is inside another cluster's data
+    directory (a folder above it holds ``PG_VERSION`` and ``global/pg_control``: the copy
+    would land in that cluster, its base backups and its disk) or inside the local
+    repository folder ``repository`` (a location without ``://``)."""
+    for folder in datadir.parents:
+        try:
+            found = (folder / "PG_VERSION").is_file() and (folder / "global/pg_control").is_file()
+        except OSError:
+            found = False
+        if found:
+            raise UsageError(
+                f"{datadir} is inside the data directory of a PostgreSQL cluster ({folder}): "
+                "restore into a folder of its own"
+            )
+    if repository and "://" not in repository:
+        where = Path(repository).expanduser().resolve()
+        if datadir == where or where in datadir.parents:
+            raise UsageError(f"{datadir} is inside the repository ({where}): restore elsewhere")
+
+
 def physical_facts(repo: Repository, manifest: Manifest) -> dict[str, Any]:
     """What the base backup recorded (private section): start/stop LSN, timeline, stop
     time, system identifier, stream, server version, databases."""
