@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from strongroom.engines.postgresql import timelines as tl
 from strongroom.repository.keys import KeySource
 from strongroom.repository.layout import manifest_key
@@ -80,3 +82,86 @@ def test_a_standby_backup_across_a_timeline_switch_keeps_its_start_on_the_old_ti
     prune(repo, wait=0)
     assert {tl.name_of(1, n) for n in range(5, 8)} <= _names(repo)
     assert check_repository(repo).ok
+
+
+def test_a_running_base_backup_holds_prune_off(repo: Repository) -> None:
+    """``backup --physical`` holds its shared lock from before pg_basebackup starts until
+    its manifest is written: a prune meanwhile (its start segment older than the oldest
+    retained base backup's) must wait, not decide without it."""
+    from strongroom.errors import RepositoryBusy
+    from strongroom.repository.locks import acquire_shared
+
+    push_range(repo, 1, 1, 12, T0)
+    base_backup(repo, 1, 9, T0 + timedelta(minutes=9, seconds=30))
+    running = acquire_shared(repo.storage, "backup of cluster@db:5432", wait=0)
+    try:
+        before = _names(repo)
+        with pytest.raises(RepositoryBusy):
+            prune(repo, wait=0)
+        assert _names(repo) == before
+        # the backup that began at segment 2 finishes: its manifest, then the lock goes
+        base_backup(repo, 1, 2, T0 + timedelta(minutes=12))
+    finally:
+        running.release()
+    assert prune(repo, wait=0).wal_files == 1  # segment 1 only
+    assert tl.name_of(1, 2) in _names(repo)
+
+
+def test_prune_killed_mid_deletion_leaves_no_gap(repo: Repository, tmp_path: Path) -> None:
+    """A prune killed part-way through its WAL deletes (any subset deleted, in any order):
+    every retained base backup still recovers, check is clean, the next prune finishes.
+    The newest base backup forgotten, the older kept: the older decides."""
+    push_range(repo, 1, 1, 30, T0)
+    push(repo, tl.name_of(1, 6) + ".00000028.backup", T0 + timedelta(minutes=6))
+    push(repo, tl.name_of(1, 30) + ".partial", T0 + timedelta(minutes=31))
+    old = base_backup(repo, 1, 6, T0 + timedelta(minutes=6, seconds=30))
+    new = base_backup(repo, 1, 20, T0 + timedelta(minutes=20, seconds=30))
+    repo.storage.delete(manifest_key(new))
+    plan = plan_wal_retention(repo)
+    (line,) = plan.streams
+    assert {f.file.name for f in line.delete} == {tl.name_of(1, n) for n in range(1, 6)}
+    # the kill: every other planned delete done
+    for file in list(line.delete)[::2]:
+        repo.storage.delete(file.file.key)
+    assert check_repository(repo).ok
+    (stream,) = wal_status(repo).streams
+    assert not stream.gaps and stream.window_start == T0 + timedelta(minutes=6, seconds=30)
+    assert prune(repo, wait=0).wal_files == 2
+    kept = _names(repo)
+    assert {tl.name_of(1, n) for n in range(6, 31)} <= kept
+    assert tl.name_of(1, 6) + ".00000028.backup" in kept
+    assert tl.name_of(1, 30) + ".partial" in kept
+    assert old in repo.backup_ids()
+
+
+# --- the spool -------------------------------------------------------------------------
+def test_a_spool_shared_by_two_clusters_keeps_one_clusters_failure_in_health(
+    tmp_path: Path,
+) -> None:
+    """Two clusters archive into one spool folder (streams keep their files apart). One
+    cannot spool (its stream's folder is unusable); the other's next successful push
+    must not clear that failure from health: its archiver is still failing."""
+    from strongroom.errors import StorageError
+    from strongroom.services.wal_spool import spool_health, spool_push
+
+    spool = tmp_path / "my spool"  # a space in the path
+    a, b = "postgresql-7300000000000000001", "postgresql-7300000000000000002"
+    source = tmp_path / "segment"
+    source.write_bytes(b"w" * 8192)
+    name = tl.name_of(1, 1)
+    spool_push(spool, a, name, source, None)
+    spool_push(spool, b, name, source, None)
+    (spool / a / name).unlink()
+    (spool / a).rmdir()
+    (spool / a).write_bytes(b"")  # cluster a's folder is unusable now
+    with pytest.raises(StorageError):
+        spool_push(spool, a, tl.name_of(1, 2), source, None)
+    assert spool_health(spool, 900).status == "critical"
+    spool_push(spool, b, tl.name_of(1, 2), source, None)  # the other cluster goes on
+    health = spool_health(spool, 900)
+    assert health.status == "critical", health.reasons
+    assert tl.name_of(1, 2) in " ".join(health.reasons)
+    # cluster a's folder usable again: its next push clears its failure
+    (spool / a).unlink()
+    spool_push(spool, a, tl.name_of(1, 2), source, None)
+    assert spool_health(spool, 900).status == "healthy"

@@ -171,11 +171,15 @@ def spool_push(
             _write(fd, size, folder, target)
         except OSError as exc:
             why = _why(exc)
-            update_status(spool, push_failed={"time": _now(), "file": wal.name, "error": why})
+            failed = {"time": _now(), "file": wal.name, "error": why, "stream": stream}
+            update_status(spool, push_failed=failed)
             raise SpoolError(f"cannot spool {wal.name} in {spool}: {why}") from exc
     finally:
         os.close(fd)
-    if "push_failed" in read_status(spool):  # the failure health reports is over
+    # the failure health reports is over, if it was this stream's: a spool shared by two
+    # clusters must not clear one's failure with the other's success
+    last = read_status(spool).get("push_failed")
+    if isinstance(last, dict) and last.get("stream") in (None, stream):
         update_status(spool, push_failed=None)
     return SpoolPush(target, True)
 
