@@ -45,12 +45,12 @@ def parse_target_time(text: str) -> datetime:
 
 def refuse_datadir_inside(datadir: Path, repository: str | None) -> None:
     """``UsageError`` (exit 2) when ``datadir`` (absolute) is inside another cluster's data
-    directory (a folder above it holds ``PG_VERSION`` and ``global/pg_control``: the copy
+    directory (a folder above it holds ``global/pg_control`` and ``pg_wal/``: the copy
     would land in that cluster, its base backups and its disk) or inside the local
     repository folder ``repository`` (a location without ``://``)."""
     for folder in datadir.parents:
         try:
-            found = (folder / "PG_VERSION").is_file() and (folder / "global/pg_control").is_file()
+            found = (folder / "global/pg_control").is_file() and (folder / "pg_wal").is_dir()
         except OSError:
             found = False
         if found:
