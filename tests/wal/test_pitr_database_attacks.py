@@ -93,6 +93,34 @@ def attack() -> Iterator[Attack]:
         place.remove()
 
 
+def _env(place: WalPlace) -> dict[str, str]:
+    """The place's environment with a temp folder of this module's own: the throwaway
+    folders of these runs never show up in another module's (test_pitr_database's signal
+    test looks for the one new folder in the shared temp folder)."""
+    tmp = place.root / "tmp"
+    if not tmp.exists():
+        tmp.mkdir(mode=0o700)
+        place.chown(tmp)
+    return {**place.env(), "TMPDIR": str(tmp)}
+
+
+def _run(place: WalPlace, *args: str) -> subprocess.CompletedProcess[str]:
+    """``place.run`` with :func:`_env`."""
+    extra: dict[str, Any] = {}
+    if place.user is not None:
+        extra = {"user": place.user.pw_uid, "group": place.user.pw_gid, "extra_groups": []}
+    return subprocess.run(
+        [str(place.launcher), *args],
+        env=_env(place),
+        cwd=place.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        **extra,
+    )
+
+
 def _url(server: PgServer, database: str) -> str:
     return server.url(quote(database, safe=""))
 
@@ -103,7 +131,8 @@ def _ids(server: PgServer, database: str, table: str) -> list[int]:
 
 
 def _restore(a: Attack, database: str, to: str, *more: str) -> subprocess.CompletedProcess[str]:
-    return a.place.run(
+    return _run(
+        a.place,
         *("restore", "--config", str(a.place.config), "--to-time", a.moment),
         *("--database", database, "--to", to, "--yes", *more),
     )
@@ -127,6 +156,7 @@ def test_an_odd_database_name_and_a_table_whose_schema_holds_a_dot(attack: Attac
         attack, ODD, _url(server, ODD), "--table", ODD_TABLE, "--into-schema", "Sch.ema"
     )
     _one_error(again, 5, "already exists")
+    assert "throwaway cluster in" not in again.stdout  # refused before any recovery
     assert _ids(server, ODD, ODD_TABLE) == []
 
 
@@ -155,11 +185,13 @@ def test_bad_inputs_fail_before_any_recovery(attack: Attack) -> None:
             "before the oldest base backup",
         ),
         (["--database", "nosuch", "--os-user", "nosuchuser"], 2, "holds no database 'nosuch'"),
+        (["--database", "shop", "--table", 'public."Orders'], 2, "cannot read table name"),
+        (["--database", "shop", "--table", '"Orders"'], 5, 'table "public"."Orders" already'),
     ]
     for more, code, words in cases:
         args = ["restore", "--config", str(place.config), "--to-time", attack.moment]
         args += ["--to", server.url("shop"), "--yes", *more]
-        result = place.run(*args)
+        result = _run(place, *args)
         _one_error(result, code, words)
         assert "throwaway cluster in" not in result.stdout
     assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
@@ -175,7 +207,7 @@ def test_as_root_an_os_user_who_cannot_read_the_key_is_refused_first(attack: Att
     for user, words in ((nobody, f"cannot read {place.key}"), ("nosuchuser", "no such OS user")):
         result = subprocess.run(
             [*run, "--os-user", user],
-            env=place.env(),
+            env=_env(place),
             cwd=place.root,
             capture_output=True,
             text=True,
@@ -197,7 +229,7 @@ def test_sigint_after_recovery_removes_the_throwaway_and_changes_nothing(attack:
             *(str(place.launcher), "restore", "--config", str(place.config), "--to-time"),
             *(attack.moment, "--database", "shop", "--to", server.url("shop"), "--yes"),
         ],
-        env=place.env(),
+        env=_env(place),
         cwd=place.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -245,7 +277,7 @@ def test_a_full_temp_folder_is_one_line_and_leaves_nothing(attack: Attack, size:
                 *(str(place.launcher), "restore", "--config", str(place.config), "--to-time"),
                 *(attack.moment, "--database", "shop", "--to", server.url("shop"), "--yes"),
             ],
-            env={**place.env(), "TMPDIR": str(small)},
+            env={**_env(place), "TMPDIR": str(small)},
             cwd=place.root,
             capture_output=True,
             text=True,

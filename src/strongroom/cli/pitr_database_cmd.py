@@ -33,7 +33,11 @@ from strongroom.engines.postgresql.throwaway import OsUser
 from strongroom.errors import UsageError
 from strongroom.services.pitr import parse_lsn, parse_target_time
 from strongroom.services.pitr_database import recover_and_dump
-from strongroom.services.pitr_database_plan import PitrDatabasePlan, plan_pitr_database
+from strongroom.services.pitr_database_plan import (
+    PitrDatabasePlan,
+    check_tables,
+    plan_pitr_database,
+)
 
 DatabaseOption = Annotated[
     str | None,
@@ -164,6 +168,8 @@ def restore_database_at(
         os_user=os_user,
         configured=configured,
     )
+    if table:  # a dry run only previews: the names are read, the live tables not looked at
+        check_tables(engine, table, into_schema, look=not dry_run)
     _print_plan(plan, engine, table)
     found = location(repo, key_file, s3_endpoint, config)
     _check_user_reads(

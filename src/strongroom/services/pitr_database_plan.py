@@ -19,7 +19,8 @@ from strongroom.engines.base import Engine
 from strongroom.engines.postgresql.connection import PostgresServer
 from strongroom.engines.postgresql.physical import RecoveryTarget
 from strongroom.engines.postgresql.throwaway import OsUser
-from strongroom.errors import UsageError
+from strongroom.engines.postgresql.toc import parse_table_name
+from strongroom.errors import TargetNotEmpty, UsageError
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.services.pitr import choose_base_backup, physical_facts
@@ -139,3 +140,31 @@ def plan_pitr_database(
     user, basis = choose_os_user(engine, os_user)
     destination = destination_target(repo, engine, configured=configured)
     return PitrDatabasePlan(base, facts, database, recovery, user, basis, destination, wal)
+
+
+def check_tables(
+    engine: Engine, tables: list[str], into_schema: str | None, *, look: bool = True
+) -> None:
+    """Before anything is recovered: every ``--table`` name readable (``UsageError``,
+    exit 2) and none of them already in the live database where it would go (its own
+    schema, or ``into_schema``): ``TargetNotEmpty`` (exit 5), as the restore would after
+    the recovery (only when ``look``). A destination that cannot be read yet is left to
+    the restore."""
+    names = [parse_table_name(text) for text in tables]
+    if not look or not isinstance(engine, PostgresServer):
+        return
+    try:
+        with engine.connect_raw() as conn:
+            for schema, table in names:
+                where = into_schema or schema
+                row = conn.execute(
+                    "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+                    (where, table),
+                ).fetchone()
+                if row is not None and row[0]:
+                    raise TargetNotEmpty(
+                        f'table "{where}"."{table}" already exists in {engine.describe()}: '
+                        "an existing table is never overwritten; choose another --into-schema"
+                    )
+    except psycopg.Error:
+        return
