@@ -174,6 +174,26 @@ def test_a_role_that_may_create_but_not_switch_makes_no_point(cluster: Cluster) 
     assert ok.returncode == 0, ok.stderr
 
 
+def test_a_restore_point_into_a_repository_without_a_base_backup_of_the_cluster(
+    cluster: Cluster,
+) -> None:
+    """--config naming another repository (a newcomer's slip): before the fix the point
+    was made and recorded where it could never be recovered to."""
+    _place, server, _ = cluster
+    elsewhere = make_place()
+    try:
+        r = elsewhere.run(
+            "restore-point", "wrong-repo", "--to", server.url(), "--config", str(elsewhere.config)
+        )
+        _one_error(r, 3, "holds no base backup of this cluster")
+        assert not (elsewhere.repo / "restore-points").exists() or not list(
+            (elsewhere.repo / "restore-points").rglob("*.json")
+        )
+        assert _points_named(server, "wrong-repo") == 0
+    finally:
+        elsewhere.remove()
+
+
 def test_concurrent_restore_points_of_one_name_make_one(cluster: Cluster) -> None:
     place, server, _ = cluster
     results: list[subprocess.CompletedProcess[str]] = []

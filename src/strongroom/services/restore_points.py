@@ -20,6 +20,7 @@ from strongroom.repository.restore_points import (
     restore_point_key,
     write_restore_point,
 )
+from strongroom.services.pitr import physical_facts
 
 log = logging.getLogger("strongroom.restore_points")
 
@@ -28,10 +29,18 @@ def make_restore_point(repo: Repository, url: str, name: str) -> RestorePoint:
     """Create restore point ``name`` on the cluster at ``url``, switch WAL so its segment
     is archived now, and record it. ``UsageError`` (exit 2) for a bad name or a name the
     stream has already or whose claim never completed (the name is claimed atomically
-    before the server makes the point); ``DatabaseError`` (exit 5) when the role lacks
+    before the server makes the point); ``BackupNotFound`` (exit 3) when the repository
+    holds no base backup of the cluster; ``DatabaseError`` (exit 5) when the role lacks
     the rights or the server refuses."""
 
     def reserve(stream: str) -> Callable[[], None]:
+        bases = [m for m in repo.list_backups() if m.is_base_backup]
+        if not any(physical_facts(repo, m).get("stream") == stream for m in bases):
+            raise BackupNotFound(
+                f"the repository holds no base backup of this cluster (stream {stream}): a "
+                "restore point could never be recovered to; take one first (strongroom "
+                "backup --physical), with archive_command pushing to this repository"
+            )
         reserve_restore_point(repo.storage, stream, name)
         return lambda: release_restore_point(repo.storage, stream, name)
 
