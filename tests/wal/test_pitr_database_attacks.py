@@ -219,7 +219,13 @@ def test_as_root_an_os_user_who_cannot_read_the_key_is_refused_first(attack: Att
     assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
 
 
-def test_sigint_after_recovery_removes_the_throwaway_and_changes_nothing(attack: Attack) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["int", "kill"])
+def test_a_signal_during_the_dump_leaves_nothing_after_the_next_command(
+    attack: Attack, signum: signal.Signals
+) -> None:
+    """SIGINT once recovery is over (the dump runs): exit 130, one line, the throwaway gone.
+    kill -9 there: the folder and its server stay until the next command of that user (a
+    plain ``backup`` here) sweeps them; the live database unchanged and open either way."""
     place, server = attack.place, attack.server
     extra: dict[str, Any] = {}
     if place.user is not None:
@@ -241,13 +247,25 @@ def test_sigint_after_recovery_removes_the_throwaway_and_changes_nothing(attack:
     for line in proc.stdout:
         seen.append(line)
         if "recovered to" in line:  # the dump starts now
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             break
     _rest, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert err.count("error:") == 1 and "SIGINT" in err, err
     folder = re.search(r"throwaway cluster in (\S+)", "".join(seen))
-    assert folder and not Path(folder[1]).exists()
+    assert folder, seen
+    if signum == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert err.count("error:") == 1 and "SIGINT" in err, err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        assert Path(folder[1]).exists()  # nothing ran to clean up
+        backup = _run(place, "backup", "--config", str(place.config), server.url("shop"))
+        assert backup.returncode == 0, backup.stderr
+        gone = time.monotonic() + 30  # the archiver's wal-push may be the one sweeping it
+        while Path(folder[1]).exists() and time.monotonic() < gone:
+            time.sleep(0.1)
+    assert not Path(folder[1]).exists()
+    left = subprocess.run(["pgrep", "-f", folder[1]], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", left.stdout
     assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
     names = server.query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'shop%'")
     assert sorted(n for (n,) in names if "_sr_" in n) == [], names
