@@ -29,8 +29,9 @@ from tests.services.test_wal_status import (
     push_range,
     repo,
 )
+from tests.wal.test_wal_receive import streaming
 
-__all__ = ["repo"]
+__all__ = ["repo", "streaming"]
 
 
 def _rewrite_facts(repository: Repository, backup_id: str, **changes: object) -> None:
@@ -245,3 +246,65 @@ def test_prune_while_wal_push_goes_on_deletes_only_what_it_planned(repo: Reposit
     assert set(pushed) <= kept and len(pushed) > 0
     assert not {tl.name_of(1, n) for n in (1, 2, 4, 5, 6, 7, 8, 9)} & kept
     assert not wal_status(repo).streams[0].gaps
+
+
+# --- a real streaming set-up: health quiet, then a real gap ----------------------------
+def test_streaming_health_is_quiet_then_critical_on_a_real_gap(streaming: object) -> None:
+    """wal-receive streaming a real cluster (no archive_command) and a base backup: check
+    is clean and health shows the window with no gap (no critical); one segment the base
+    backup needs deleted from the repository: check exits 7 naming it, health exits 2;
+    prune (with wal-receive still streaming) never deletes what the base backup reads."""
+    import time
+
+    from strongroom.repository.keys import KeySource
+    from strongroom.storage.local import LocalStorage
+    from tests.wal.test_wal_receive import Receiver
+
+    place, server = streaming  # type: ignore[misc]
+    config = ("--config", str(place.config))
+    clock = time.monotonic()
+    receiver = Receiver(place, server, "--create-slot")
+    try:
+        server.query("postgres", "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+        for _ in range(2):
+            server.query("postgres", "SELECT pg_switch_wal()")
+        backup = place.run("backup", "--physical", "--target", "pitr", *config, server.url())
+        assert backup.returncode == 0, backup.stderr
+        server.query("postgres", "INSERT INTO t VALUES (0)")
+        server.query("postgres", "SELECT pg_switch_wal()")
+        repo = Repository.open(LocalStorage(place.repo), KeySource(key_file=place.key))
+        deadline = time.monotonic() + 30
+        while True:  # the backup's segments archived whole: its window opens
+            (stream,) = wal_status(repo).streams
+            if stream.window_start is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert stream.window_start is not None and not stream.gaps and not stream.unsure
+        check = place.run("check", *config)
+        assert check.returncode == 0 and "no problems found" in check.stdout, check.stdout
+        health = place.run("health", *config)
+        assert health.returncode in (0, 1), health.stdout + health.stderr  # no drill yet
+        assert "no gap" in health.stdout and "critical" not in health.stdout.lower()
+        before = _names_of(repo, stream.stream)
+        assert place.run("prune", *config).returncode == 0
+        (kept,) = repo.list_backups("pitr")
+        facts = repo.private_section(kept).engine_state["physical"]  # type: ignore[index]
+        start = tl.segment_name(int(facts["timeline"]), tl.parse_lsn(str(facts["start_lsn"])))
+        after = _names_of(repo, stream.stream)
+        assert {n for n in before if n[:24] >= start} <= after
+        # a real gap: the base backup's start segment lost
+        (lost,) = (f for f in LogArchive(repo).files(stream.stream) if f.name == start)
+        repo.storage.delete(lost.key)
+        check = place.run("check", *config)
+        assert check.returncode == 7 and f"segment {start} is missing" in check.stdout + (
+            check.stderr
+        )
+        health = place.run("health", *config)
+        assert health.returncode == 2, health.stdout + health.stderr
+        print(f"\nstreaming health, prune and gap: {time.monotonic() - clock:.1f} s")
+    finally:
+        receiver.stop()
+
+
+def _names_of(repo: Repository, stream: str) -> set[str]:
+    return {f.name for f in LogArchive(repo).files(stream)}
