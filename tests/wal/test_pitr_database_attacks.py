@@ -312,3 +312,42 @@ def test_a_full_temp_folder_is_one_line_and_leaves_nothing(attack: Attack, size:
     finally:
         subprocess.run(["umount", str(small)], check=False)
     assert _ids(server, "shop", '"Orders"') == [1, 2, 9]
+
+
+def test_two_at_once_into_the_same_database(attack: Attack) -> None:
+    """Both end cleanly (each swap waits for the other's); the database holds shop as of
+    T, open for connections, no staged copy left, both throwaway folders gone."""
+    place, server = attack.place, attack.server
+    server.create_database("twice")
+    server.psql("twice", "CREATE TABLE t (id int); INSERT INTO t VALUES (42);")
+    extra: dict[str, Any] = {}
+    if place.user is not None:
+        extra = {"user": place.user.pw_uid, "group": place.user.pw_gid, "extra_groups": []}
+    command = [
+        *(str(place.launcher), "restore", "--config", str(place.config), "--to-time"),
+        *(attack.moment, "--database", "shop", "--to", server.url("twice"), "--yes"),
+    ]
+    procs = [
+        subprocess.Popen(
+            command,
+            env=_env(place),
+            cwd=place.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **extra,
+        )
+        for _ in range(2)
+    ]
+    results = [(p, *p.communicate(timeout=200)) for p in procs]
+    for proc, out, err in results:
+        assert proc.returncode == 0 or err.count("error:") == 1, (proc.returncode, err)
+        assert "Traceback" not in err
+        _no_throwaway_left(out)
+    assert any(p.returncode == 0 for p, _o, _e in results), [e for _p, _o, e in results]
+    assert _ids(server, "twice", '"Orders"') == [1, 2, 3]
+    rows = server.query(
+        "postgres",
+        "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE 'twice%'",
+    )
+    assert [r for r in rows if "_sr_" in r[0] or not r[1]] == [], rows
