@@ -308,3 +308,30 @@ def test_streaming_health_is_quiet_then_critical_on_a_real_gap(streaming: object
 
 def _names_of(repo: Repository, stream: str) -> set[str]:
     return {f.name for f in LogArchive(repo).files(stream)}
+
+
+def test_segment_sizes_64mb_and_a_disagreement(repo: Repository, tmp_path: Path) -> None:
+    """A cluster with 64 MiB segments (initdb --wal-segsize=64): 64 segments per log, so
+    names wrap at ...3F; prune deletes only before the base backup's start in 64 MiB
+    units. A base backup recording another size (pg_resetwal --wal-segsize kept the
+    system identifier): nothing of the stream goes."""
+    mb64 = 64 * 1024 * 1024
+    names = [tl.name_of(1, n, mb64) for n in range(60, 71)]  # crosses log 0 -> 1
+    assert names[3:5] == ["00000001000000000000003F", "000000010000000100000000"]
+    for name in names:
+        push(repo, name)
+    b = base_backup(repo, 1, 1, T0 + timedelta(minutes=5))
+    start = 65 * mb64 + 0x28
+    _rewrite_facts(
+        repo, b, wal_segment_size=mb64, start_lsn=tl.format_lsn(start),
+        stop_lsn=tl.format_lsn(start + 0x100),
+    )  # fmt: skip
+    repo = _fresh(repo, tmp_path)
+    (line,) = plan_wal_retention(repo).streams
+    assert {f.file.name for f in line.delete} == set(names[:5]), line.kept_whole
+    assert not wal_status(repo).streams[0].gaps
+    other = base_backup(repo, 1, 66 * 4, T0 + timedelta(minutes=6))  # records 16 MiB
+    repo = _fresh(repo, tmp_path)
+    (line,) = plan_wal_retention(repo).streams
+    assert not line.delete and "different WAL segment sizes" in (line.kept_whole or "")
+    assert other in repo.backup_ids()
