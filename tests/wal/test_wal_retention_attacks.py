@@ -335,3 +335,30 @@ def test_segment_sizes_64mb_and_a_disagreement(repo: Repository, tmp_path: Path)
     (line,) = plan_wal_retention(repo).streams
     assert not line.delete and "different WAL segment sizes" in (line.kept_whole or "")
     assert other in repo.backup_ids()
+
+
+def test_a_read_only_spool_fails_in_one_line_and_health_goes_critical(
+    tmp_path: Path,
+) -> None:
+    """The spool's disk remounted read-only (ext4 ``errors=remount-ro``): wal-push exits 6
+    in one line, and since no status can be written there, health must still see it."""
+    from tests.wal.test_wal_commands import fails, segment
+    from tests.wal.test_wal_spool import _cli, _mount_tmpfs, _push, _umount, spooled
+
+    c = next(spooled.__wrapped__(tmp_path))  # type: ignore[attr-defined]
+    if not _mount_tmpfs(c["spool"], "40m"):
+        pytest.skip("needs root to mount a tmpfs and remount it read-only")
+    try:
+        names = [f"0000000100000000000000{n:02X}" for n in range(32, 34)]
+        assert _push(c, names[0], segment(names[0])).returncode == 0
+        assert _cli("wal-upload", "--once", c=c).returncode == 0
+        import subprocess
+
+        subprocess.run(["mount", "-o", "remount,ro", str(c["spool"])], check=True)
+        failed = _push(c, names[1], segment(names[1]))
+        fails(failed, 6, f"cannot spool {names[1]} in .*")
+        health = _cli("health", c=c)
+        assert health.returncode == 2, health.stdout + health.stderr
+        assert "read-only" in health.stdout
+    finally:
+        _umount(c["spool"])

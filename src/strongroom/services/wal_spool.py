@@ -443,11 +443,21 @@ class SpoolHealth:
     reasons: list[str]
 
 
+def _read_only(spool: Path) -> bool:
+    """Whether the spool's file system is mounted read-only (a disk the kernel remounted
+    after errors): then no status file records the failing pushes."""
+    try:
+        return bool(os.statvfs(spool).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def spool_health(
     spool: Path, recovery_point_seconds: float, now: float | None = None
 ) -> SpoolHealth:
     """What waits in the spool and whether that is a problem: critical when a push failed
-    (PostgreSQL keeps the WAL: the spool is full or unwritable) or a file conflicts with
+    (PostgreSQL keeps the WAL: the spool is full or unwritable), the spool's file system
+    is read-only, or a file conflicts with
     the archive; warning when the oldest file waits longer than the recovery point or the
     last upload failed."""
     now = time.time() if now is None else now
@@ -462,6 +472,12 @@ def spool_health(
         reasons.append(
             f"wal-push could not spool {failed.get('file')} at {failed.get('time')}: "
             f"{failed.get('error')} (PostgreSQL keeps the WAL and retries)"
+        )
+    if _read_only(spool):  # no push can spool, nor record that it could not
+        level = "critical"
+        reasons.append(
+            "the spool's file system is read-only: wal-push cannot spool "
+            "(PostgreSQL keeps the WAL and retries)"
         )
     conflicts = status.get("conflicts")
     if isinstance(conflicts, list) and conflicts:
