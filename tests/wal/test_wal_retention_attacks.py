@@ -362,3 +362,31 @@ def test_a_read_only_spool_fails_in_one_line_and_health_goes_critical(
         assert "read-only" in health.stdout
     finally:
         _umount(c["spool"])
+
+
+def test_a_stray_file_in_the_spool_does_not_stop_the_uploads(tmp_path: Path) -> None:
+    """A dedicated spool disk has ``lost+found``; someone leaves a note in a stream's
+    folder: neither is uploaded, and neither stops the WAL behind it from going."""
+    from strongroom.services.wal_spool import spool_health, spool_push, upload_until, waiting
+
+    repository = _new_repo(tmp_path)
+    spool = tmp_path / "spool"
+    source = tmp_path / "segment"
+    source.write_bytes(b"w" * 8192)
+    spool_push(spool, STREAM, tl.name_of(1, 3), source, None)
+    (spool / "lost+found").mkdir()
+    (spool / "lost+found" / "#1234").write_bytes(b"x")
+    (spool / STREAM / "notes.txt").write_bytes(b"x")
+    assert [w.name for w in waiting(spool)] == [tl.name_of(1, 3)]
+    report = upload_until(spool, lambda: repository, once=True)
+    assert report.uploaded == 1 and waiting(spool) == []
+    assert [f.name for f in LogArchive(repository).files(STREAM)] == [tl.name_of(1, 3)]
+    assert spool_health(spool, 900).status == "healthy"
+
+
+def _new_repo(tmp_path: Path) -> Repository:
+    from strongroom.storage.local import LocalStorage
+
+    storage = LocalStorage(tmp_path / "repo")
+    Repository.init(storage, key_file=tmp_path / "repo.key")
+    return Repository.open(storage, KeySource(key_file=tmp_path / "repo.key"))

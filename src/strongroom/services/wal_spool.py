@@ -24,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -278,16 +279,34 @@ class Waiting:
     mtime: float  # seconds since the epoch
 
 
+_STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # repository/logs.py's rule
+
+
+def _is_wal_name(name: str) -> bool:
+    try:
+        parse_wal_name(name)
+    except StrongroomError:
+        return False
+    return True
+
+
 def waiting(spool: Path) -> list[Waiting]:
-    """Every file waiting in the spool, oldest name first per stream (WAL order)."""
+    """Every file waiting in the spool, oldest name first per stream (WAL order). What
+    wal-push never writes is passed over, never uploaded: a folder that is no stream name
+    (``lost+found`` of a dedicated spool disk, unreadable to this user) and a file that
+    is no WAL name (one such file stopped every upload)."""
     found: list[Waiting] = []
     try:
-        streams = sorted(p for p in spool.iterdir() if p.is_dir())
+        streams = sorted(p for p in spool.iterdir() if p.is_dir() and _STREAM.fullmatch(p.name))
     except FileNotFoundError:
         return []
     for folder in streams:
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(_TMP) or not path.is_file():
+        try:
+            paths = sorted(folder.iterdir())
+        except OSError:
+            continue
+        for path in paths:
+            if path.name.startswith(_TMP) or not _is_wal_name(path.name) or not path.is_file():
                 continue
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
