@@ -331,7 +331,10 @@ def test_health_metrics_and_list_show_the_wal(repo: Repository, tmp_path: Path) 
     late = wal_status(repo, now=T0 + timedelta(minutes=40))
     (result,) = with_wal([fine], late, timedelta(minutes=15))
     assert result.status == WARNING
-    assert result.reasons == ["WAL archiving lags 30.0 min (recovery point 15 min)"]
+    assert result.reasons == [
+        "WAL archiving lags 30.0 min (recovery point 15 min; an idle server archives only "
+        "at archive_timeout: set it below the recovery point)"
+    ]
     files = {f.name: f for f in LogArchive(repo).files(STREAM)}
     repo.storage.delete(files[tl.name_of(1, 4)].key)
     broken = wal_status(repo, now=T0 + timedelta(minutes=20))

@@ -163,7 +163,8 @@ def apply_wal(
         status = _worst(status, WARNING)
         reasons.append(
             f"WAL archiving lags {lag / 60:.1f} min (recovery point "
-            f"{recovery_point.total_seconds() / 60:g} min)"
+            f"{recovery_point.total_seconds() / 60:g} min; an idle server archives only "
+            "at archive_timeout: set it below the recovery point)"
         )
     elif lag is None and not any(s.newest_segment for s in streams):
         status = _worst(status, WARNING)
