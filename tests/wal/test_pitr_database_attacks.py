@@ -173,6 +173,11 @@ def test_shop_into_a_copy_and_the_copy_does_not_take_over_shops_target(attack: A
     dry = _restore(attack, "shop", server.url("shop"), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "filed under target shop with tags" in dry.stdout, dry.stdout
+    # the base backup's URL named database postgres: its cluster target is no logical
+    # destination's (the dump of postgres went under target cluster@…)
+    maintenance = _restore(attack, "postgres", server.url("postgres"), "--dry-run")
+    assert maintenance.returncode == 0, maintenance.stderr
+    assert "filed under target postgres with tags" in maintenance.stdout, maintenance.stdout
 
 
 def test_bad_inputs_fail_before_any_recovery(attack: Attack) -> None:

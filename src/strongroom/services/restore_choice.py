@@ -115,11 +115,12 @@ def backup_database_name(repo: Repository, manifest: Manifest) -> str:
 
 def regular_targets(repo: Repository) -> dict[str, Manifest]:
     """Each target that has a regular backup (not a safety backup, not a ``pitr`` dump:
-    that one is of the throwaway cluster's database, whatever the destination was), with
+    that one is of the throwaway cluster's database, whatever the destination was; not a
+    base backup: that one is of a whole cluster, whatever database its URL named), with
     its newest one."""
     newest: dict[str, Manifest] = {}
     for m in repo.list_backups():  # oldest first
-        if is_regular(m.tags):
+        if is_regular(m.tags) and not m.is_base_backup:
             newest[m.target] = m
     return newest
 
