@@ -1,5 +1,8 @@
 """Shared test harness: real servers started by the tests, stopped by the tests."""
 
+import compileall
+from pathlib import Path
+
 import pytest
 
 from strongroom import redaction
@@ -9,6 +12,16 @@ pytest_plugins = [
     "tests.fixtures.mariadb",
     "tests.fixtures.s3",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile src/strongroom once, before the workers start: every strongroom command a
+    test runs as a subprocess otherwise compiles every module it imports from source
+    when PYTHONDONTWRITEBYTECODE is set (about 1 s of CPU per full command line, 50 ms
+    per wal-push/wal-fetch; measured on the 2-core CI host)."""
+    if not hasattr(config, "workerinput"):
+        source = Path(__file__).resolve().parent.parent / "src" / "strongroom"
+        compileall.compile_dir(source, quiet=1, workers=0)
 
 
 @pytest.fixture(autouse=True)
