@@ -346,3 +346,54 @@ def test_a_base_backup_is_never_chosen_or_fed_to_a_logical_restore_or_drill(
         assert "base backup" in refused.stderr and "--to-datadir" in refused.stderr, args
         assert refused.stderr.count("error:") == 1
     assert not server.database_exists("never")
+
+
+def test_row_counts_of_every_database_are_recorded_when_asked(
+    archiving: tuple[WalPlace, PgServer],
+) -> None:
+    """``backup --physical --row-counts`` records the rows of every table of every
+    database (quoted CamelCase names, a table owned by an app role that is no superuser,
+    a partitioned table counted in its partitions); without ``--physical`` it is refused
+    in one line before anything is read."""
+    from strongroom.engines.postgresql.physical_counts import table_key
+    from strongroom.repository.keys import KeySource
+    from strongroom.repository.repository import Repository
+    from strongroom.services.pitr import physical_facts
+    from strongroom.storage.local import LocalStorage
+
+    place, server = archiving
+    server.create_database("Camel Shop")
+    server.psql(
+        "Camel Shop",
+        """
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'counted_app') THEN
+            CREATE ROLE counted_app LOGIN;
+          END IF;
+        END $$;
+        CREATE TYPE mood AS ENUM ('ok', 'sad');
+        CREATE TABLE public."Orders" (id int, m mood);
+        ALTER TABLE public."Orders" OWNER TO counted_app;
+        INSERT INTO public."Orders" SELECT g, 'ok' FROM generate_series(1, 7) g;
+        CREATE SCHEMA "Sch.ema";
+        CREATE TABLE "Sch.ema".events (at int) PARTITION BY RANGE (at);
+        CREATE TABLE "Sch.ema".events_1 PARTITION OF "Sch.ema".events FOR VALUES FROM (0) TO (10);
+        INSERT INTO "Sch.ema".events SELECT generate_series(0, 4);
+        """,
+    )
+    refused = place.run("backup", "--row-counts", "--config", str(place.config), server.url())
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("error:") == 1 and "--physical" in refused.stderr
+    taken = place.run(
+        "backup", "--physical", "--row-counts", "--config", str(place.config), server.url()
+    )
+    assert taken.returncode == 0, taken.stderr
+    backup_id = taken.stdout.split()[1]
+    repo = Repository.open(LocalStorage(place.repo), KeySource(key_file=place.key))
+    facts = physical_facts(repo, repo.load_manifest(backup_id))
+    counts = facts["row_counts"]["databases"]
+    assert counts["Camel Shop"][table_key("public", "Orders")] == 7
+    assert counts["Camel Shop"]['"Sch.ema".events_1'] == 5
+    assert '"Sch.ema".events' not in counts["Camel Shop"]  # partitioned: its partitions
+    assert set(counts) == set(facts["databases"])
+    assert facts["row_counts"]["counted_at"].endswith("Z")

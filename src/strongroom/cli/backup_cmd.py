@@ -72,6 +72,14 @@ def backup(
             "slot wal-receive streams through (it must be active).",
         ),
     ] = "strongroom",
+    row_counts: Annotated[
+        bool,
+        typer.Option(
+            "--row-counts",
+            help="With --physical: also record the rows of every table of every database "
+            "(one scan of each table, just before the base backup starts).",
+        ),
+    ] = False,
 ) -> None:
     """Back up a database into the repository (running the target's configured hooks)."""
     sources = Sources.load(config)
@@ -83,7 +91,9 @@ def backup(
             "or configure a target in strongroom.toml"
         )
     repository = sources.location(repo, key_file, s3_endpoint).open()
-    engine = physical_engine(url, wal_slot) if physical else open_engine(url)
+    if row_counts and not physical:
+        raise UsageError("--row-counts is for base backups: use it with --physical")
+    engine = physical_engine(url, wal_slot, row_counts) if physical else open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
     notifications = sources.notifications()
     notifier = build_notifier(notifications, os.environ)

@@ -35,6 +35,7 @@ from strongroom.engines.postgresql.connection import (
     _debian_bin_dirs,
     server_major,
 )
+from strongroom.engines.postgresql.physical_counts import count_rows
 from strongroom.engines.postgresql.receivewal import DEFAULT_SLOT, streaming_slot, wait_for_slot
 from strongroom.engines.postgresql.wal import stream_name
 from strongroom.engines.process import DumpProcess, popen, stop
@@ -231,8 +232,9 @@ class PhysicalSource:
 
     kind = KIND
 
-    def __init__(self, url: str, wal_slot: str = DEFAULT_SLOT) -> None:
+    def __init__(self, url: str, wal_slot: str = DEFAULT_SLOT, row_counts: bool = False) -> None:
         self._server = PostgresServer(url)
+        self._row_counts = row_counts  # --row-counts: count every table first (slow)
         self._wal_slot = wal_slot  # wal-receive's slot: streamed WAL instead of archiving
         self._streamed = False
 
@@ -269,6 +271,8 @@ class PhysicalSource:
     @contextlib.contextmanager
     def dump(self) -> Iterator[RunningBaseBackup]:
         facts = self._facts()
+        if self._row_counts:
+            facts["row_counts"] = count_rows(self._server, facts["databases"])
         tool, version = self._server.tool("pg_basebackup", facts.pop("major"))
         command = [
             str(tool),
@@ -340,11 +344,12 @@ def _size_bytes(setting: str) -> int | None:
     return int(found[1]) * unit
 
 
-def physical_engine(url: str, wal_slot: str = DEFAULT_SLOT) -> Engine:
+def physical_engine(url: str, wal_slot: str = DEFAULT_SLOT, row_counts: bool = False) -> Engine:
     """A ``PhysicalSource`` where the backup service takes an ``Engine`` (it uses
     ``describe``, ``database_name``, ``check``, ``estimated_size``, ``dump`` and
-    ``recover_swaps`` only); ``wal_slot``: the slot wal-receive streams through."""
-    return cast(Engine, PhysicalSource(url, wal_slot))
+    ``recover_swaps`` only); ``wal_slot``: the slot wal-receive streams through;
+    ``row_counts``: record every table's rows (``physical_counts.count_rows``)."""
+    return cast(Engine, PhysicalSource(url, wal_slot, row_counts))
 
 
 # --- laying a base backup down ---------------------------------------------------------
