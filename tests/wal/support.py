@@ -13,11 +13,17 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from strongroom_servers import ServerUnavailable
 from strongroom_servers.common import run_as_user
+from strongroom_servers.postgres import PgServer, start_server
 from tests.helpers import REPO_ROOT
 
 
@@ -213,3 +219,48 @@ def places() -> Iterator[WalPlace]:
         yield place
     finally:
         place.remove()
+
+
+def start_archiving(place: WalPlace, settings: dict[str, str]) -> PgServer:
+    """A PostgreSQL server whose ``archive_command`` is ``place``'s ``wal-push``, with
+    ``settings`` on top (``archive_mode``, ``wal_level`` ...); when no server can start,
+    ``place`` is removed and the test fails in one line."""
+    try:
+        return start_server({"archive_command": place.archive_command(), **settings})
+    except ServerUnavailable as exc:
+        place.remove()
+        pytest.fail(str(exc), pytrace=False)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def archived_up_to(server: PgServer, timeout: float = 90.0) -> str:
+    """Switch to a new segment and wait until the archiver has pushed the old one; its
+    name."""
+    segment = server.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = server.query(
+            "postgres",
+            "SELECT last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver",
+        )[0]
+        if row[0] is not None and row[0] >= segment:
+            return str(segment)
+        time.sleep(0.2)
+    raise AssertionError(f"segment {segment} not archived: {row}; log: {tail(server.log_file)}")
+
+
+def stop_copy(place: WalPlace, server: PgServer, datadir: Path) -> None:
+    """Stop (immediately) a restored copy in ``datadir`` as ``place``'s OS user."""
+    extra: dict[str, Any] = {}
+    if place.user is not None:
+        extra = {"user": place.user.pw_uid, "group": place.user.pw_gid, "extra_groups": []}
+    subprocess.run(
+        [str(server.bin_dir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+        **extra,
+    )

@@ -6,20 +6,16 @@ markers committed up to each moment."""
 from __future__ import annotations
 
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from strongroom_servers import ServerUnavailable
-from strongroom_servers.postgres import PgServer, free_port, start_server
-from tests.wal.support import WalPlace, make_place
+from strongroom_servers.postgres import PgServer, free_port
+from tests.wal.support import WalPlace, archived_up_to, make_place, start_archiving, stop_copy
 
 BACKUP_AT = 20  # the base backup starts after this many markers (one every 100 ms)
 AFTER_BACKUP = 5.0  # seconds of markers after the base backup ended
@@ -28,56 +24,20 @@ AFTER_BACKUP = 5.0  # seconds of markers after the base backup ended
 @pytest.fixture(scope="module")
 def archiving() -> Iterator[tuple[WalPlace, PgServer]]:
     place = make_place()
-    try:
-        server = start_server(
-            {
-                "archive_mode": "on",
-                "archive_command": place.archive_command(),
-                "wal_level": "replica",
-                "archive_timeout": "60",
-                "track_commit_timestamp": "on",
-            }
-        )
-    except ServerUnavailable as exc:
-        place.remove()
-        pytest.fail(str(exc), pytrace=False)
+    server = start_archiving(
+        place,
+        {
+            "archive_mode": "on",
+            "wal_level": "replica",
+            "archive_timeout": "60",
+            "track_commit_timestamp": "on",
+        },
+    )
     try:
         yield place, server
     finally:
         server.stop()
         place.remove()
-
-
-def _archived_up_to(server: PgServer, timeout: float = 90.0) -> str:
-    """Switch to a new segment and wait until the archiver has pushed the old one."""
-    segment = server.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = server.query(
-            "postgres",
-            "SELECT last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver",
-        )[0]
-        if row[0] is not None and row[0] >= segment:
-            return str(segment)
-        time.sleep(0.2)
-    raise AssertionError(f"segment {segment} not archived: {row}; log: {_tail(server.log_file)}")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop(place: WalPlace, server: PgServer, datadir: Path) -> None:
-    extra: dict[str, Any] = {}
-    if place.user is not None:
-        extra = {"user": place.user.pw_uid, "group": place.user.pw_gid, "extra_groups": []}
-    subprocess.run(
-        [str(server.bin_dir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-        **extra,
-    )
 
 
 def _restored_ids(place: WalPlace, server: PgServer, name: str, *args: str) -> tuple[set[int], str]:
@@ -110,7 +70,7 @@ def _restored_ids(place: WalPlace, server: PgServer, name: str, *args: str) -> t
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
         return ids, result.stdout
     finally:
-        _stop(place, server, datadir)
+        stop_copy(place, server, datadir)
 
 
 def test_restore_to_time_recovers_exactly_the_markers(
@@ -148,7 +108,7 @@ def test_restore_to_time_recovers_exactly_the_markers(
     writer.join()
     assert not failures, failures
     assert backup.returncode == 0, backup.stderr
-    _archived_up_to(server)
+    archived_up_to(server)
     rows = server.query(
         "postgres", "SELECT id, pg_xact_commit_timestamp(xmin) FROM marker ORDER BY id"
     )
@@ -199,7 +159,7 @@ def test_restore_to_time_recovers_exactly_the_markers(
         str(free_port()),
         timeout=600,
     )
-    _stop(place, server, place.root / "past")
+    stop_copy(place, server, place.root / "past")
     assert result.returncode == 5, result.stderr
     assert "past the end of the archived WAL" in result.stderr
     assert result.stderr.count("error:") == 1
@@ -232,7 +192,7 @@ def test_wal_push_latency_per_16mb_segment(archiving: tuple[WalPlace, PgServer])
         "postgres",
         "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 600000) g",
     )
-    _archived_up_to(server)
+    archived_up_to(server)
     wal = server.data_dir / "pg_wal"
     segments = sorted(p for p in wal.iterdir() if len(p.name) == 24)[-6:-1]
     copies = place.root / "latency"

@@ -27,11 +27,10 @@ import pytest
 from strongroom.cli.options import location
 from strongroom.errors import BackupNotFound
 from strongroom.services.restore_choice import is_pitr_dump, latest_of
-from strongroom_servers import ServerUnavailable
-from strongroom_servers.postgres import PgServer, start_server
+from strongroom_servers.postgres import PgServer
 from tests.docs.test_examples import parse_command_line, strongroom_lines
 from tests.helpers import REPO_ROOT
-from tests.wal.support import WalPlace, make_place
+from tests.wal.support import WalPlace, archived_up_to, make_place, start_archiving
 
 DOC_CONFIG = "/etc/strongroom/wal.toml"
 DOC_TIME = "2026-11-30 14:03:11+01"
@@ -48,17 +47,6 @@ class Scene:
     other: list[tuple[Any, ...]]  # the rows of other.t now
 
 
-def _archived(server: PgServer, timeout: float = 90.0) -> None:
-    segment = server.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = server.query("postgres", "SELECT last_archived_wal FROM pg_stat_archiver")[0]
-        if row[0] is not None and row[0] >= segment:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"segment {segment} was not archived")
-
-
 def _commit_row(conn: psycopg.Connection[Any], i: int) -> datetime:
     conn.execute(
         'INSERT INTO "Orders" VALUES (%s, %s, %s)', (i, "paid" if i % 2 else "new", f"n{i}")
@@ -73,19 +61,15 @@ def _commit_row(conn: psycopg.Connection[Any], i: int) -> datetime:
 @pytest.fixture(scope="module")
 def scene() -> Iterator[Scene]:
     place = make_place()
-    try:
-        server = start_server(
-            {
-                "archive_mode": "on",
-                "archive_command": place.archive_command(),
-                "wal_level": "replica",
-                "archive_timeout": "60",
-                "track_commit_timestamp": "on",
-            }
-        )
-    except ServerUnavailable as exc:
-        place.remove()
-        pytest.fail(str(exc), pytrace=False)
+    server = start_archiving(
+        place,
+        {
+            "archive_mode": "on",
+            "wal_level": "replica",
+            "archive_timeout": "60",
+            "track_commit_timestamp": "on",
+        },
+    )
     try:
         server.query("postgres", "CREATE ROLE app NOLOGIN")
         server.query("postgres", "CREATE DATABASE shop OWNER app")
@@ -110,7 +94,7 @@ def scene() -> Iterator[Scene]:
             conn.execute('DELETE FROM "Orders" WHERE id > 2')
             conn.execute("INSERT INTO \"Orders\" VALUES (20, 'new')")
         server.query("other", "INSERT INTO t VALUES (3)")
-        _archived(server)
+        archived_up_to(server)
         after = [r[0] for r in server.query("shop", 'SELECT id FROM "Orders" ORDER BY id')]
         other = server.query("other", "SELECT id FROM t ORDER BY id")
         yield Scene(place, server, moment, list(range(1, 8)), after, other)

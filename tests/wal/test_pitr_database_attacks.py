@@ -21,10 +21,9 @@ from urllib.parse import quote
 
 import pytest
 
-from strongroom_servers import ServerUnavailable
-from strongroom_servers.postgres import PgServer, start_server
-from tests.wal.support import WalPlace, make_place
-from tests.wal.test_pitr_database import _archived, _no_throwaway_left
+from strongroom_servers.postgres import PgServer
+from tests.wal.support import WalPlace, archived_up_to, make_place, start_archiving
+from tests.wal.test_pitr_database import _no_throwaway_left
 
 ODD = 'Camel "Shop" ü'  # a database name that needs quoting everywhere
 ODD_SQL = '"Camel ""Shop"" ü"'
@@ -48,18 +47,14 @@ def _one_error(result: subprocess.CompletedProcess[str], code: int, words: str) 
 @pytest.fixture(scope="module")
 def attack() -> Iterator[Attack]:
     place = make_place()
-    try:
-        server = start_server(
-            {
-                "archive_mode": "on",
-                "archive_command": place.archive_command(),
-                "wal_level": "replica",
-                "archive_timeout": "60",
-            }
-        )
-    except ServerUnavailable as exc:
-        place.remove()
-        pytest.fail(str(exc), pytrace=False)
+    server = start_archiving(
+        place,
+        {
+            "archive_mode": "on",
+            "wal_level": "replica",
+            "archive_timeout": "60",
+        },
+    )
     try:
         server.query("postgres", "CREATE ROLE app NOLOGIN")
         server.query("postgres", f"CREATE DATABASE {ODD_SQL} OWNER app")
@@ -86,7 +81,7 @@ def attack() -> Iterator[Attack]:
         time.sleep(1.1)  # the bad change, well after T
         server.psql(ODD, f"DELETE FROM {ODD_TABLE}")
         server.psql("shop", 'DELETE FROM "Orders" WHERE id = 3; INSERT INTO "Orders" VALUES (9)')
-        _archived(server)
+        archived_up_to(server)
         yield Attack(place, server, moment.isoformat(), (started, moment.isoformat()))
     finally:
         server.stop()

@@ -14,8 +14,7 @@ import pytest
 
 from strongroom_servers import ServerUnavailable
 from strongroom_servers.postgres import PgServer, free_port, start_server
-from tests.wal.support import WalPlace, make_place
-from tests.wal.test_pitr import _archived_up_to, _stop
+from tests.wal.support import WalPlace, archived_up_to, make_place, stop_copy
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def history() -> Iterator[tuple[WalPlace, PgServer, dict[str, object]]]:
                 if i == 7:
                     second = place.run("backup", "--physical", *config, server.url())
                     assert second.returncode == 0, second.stderr
-        _archived_up_to(server)
+        archived_up_to(server)
         facts: dict[str, object] = {
             "xids": xids,
             "first": first.stdout.split()[1],
@@ -91,7 +90,7 @@ def _recover(place: WalPlace, server: PgServer, name: str, *args: str) -> tuple[
             ids = {int(r[0]) for r in conn.execute("SELECT id FROM marker").fetchall()}
         return ids, result.stdout
     finally:
-        _stop(place, server, datadir)
+        stop_copy(place, server, datadir)
 
 
 def test_restore_to_an_xid_recovers_up_to_its_commit(
@@ -182,7 +181,7 @@ def test_a_target_never_reached_is_never_success(
         str(free_port()),
         timeout=300,
     )
-    _stop(place, server, datadir)
+    stop_copy(place, server, datadir)
     assert result.returncode == 5, result.stderr + result.stdout
     assert "recovery ended before the target was reached" in result.stderr, result.stderr
     assert result.stderr.count("error:") == 1 and "recovered to" not in result.stdout

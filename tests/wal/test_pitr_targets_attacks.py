@@ -21,8 +21,7 @@ import pytest
 
 from strongroom_servers import ServerUnavailable
 from strongroom_servers.postgres import PgServer, free_port, start_server
-from tests.wal.support import WalPlace, make_place
-from tests.wal.test_pitr import _archived_up_to, _stop
+from tests.wal.support import WalPlace, archived_up_to, make_place, stop_copy
 
 Cluster = tuple[WalPlace, PgServer, dict[str, Any]]
 
@@ -76,8 +75,8 @@ def cluster() -> Iterator[Cluster]:
                 if i == 2:
                     made = place.run("restore-point", "after-2", "--to", server.url(), *config)
                     assert made.returncode == 0, made.stderr
-        _archived_up_to(server)
-        _archived_up_to(other)
+        archived_up_to(server)
+        archived_up_to(other)
         facts: dict[str, Any] = {"xids": xids, "first": first, "b_backup": b_backup}
         facts["other"] = other
         yield place, server, facts
@@ -398,7 +397,7 @@ def test_restore_point_into_a_path_with_spaces_recovers_and_starts(cluster: Clus
             ids = {int(row[0]) for row in conn.execute("SELECT id FROM marker").fetchall()}
         assert ids == {0, 1, 2}
     finally:
-        _stop(place, server, datadir)
+        stop_copy(place, server, datadir)
 
 
 def test_restore_killed_while_laying_down_then_again_into_the_folder(cluster: Cluster) -> None:
@@ -496,7 +495,7 @@ def test_a_point_of_the_same_name_made_outside_strongroom_is_never_success(
         "restore-point", "outside", "--to", server.url(), "--config", str(place.config)
     )
     assert made.returncode == 0, made.stderr
-    _archived_up_to(server)
+    archived_up_to(server)
     datadir = place.root / "outside"
     r = _restore(
         place,
@@ -508,7 +507,7 @@ def test_a_point_of_the_same_name_made_outside_strongroom_is_never_success(
         "--port",
         str(free_port()),
     )
-    _stop(place, server, datadir)
+    stop_copy(place, server, datadir)
     _one_error(r, 5, "a point of that name made outside strongroom comes first")
     assert "recover with --to-lsn" in r.stderr and "recovered to" not in r.stdout
 

@@ -15,10 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from strongroom_servers import ServerUnavailable
-from strongroom_servers.postgres import PgServer, free_port, start_server
-from tests.wal.support import WalPlace, make_place
-from tests.wal.test_pitr import _archived_up_to, _stop, _tail
+from strongroom_servers.postgres import PgServer, free_port
+from tests.wal.support import WalPlace, archived_up_to, make_place, start_archiving, stop_copy, tail
 from tests.wal.test_pitr_targets import _recover
 
 
@@ -54,7 +52,7 @@ def _promoted_copy(place: WalPlace, server: PgServer) -> tuple[Path, int]:
         env={**place.env(), "PYTHONPATH": python_path},
         **_as_user(place),
     )
-    assert started.returncode == 0, started.stderr + _tail(datadir / "log")
+    assert started.returncode == 0, started.stderr + tail(datadir / "log")
     return datadir, port
 
 
@@ -63,32 +61,28 @@ def switched() -> Iterator[tuple[WalPlace, PgServer]]:
     """Markers 0-9 on timeline 1 (a base backup after 4), then 100-104 on the promoted
     copy's timeline 2, everything archived; the copy is stopped again."""
     place = make_place()
-    try:
-        server = start_server(
-            {
-                "archive_mode": "on",
-                "archive_command": place.archive_command(),
-                "wal_level": "replica",
-                "archive_timeout": "60",
-            }
-        )
-    except ServerUnavailable as exc:
-        place.remove()
-        pytest.fail(str(exc), pytrace=False)
+    server = start_archiving(
+        place,
+        {
+            "archive_mode": "on",
+            "wal_level": "replica",
+            "archive_timeout": "60",
+        },
+    )
     try:
         server.query("postgres", "CREATE TABLE marker (id int PRIMARY KEY)")
         server.query("postgres", "INSERT INTO marker SELECT generate_series(0, 4)")
         backup = place.run("backup", "--physical", "--config", str(place.config), server.url())
         assert backup.returncode == 0, backup.stderr
         server.query("postgres", "INSERT INTO marker SELECT generate_series(5, 9)")
-        _archived_up_to(server)
+        archived_up_to(server)
         datadir, port = _promoted_copy(place, server)
         try:
             url = f"host=127.0.0.1 port={port} dbname=postgres user={server.user}"
             with psycopg.connect(url, password=server.password, autocommit=True) as conn:
                 deadline = time.monotonic() + 120
                 while conn.execute("SELECT pg_is_in_recovery()").fetchone() != (False,):
-                    assert time.monotonic() < deadline, _tail(datadir / "log")
+                    assert time.monotonic() < deadline, tail(datadir / "log")
                     time.sleep(0.1)
                 conn.execute("INSERT INTO marker SELECT generate_series(100, 104)")
                 row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
@@ -97,10 +91,10 @@ def switched() -> Iterator[tuple[WalPlace, PgServer]]:
                     got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
                     if got is not None and got[0] is not None and got[0] >= row[0]:
                         break
-                    assert time.monotonic() < deadline, _tail(datadir / "log")
+                    assert time.monotonic() < deadline, tail(datadir / "log")
                     time.sleep(0.1)
         finally:
-            _stop(place, server, datadir)
+            stop_copy(place, server, datadir)
         yield place, server
     finally:
         server.stop()
@@ -156,7 +150,7 @@ def test_a_base_backup_after_the_branch_does_not_follow_it(
     backup = place.run("backup", "--physical", "--config", str(place.config), server.url())
     assert backup.returncode == 0, backup.stderr
     server.query("postgres", "INSERT INTO marker SELECT generate_series(15, 19)")
-    _archived_up_to(server)
+    archived_up_to(server)
     datadir = place.root / "after-branch"
     refused = place.run(
         "restore", "latest", "--config", str(place.config), "--to-datadir", str(datadir)

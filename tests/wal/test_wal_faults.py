@@ -32,8 +32,7 @@ from strongroom_servers import ServerUnavailable
 from strongroom_servers.postgres import PgServer, free_port, start_server
 from strongroom_servers.s3proxy import FaultProxy
 from tests.fixtures.s3 import FAKE_ENV
-from tests.wal.support import WalPlace, make_place
-from tests.wal.test_pitr import _stop, _tail
+from tests.wal.support import WalPlace, make_place, stop_copy, tail
 
 DEADLINE = 2  # seconds one wal-push may spend on the storage (storage_deadline)
 OUTAGE = 20.0  # seconds the storage is a black hole
@@ -93,7 +92,7 @@ class S3Cluster:
                 return time.monotonic() - clock
             time.sleep(0.1)
         raise AssertionError(
-            f"{segment} not archived: {self.archiver()}; {_tail(self.server.log_file)}"
+            f"{segment} not archived: {self.archiver()}; {tail(self.server.log_file)}"
         )
 
     def copies(self, segment: str) -> list[str]:
@@ -246,7 +245,7 @@ def test_restore_latest_from_s3_recovers_every_marker(s3c: S3Cluster) -> None:
         assert ids == expected, sorted(ids ^ expected)
         print(f"\nrestore latest from S3: {len(ids)} markers in {time.monotonic() - clock:.1f} s")
     finally:
-        _stop(s3c.place, s3c.server, datadir)
+        stop_copy(s3c.place, s3c.server, datadir)
 
 
 def test_a_timeline_not_in_the_archive_exits_3_naming_those_there(s3c: S3Cluster) -> None:

@@ -11,8 +11,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -22,43 +20,26 @@ from strongroom.repository.keys import KeySource
 from strongroom.repository.repository import Repository
 from strongroom.services.pitr import physical_facts
 from strongroom.storage.local import LocalStorage
-from strongroom_servers import ServerUnavailable
-from strongroom_servers.postgres import PgServer, free_port, start_server
-from tests.wal.support import WalPlace, make_place
+from strongroom_servers.postgres import PgServer, free_port
+from tests.wal.support import WalPlace, archived_up_to, make_place, start_archiving, stop_copy
 
 
 @pytest.fixture(scope="module")
 def archiving() -> Iterator[tuple[WalPlace, PgServer]]:
     place = make_place()
-    try:
-        server = start_server(
-            {
-                "archive_mode": "on",
-                "archive_command": place.archive_command(),
-                "wal_level": "replica",
-                "track_commit_timestamp": "on",
-            }
-        )
-    except ServerUnavailable as exc:
-        place.remove()
-        pytest.fail(str(exc), pytrace=False)
+    server = start_archiving(
+        place,
+        {
+            "archive_mode": "on",
+            "wal_level": "replica",
+            "track_commit_timestamp": "on",
+        },
+    )
     try:
         yield place, server
     finally:
         server.stop()
         place.remove()
-
-
-def _switch_and_wait(server: PgServer, timeout: float = 60.0) -> str:
-    """Close the current segment and wait until the archiver pushed it; its name."""
-    segment = server.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = server.query("postgres", "SELECT last_archived_wal FROM pg_stat_archiver")[0]
-        if row[0] is not None and row[0] >= segment:
-            return str(segment)
-        time.sleep(0.1)
-    raise AssertionError(f"segment {segment} not archived")
 
 
 def _archived(place: WalPlace) -> set[str]:
@@ -73,19 +54,6 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def _stop(place: WalPlace, server: PgServer, datadir: Path) -> None:
-    extra: dict[str, Any] = {}
-    if place.user is not None:
-        extra = {"user": place.user.pw_uid, "group": place.user.pw_gid, "extra_groups": []}
-    subprocess.run(
-        [str(server.bin_dir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-        **extra,
-    )
-
-
 def test_prune_keeps_the_wal_of_the_kept_base_backup(
     archiving: tuple[WalPlace, PgServer],
 ) -> None:
@@ -96,13 +64,13 @@ def test_prune_keeps_the_wal_of_the_kept_base_backup(
         server.query(
             "postgres", "INSERT INTO marker SELECT coalesce(max(id), 0) + 1, now() FROM marker"
         )
-        _switch_and_wait(server)
+        archived_up_to(server)
     _ok(place.run("backup", "--physical", "--target", "pitr", *config, server.url()))
     for _ in range(3):
         server.query(
             "postgres", "INSERT INTO marker SELECT coalesce(max(id), 0) + 1, now() FROM marker"
         )
-        _switch_and_wait(server)
+        archived_up_to(server)
     _ok(place.run("backup", "--physical", "--target", "pitr", *config, server.url()))
     repo = Repository.open(LocalStorage(place.repo), KeySource(key_file=place.key))
     older, kept = (m.backup_id for m in repo.list_backups("pitr"))
@@ -116,7 +84,7 @@ def test_prune_keeps_the_wal_of_the_kept_base_backup(
         0
     ]
     server.query("postgres", "INSERT INTO marker VALUES (1000, clock_timestamp())")
-    last = _switch_and_wait(server)
+    last = archived_up_to(server)
     out = " ".join(_ok(place.run("list", *config)).split())
     assert "WAL of pitr (postgresql-" in out and f"last segment {last}" in out
     assert "; GAP" not in out and "recoverable " in out
@@ -156,6 +124,6 @@ def test_prune_keeps_the_wal_of_the_kept_base_backup(
         with psycopg.connect(url, password=server.password, autocommit=True) as conn:
             ids = {int(r[0]) for r in conn.execute("SELECT id FROM marker").fetchall()}
     finally:
-        _stop(place, server, datadir)
+        stop_copy(place, server, datadir)
     assert ids == set(range(1, 10)), sorted(ids)
     assert datetime.now(UTC) > moment
