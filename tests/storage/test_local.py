@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +127,58 @@ def test_full_disk_raises_storage_full_and_leaves_nothing(tiny_disk: Path) -> No
     # The space came back: a small write still works.
     storage.put("chunks/ab/small", b"x" * 1000)
     assert storage.get("chunks/ab/small") == b"x" * 1000
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder other users can reach (pytest's own tmp_path sits under a 0700 folder)."""
+    path = Path(tempfile.mkdtemp(prefix="strongroom-local-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writing_a_repository_owned_by_another_user_leaves_it_writable_by_that_user(
+    open_tmp: Path,
+) -> None:
+    """cron runs ``strongroom backup`` as root, the archiver runs ``wal-push`` as postgres:
+    a chunk folder root makes must not refuse postgres's next chunk (CI saw ``Permission
+    denied`` on ``chunks/91/…``)."""
+    nobody = 65534
+    root = open_tmp / "repo"
+    root.mkdir()
+    os.chown(root, nobody, nobody)
+    storage = LocalStorage(root)
+    storage.put("chunks/91/aa", b"a")
+    assert storage.create("locks/one", b"l") is True
+    for path in (
+        root / "chunks",
+        root / "chunks" / "91",
+        root / "chunks" / "91" / "aa",
+        root / "locks" / "one",
+    ):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody, nobody), path
+    code = (  # what the other user's strongroom does there: write, rename, remove, mkdir
+        "import os, sys; r = sys.argv[1]; open(r + '/chunks/91/.t', 'w').write('b'); "
+        "os.replace(r + '/chunks/91/.t', r + '/chunks/91/bb'); os.unlink(r + '/chunks/91/aa'); "
+        "os.mkdir(r + '/chunks/92'); open(r + '/chunks/92/cc', 'w').write('c')"
+    )
+    done = subprocess.run(  # the system Python: the venv may not be readable by nobody
+        ["/usr/bin/python3", "-c", code, str(root)],
+        user=nobody,
+        group=nobody,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(storage.list("chunks/")) == ["chunks/91/bb", "chunks/92/cc"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_writing_its_own_repository_changes_no_owner(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.put("chunks/91/aa", b"a")
+    assert (tmp_path / "repo" / "chunks" / "91" / "aa").stat().st_uid == 0

@@ -61,12 +61,34 @@ def _reason(exc: OSError) -> str:
 
 
 class LocalStorage:
-    """Objects stored as files under ``root``; ``put`` writes a temp file then renames it."""
+    """Objects stored as files under ``root``; ``put`` writes a temp file then renames it.
+
+    A repository folder is often written by two users: ``strongroom backup`` run by root
+    (cron) and ``archive_command`` run as the server's OS user. When this process runs as
+    root and the repository folder belongs to another user, every folder and file it
+    creates is given that owner, so the other writer can still write beside it (a chunk
+    folder made by root would otherwise refuse the archiver's next segment)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._unsynced_dirs: set[Path] = set()
         self._lock = threading.Lock()
+        self._owner: tuple[int, int] | bool | None = False  # False: not looked up yet
+
+    def _adopted_owner(self) -> tuple[int, int] | None:
+        """(uid, gid) of the repository folder when running as root and it belongs to
+        another user; None otherwise (nothing to adopt)."""
+        if self._owner is False:
+            owner: tuple[int, int] | None = None
+            if os.geteuid() == 0:
+                try:
+                    stat = self.root.stat()
+                except OSError:
+                    return None  # not made yet: look again next time
+                if stat.st_uid != 0:
+                    owner = (stat.st_uid, stat.st_gid)
+            self._owner = owner
+        return self._owner if isinstance(self._owner, tuple) else None
 
     def describe(self) -> str:
         """The root directory, as a string."""
@@ -95,8 +117,13 @@ class LocalStorage:
                 break
             current = current.parent
         for path in reversed(missing):
-            with contextlib.suppress(FileExistsError):
+            try:
                 path.mkdir()
+            except FileExistsError:
+                continue
+            owner = self._adopted_owner()
+            if owner is not None:
+                os.chown(path, *owner)
             _fsync_dir(path.parent)
 
     def put(self, key: str, data: bytes) -> None:
@@ -112,6 +139,9 @@ class LocalStorage:
             tmp = directory / f"{TEMP_PREFIX}{final.name}-{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
+                owner = self._adopted_owner()
+                if owner is not None:
+                    os.fchown(fd, *owner)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
@@ -140,6 +170,9 @@ class LocalStorage:
             self._makedirs(directory)
             tmp = directory / f"{TEMP_PREFIX}{final.name}-{secrets.token_hex(8)}"
             with tmp.open("xb") as handle:
+                owner = self._adopted_owner()
+                if owner is not None:
+                    os.fchown(handle.fileno(), *owner)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
