@@ -1,6 +1,8 @@
 import io
 import random
 
+import pytest
+
 from strongroom.pipeline.chunking import ChunkerParams, iter_chunks
 
 SMALL = ChunkerParams(min_size=4096, avg_size=16384, max_size=65536)
@@ -55,3 +57,48 @@ def test_empty_stream_gives_no_chunks():
 def test_params_round_trip_through_the_config_dict():
     params = ChunkerParams(min_size=1024, avg_size=8192, max_size=32768, seed=5)
     assert ChunkerParams.from_dict(params.to_dict()) == params
+
+
+def _ends(chunks: list[bytes]) -> list[int]:
+    ends, total = [], 0
+    for chunk in chunks:
+        total += len(chunk)
+        ends.append(total)
+    return ends
+
+
+def test_forced_cuts_end_chunks_exactly_there_and_the_rest_cuts_as_a_fresh_stream():
+    head, middle, body = _data(77, seed=4), _data(300_000, seed=5), _data(1_500_000, seed=6)
+    data = head + middle + body
+    cuts = [len(head), len(head) + len(middle)]
+    chunks = list(iter_chunks(io.BytesIO(data), SMALL, cuts))
+    assert b"".join(chunks) == data
+    ends = _ends(chunks)
+    assert cuts[0] in ends and cuts[1] in ends  # a 77-byte chunk, below min_size
+    assert chunks[0] == head
+    after = chunks[ends.index(cuts[1]) + 1 :]
+    assert after == list(iter_chunks(io.BytesIO(body), SMALL))
+    assert all(len(c) <= SMALL.max_size for c in chunks)
+
+
+def test_a_changed_header_leaves_every_chunk_after_the_cut_unchanged():
+    body = _data(2_000_000, seed=7)
+    one = list(iter_chunks(io.BytesIO(b"HEADER-2026-01-01" + body), SMALL, [17]))
+    two = list(iter_chunks(io.BytesIO(b"HEADER-2026-01-02" + body), SMALL, [17]))
+    assert set(two) - set(one) == {b"HEADER-2026-01-02"}
+    # without the cut the first chunk mixes header and data, so it differs too
+    plain_one = list(iter_chunks(io.BytesIO(b"HEADER-2026-01-01" + body), SMALL))
+    plain_two = list(iter_chunks(io.BytesIO(b"HEADER-2026-01-02" + body), SMALL))
+    assert len(set(plain_two) - set(plain_one)) == 1
+    assert len(next(iter(set(plain_two) - set(plain_one)))) > 17
+
+
+def test_cuts_at_or_past_eof_and_cuts_out_of_order():
+    data = _data(50_000, seed=8)
+    assert b"".join(iter_chunks(io.BytesIO(data), SMALL, [50_000, 60_000])) == data
+    assert b"".join(iter_chunks(io.BytesIO(data), SMALL, [70_000])) == data
+    assert list(iter_chunks(io.BytesIO(b""), SMALL, [10])) == []
+    with pytest.raises(ValueError, match="not after offset"):
+        list(iter_chunks(io.BytesIO(data), SMALL, [100, 100]))
+    with pytest.raises(ValueError, match="not after offset"):
+        list(iter_chunks(io.BytesIO(data), SMALL, [0]))

@@ -1,10 +1,19 @@
-"""Content-defined chunking (FastCDC 2020) of a raw dump stream."""
+"""Content-defined chunking (FastCDC 2020) of a raw dump stream, with forced cuts.
+
+A stream's producer may know where its parts begin (a PostgreSQL custom-format dump: the
+archive header, the TOC, the table data; ``engines/postgresql/dump_layout.py``). It passes
+those offsets as *forced cuts*: a chunk always ends exactly there, and content-defined
+chunking starts afresh after each one, as if a new stream began. So a part that changes on
+every run (a header holding the dump's time) is a chunk of its own, and the part after it
+is cut exactly as in the previous backup. Forced cuts only move chunk boundaries: the chunks
+still concatenate to the stream, byte for byte.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pyfastcdc.cy import FastCDC
 
@@ -90,8 +99,40 @@ class ChunkerParams:
         ).validate()
 
 
-def iter_chunks(stream: BinaryIO, params: ChunkerParams) -> Iterator[bytes]:
-    """Yield the content-defined chunks of ``stream`` until EOF (each an independent copy)."""
+class ByteSource(Protocol):
+    """What the chunker reads: ``read(n)`` returns up to ``n`` bytes, ``b""`` at EOF."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+
+class _Bounded:
+    """Reads at most ``limit`` bytes of ``source``; counts what it read."""
+
+    def __init__(self, source: ByteSource, limit: int) -> None:
+        self._source = source
+        self._limit = limit
+        self.count = 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        want = min(len(buffer), self._limit - self.count)
+        if want <= 0:
+            return 0
+        data = self._source.read(want)
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+def iter_chunks(
+    stream: ByteSource | BinaryIO, params: ChunkerParams, cuts: Iterable[int] = ()
+) -> Iterator[bytes]:
+    """Yield the content-defined chunks of ``stream`` until EOF (each an independent copy).
+
+    ``cuts``: forced cut points, byte offsets from the start of the stream, strictly
+    increasing and > 0. A chunk ends exactly at each (even one shorter than
+    ``params.min_size``), and chunking restarts there. A cut at or past EOF is ignored.
+    Raises ``ValueError`` for a cut that is not above the previous one (a producer's bug).
+    """
     cutter = FastCDC(
         params.avg_size,
         min_size=params.min_size,
@@ -99,5 +140,15 @@ def iter_chunks(stream: BinaryIO, params: ChunkerParams) -> Iterator[bytes]:
         normalized_chunking=params.normalized_chunking,
         seed=params.seed,
     )
+    position = 0
+    for cut in cuts:
+        if cut <= position:
+            raise ValueError(f"forced cut {cut} is not after offset {position}")
+        part = _Bounded(stream, cut - position)
+        for chunk in cutter.cut_stream(part):
+            yield bytes(chunk.data)
+        position += part.count
+        if position < cut:  # EOF before the cut
+            return
     for chunk in cutter.cut_stream(stream):
         yield bytes(chunk.data)
