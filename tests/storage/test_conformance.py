@@ -260,3 +260,50 @@ def test_list_with_times_gives_each_key_its_modified_time(storage: Storage) -> N
         # S3 keeps whole seconds; a local file system's clock may lag time.time() a little
         assert before - 2 <= modified <= time.time() + 2
     assert sorted(storage.list("logs/s/")) == sorted(found)
+
+
+def test_get_range_returns_exactly_the_bytes_asked(storage: Storage) -> None:
+    data = os.urandom(300_000)
+    storage.put("packs/ab/ab12", data)
+    assert storage.get_range("packs/ab/ab12", 0, 10) == data[:10]
+    assert storage.get_range("packs/ab/ab12", 123_456, 70_000) == data[123_456:193_456]
+    assert storage.get_range("packs/ab/ab12", len(data) - 8, 8) == data[-8:]
+    assert storage.get_range("packs/ab/ab12", 0, len(data)) == data
+    assert storage.get_range("packs/ab/ab12", 5, 0) == b""
+
+
+def test_get_range_of_a_missing_object_raises_object_not_found(storage: Storage) -> None:
+    with pytest.raises(ObjectNotFound) as info:
+        storage.get_range("packs/zz/nope", 0, 4)
+    assert str(info.value) == f"object packs/zz/nope not found in {storage.describe()}"
+
+
+@pytest.mark.parametrize(("offset", "length"), [(90, 20), (100, 1), (500, 10)])
+def test_get_range_past_the_end_is_a_short_read_naming_the_key(
+    storage: Storage, offset: int, length: int
+) -> None:
+    storage.put("packs/cd/cd34", bytes(100))
+    with pytest.raises(StorageError) as info:
+        storage.get_range("packs/cd/cd34", offset, length)
+    assert not isinstance(info.value, ObjectNotFound | StorageTransientError)
+    assert "short read of packs/cd/cd34" in str(info.value)
+
+
+def test_get_range_refuses_a_negative_range(storage: Storage) -> None:
+    storage.put("packs/ef/ef56", b"0123456789")
+    with pytest.raises(ValueError):
+        storage.get_range("packs/ef/ef56", -1, 2)
+    with pytest.raises(ValueError):
+        storage.get_range("packs/ef/ef56", 0, -2)
+
+
+def test_get_range_through_retrying_storage(storage: Storage) -> None:
+    from strongroom.storage.retry import RetryingStorage
+
+    retrying = RetryingStorage(storage, attempts=2, base_delay=0.01)
+    retrying.put("packs/01/0123", b"abcdefghij")
+    assert retrying.get_range("packs/01/0123", 3, 4) == b"defg"
+    with pytest.raises(ObjectNotFound):
+        retrying.get_range("packs/01/0199", 0, 1)
+    with pytest.raises(StorageError, match="short read of packs/01/0123"):
+        retrying.get_range("packs/01/0123", 8, 4)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
+from strongroom.errors import StorageError
+
 
 class Storage(Protocol):
     """A place where the repository's objects live (local folder, S3 bucket, memory)."""
@@ -22,6 +24,12 @@ class Storage(Protocol):
 
     def get(self, key: str) -> bytes:
         """Return the object's bytes; raise ``ObjectNotFound`` if there is none."""
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return exactly ``length`` bytes of the object starting at byte ``offset`` (a
+        pack's blob: one ranged read). Raises ``ObjectNotFound`` if there is no object,
+        ``StorageError`` naming the key when the object ends before ``offset + length``
+        (a short read), ``ValueError`` for a negative offset or length."""
 
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
@@ -70,6 +78,21 @@ class ListsWithTimes(Protocol):
     def list_with_times(self, prefix: str) -> Iterator[tuple[str, float | None]]:
         """Yield ``(key, modified)`` for the keys starting with ``prefix`` (any order, no
         temp objects); ``modified`` is POSIX seconds (UTC), ``None`` when unknown."""
+
+
+def check_range(offset: int, length: int) -> None:
+    """Raise ``ValueError`` unless ``offset`` and ``length`` are usable for ``get_range``."""
+    if offset < 0 or length < 0:
+        raise ValueError(f"a range needs offset >= 0 and length >= 0, got {offset}, {length}")
+
+
+def short_read(key: str, where: str, offset: int, length: int, got: int) -> StorageError:
+    """The error of a ranged read that found fewer bytes than asked (the object is
+    shorter than ``offset + length``: truncated or not what the index says)."""
+    return StorageError(
+        f"short read of {key} in {where}: asked for {length} bytes at offset {offset}, "
+        f"got {got} (the object is shorter than expected)"
+    )
 
 
 def list_with_times(storage: Storage, prefix: str) -> Iterator[tuple[str, float | None]]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from strongroom.errors import ObjectNotFound, StorageError, StorageFull
+from strongroom.storage.base import check_range, short_read
 
 log = logging.getLogger("strongroom.storage")
 
@@ -211,6 +212,33 @@ class LocalStorage:
             raise self._not_found(key) from exc
         except OSError as exc:
             raise StorageError(f"cannot read {key} from {self.root}: {_reason(exc)}") from exc
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` with ``pread`` (no whole-file read)."""
+        check_range(offset, length)
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise self._not_found(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} from {self.root}: {_reason(exc)}") from exc
+        parts: list[bytes] = []
+        got = 0
+        try:
+            while got < length:
+                part = os.pread(fd, length - got, offset + got)
+                if not part:
+                    raise short_read(key, str(self.root), offset, length, got)
+                parts.append(part)
+                got += len(part)
+        except IsADirectoryError as exc:
+            raise self._not_found(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} from {self.root}: {_reason(exc)}") from exc
+        finally:
+            os.close(fd)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def exists(self, key: str) -> bool:
         """Whether a regular file is stored under ``key``."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 from strongroom.errors import ObjectNotFound
+from strongroom.storage.base import check_range, short_read
 from strongroom.storage.local import validate_key
 
 
@@ -55,6 +56,15 @@ class MemoryStorage:
         if data is None:
             raise ObjectNotFound(f"object {key} not found in {self.describe()}")
         return data
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the stored object from ``offset``."""
+        check_range(offset, length)
+        data = self.get(key)
+        part = data[offset : offset + length]
+        if len(part) != length:
+            raise short_read(key, self.describe(), offset, length, len(part))
+        return part
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is stored."""

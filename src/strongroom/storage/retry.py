@@ -284,6 +284,10 @@ class RetryingStorage:
         """``get`` with retries."""
         return self._call("get", key, lambda: self.inner.get(key))
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``get_range`` with retries (like ``get``)."""
+        return self._call("get_range", key, lambda: self.inner.get_range(key, offset, length))
+
     def exists(self, key: str) -> bool:
         """``exists`` with retries."""
         return self._call("exists", key, lambda: self.inner.exists(key))
