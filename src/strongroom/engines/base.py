@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,16 @@ class RunningDump(Protocol):
 
     def finish(self) -> DumpResult:
         """Wait for the dump to end; raise ``DumpFailed`` if it did not succeed."""
+
+
+@runtime_checkable
+class LaidOutDump(Protocol):
+    """A running dump that knows where its stream's parts begin (optional for engines)."""
+
+    def forced_cuts(self) -> tuple[int, ...]:
+        """Byte offsets from the stream's start, increasing, where a chunk must end
+        (``pipeline/chunking.py``); ``()`` if none. Call once, before reading ``stream``:
+        it may read the stream's start, which ``stream`` then yields again."""
 
 
 class Engine(Protocol):

@@ -17,6 +17,7 @@ import psycopg
 from strongroom import tempfiles
 from strongroom.engines.base import DumpResult, TableStats
 from strongroom.engines.postgresql.connection import PostgresServer, server_major
+from strongroom.engines.postgresql.dump_layout import laid_out_stream
 from strongroom.engines.postgresql.state import DatabaseState, capture_state
 from strongroom.engines.postgresql.stats import snapshot_table_stats
 from strongroom.engines.process import DumpProcess, popen, stop
@@ -86,11 +87,19 @@ class PostgresRunningDump(DumpProcess):
         self._tool_version = tool_version
         self._result: DumpResult | None = None
         self._closed = False
+        self._stream = cast(BinaryIO, proc.stdout)
 
     @property
     def stream(self) -> BinaryIO:
         """The raw, uncompressed ``pg_dump -Fc -Z0`` bytes."""
-        return cast(BinaryIO, self._proc.stdout)
+        return self._stream
+
+    def forced_cuts(self) -> tuple[int, ...]:
+        """The end of the archive header and of its TOC (``dump_layout.py``), or ``()``.
+
+        Reads the header and TOC from ``stream`` (``stream`` yields them again)."""
+        self._stream, cuts = laid_out_stream(self._stream)
+        return cuts
 
     @property
     def pid(self) -> int:
