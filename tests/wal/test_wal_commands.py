@@ -35,15 +35,33 @@ def segment(name: str, sysid: int = SYSID, seed: int = 1) -> bytes:
     return header + bytes(body)
 
 
+_INITIALISED: dict[str, Path] = {}  # this worker's repository made by `strongroom init`
+
+
+def _initialised(factory: pytest.TempPathFactory) -> Path:
+    """A folder holding ``repo`` and its key file ``k``, made once per worker by the real
+    ``strongroom init`` (a CLI start costs ~0.7 s of CPU; 46 tests need an empty one)."""
+    if "root" not in _INITIALISED:
+        root = factory.mktemp("wal-initialised")
+        env = {"STRONGROOM_REPO": str(root / "repo"), "STRONGROOM_KEY_FILE": str(root / "k")}
+        text_ok(run_cli_alone("init", env=env, cwd=root))
+        _INITIALISED["root"] = root
+    return _INITIALISED["root"]
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> dict[str, Path]:
-    """A repository, its key, and a data directory with global/pg_control and pg_wal/."""
+def cluster(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A repository, its key, and a data directory with global/pg_control and pg_wal/:
+    each test's own copy (file modes kept: the key stays 0600) of an empty repository
+    ``strongroom init`` made once."""
     datadir = tmp_path / "data"
     (datadir / "global").mkdir(parents=True)
     (datadir / "pg_wal").mkdir()
     (datadir / "global" / "pg_control").write_bytes(struct.pack("=Q", SYSID) + bytes(8184))
-    env = {"STRONGROOM_REPO": str(tmp_path / "repo"), "STRONGROOM_KEY_FILE": str(tmp_path / "k")}
-    text_ok(run_cli_alone("init", env=env, cwd=tmp_path))
+    made = _initialised(tmp_path_factory)
+    shutil.copytree(made / "repo", tmp_path / "repo")
+    shutil.copy2(made / "k", tmp_path / "k")
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
     return {"data": datadir, "repo": tmp_path / "repo", "key": tmp_path / "k", "tmp": tmp_path}
 
 
