@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -166,6 +167,13 @@ def _wal_push_pids(config: Path) -> list[int]:
     return found
 
 
+def _open_connections(proxy: FaultProxy) -> set[socket.socket]:
+    """The proxy's client connections being served now: a handler holding an upload keeps
+    its connection until it has forwarded it and answered."""
+    with proxy._mutex:
+        return set(proxy._sockets)
+
+
 def test_archiver_killed_mid_upload_leaves_no_gap_and_no_duplicate(s3c: S3Cluster) -> None:
     # the segment's upload reaches the proxy and is held there (forwarded 8 s late, as a
     # server that had the whole request may still store it): wal-push is killed meanwhile
@@ -177,6 +185,7 @@ def test_archiver_killed_mid_upload_leaves_no_gap_and_no_duplicate(s3c: S3Cluste
     while s3c.proxy.faults == faults:
         assert time.monotonic() < deadline, f"no upload of {segment}: {s3c.archiver()}"
         time.sleep(0.05)
+    held = _open_connections(s3c.proxy)  # the held upload's among them, open until it lands
     pids = _wal_push_pids(s3c.config)
     assert pids, "no wal-push process while its upload is held"
     for pid in pids:
@@ -192,7 +201,12 @@ def test_archiver_killed_mid_upload_leaves_no_gap_and_no_duplicate(s3c: S3Cluste
     result = s3c.run("wal-fetch", "--stream", s3c.stream, segment, str(fetched))
     assert result.returncode == 0, result.stderr
     assert fetched.read_bytes() == (s3c.server.data_dir / "pg_wal" / segment).read_bytes()
-    time.sleep(8.5)  # the held upload lands now: the same name and content, still one copy
+    # the held upload lands now (its connection closes once moto has answered it): the
+    # same name and content, still one copy
+    deadline = time.monotonic() + 60
+    while held & _open_connections(s3c.proxy):
+        assert time.monotonic() < deadline, "the held upload never finished"
+        time.sleep(0.1)
     assert len(s3c.copies(segment)) == 1
 
 
