@@ -16,61 +16,13 @@ import logging
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from strongroom.cli.failures import INTERRUPTED_EXIT, STOPPED_CLEANLY, UNEXPECTED_EXIT
+from strongroom.cli.wal_quick import WalArgs, parse, remember, settings_key
 
 log = logging.getLogger("strongroom.cli")
-
-_VALUE_OPTIONS = ("--stream", "--repo", "--key-file", "--s3-endpoint", "--config", "--spool")
-_FLAGS = {"wal-push": (), "wal-fetch": ("--snapshots",)}
-_ARGUMENTS = {"wal-push": 1, "wal-fetch": 2}
-
-
-@dataclass
-class WalArgs:
-    """A WAL command line as Click would read it: positional arguments, ``--name value``
-    options (the last one given wins) and flags."""
-
-    command: str
-    arguments: list[str] = field(default_factory=list)
-    options: dict[str, str] = field(default_factory=dict)
-    flags: set[str] = field(default_factory=set)
-
-    def get(self, name: str) -> str | None:
-        return self.options.get(name)
-
-
-def parse(argv: list[str]) -> WalArgs | None:
-    """``argv`` (the command, then its arguments) read by hand; ``None`` for anything but
-    a plain, complete call of ``wal-push``/``wal-fetch`` (Typer then answers)."""
-    if not argv or argv[0] not in _ARGUMENTS:
-        return None
-    args = WalArgs(argv[0])
-    tokens = iter(argv[1:])
-    only_arguments = False
-    for token in tokens:
-        if only_arguments or token == "-" or not token.startswith("-"):
-            args.arguments.append(token)
-            continue
-        if token == "--":
-            only_arguments = True
-            continue
-        name, equals, value = token.partition("=")
-        if name in _VALUE_OPTIONS:
-            if not equals:
-                value = next(tokens, "")
-            if not value:
-                return None
-            args.options[name] = value
-        elif token in _FLAGS[args.command]:
-            args.flags.add(token)
-        else:
-            return None
-    if len(args.arguments) != _ARGUMENTS[args.command] or not all(args.arguments):
-        return None
-    return args
 
 
 def push(
@@ -81,15 +33,20 @@ def push(
     s3_endpoint: str | None,
     config: str | None,
     spool: str | None,
+    on_spool: Callable[[Path], None] | None = None,
 ) -> None:
-    """``wal-push``: into the spool when one is configured, else into the repository."""
+    """``wal-push``: into the spool when one is configured, else into the repository.
+    ``on_spool``: called with the spool folder once the settings name one."""
     from strongroom.services.settings_sources import Sources
 
     location, spool_dir = Sources.load(config).wal_location(repo, key_file, s3_endpoint, spool)
     if spool_dir:
         from strongroom.services.wal_spool import push_file
 
-        push_file(Path(spool_dir).expanduser(), path, stream)
+        folder = Path(spool_dir).expanduser()
+        if on_spool is not None:
+            on_spool(folder)
+        push_file(folder, path, stream)
         return
     from strongroom.services.wal import wal_push
 
@@ -131,7 +88,13 @@ def _execute(args: WalArgs) -> int:
         args.get("--spool"),
     )
     if args.command == "wal-push":
-        push(Path(args.arguments[0]), args.get("--stream"), *common)
+        key = settings_key(args.options)
+
+        def record(folder: Path) -> None:  # for cli.wal_quick, when nothing changed meanwhile
+            if key is not None and settings_key(args.options) == key:
+                remember(key, str(folder))
+
+        push(Path(args.arguments[0]), args.get("--stream"), *common, on_spool=record)
         return 0
     name, destination = args.arguments
     found = fetch(name, Path(destination), args.get("--stream"), "--snapshots" in args.flags,

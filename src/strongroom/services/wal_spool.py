@@ -40,6 +40,7 @@ from strongroom.engines.postgresql.wal import (
     stream_name,
 )
 from strongroom.errors import IntegrityError, StorageError, StrongroomError
+from strongroom.services.spool_files import TMP_PREFIX, durable_copy, fsync_dir
 
 if TYPE_CHECKING:
     from strongroom.repository.logs import LogArchive
@@ -50,7 +51,6 @@ log = logging.getLogger("strongroom.wal")
 STATUS_FILE = "status.json"
 STATUS_SIZE = 4096  # bytes: the status file never grows, so a full disk can still hold it
 LOCK_FILE = ".upload.lock"
-_TMP = ".tmp-"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -66,14 +66,6 @@ class SpoolError(StorageError):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _why(exc: OSError) -> str:
@@ -164,6 +156,7 @@ def spool_push(
             folder.mkdir(mode=0o700, exist_ok=True)
             if target.exists():
                 if target.stat().st_size == size and target.read_bytes() == source.read_bytes():
+                    fsync_dir(folder)  # a push whose folder fsync failed left it renamed
                     return SpoolPush(target, False)
                 raise SpoolConflict(
                     f"{wal.name} is already in the WAL spool {spool} with different content: "
@@ -202,52 +195,8 @@ def push_file(spool: Path, path: Path, stream: str | None = None) -> SpoolPush:
     return result
 
 
-_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM)
-
-
-def _copy(source: int, size: int, fd: int) -> None:
-    """``size`` bytes of ``source`` into ``fd``: copy_file_range (no trip through Python),
-    else read and write."""
-    done = 0
-    try:
-        while done < size:
-            copied = os.copy_file_range(source, fd, size - done, done, done)
-            if copied == 0:
-                break
-            done += copied
-        if done == size:
-            return
-    except OSError as exc:
-        if exc.errno not in _NO_KERNEL_COPY or done:
-            raise
-    while done < size:
-        chunk = os.pread(source, min(1 << 20, size - done), done)
-        if not chunk:
-            break
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(fd, view, done)
-            done += written
-            view = view[written:]
-    if done < size:
-        raise OSError(errno.EIO, "the WAL file shrank while it was copied")
-
-
 def _write(source: int, size: int, folder: Path, target: Path) -> None:
-    tmp = folder / f"{_TMP}{target.name}-{os.urandom(4).hex()}"  # (secrets: 5 ms to import)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            _copy(source, size, fd)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(folder)
+    durable_copy(source, size, str(folder), target.name)  # (spool_files: how, and why)
 
 
 def fetch_file(spool: Path, name: str, destination: Path, stream: str | None = None) -> bool:
@@ -306,7 +255,8 @@ def waiting(spool: Path) -> list[Waiting]:
         except OSError:
             continue
         for path in paths:
-            if path.name.startswith(_TMP) or not _is_wal_name(path.name) or not path.is_file():
+            name = path.name
+            if name.startswith(TMP_PREFIX) or not _is_wal_name(name) or not path.is_file():
                 continue
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
@@ -319,7 +269,7 @@ def sweep_temps(spool: Path, older_than: float = 3600.0) -> int:
     removed = 0
     limit = time.time() - older_than
     for folder in (p for p in spool.iterdir() if p.is_dir()) if spool.is_dir() else ():
-        for path in folder.glob(f"{_TMP}*"):
+        for path in folder.glob(f"{TMP_PREFIX}*"):
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < limit:
                     path.unlink()
@@ -379,7 +329,7 @@ def upload(spool: Path, archive: LogArchive, stop: threading.Event | None = None
                 continue
             with contextlib.suppress(FileNotFoundError):
                 item.path.unlink()
-            _fsync_dir(item.path.parent)
+            fsync_dir(item.path.parent)
             uploaded += 1
             moved += item.size
     except StrongroomError as exc:
