@@ -1,6 +1,7 @@
 """Shared test harness: real servers started by the tests, stopped by the tests."""
 
 import compileall
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,41 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         source = Path(__file__).resolve().parent.parent / "src" / "strongroom"
         compileall.compile_dir(source, quiet=1, workers=0)
+
+
+# The longest test modules, longest first (seconds of one xdist worker on the 2-core CI host,
+# measured with --junitxml; re-measure when a module grows). With `--dist loadfile` a module
+# runs on one worker: run these first (pyproject's addopts has --no-loadscope-reorder) so the
+# modules handed out last are short and both workers finish together. xdist's own order (by
+# number of tests, most first) handed out few-test modules that take minutes, such as
+# test_wal_faults (5 tests, ~90 s) or test_wal_receive (2 tests, ~35 s), last: one worker ran
+# them alone while the other had finished.
+LONGEST_FIRST: tuple[str, ...] = (
+    "tests/wal/test_wal_faults.py",
+    "tests/wal/test_pitr_targets_attacks.py",
+    "tests/wal/test_pitr_attacks.py",
+    "tests/wal/test_pitr.py",
+    "tests/wal/test_wal_commands.py",
+    "tests/wal/test_pitr_database_attacks.py",
+    "tests/wal/test_pitr_database.py",
+    "tests/wal/test_wal_receive.py",
+    "tests/wal/test_wal_spool.py",
+    "tests/wal/test_pitr_targets.py",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules in :data:`LONGEST_FIRST` first, in its order; then the others, most tests
+    first (xdist's default); a module's tests stay together and in their order."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    counts = Counter(item.nodeid.split("::", 1)[0] for item in items)
+
+    def key(item: pytest.Item) -> tuple[int, int, str]:
+        path = item.nodeid.split("::", 1)[0]
+        return (rank.get(path, len(rank)), -counts[path], path)
+
+    items.sort(key=key)
 
 
 @pytest.fixture(autouse=True)
