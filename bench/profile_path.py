@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -474,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "profile-path")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, bench_run._terminate)  # the server is stopped on a kill too
     with bench_run.scratch(BENCH / "work", args.keep) as work:
         res = profile(args, work)
     write_results(res, args.out)
