@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-
-import httpx
+from typing import TYPE_CHECKING
 
 from strongroom.notify.base import RETRYABLE_STATUSES, NotificationError, scrub
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def post(
@@ -24,6 +26,8 @@ def post(
     ``label`` names the endpoint in messages (already redacted); ``secrets`` are removed
     from any text that comes back from the network.
     """
+    import httpx  # here, not at module level: every CLI start imports this module
+
     secrets = tuple(secrets)
     try:
         if client is None:
