@@ -17,6 +17,7 @@ from pathlib import Path
 
 from strongroom import tempfiles
 from strongroom.engines.postgresql.connection import PostgresServer
+from strongroom.engines.postgresql.data_offsets import fill_data_offsets
 from strongroom.engines.process import pipe_into, run_tool
 from strongroom.errors import UsageError
 
@@ -58,11 +59,14 @@ def run_pg_restore_parallel(
     server: PostgresServer, tool: Path, source: Iterable[bytes], jobs: int, faithful: bool
 ) -> tuple[int, str]:
     """Materialise the dump in a private unnamed temp file (``tempfiles.spool``: nothing is
-    left behind, even by a killed process), then ``pg_restore -j`` from it."""
+    left behind, even by a killed process), give it the data offsets ``pg_dump`` writes to a
+    seekable file (``data_offsets``: ``pg_restore -j`` then seeks to each table's data and
+    starts the largest first), then ``pg_restore -j`` from it."""
     with tempfiles.spool("dump-") as dump:
         for data in source:  # every chunk is verified as it is read
             dump.handle.write(data)
         dump.handle.flush()
+        fill_data_offsets(dump.handle.fileno())
         listing = run_tool([str(tool), "--list", dump.path], pass_fds=dump.pass_fds)
         data_entries = listing.stdout.count(b" TABLE DATA ")
         jobs = max(1, min(jobs, data_entries))
