@@ -33,11 +33,15 @@ class ChunkerParamsInvalid(ValueError):
 
 @dataclass(frozen=True)
 class ChunkerParams:
-    """FastCDC parameters; stored in the repository config so every backup cuts alike."""
+    """FastCDC parameters (bytes); stored in the repository config so every backup cuts
+    alike. The defaults are what ``init`` writes into a new repository: 16 KiB average,
+    FastCDC's min = avg/4 and max = avg*4 (chosen from ``bench/results/chunk-size.md``:
+    8.85 % new after a day of churn, the only power of two under the 10 % target;
+    docs/design.md "Parameters and measurements"). Existing repositories keep theirs."""
 
-    min_size: int = 128 * 1024
-    avg_size: int = 512 * 1024
-    max_size: int = 2 * 1024 * 1024
+    min_size: int = 4 * 1024
+    avg_size: int = 16 * 1024
+    max_size: int = 64 * 1024
     normalized_chunking: int = 1
     seed: int = 0
 
