@@ -102,3 +102,18 @@ def test_cuts_at_or_past_eof_and_cuts_out_of_order():
         list(iter_chunks(io.BytesIO(data), SMALL, [100, 100]))
     with pytest.raises(ValueError, match="not after offset"):
         list(iter_chunks(io.BytesIO(data), SMALL, [0]))
+
+
+def test_new_repositories_get_16_kib_chunks_and_old_ones_keep_their_stored_sizes(tmp_path):
+    from strongroom.repository.keys import KeySource
+    from strongroom.repository.repository import Repository
+    from strongroom.storage.memory import MemoryStorage
+
+    new, old = MemoryStorage(), MemoryStorage()
+    Repository.init(new, key_file=tmp_path / "new")
+    old_sizes = ChunkerParams(min_size=128 * 1024, avg_size=512 * 1024, max_size=2 * 1024 * 1024)
+    Repository.init(old, key_file=tmp_path / "old", chunker=old_sizes)
+    opened_new = Repository.open(new, KeySource(key_file=tmp_path / "new")).config.chunker
+    opened_old = Repository.open(old, KeySource(key_file=tmp_path / "old")).config.chunker
+    assert (opened_new.min_size, opened_new.avg_size, opened_new.max_size) == (4096, 16384, 65536)
+    assert opened_old == old_sizes
