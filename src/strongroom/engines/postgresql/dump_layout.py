@@ -51,7 +51,7 @@ class LayoutUnreadable(ValueError):
     (or exceeds ``MAX_PREFIX``) before its TOC does; the message says which. ``consumed``
     holds the bytes already read from the stream (set by :func:`read_layout`)."""
 
-    consumed: bytes = b""
+    consumed: bytes | bytearray = b""
 
 
 @dataclass(frozen=True)
@@ -173,12 +173,13 @@ def _toc(reader: _Reader, version: tuple[int, int, int], offset_size: int) -> di
     return entries
 
 
-def read_layout(stream: BinaryIO, limit: int = MAX_PREFIX) -> tuple[bytes, DumpLayout]:
+def read_layout(stream: BinaryIO, limit: int = MAX_PREFIX) -> tuple[bytearray, DumpLayout]:
     """Read the header and TOC from the start of ``stream``.
 
-    Returns (every byte read, which must be chunked before the rest of the stream; the
-    layout). Checks that the TOC is followed by EOF or a data block of one of its entries.
-    Raises ``LayoutUnreadable`` with the bytes read so far in ``consumed``.
+    Returns (every byte read, which must be chunked before the rest of the stream: held
+    once, not copied, as the TOC may be tens of MB; the layout). Checks that the TOC is
+    followed by EOF or a data block of one of its entries. Raises ``LayoutUnreadable`` with
+    the bytes read so far in ``consumed``.
     """
     reader = _Reader(stream, limit)
     try:
@@ -194,16 +195,19 @@ def read_layout(stream: BinaryIO, limit: int = MAX_PREFIX) -> tuple[bytes, DumpL
                     "not a data block of a TOC entry"
                 )
     except LayoutUnreadable as exc:
-        exc.consumed = bytes(reader.buffer)
+        exc.consumed = reader.buffer
         raise
     layout = DumpLayout(version, header_end, toc_end, len(entries), database)
-    return bytes(reader.buffer), layout
+    return reader.buffer, layout
+
+
+_EMPTY = memoryview(b"")  # the replayed prefix, once sent: drops the reference to the TOC
 
 
 class _Replay(io.RawIOBase):
     """``prefix``, then the rest of ``stream``."""
 
-    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+    def __init__(self, prefix: bytes | bytearray, stream: BinaryIO) -> None:
         super().__init__()
         self._prefix = memoryview(prefix)
         self._stream = stream
@@ -215,7 +219,7 @@ class _Replay(io.RawIOBase):
         if self._prefix:
             count = min(len(buffer), len(self._prefix))
             buffer[:count] = self._prefix[:count]
-            self._prefix = self._prefix[count:]
+            self._prefix = self._prefix[count:] if count < len(self._prefix) else _EMPTY
             return count
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
