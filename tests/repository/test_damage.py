@@ -5,15 +5,21 @@ one ``error:`` line naming the damaged object, and no traceback (issue 15, items
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from strongroom.repository.keys import KeySource
+from strongroom.repository.pack_index import ChunkLocation
+from strongroom.repository.repository import Repository
+from strongroom.storage.local import LocalStorage
 from tests.helpers import cli_fails, cli_ok, make_sqlite_db, repository_env, run_cli
 
 DOCUMENTED = {3, 4, 7}
@@ -67,8 +73,21 @@ class Case:
     def chunk_ids(self) -> list[str]:
         return [c[0] for c in self.manifest()["chunks"]]  # type: ignore[attr-defined, index]
 
-    def chunk_path(self, chunk_id: str) -> Path:
-        return self.repo / "chunks" / chunk_id[:2] / chunk_id
+    def location(self, chunk_id: str) -> ChunkLocation:
+        """Where the index puts the chunk (backups write packs since issue 19)."""
+        source = KeySource(key_file=self.root / "repo.key")
+        with _cache_dir(self.root / "cache"):
+            found = Repository.open(LocalStorage(self.repo), source).chunks.locate(chunk_id)
+        assert found is not None
+        return found
+
+    def pack_path(self, chunk_id: str) -> Path:
+        pack_id = self.location(chunk_id).pack_id
+        return self.repo / "packs" / pack_id[:2] / pack_id
+
+    def blob_span(self, chunk_id: str) -> tuple[int, int]:
+        found = self.location(chunk_id)
+        return found.offset, found.offset + found.length
 
     def config(self) -> dict[str, object]:
         return json.loads((self.repo / "config").read_bytes())  # type: ignore[no-any-return]
@@ -135,8 +154,42 @@ def _set(key: str, value: object) -> Callable[[dict[str, object]], None]:
     return lambda document: document.__setitem__(key, value)
 
 
-def _first_chunk(action: Callable[[Path], None]) -> Callable[[Case], None]:
-    return lambda c: action(c.chunk_path(c.chunk_ids()[-1]))
+def _last_chunks_pack(action: Callable[[Path], None]) -> Callable[[Case], None]:
+    return lambda c: action(c.pack_path(c.chunk_ids()[-1]))
+
+
+def _blob_garbage(c: Case) -> None:
+    """Overwrite the last chunk's blob, in place, with bytes of the same length."""
+    path, (start, end) = c.pack_path(c.chunk_ids()[-1]), c.blob_span(c.chunk_ids()[-1])
+    data = path.read_bytes()
+    path.write_bytes(data[:start] + b"z" * (end - start) + data[end:])
+
+
+def _blob_of_another(c: Case) -> None:
+    """Put the first chunk's blob where the last chunk's is (pack and offset of the last:
+    the AAD binds a blob to its chunk id)."""
+    first, last = c.chunk_ids()[0], c.chunk_ids()[-1]
+    source = c.pack_path(first).read_bytes()
+    start, end = c.blob_span(first)
+    target = c.pack_path(last)
+    data = bytearray(target.read_bytes())
+    at, stop = c.blob_span(last)
+    blob = source[start:end][: stop - at].ljust(stop - at, b"\0")
+    data[at:stop] = blob
+    target.write_bytes(bytes(data))
+
+
+@contextlib.contextmanager
+def _cache_dir(path: Path) -> Iterator[None]:
+    old = os.environ.get("STRONGROOM_CACHE_DIR")
+    os.environ["STRONGROOM_CACHE_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["STRONGROOM_CACHE_DIR"]
+        else:
+            os.environ["STRONGROOM_CACHE_DIR"] = old
 
 
 # kind -> (damage, command (NEW/OLD: the backups' ids), exit code, what the error names)
@@ -287,21 +340,28 @@ KINDS: dict[str, tuple[Callable[[Case], None], tuple[str, ...], int, str]] = {
         3,
         "no backup 'NEW'",
     ),
-    "chunk truncated": (_first_chunk(_truncate), ("verify", "NEW"), 7, "chunk [0-9a-f]{64}"),
-    "chunk missing": (
-        _first_chunk(lambda p: p.unlink()),
+    # chunks live in packs (issue 19): the damage is done to the pack holding the chunk
+    "chunk's pack truncated": (
+        _last_chunks_pack(_truncate),
+        ("verify", "NEW"),
+        7,
+        "chunk [0-9a-f]{64}",
+    ),
+    "chunk's pack missing": (
+        _last_chunks_pack(lambda p: p.unlink()),
         ("verify", "NEW"),
         7,
         "chunk [0-9a-f]{64} is missing",
     ),
-    "chunk garbage": (
-        _first_chunk(lambda p: p.write_bytes(b"z" * 500)),
+    "chunk's pack garbage": (
+        _last_chunks_pack(lambda p: p.write_bytes(b"z" * 500)),
         ("verify", "NEW"),
         7,
         "chunk [0-9a-f]{64} is damaged",
     ),
-    "chunk replaced by another": (
-        lambda c: shutil.copy(c.chunk_path(c.chunk_ids()[0]), c.chunk_path(c.chunk_ids()[-1])),
+    "chunk's blob garbage": (_blob_garbage, ("verify", "NEW"), 7, "chunk [0-9a-f]{64} is damaged"),
+    "chunk's blob replaced by another's": (
+        _blob_of_another,
         ("verify", "NEW"),
         7,
         "chunk [0-9a-f]{64} is damaged",

@@ -327,9 +327,9 @@ def test_prune_goes_ahead_at_once_after_a_backup_was_killed(tmp_path, s3_bucket,
     Repository.init(open_storage(location, fault_proxy.url), key_file=tmp_path / "k")
     env = {"STRONGROOM_REPO": location, "STRONGROOM_KEY_FILE": str(tmp_path / "k")}
     db = make_sqlite_db(tmp_path / "shop.db", users=300, orders=800)
-    # The backup's first chunk upload never gets an answer: it is held mid-run, its
-    # shared lock written, until the test kills it.
-    fault_proxy.set_fault("blackhole", methods=frozenset({"PUT"}), key_contains="/chunks/")
+    # The backup's first pack upload never gets an answer: it is held mid-run, its
+    # shared lock written, until the test kills it (chunks go into packs since issue 19).
+    fault_proxy.set_fault("blackhole", methods=frozenset({"PUT"}), key_contains="/packs/")
     full = {**os.environ, **env}
     backup = subprocess.Popen(
         [*STRONGROOM, "backup", str(db), "--s3-endpoint", fault_proxy.url],

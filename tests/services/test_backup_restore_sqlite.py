@@ -8,14 +8,14 @@ import pytest
 
 from strongroom.engines.sqlite import SqliteEngine
 from strongroom.errors import ChunkMissing, IntegrityError, StorageError
+from strongroom.repository.chunks import PackSession
 from strongroom.repository.keys import KeySource
-from strongroom.repository.layout import chunk_key
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
 from strongroom.services.restore import run_restore
 from strongroom.services.verify import verify_backup
 from strongroom.storage.memory import MemoryStorage
-from tests.helpers import make_sqlite_db, sqlite_counts
+from tests.helpers import delete_chunk_pack, flip_chunk_byte, make_sqlite_db, sqlite_counts
 
 
 @pytest.fixture()
@@ -74,9 +74,7 @@ def test_verify_finds_a_damaged_chunk_and_names_it(repo, shop):
     m = run_backup(repo, SqliteEngine(str(shop))).manifest
     assert verify_backup(repo, m).ok
     victim = m.chunks[1].chunk_id
-    blob = bytearray(repo.storage.get(chunk_key(victim)))
-    blob[-3] ^= 0xFF
-    repo.storage.put(chunk_key(victim), bytes(blob))
+    flip_chunk_byte(repo, victim)  # its blob in its pack (issue 19)
     result = verify_backup(repo, m)
     assert not result.ok
     assert victim in (result.problem or "")
@@ -84,7 +82,7 @@ def test_verify_finds_a_damaged_chunk_and_names_it(repo, shop):
 
 def test_restore_from_a_damaged_backup_leaves_no_target_file(repo, shop, tmp_path):
     m = run_backup(repo, SqliteEngine(str(shop))).manifest
-    repo.storage.delete(chunk_key(m.chunks[-1].chunk_id))
+    delete_chunk_pack(repo, m.chunks[-1].chunk_id)  # the pack holding it (issue 19)
     target = tmp_path / "new.db"
     with pytest.raises(ChunkMissing):
         run_restore(repo, m, SqliteEngine(str(target)))
@@ -105,7 +103,7 @@ def test_whole_stream_checksum_mismatch_is_caught(repo, shop, tmp_path):
 
 
 class FailingPuts(MemoryStorage):
-    """Storage whose chunk uploads fail after the first few (a small fake)."""
+    """Storage whose pack uploads fail after the first few (a small fake)."""
 
     def __init__(self, inner: MemoryStorage, allowed: int) -> None:
         super().__init__()
@@ -113,27 +111,33 @@ class FailingPuts(MemoryStorage):
         self.allowed = allowed
 
     def put(self, key, data):
-        if key.startswith("chunks/"):
+        if key.startswith("packs/"):
             if self.allowed <= 0:
                 raise StorageError(f"put {key} failed after 5 attempts: connection reset")
             self.allowed -= 1
         super().put(key, data)
 
 
-def test_a_backup_that_cannot_upload_writes_no_manifest_and_the_next_reuses_chunks(tmp_path):
+def test_a_backup_that_cannot_upload_writes_no_manifest_nor_index(tmp_path, monkeypatch):
+    # Since issue 19 chunks go into packs, and a failed backup writes no index object:
+    # the packs it uploaded are unknown to the next backup (prune's job), which stores
+    # every chunk again and restores (before: the uploaded loose chunks were reused).
     shop = make_sqlite_db(tmp_path / "big.db", users=10000, orders=40000)
     storage = MemoryStorage()
     Repository.init(storage, key_file=tmp_path / "k")
     flaky = FailingPuts(storage, allowed=3)
     repo = Repository.open(flaky, KeySource(key_file=tmp_path / "k"))
+    store = repo.chunks
+    monkeypatch.setattr(store, "pack_writer", lambda: PackSession(store, 128 * 1024))
     with pytest.raises(StorageError):
         run_backup(repo, SqliteEngine(str(shop)))
     assert repo.list_backups() == []
-    uploaded = len(repo.chunks.known_ids())
-    assert uploaded >= 3
+    assert len(list(storage.list("packs/"))) == 3
+    assert list(storage.list("index/")) == []
     healthy = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
     report = run_backup(healthy, SqliteEngine(str(shop)))
-    assert report.manifest.new_chunk_count == report.manifest.chunk_count - uploaded
+    assert report.manifest.new_chunk_count == report.manifest.chunk_count
+    assert verify_backup(healthy, report.manifest).ok
 
 
 def test_sqlite_backup_is_consistent_while_another_process_writes(repo, tmp_path):

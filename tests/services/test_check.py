@@ -15,7 +15,7 @@ from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
 from strongroom.services.check import check_repository, parse_subset
 from strongroom.storage.memory import MemoryStorage
-from tests.helpers import make_sqlite_db
+from tests.helpers import delete_chunk_pack, flip_chunk_byte, make_sqlite_db
 
 SMALL_CHUNKS = ChunkerParams(min_size=8 * 1024, avg_size=32 * 1024, max_size=128 * 1024)
 
@@ -45,19 +45,18 @@ def test_a_healthy_repository_passes(repo, backups):
 
 def test_a_missing_chunk_is_found_without_reading_data(repo, backups):
     victim = backups[0].chunks[3].chunk_id
-    repo.storage.delete(chunk_key(victim))
+    held = delete_chunk_pack(repo, victim)  # chunks live in packs since issue 19
     report = check_repository(repo)
     assert not report.ok and report.chunks_read == 0
-    (problem,) = report.problems
-    assert problem.kind == "missing" and problem.subject == victim
+    assert {p.subject for p in report.problems} == held & backups[0].unique_chunk_ids
+    problem = next(p for p in report.problems if p.subject == victim)
+    assert all(p.kind == "missing" for p in report.problems)
     assert set(problem.backups) == {backups[0].backup_id, backups[1].backup_id}
 
 
 def test_a_damaged_chunk_is_found_only_by_reading_data(repo, backups):
     victim = backups[0].chunks[2].chunk_id
-    blob = bytearray(repo.storage.get(chunk_key(victim)))
-    blob[-5] ^= 0x40
-    repo.storage.put(chunk_key(victim), bytes(blob))
+    flip_chunk_byte(repo, victim, at=-5)  # its blob in its pack (issue 19)
     assert check_repository(repo).ok
     report = check_repository(repo, read_data=True)
     (problem,) = report.problems

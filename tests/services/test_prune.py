@@ -28,7 +28,7 @@ from strongroom.services.prune import prune
 from strongroom.services.verify import verify_backup
 from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
-from tests.helpers import make_sqlite_db
+from tests.helpers import make_sqlite_db, write_loose_chunks
 
 SMALL_CHUNKS = ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024)
 
@@ -37,7 +37,9 @@ SMALL_CHUNKS = ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=25
 def repo(tmp_path):
     storage = MemoryStorage()
     Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
-    return Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    # prune deletes loose chunks only until it handles packs (issue 19, a later step):
+    # these backups write the version 1 layout, whose prune rules the tests prove
+    return write_loose_chunks(Repository.open(storage, KeySource(key_file=tmp_path / "k")))
 
 
 @pytest.fixture()
@@ -311,7 +313,7 @@ def test_prune_keeps_the_chunks_of_a_backup_one_listing_missed(tmp_path, shop):
     a manifest's key does not make prune delete that backup's chunks."""
     storage = _ForgetfulListing()
     Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
-    repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    repo = write_loose_chunks(Repository.open(storage, KeySource(key_file=tmp_path / "k")))
     first = run_backup(repo, SqliteEngine(str(shop))).manifest
     _change(shop, 3)
     second = run_backup(repo, SqliteEngine(str(shop))).manifest

@@ -11,7 +11,6 @@ import pytest
 from strongroom.engines.sqlite import SqliteEngine
 from strongroom.errors import ChunkMissing, StorageFull
 from strongroom.repository.keys import KeySource
-from strongroom.repository.layout import chunk_key
 from strongroom.repository.manifest import TableRecord
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
@@ -22,7 +21,7 @@ from strongroom.services.restore import (
     run_restore,
 )
 from strongroom.storage.memory import MemoryStorage
-from tests.helpers import make_sqlite_db, sqlite_counts
+from tests.helpers import delete_chunk_pack, make_sqlite_db, sqlite_counts
 
 
 @pytest.fixture()
@@ -107,7 +106,7 @@ def test_damaged_backup_leaves_the_original_untouched_and_says_so(repo, live, tm
     m = run_backup(repo, SqliteEngine(str(live))).manifest
     _grow(live)
     before = live.read_bytes()
-    repo.storage.delete(chunk_key(m.chunks[-1].chunk_id))
+    delete_chunk_pack(repo, m.chunks[-1].chunk_id)  # the pack holding it (issue 19)
     with pytest.raises(ChunkMissing, match="untouched"):
         run_restore(repo, m, SqliteEngine(str(live)))
     assert live.read_bytes() == before

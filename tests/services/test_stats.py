@@ -4,7 +4,7 @@ import pytest
 
 from strongroom.engines.sqlite import SqliteEngine
 from strongroom.repository.keys import KeySource
-from strongroom.repository.layout import CHUNKS_PREFIX, chunk_key
+from strongroom.repository.layout import chunk_key
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
 from strongroom.services.stats import repository_stats
@@ -25,7 +25,7 @@ def _expected(repo, manifests):
         len(manifests),
         sum(m.raw_size for m in manifests),
         sum(plain.values()),
-        sum(repo.storage.size(chunk_key(c)) for c in plain),
+        sum(repo.chunks.stored_size(c) for c in plain),  # blob lengths in packs (issue 19)
     )
 
 
@@ -51,9 +51,9 @@ def test_stats_equal_the_sums(repo, tmp_path):
         repo, shop_backups + crm_backups
     )
     assert by_target["shop"].dedup_ratio == pytest.approx(2.0)  # the same data twice
-    all_keys = list(repo.storage.list(CHUNKS_PREFIX))
-    assert result.all_chunks == len(all_keys)
-    assert result.all_chunk_bytes == sum(repo.storage.size(k) for k in all_keys)
+    everything = repo.chunks.stored_ids()  # packed and loose chunks (issue 19)
+    assert result.all_chunks == len(everything)
+    assert result.all_chunk_bytes == sum(repo.chunks.stored_size(c) for c in everything)
     assert result.all_chunk_bytes - total.stored_bytes == len(b"unreferenced!")
 
     only = repository_stats(repo, target="crm")

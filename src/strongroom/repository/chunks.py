@@ -1,6 +1,37 @@
-"""The chunk store: each chunk is zstd-compressed, then age-encrypted, under its keyed hash."""
+"""The chunk store: chunks named by their keyed hash, stored in packs (format version 2)
+or, in repositories written before packs, as loose objects ``chunks/<xx>/<id>``.
+
+API for backups (``services/backup.py``):
+
+- :meth:`ChunkStore.prepare_known` once, after the shared lock: syncs the index cache
+  and caches the ``chunks/`` listing; then :meth:`ChunkStore.is_known` per chunk (an
+  SQLite lookup, no in-memory set);
+- :meth:`ChunkStore.pack_writer` -> :class:`PackSession`: ``store`` (thread-safe, from
+  the backup's workers), then ``flush`` (seal the last pack, wait for every upload,
+  write the index object(s), sync) before the manifest, or ``abort`` on failure (no
+  index is written; the packs already uploaded are left for prune).
+
+API for readers (restore, verify, check, prune, stats, web):
+
+- :meth:`ChunkStore.load` (one chunk, verified: index -> ranged read, else loose);
+- :meth:`ChunkStore.locate` (``ChunkLocation`` or ``None``) and :meth:`ChunkStore.load_run`
+  (several consecutive blobs of one pack in one ranged read: ``Repository.read_stream``);
+- :meth:`ChunkStore.exists` (in an existing pack, or loose), :meth:`ChunkStore.stored_size`
+  (blob length, or loose object size), :meth:`ChunkStore.known_ids` (every id, loose and
+  packed, as a set: memory grows with the repository; for check/stats/web as before);
+- :attr:`ChunkStore.index` (the ``IndexCache``: ``packs()``, ``pack_entries()``,
+  ``index_ids()`` ... for prune/check with packs);
+- :meth:`ChunkStore.store` writes one *loose* chunk (version 1 layout; tests and tools).
+"""
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
 
@@ -9,47 +40,423 @@ from strongroom.pipeline.compression import ChunkCompressor
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.pipeline.hashing import ChunkNamer
 from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, is_chunk_id
-from strongroom.storage.base import Storage
+from strongroom.repository.pack_index import (
+    INDEX_MAX_PACKS,
+    INDEX_PREFIX,
+    ChunkLocation,
+    IndexCache,
+    IndexedPack,
+    IndexObject,
+    write_index_objects,
+)
+from strongroom.repository.packs import (
+    PACK_TARGET_SIZE,
+    PACKS_PREFIX,
+    PackWriter,
+    SealedPack,
+    open_blob,
+    pack_key_name,
+)
+from strongroom.storage.base import ShortRead, Storage
+
+log = logging.getLogger("strongroom.repository")
+
+UPLOAD_WORKERS = 2  # sealed packs uploading at once (design: at most 2 waiting)
+MAX_RUN_BYTES = 8 * 1024 * 1024  # one ranged read of back-to-back blobs, at most
+READ_AHEAD_BYTES = 16 * 1024 * 1024  # stored bytes in flight ahead of a restore's consumer
+READ_ATTEMPTS = 3  # reads of a blob that fails its tag or hash before it is damage
+RESYNC_AFTER = 2.0  # seconds: a lookup miss re-reads index/ at most this often
 
 
 class ChunkStore:
-    """Writes and reads chunks; every read is checked against the chunk's name."""
+    """Writes and reads chunks; every read is checked against the chunk's name.
+
+    ``index`` builds the ``IndexCache`` (called once, lazily); ``before_first_pack`` is
+    called once before the first pack is uploaded (the repository bumps its config to
+    version 2 there).
+    """
 
     def __init__(
-        self, storage: Storage, namer: ChunkNamer, compressor: ChunkCompressor, sealer: Sealer
+        self,
+        storage: Storage,
+        namer: ChunkNamer,
+        compressor: ChunkCompressor,
+        sealer: Sealer,
+        index: Callable[[], IndexCache] | None = None,
+        before_first_pack: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._namer = namer
         self._compressor = compressor
         self._sealer = sealer
+        self._index_factory = index
+        self._index: IndexCache | None = None
+        self._index_lock = threading.Lock()
+        self._synced_at = 0.0
+        self._before_first_pack = before_first_pack
+        self._first_pack_done = False
+        self._first_pack_lock = threading.Lock()
 
     def name(self, plaintext: bytes) -> str:
         return self._namer.name(plaintext)
 
-    def known_ids(self) -> set[str]:
-        """The ids of every chunk stored now (used to skip uploading known chunks); objects
-        under ``chunks/`` whose name is not a chunk id are not chunks."""
-        ids = (chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX))
-        return {chunk_id for chunk_id in ids if is_chunk_id(chunk_id)}
+    # --- the index --------------------------------------------------------------------
+    @property
+    def index(self) -> IndexCache:
+        """The local index cache, synced with ``index/`` on first use."""
+        with self._index_lock:
+            if self._index is None:
+                if self._index_factory is None:
+                    raise RuntimeError("this chunk store has no index cache")
+                index = self._index_factory()
+                index.sync()
+                self._synced_at = time.monotonic()
+                self._index = index
+            return self._index
 
+    def refresh_index(self) -> None:
+        """Sync the index cache with ``index/`` now (another process wrote or pruned);
+        the first use of ``index`` syncs it already."""
+        fresh = self._index is None
+        index = self.index
+        if not fresh:
+            index.sync()
+            self._synced_at = time.monotonic()
+
+    def _loose_ids(self) -> list[str]:
+        ids = (chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX))
+        return [chunk_id for chunk_id in ids if is_chunk_id(chunk_id)]
+
+    def prepare_known(self) -> None:
+        """For a backup, after its shared lock: sync the index and cache the listing of
+        loose ``chunks/`` (into SQLite), so that ``is_known`` answers from both."""
+        self.refresh_index()
+        ids = (chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX))
+        self.index.replace_loose(c for c in ids if is_chunk_id(c))
+
+    def is_known(self, chunk_id: str) -> bool:
+        """Whether ``chunk_id`` is stored (index or loose listing of ``prepare_known``)."""
+        return self.index.known(chunk_id)
+
+    def known_ids(self) -> set[str]:
+        """The ids of every chunk stored now, loose (``chunks/``) and packed (index);
+        objects under ``chunks/`` whose name is not a chunk id are not chunks. A set:
+        memory grows with the repository (prefer ``is_known``/``exists``)."""
+        self.refresh_index()
+        ids = set(self._loose_ids())
+        ids.update(self.index.chunk_ids())
+        return ids
+
+    def stored_ids(self) -> set[str]:
+        """The ids of every chunk that can be read now: loose ones (``chunks/``) and
+        those the index places in a pack that a listing of ``packs/`` finds. A set (as
+        ``check`` and ``stats`` use it); memory grows with the repository."""
+        self.refresh_index()
+        ids = set(self._loose_ids())
+        ids.update(self.index.chunk_ids_in(list_pack_ids(self._storage)))
+        return ids
+
+    def locate(self, chunk_id: str) -> ChunkLocation | None:
+        """Where the index puts ``chunk_id`` (its first copy), ``None`` when it does not
+        list it (a loose chunk, or missing). A miss re-syncs the cache at most every
+        ``RESYNC_AFTER`` seconds, so an index written after this process looked is seen."""
+        found = self.index.locations(chunk_id)
+        if not found and time.monotonic() - self._synced_at > RESYNC_AFTER:
+            self.refresh_index()
+            found = self.index.locations(chunk_id)
+        return found[0] if found else None
+
+    def exists(self, chunk_id: str) -> bool:
+        """Whether the chunk can be read: a pack the index names for it exists, or its
+        loose object does (``IntegrityError`` for a malformed id)."""
+        key = chunk_key(chunk_id)  # checks the id
+        for location in self.index.locations(chunk_id):
+            if self._storage.exists(pack_key_name(location.pack_id)):
+                return True
+        return self._storage.exists(key)
+
+    def stored_size(self, chunk_id: str) -> int:
+        """Bytes the chunk takes in storage: its blob's length in a pack, else its loose
+        object's size; 0 when it is in neither."""
+        location = self.index.locations(chunk_id)
+        if location:
+            return location[0].length
+        try:
+            return self._storage.size(chunk_key(chunk_id))
+        except ObjectNotFound:
+            return 0
+
+    # --- writing ------------------------------------------------------------------------
     def store(self, chunk_id: str, plaintext: bytes, *, fast: bool = False) -> int:
-        """Compress, encrypt and upload one chunk; return its stored size in bytes."""
+        """Compress, encrypt and upload one chunk as a *loose* object (the version 1
+        layout, ``chunks/<xx>/<id>``); return its stored size in bytes. Backups use
+        ``pack_writer`` instead; this remains for tests and tools."""
         blob = self._sealer.seal(self._compressor.compress(plaintext, fast=fast))
         self._storage.put(chunk_key(chunk_id), blob)
         return len(blob)
 
+    def pack_writer(self, target_size: int = PACK_TARGET_SIZE) -> PackSession:
+        """A new session that writes chunks into packs (see :class:`PackSession`)."""
+        return PackSession(self, target_size)
+
+    def _first_pack(self) -> None:
+        with self._first_pack_lock:
+            if not self._first_pack_done:
+                self._before_first_pack()
+                self._first_pack_done = True
+
+    # --- reading ------------------------------------------------------------------------
     def load(self, chunk_id: str) -> bytes:
-        """Download, decrypt, decompress and check one chunk; raise on any damage."""
+        """Read, decrypt, decompress and check one chunk: through the index (one ranged
+        read of its pack), else as a loose object. Raises ``ChunkMissing`` (in neither
+        place) or ``ChunkDamaged`` naming the chunk."""
+        key = chunk_key(chunk_id)  # checks the id
+        location = self.locate(chunk_id)
+        if location is not None:
+            for copy in [location, *self.index.locations(chunk_id)[1:]]:
+                try:
+                    return self.load_run([copy])[0]
+                except ChunkMissing:
+                    continue  # that pack is gone (prune): try the next copy, then loose
         try:
-            blob = self._storage.get(chunk_key(chunk_id))
+            blob = self._storage.get(key)
         except ObjectNotFound as exc:
             raise ChunkMissing(f"chunk {chunk_id} is missing from the repository") from exc
         try:
-            plaintext = self._compressor.decompress(self._sealer.open(blob))
+            frame = self._sealer.open(blob)
         except DecryptionFailed as exc:
             raise ChunkDamaged(f"chunk {chunk_id} is damaged: it does not decrypt") from exc
+        return self._checked(chunk_id, frame)
+
+    def load_run(self, run: Sequence[ChunkLocation]) -> list[bytes]:
+        """Read blobs that lie back to back in one pack with one ranged read; return each
+        chunk's verified plaintext, in order. Raises ``ChunkMissing`` when the pack is
+        gone, ``ChunkDamaged`` naming the first chunk that fails ``READ_ATTEMPTS`` times: a
+        blob that fails is read again, because a ranged answer has no whole-object checksum or ETag
+        to catch a body damaged on the way (the AEAD tag and the hash do, never accept
+        it, and reading again tells the wire from the stored bytes)."""
+        for attempt in range(1, READ_ATTEMPTS):
+            try:
+                return self._load_run(run)
+            except ChunkDamaged as exc:
+                log.warning(
+                    "%s (read %d of %d); reading it again", exc.message, attempt, READ_ATTEMPTS
+                )
+        return self._load_run(run)
+
+    def _load_run(self, run: Sequence[ChunkLocation]) -> list[bytes]:
+        first, last = run[0], run[-1]
+        length = last.offset + last.length - first.offset
+        key = pack_key_name(first.pack_id)
+        try:
+            data = self._storage.get_range(key, first.offset, length)
+        except ObjectNotFound as exc:
+            raise ChunkMissing(
+                f"chunk {first.chunk_id} is missing from the repository (its pack "
+                f"{first.pack_id} is gone)"
+            ) from exc
+        except ShortRead as exc:
+            raise ChunkDamaged(
+                f"chunk {first.chunk_id} is damaged: its pack {first.pack_id} is shorter "
+                "than the index says (truncated)"
+            ) from exc
+        out = []
+        view = memoryview(data)
+        for location in run:
+            start = location.offset - first.offset
+            blob = bytes(view[start : start + location.length])
+            frame = open_blob(location.key, blob, location.chunk_id, location.position)
+            out.append(self._checked(location.chunk_id, frame))
+        return out
+
+    def read_many(self, chunk_ids: Iterable[str], workers: int = 4) -> Generator[bytes, None, None]:
+        """Yield the verified plaintext of each chunk of ``chunk_ids``, in order (a
+        restore's stream). Blobs that lie back to back in one pack are fetched in one
+        ranged read of up to ``MAX_RUN_BYTES``; ``workers`` reads run in parallel, with at
+        most ``READ_AHEAD_BYTES`` of stored data in flight (one run at least, and at most
+        ``2 x workers`` reads) ahead of the consumer, so memory is bounded. Raises as
+        ``load`` does, for the first chunk that fails; closing the generator cancels the
+        reads not started."""
+        window = max(2, workers * 2)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-read") as pool:
+            pending: deque[tuple[Future[list[bytes]], int]] = deque()
+            ahead = 0
+            try:
+                for run in self._runs(chunk_ids):
+                    size = sum(loc.length for loc in run) if isinstance(run, list) else 0
+                    while pending and (len(pending) >= window or ahead + size > READ_AHEAD_BYTES):
+                        future, done = pending.popleft()
+                        ahead -= done
+                        yield from future.result()
+                    pending.append((pool.submit(self._read_run, run), size))
+                    ahead += size
+                while pending:
+                    future, _ = pending.popleft()
+                    yield from future.result()
+            finally:
+                for future, _ in pending:
+                    future.cancel()
+
+    def _runs(self, chunk_ids: Iterable[str]) -> Iterator[list[ChunkLocation] | str]:
+        """Group ``chunk_ids`` (in order) into runs of back-to-back blobs of one pack
+        (a list of locations) or single chunks the index does not list (the id)."""
+        run: list[ChunkLocation] = []
+        for chunk_id in chunk_ids:
+            chunk_key(chunk_id)  # checks the id before any lookup
+            location = self.locate(chunk_id)
+            if location is None:
+                if run:
+                    yield run
+                    run = []
+                yield chunk_id
+                continue
+            if run:
+                last = run[-1]
+                contiguous = (
+                    location.pack_id == last.pack_id
+                    and location.offset == last.offset + last.length
+                    and location.offset + location.length - run[0].offset <= MAX_RUN_BYTES
+                )
+                if not contiguous:
+                    yield run
+                    run = []
+            run.append(location)
+        if run:
+            yield run
+
+    def _read_run(self, run: list[ChunkLocation] | str) -> list[bytes]:
+        if isinstance(run, str):
+            return [self.load(run)]
+        try:
+            return self.load_run(run)
+        except ChunkMissing:
+            return [self.load(loc.chunk_id) for loc in run]  # other copies, or loose
+
+    def _checked(self, chunk_id: str, frame: bytes) -> bytes:
+        try:
+            plaintext = self._compressor.decompress(frame)
         except zstandard.ZstdError as exc:
             raise ChunkDamaged(f"chunk {chunk_id} is damaged: it does not decompress") from exc
         if self._namer.name(plaintext) != chunk_id:
             raise ChunkDamaged(f"chunk {chunk_id} is damaged: its content does not match its hash")
         return plaintext
+
+
+def list_pack_ids(storage: Storage) -> Iterator[str]:
+    """The ids of the packs stored (one listing of ``packs/``; stray names skipped)."""
+    for key in storage.list(PACKS_PREFIX):
+        name = key.rsplit("/", 1)[-1]
+        if is_chunk_id(name):
+            yield name
+
+
+def has_packs(storage: Storage) -> bool:
+    """Whether the repository holds index objects or packs (format version 2 data).
+    Without, ``chunks/`` alone says which chunks exist, and no key is needed to know."""
+    return any(True for _ in storage.list(INDEX_PREFIX)) or any(
+        True for _ in storage.list(PACKS_PREFIX)
+    )
+
+
+class PackSession:
+    """One backup's writes into packs. ``store`` may be called from many threads.
+
+    A pack reaching ``target_size`` bytes is sealed and handed to an upload pool of
+    ``UPLOAD_WORKERS`` threads; a ``store`` that would leave more than ``UPLOAD_WORKERS``
+    sealed packs waiting blocks, so memory is about ``(UPLOAD_WORKERS + 1) x target_size``.
+    ``flush`` ends the session successfully, ``abort`` without an index.
+    """
+
+    def __init__(self, store: ChunkStore, target_size: int) -> None:
+        self._store = store
+        self._target = target_size
+        self._lock = threading.Lock()
+        self._writer: PackWriter | None = None
+        self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="sr-pack")
+        self._slots = threading.BoundedSemaphore(UPLOAD_WORKERS)
+        self._uploads: list[Future[IndexedPack]] = []
+        self._failure: BaseException | None = None
+        self.packs_written = 0
+
+    def store(self, chunk_id: str, plaintext: bytes, *, fast: bool = False) -> int:
+        """Compress one chunk and append it to the open pack; return its stored blob
+        size in bytes. Raises the first upload failure of this session."""
+        if self._failure is not None:
+            raise self._failure
+        frame = self._store._compressor.compress(plaintext, fast=fast)
+        full: PackWriter | None = None
+        with self._lock:
+            if self._writer is None:
+                self._writer = PackWriter(self._store._sealer, self._store.name)
+            stored = self._writer.add(chunk_id, frame, len(plaintext))
+            if self._writer.size >= self._target:
+                full, self._writer = self._writer, None
+        if full is not None:
+            self._upload(full.seal())
+        return stored
+
+    def _upload(self, sealed: SealedPack) -> None:
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self._put, sealed)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._done)
+        with self._lock:
+            self._uploads.append(future)
+
+    def _put(self, sealed: SealedPack) -> IndexedPack:
+        self._store._first_pack()
+        self._store._storage.put(pack_key_name(sealed.pack_id), sealed.data)
+        log.debug(
+            "stored pack %s (%d chunks, %d bytes)",
+            sealed.pack_id,
+            len(sealed.entries),
+            len(sealed.data),
+        )
+        return IndexedPack(sealed.pack_id, len(sealed.data), sealed.key, sealed.entries)
+
+    def _done(self, future: Future[IndexedPack]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
+        self._slots.release()
+
+    def flush(self) -> list[str]:
+        """Seal the open pack, wait for every upload, write the index object(s) for the
+        packs of this session, add them to the cache and sync the storage. Returns the
+        index ids written (none when no chunk was new). Raises the first failure."""
+        with self._lock:
+            last, self._writer = self._writer, None
+        try:
+            if last is not None and last.count:
+                self._upload(last.seal())
+            with self._lock:
+                uploads = list(self._uploads)
+            packs = [future.result() for future in uploads]
+        finally:
+            self._pool.shutdown(wait=True)
+        if self._failure is not None:
+            raise self._failure
+        self.packs_written = len(packs)
+        if not packs:
+            return []
+        store = self._store
+        store._storage.sync()  # packs durable before an index names them
+        ids = write_index_objects(store._storage, packs, store._sealer, store.name)
+        store._storage.sync()
+        index = store.index
+        for start, index_id in enumerate(ids):
+            group = packs[start * INDEX_MAX_PACKS : (start + 1) * INDEX_MAX_PACKS]
+            index.add(index_id, IndexObject(tuple(group)))
+        return ids
+
+    def abort(self) -> None:
+        """Stop: drop the open pack, cancel uploads not started, wait for the running
+        ones; write no index (uploaded packs stay until prune removes them)."""
+        with self._lock:
+            self._writer = None
+            uploads = list(self._uploads)
+        for future in uploads:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from strongroom.errors import RepositoryDamaged, UnsupportedFormat
 from strongroom.pipeline.chunking import ChunkerParams, ChunkerParamsInvalid
 
 FORMAT_NAME = "strongroom-repository"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # version 2: chunks in packs (docs/design.md "Packs")
+PACKED_VERSION = 2  # the first version with packs; a version 1 config is bumped to it
+READABLE_VERSIONS = (1, 2)  # version 1 (loose chunks only) stays readable
 
 ENCRYPTION_AGE = "age-x25519"
 ENCRYPTION_NONE = "none"
@@ -37,6 +40,7 @@ class RepositoryConfig:
     hash_key_wrapped: str | None  # base64 age file holding the 32-byte hash key (encrypted)
     hash_key_plain: str | None  # hex hash key (only when encryption is "none")
     compression_fast_level: int = 1  # used while the pipeline is backed up (adaptive)
+    version: int = FORMAT_VERSION  # 1: written before packs; 2: may hold packs
 
     @property
     def encrypted(self) -> bool:
@@ -45,7 +49,7 @@ class RepositoryConfig:
     def to_json(self) -> bytes:
         document: dict[str, Any] = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": self.version,
             "repository_id": self.repository_id,
             "created": self.created,
             "chunker": self.chunker.to_dict(),
@@ -83,13 +87,13 @@ class RepositoryConfig:
                 f"{where} is not the config of a strongroom repository (no format {FORMAT_NAME!r})"
             )
         version = document.get("version")
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise UnsupportedFormat(
                 f"repository format version {str(version)[:20]} is not supported by this "
-                f"strongroom (it reads version {FORMAT_VERSION}); upgrade strongroom"
+                f"strongroom (it reads versions 1 to {FORMAT_VERSION}); upgrade strongroom"
             )
         try:
-            return cls._from_document(document)
+            return dataclasses.replace(cls._from_document(document), version=version)
         except ChunkerParamsInvalid as exc:
             raise damaged(str(exc)) from exc
         except _ConfigProblem as exc:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import secrets
 import uuid
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from strongroom.repository.config import (
     ENCRYPTION_NONE,
     IDENTITY_IN_KEY_FILE,
     IDENTITY_WRAPPED_BY_PASSPHRASE,
+    PACKED_VERSION,
     RepositoryConfig,
 )
 from strongroom.repository.ids import is_backup_id, utc_now_iso
@@ -60,6 +60,7 @@ from strongroom.repository.manifest import (
     open_private,
 )
 from strongroom.repository.names import normalized
+from strongroom.repository.pack_index import IndexCache, cache_path
 from strongroom.storage.base import Storage
 
 log = logging.getLogger("strongroom.repository")
@@ -188,13 +189,37 @@ class Repository:
     @property
     def chunks(self) -> ChunkStore:
         if self._chunks is None:
+            sealer = self.keyring.sealer(for_reading=True)
             self._chunks = ChunkStore(
                 self.storage,
                 ChunkNamer(self.keyring.hash_key()),
                 ChunkCompressor(self.config.compression_level, self.config.compression_fast_level),
-                self.keyring.sealer(for_reading=True),
+                sealer,
+                index=lambda: IndexCache(
+                    cache_path(self.config.repository_id), self.storage, sealer
+                ),
+                before_first_pack=self._bump_to_packed_version,
             )
         return self._chunks
+
+    def _bump_to_packed_version(self) -> None:
+        """Before the first pack goes into a version 1 repository: rewrite ``config``
+        with version 2 (the stored text re-read, everything else unchanged), so that a
+        strongroom that predates packs refuses the repository instead of missing chunks."""
+        if self.config.version >= PACKED_VERSION:
+            return
+        where = f"the repository config ({CONFIG_KEY} at {self.storage.describe()})"
+        stored = RepositoryConfig.from_json(self.storage.get(CONFIG_KEY), where)
+        if stored.version < PACKED_VERSION:
+            stored = dataclasses.replace(stored, version=PACKED_VERSION)
+            self.storage.put(CONFIG_KEY, stored.to_json())
+            self.storage.sync()
+            log.info(
+                "%s holds packs from now on: config rewritten as version %d",
+                self.storage.describe(),
+                PACKED_VERSION,
+            )
+        self.config = stored
 
     # --- manifests ----------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:
@@ -353,37 +378,24 @@ class Repository:
         ``BackupForgotten`` (forget and prune ran), not damage.
         """
         self.check_chunk_order(manifest)
-        store = self.chunks
         checksum = StreamChecksum()
-        window = max(2, workers * 2)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-read") as pool:
-            pending: deque[tuple[ChunkRef, Future[bytes]]] = deque()
-            refs = iter(manifest.chunks)
-            try:
-                for ref in refs:
-                    pending.append((ref, pool.submit(store.load, ref.chunk_id)))
-                    if len(pending) >= window:
-                        break
-                while pending:
-                    ref, future = pending.popleft()
-                    try:
-                        data = future.result()
-                    except ChunkMissing as exc:
-                        self._raise_if_forgotten(manifest, exc)
-                        raise
-                    next_ref = next(refs, None)
-                    if next_ref is not None:
-                        pending.append((next_ref, pool.submit(store.load, next_ref.chunk_id)))
-                    if len(data) != ref.size:
-                        raise IntegrityError(
-                            f"backup {manifest.backup_id} is damaged: chunk {ref.chunk_id} holds "
-                            f"{len(data)} bytes, its manifest records {ref.size}"
-                        )
-                    checksum.update(data)
-                    yield data
-            finally:
-                for _, pending_future in pending:
-                    pending_future.cancel()
+        reader = self.chunks.read_many((ref.chunk_id for ref in manifest.chunks), workers)
+        try:
+            for ref in manifest.chunks:
+                try:
+                    data = next(reader)
+                except ChunkMissing as exc:
+                    self._raise_if_forgotten(manifest, exc)
+                    raise
+                if len(data) != ref.size:
+                    raise IntegrityError(
+                        f"backup {manifest.backup_id} is damaged: chunk {ref.chunk_id} holds "
+                        f"{len(data)} bytes, its manifest records {ref.size}"
+                    )
+                checksum.update(data)
+                yield data
+        finally:
+            reader.close()
         if checksum.hexdigest() != manifest.stream_checksum:
             raise IntegrityError(
                 f"backup {manifest.backup_id} is damaged: the whole-stream checksum does not match"

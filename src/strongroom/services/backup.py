@@ -75,16 +75,17 @@ class _ChunkOutcome:
 
 
 class _ChunkWriter:
-    """Names, deduplicates, compresses, encrypts and stores chunks on a thread pool.
+    """Names, deduplicates, compresses, encrypts and stores chunks (into packs: a
+    ``PackSession``) on a thread pool.
 
     The reading thread only cuts chunks and feeds the stream checksum; everything else runs
     here, on all cores (BLAKE3, zstd and storage I/O release the GIL). At most
     ``2 x workers`` chunks are in flight, so memory stays bounded.
     """
 
-    def __init__(self, repo: Repository, known: set[str], workers: int) -> None:
+    def __init__(self, repo: Repository, workers: int) -> None:
         self._store = repo.chunks
-        self._known = known
+        self._packs = self._store.pack_writer()
         self._claimed: set[str] = set()
         self._claim_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-chunk")
@@ -92,6 +93,7 @@ class _ChunkWriter:
         self._futures: list[Future[_ChunkOutcome]] = []
         self._failure: BaseException | None = None
         self._workers = workers
+        self._finished_packs = False
         self._submitted = 0
         self._finished = 0
 
@@ -109,11 +111,12 @@ class _ChunkWriter:
 
     def _process(self, data: bytes) -> _ChunkOutcome:
         chunk_id = self._store.name(data)
-        with self._claim_lock:
-            is_new = chunk_id not in self._known and chunk_id not in self._claimed
-            if is_new:
+        is_new = not self._store.is_known(chunk_id)  # index cache or chunks/ listing
+        if is_new:
+            with self._claim_lock:  # only this backup's new chunks are held in memory
+                is_new = chunk_id not in self._claimed
                 self._claimed.add(chunk_id)
-        stored = self._store.store(chunk_id, data, fast=self._backed_up()) if is_new else 0
+        stored = self._packs.store(chunk_id, data, fast=self._backed_up()) if is_new else 0
         return _ChunkOutcome(ChunkRef(chunk_id, len(data)), is_new, stored)
 
     def _backed_up(self) -> bool:
@@ -135,10 +138,20 @@ class _ChunkWriter:
             raise self._failure
         return [future.result() for future in self._futures]
 
+    def finish(self) -> None:
+        """After ``results``: seal the last pack, wait for the uploads and write the
+        index object(s) (``PackSession.flush``), so every new chunk is durable."""
+        self._packs.flush()
+        self._finished_packs = True
+
     def close(self) -> None:
+        """Stop the workers; unless ``finish`` ran, drop the pack session without an
+        index (what it uploaded is left for prune)."""
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=True)
+        if not self._finished_packs:
+            self._packs.abort()
 
 
 def run_backup(
@@ -184,7 +197,8 @@ def _back_up(
     workers: int,
     created_by: str | None = None,
 ) -> BackupReport:
-    writer = _ChunkWriter(repo, repo.chunks.known_ids(), workers)
+    repo.chunks.prepare_known()  # after the shared lock: index cache + chunks/ listing
+    writer = _ChunkWriter(repo, workers)
     started_at = utc_now_iso()
     clock = time.monotonic()
     checksum = StreamChecksum()
@@ -201,6 +215,7 @@ def _back_up(
                 progress.advance(raw_size)
             result = dump.finish()
         outcomes = writer.results()
+        writer.finish()  # packs stored and indexed before the manifest
     finally:
         writer.close()
         progress.finish()

@@ -19,6 +19,7 @@ from strongroom.errors import (
     StrongroomError,
     UsageError,
 )
+from strongroom.repository.chunks import has_packs
 from strongroom.repository.layout import (
     CHUNKS_PREFIX,
     LOGS_PREFIX,
@@ -102,14 +103,18 @@ def check_repository(
             if not users[ref.chunk_id] or users[ref.chunk_id][-1] != m.backup_id:
                 users[ref.chunk_id].append(m.backup_id)
             sizes.setdefault(ref.chunk_id, set()).add(ref.size)
-    listed = (chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX))
-    stored = {chunk_id for chunk_id in listed if is_chunk_id(chunk_id)}
+    packed = has_packs(storage)  # then knowing the stored chunks needs the key (index)
+    if packed:
+        stored = repo.chunks.stored_ids()  # loose + indexed in a pack that exists
+    else:
+        listed = (chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX))
+        stored = {chunk_id for chunk_id in listed if is_chunk_id(chunk_id)}
 
     def still_needed_by(chunk_id: str) -> tuple[str, ...]:
         return tuple(b for b in users[chunk_id] if storage.exists(manifest_key(b)))
 
     def missing(chunk_id: str) -> None:
-        if storage.exists(chunk_key(chunk_id)):
+        if repo.chunks.exists(chunk_id) if packed else storage.exists(chunk_key(chunk_id)):
             return
         needed = still_needed_by(chunk_id)  # not a problem if its backups were forgotten
         if needed:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from strongroom.errors import ObjectNotFound
+from strongroom.repository.chunks import has_packs
 from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, is_chunk_id
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
@@ -67,8 +68,15 @@ def _totals(name: str, backups: list[Manifest], stored: dict[str, int]) -> Total
     )
 
 
-def _object_sizes(storage: Storage, chunk_ids: set[str], workers: int) -> dict[str, int]:
+def _object_sizes(
+    storage: Storage, chunk_ids: set[str], workers: int, repo: Repository | None = None
+) -> dict[str, int]:
+    """Stored bytes per chunk: its loose object's size, or with ``repo`` (a repository
+    holding packs) its blob's length in its pack (``ChunkStore.stored_size``)."""
+
     def one(chunk_id: str) -> tuple[str, int]:
+        if repo is not None:
+            return chunk_id, repo.chunks.stored_size(chunk_id)
         try:
             return chunk_id, storage.size(chunk_key(chunk_id))
         except ObjectNotFound:
@@ -87,10 +95,16 @@ def repository_stats(
         by_target.setdefault(m.target, []).append(m)
     wanted = {ref.chunk_id for m in backups for ref in m.chunks}
     everything = None
+    packed = has_packs(repo.storage)  # then sizes come from the index (needs the key)
     if target is None:
-        listed = (chunk_id_of_key(key) for key in repo.storage.list(CHUNKS_PREFIX))
-        everything = {name for name in listed if is_chunk_id(name)}  # not stray files
-    stored = _object_sizes(repo.storage, wanted | (everything or set()), workers)
+        if packed:
+            everything = repo.chunks.stored_ids()
+        else:
+            listed = (chunk_id_of_key(key) for key in repo.storage.list(CHUNKS_PREFIX))
+            everything = {name for name in listed if is_chunk_id(name)}  # not stray files
+    stored = _object_sizes(
+        repo.storage, wanted | (everything or set()), workers, repo if packed else None
+    )
     return RepositoryStats(
         targets=[_totals(name, ms, stored) for name, ms in sorted(by_target.items())],
         total=_totals("", backups, stored),

@@ -86,10 +86,14 @@ def check_range(offset: int, length: int) -> None:
         raise ValueError(f"a range needs offset >= 0 and length >= 0, got {offset}, {length}")
 
 
-def short_read(key: str, where: str, offset: int, length: int, got: int) -> StorageError:
-    """The error of a ranged read that found fewer bytes than asked (the object is
-    shorter than ``offset + length``: truncated or not what the index says)."""
-    return StorageError(
+class ShortRead(StorageError):
+    """A ranged read found fewer bytes than asked: the object is shorter than
+    ``offset + length`` (truncated, or not what the index says). Not transient."""
+
+
+def short_read(key: str, where: str, offset: int, length: int, got: int) -> ShortRead:
+    """The error of a ranged read that found fewer bytes than asked, naming the key."""
+    return ShortRead(
         f"short read of {key} in {where}: asked for {length} bytes at offset {offset}, "
         f"got {got} (the object is shorter than expected)"
     )

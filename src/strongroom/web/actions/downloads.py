@@ -22,7 +22,7 @@ from starlette.types import Send
 
 from strongroom.errors import BackupNotFound, ChunkMissing, StrongroomError
 from strongroom.redaction import redact_text
-from strongroom.repository.layout import chunk_key, manifest_key
+from strongroom.repository.layout import manifest_key
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.web import audit
@@ -38,8 +38,8 @@ def missing_chunks(repo: Repository, manifest: Manifest) -> list[str]:
     """The chunks the manifest names that are not in the repository, in stream order."""
     wanted = list(dict.fromkeys(ref.chunk_id for ref in manifest.chunks))
     if len(wanted) <= EXISTS_ONE_BY_ONE:
-        return [c for c in wanted if not repo.storage.exists(chunk_key(c))]
-    stored = repo.chunks.known_ids()
+        return [c for c in wanted if not repo.chunks.exists(c)]  # in a pack, or loose
+    stored = repo.chunks.stored_ids()
     return [c for c in wanted if c not in stored]
 
 

@@ -1,0 +1,506 @@
+"""Index objects and the local SQLite index cache (docs/design.md "Packs").
+
+**Index object** ``index/<first two hex>/<index id>``: ``seal(zstd(JSON))`` (the
+repository's ``Sealer``: age when encrypted, the zstd frame as is otherwise), the index id
+the keyed BLAKE3 of its bytes. JSON::
+
+    {"format": "strongroom-index", "version": 1,
+     "packs": [{"id": <pack id>, "size": <bytes>, "key": <base64 pack key | null>,
+                "chunks": <base64 of the pack's 44-byte header entries>}],
+     "supersedes": [<index id>, ...]}
+
+- :func:`write_index_objects` (packs -> index objects, ``INDEX_MAX_PACKS`` per object),
+  :func:`encode_index` / :func:`decode_index` (bytes <-> :class:`IndexObject`),
+  :func:`read_index_object` (get + decode).
+
+**Cache** (:class:`IndexCache`): the union of every index object, in SQLite at
+``cache_path(repository id)``; one row per (chunk, pack listing) of 6 small columns
+(about 110 bytes of disk per chunk with its B-trees, measured in
+``tests/repository/test_pack_index.py``). Lookups go to SQLite (page cache
+capped at 64 MiB), never to an in-memory set of ids. ``sync()`` lists ``index/``,
+loads the objects not yet cached and drops the ones gone. The cache also holds the
+listing of version 1 loose chunks (``chunks/``) for the duration of a backup
+(``replace_loose``), so the "known" check needs no set of ids either. Thread-safe (one
+connection behind a lock); several processes may share the file (SQLite locking, WAL).
+
+Queries for prune/check/stats: :meth:`IndexCache.locations` (every copy of a chunk),
+:meth:`IndexCache.contains`, :meth:`IndexCache.chunk_ids` (streamed),
+:meth:`IndexCache.packs` (pack id, index id, size), :meth:`IndexCache.pack_entries`,
+:meth:`IndexCache.index_ids`, :meth:`IndexCache.superseded_ids`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from strongroom.errors import IntegrityError, ObjectNotFound
+from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.repository.layout import is_chunk_id
+from strongroom.repository.packs import PackDamaged, PackEntry, decode_entries, encode_entries
+from strongroom.storage.base import Storage
+
+log = logging.getLogger("strongroom.repository")
+
+INDEX_PREFIX = "index/"
+INDEX_FORMAT = "strongroom-index"
+INDEX_VERSION = 1
+INDEX_MAX_PACKS = 64  # packs per index object (1 GiB of 16 MiB packs)
+CACHE_ENV = "STRONGROOM_CACHE_DIR"
+CACHE_FILE = "index.sqlite"
+CACHE_SCHEMA = "2"
+CACHE_PAGE_BYTES = 64 * 1024 * 1024  # SQLite page cache cap per connection
+_MAX_INDEX_BYTES = 512 * 1024 * 1024  # decompressed JSON of one index object
+
+
+class IndexDamaged(IntegrityError):
+    """An index object that cannot be read (does not decrypt, decompress or parse)."""
+
+
+def index_key(index_id: str) -> str:
+    """Storage key of index object ``index_id`` (64 lowercase hex)."""
+    if not is_chunk_id(index_id):
+        raise ValueError(f"{index_id[:70]!r} is not an index id (64 hex characters)")
+    return f"{INDEX_PREFIX}{index_id[:2]}/{index_id}"
+
+
+def index_id_of_key(key: str) -> str | None:
+    """The index id of a key under ``index/``, ``None`` for anything else (stray files)."""
+    name = key.rsplit("/", 1)[-1]
+    return name if key.startswith(INDEX_PREFIX) and is_chunk_id(name) else None
+
+
+@dataclass(frozen=True)
+class IndexedPack:
+    """One pack as an index object lists it: id, size (bytes), key (``None`` without
+    encryption) and its header entries (positions are the blobs' nonces)."""
+
+    pack_id: str
+    size: int
+    key: bytes | None
+    entries: tuple[PackEntry, ...]
+
+
+@dataclass(frozen=True)
+class IndexObject:
+    """A decoded index object."""
+
+    packs: tuple[IndexedPack, ...]
+    supersedes: tuple[str, ...] = ()
+
+
+def encode_index(index: IndexObject, sealer: Sealer, level: int = 3) -> bytes:
+    """The stored bytes of an index object: ``seal(zstd(JSON))``."""
+    document: dict[str, Any] = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "packs": [
+            {
+                "id": p.pack_id,
+                "size": p.size,
+                "key": None if p.key is None else base64.b64encode(p.key).decode(),
+                "chunks": base64.b64encode(encode_entries(p.entries)).decode(),
+            }
+            for p in index.packs
+        ],
+        "supersedes": list(index.supersedes),
+    }
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return sealer.seal(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw))
+
+
+def decode_index(data: bytes, sealer: Sealer, where: str = "an index object") -> IndexObject:
+    """Parse stored index bytes; ``IndexDamaged`` naming ``where`` on any problem."""
+
+    def damaged(reason: str) -> IndexDamaged:
+        return IndexDamaged(f"{where} is damaged: {reason}")
+
+    try:
+        frame = sealer.open(data)
+    except DecryptionFailed as exc:
+        raise damaged("it does not decrypt") from exc
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=_MAX_INDEX_BYTES)
+        document = json.loads(raw)
+    except (zstandard.ZstdError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise damaged("it does not decompress to JSON") from exc
+    if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
+        raise damaged("it is not a strongroom index")
+    if document.get("version") != INDEX_VERSION:
+        raise damaged(f"index version {str(document.get('version'))[:20]} is not supported")
+    packs, supersedes = document.get("packs"), document.get("supersedes", [])
+    if not isinstance(packs, list) or not isinstance(supersedes, list):
+        raise damaged("packs or supersedes is not a list")
+    if not all(isinstance(s, str) and is_chunk_id(s) for s in supersedes):
+        raise damaged("supersedes holds something not an index id")
+    found = []
+    for item in packs:
+        try:
+            found.append(_pack_of(item, where))
+        except (KeyError, TypeError, ValueError, binascii.Error, PackDamaged) as exc:
+            raise damaged(f"a pack entry is malformed ({str(exc)[:80]})") from exc
+    return IndexObject(tuple(found), tuple(supersedes))
+
+
+def _pack_of(item: Any, where: str) -> IndexedPack:
+    pack_id, size, key = item["id"], item["size"], item["key"]
+    if not isinstance(pack_id, str) or not is_chunk_id(pack_id):
+        raise ValueError("id is not a pack id")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError("size is not a byte count")
+    pack_key = None if key is None else base64.b64decode(str(key), validate=True)
+    entries = decode_entries(base64.b64decode(str(item["chunks"]), validate=True), where)
+    return IndexedPack(pack_id, size, pack_key, tuple(entries))
+
+
+def write_index_objects(
+    storage: Storage,
+    packs: Sequence[IndexedPack],
+    sealer: Sealer,
+    name: Callable[[bytes], str],
+    supersedes: Sequence[str] = (),
+) -> list[str]:
+    """Store ``packs`` as index objects of at most ``INDEX_MAX_PACKS`` each (none for no
+    packs); ``name`` is the repository's keyed hash. Returns the index ids written. The
+    caller syncs the storage before anything refers to them (the manifest)."""
+    written = []
+    for start in range(0, len(packs), INDEX_MAX_PACKS):
+        group = IndexObject(tuple(packs[start : start + INDEX_MAX_PACKS]), tuple(supersedes))
+        data = encode_index(group, sealer)
+        index_id = name(data)
+        storage.put(index_key(index_id), data)
+        written.append(index_id)
+    return written
+
+
+def read_index_object(storage: Storage, index_id: str, sealer: Sealer) -> IndexObject:
+    """Get and decode one index object (``ObjectNotFound`` if gone, ``IndexDamaged``)."""
+    key = index_key(index_id)
+    return decode_index(storage.get(key), sealer, key)
+
+
+def list_index_ids(storage: Storage) -> set[str]:
+    """The ids of every index object stored (one listing of ``index/``)."""
+    return {i for i in map(index_id_of_key, storage.list(INDEX_PREFIX)) if i is not None}
+
+
+# --- the local cache ----------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS index_objects (
+    num INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, supersedes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS packs (
+    num INTEGER PRIMARY KEY, pack_id BLOB NOT NULL, index_num INTEGER NOT NULL,
+    size INTEGER NOT NULL, key BLOB, UNIQUE (pack_id, index_num));
+CREATE INDEX IF NOT EXISTS packs_by_index ON packs (index_num);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id BLOB NOT NULL, pack_num INTEGER NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL,
+    position INTEGER NOT NULL, PRIMARY KEY (chunk_id, pack_num)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack_num);
+CREATE TABLE IF NOT EXISTS loose (chunk_id BLOB PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class ChunkLocation:
+    """Where one copy of a chunk is: pack, pack key (``None`` unencrypted), the blob's
+    ``offset``/``length`` in bytes within the pack object, the plaintext ``raw_length``
+    and the blob's ``position`` (its nonce)."""
+
+    chunk_id: str
+    pack_id: str
+    key: bytes | None
+    offset: int
+    length: int
+    raw_length: int
+    position: int
+
+
+_temp_dirs: list[str] = []
+
+
+def _remove_temp_dirs() -> None:
+    for path in _temp_dirs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def cache_path(repository_id: str) -> Path:
+    """``$STRONGROOM_CACHE_DIR`` (else ``$XDG_CACHE_HOME/strongroom``, else
+    ``~/.cache/strongroom``) ``/<repository id>/index.sqlite``; when that folder cannot be
+    made, a temporary folder removed at exit (said once in the log)."""
+    base = os.environ.get(CACHE_ENV)
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = str(Path(xdg) / "strongroom")
+    folder = Path(base) / repository_id
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.access(folder, os.W_OK):
+            return folder / CACHE_FILE
+    except OSError:
+        pass
+    temp = tempfile.mkdtemp(prefix="strongroom-cache-")
+    if not _temp_dirs:
+        atexit.register(_remove_temp_dirs)
+    _temp_dirs.append(temp)
+    log.warning("cannot write the index cache in %s: using %s for this run", folder, temp)
+    return Path(temp) / CACHE_FILE
+
+
+class IndexCache:
+    """The SQLite copy of every index object (see the module docstring).
+
+    ``path`` is the cache file (``cache_path``); ``storage`` and ``sealer`` read index
+    objects. A damaged cache file is deleted and rebuilt. Every method may raise
+    ``StorageError`` (listing, reading index objects) besides the documented ones.
+    """
+
+    def __init__(self, path: Path, storage: Storage, sealer: Sealer) -> None:
+        self.path = path
+        self._storage = storage
+        self._sealer = sealer
+        self._lock = threading.RLock()
+        self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(2):
+            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA cache_size=-{CACHE_PAGE_BYTES // 1024}")
+                db.executescript(_SCHEMA)
+                row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+                if row is None:
+                    with db:
+                        db.execute(
+                            "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (CACHE_SCHEMA,)
+                        )
+                elif row[0] != CACHE_SCHEMA:
+                    raise sqlite3.DatabaseError("cache of another schema")
+                with contextlib.suppress(OSError):
+                    os.chmod(self.path, 0o600)  # it holds pack keys
+                return db
+            except sqlite3.DatabaseError:
+                db.close()
+                if attempt:
+                    raise
+                log.warning("index cache %s is unreadable: rebuilding it", self.path)
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        Path(f"{self.path}{suffix}").unlink()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        with self._lock:
+            self._db.close()
+
+    # --- keeping in step with index/ ------------------------------------------------
+    def sync(self) -> tuple[int, int]:
+        """List ``index/``; load the objects not cached, drop the cached ones gone.
+        Returns ``(loaded, dropped)``. A damaged index object is skipped with a warning
+        (``check`` reports it); its chunks then count as unknown."""
+        listed = list_index_ids(self._storage)
+        with self._lock:
+            cached = {row[0] for row in self._db.execute("SELECT id FROM index_objects")}
+        gone = cached - listed
+        if gone:
+            with self._lock, self._db:
+                for index_id in gone:
+                    self._forget(index_id)
+        loaded = 0
+        for index_id in sorted(listed - cached):
+            try:
+                index = read_index_object(self._storage, index_id, self._sealer)
+            except ObjectNotFound:
+                continue  # deleted since the listing (prune)
+            except IndexDamaged as exc:
+                log.warning("%s", exc.message)
+                continue
+            self.add(index_id, index)
+            loaded += 1
+        return loaded, len(gone)
+
+    def _forget(self, index_id: str) -> None:
+        row = self._db.execute("SELECT num FROM index_objects WHERE id=?", (index_id,)).fetchone()
+        if row is None:
+            return
+        self._db.execute(
+            "DELETE FROM chunks WHERE pack_num IN (SELECT num FROM packs WHERE index_num=?)",
+            (row[0],),
+        )
+        self._db.execute("DELETE FROM packs WHERE index_num=?", (row[0],))
+        self._db.execute("DELETE FROM index_objects WHERE num=?", (row[0],))
+
+    def add(self, index_id: str, index: IndexObject) -> None:
+        """Record one index object (a no-op when already cached: another process or
+        this one loaded it meanwhile)."""
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO index_objects (id, supersedes) VALUES (?, ?)",
+                (index_id, ",".join(index.supersedes)),
+            )
+            if not cursor.rowcount:
+                return
+            index_num = cursor.lastrowid
+            for pack in index.packs:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO packs (pack_id, index_num, size, key) "
+                    "VALUES (?, ?, ?, ?)",
+                    (bytes.fromhex(pack.pack_id), index_num, pack.size, pack.key),
+                )
+                if not cursor.rowcount:
+                    continue  # listed twice in one index object: the first counts
+                pack_num = cursor.lastrowid
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        (
+                            bytes.fromhex(e.chunk_id),
+                            pack_num,
+                            e.offset,
+                            e.length,
+                            e.raw_length,
+                            e.position,
+                        )
+                        for e in pack.entries
+                    ),
+                )
+
+    def replace_loose(self, chunk_ids: Iterable[str]) -> int:
+        """Replace the cached listing of version 1 loose chunks (``chunks/``) with
+        ``chunk_ids`` (streamed into SQLite, not kept in memory); return how many."""
+        count = 0
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM loose")
+            for chunk_id in chunk_ids:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO loose VALUES (?)", (bytes.fromhex(chunk_id),)
+                )
+                count += 1
+        return count
+
+    # --- lookups ----------------------------------------------------------------------
+    def locations(self, chunk_id: str) -> list[ChunkLocation]:
+        """Every copy of ``chunk_id`` the index lists (usually one; two after a prune was
+        stopped mid-repack), in a stable order; empty when none."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.pack_id, p.key, c.offset, c.length, c.raw_length, c.position "
+                "FROM chunks c JOIN packs p ON p.num = c.pack_num "
+                "WHERE c.chunk_id = ? ORDER BY c.pack_num",
+                (bytes.fromhex(chunk_id),),
+            ).fetchall()
+        return [ChunkLocation(chunk_id, r[0].hex(), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def contains(self, chunk_id: str) -> bool:
+        """Whether the index lists ``chunk_id`` (loose chunks not included)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM chunks WHERE chunk_id = ? LIMIT 1", (bytes.fromhex(chunk_id),)
+            ).fetchone()
+        return row is not None
+
+    def known(self, chunk_id: str) -> bool:
+        """Whether ``chunk_id`` is in the index or in the last ``replace_loose`` listing
+        (the backup's dedup check)."""
+        raw = bytes.fromhex(chunk_id)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM chunks WHERE chunk_id = ? UNION ALL "
+                "SELECT 1 FROM loose WHERE chunk_id = ? LIMIT 1",
+                (raw, raw),
+            ).fetchone()
+        return row is not None
+
+    def chunk_ids(self) -> Iterator[str]:
+        """Every chunk id the index lists, once each, in id order (streamed in batches
+        of 10 000, so memory stays flat)."""
+        last = b""
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT DISTINCT chunk_id FROM chunks WHERE chunk_id > ? "
+                    "ORDER BY chunk_id LIMIT 10000",
+                    (last,),
+                ).fetchall()
+            if not rows:
+                return
+            for (raw,) in rows:
+                yield raw.hex()
+            last = rows[-1][0]
+
+    def chunk_ids_in(self, pack_ids: Iterable[str]) -> Iterator[str]:
+        """Every chunk id the index places in one of ``pack_ids`` (e.g. the packs a
+        listing of ``packs/`` found), once each, in id order; the pack ids go to a
+        temporary SQLite table, not a Python set."""
+        with self._lock:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS present (pack_id BLOB PRIMARY KEY)")
+            with self._db:
+                self._db.execute("DELETE FROM present")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO present VALUES (?)",
+                    ((bytes.fromhex(p),) for p in pack_ids),
+                )
+            rows = self._db.execute(
+                "SELECT DISTINCT c.chunk_id FROM chunks c JOIN packs p ON p.num = c.pack_num "
+                "JOIN present t ON t.pack_id = p.pack_id ORDER BY c.chunk_id"
+            )
+            found = [raw.hex() for (raw,) in rows]
+        yield from found
+
+    def chunk_count(self) -> int:
+        """Number of distinct chunk ids in the index."""
+        with self._lock:
+            return int(
+                self._db.execute("SELECT COUNT(DISTINCT chunk_id) FROM chunks").fetchone()[0]
+            )
+
+    def packs(self) -> list[tuple[str, str, int]]:
+        """``(pack id, index id, size in bytes)`` of every pack each index object lists."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.pack_id, i.id, p.size FROM packs p JOIN index_objects i "
+                "ON i.num = p.index_num"
+            ).fetchall()
+        return [(r[0].hex(), r[1], r[2]) for r in rows]
+
+    def pack_entries(self, pack_id: str) -> list[ChunkLocation]:
+        """The blobs of one pack (as its first index object lists them), by position."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.chunk_id, p.key, c.offset, c.length, c.raw_length, c.position "
+                "FROM chunks c JOIN packs p ON p.num = c.pack_num "
+                "WHERE c.pack_num = (SELECT MIN(num) FROM packs WHERE pack_id = ?) "
+                "ORDER BY c.position",
+                (bytes.fromhex(pack_id),),
+            ).fetchall()
+        return [ChunkLocation(r[0].hex(), pack_id, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def index_ids(self) -> set[str]:
+        """The index objects cached (as of the last ``sync``/``add``)."""
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT id FROM index_objects")}
+
+    def superseded_ids(self) -> set[str]:
+        """Index ids some cached index object names in its ``supersedes``."""
+        with self._lock:
+            rows = self._db.execute("SELECT supersedes FROM index_objects").fetchall()
+        return {s for (text,) in rows for s in text.split(",") if s}
