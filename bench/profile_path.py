@@ -8,7 +8,8 @@ Starts a throwaway PostgreSQL (bench/run.py), generates the benchmark database
 bytes, each as wall seconds, CPU seconds of this process (``time.process_time``: all
 threads), of the client tools it ran (``pg_dump``, ``pg_restore``: reaped children) and of
 the server (the postmaster's own and reaped children's CPU plus its live children's, from
-``/proc``, before and after), with the 1-minute load average:
+``/proc``, before and after; autovacuum is off, or a restored copy's would land in a later
+stage), with the 1-minute load average:
 
 * backup side: ``pg_dump -Fc -Z0`` to /dev/null and to a file; FastCDC at 512, 32 and
   16 KiB averages; keyed BLAKE3 per chunk; the whole-stream BLAKE3; zstd levels 1, 3, 6
@@ -485,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def profile(args: argparse.Namespace, work: Path) -> Results:
     """Every stage on a fresh server and database in ``work``."""
     server = bench_run.start_server(work)
+    with server.connect() as conn:  # no autovacuum of a restored copy inside a later stage
+        conn.execute("ALTER SYSTEM SET autovacuum = off")
+        conn.execute("SELECT pg_reload_conf()")
     prof = Profiler(args, work, server)
     try:
         prof.res.environment = {
