@@ -26,7 +26,7 @@ from strongroom.repository.pack_index import (
     list_index_ids,
     write_index_objects,
 )
-from strongroom.repository.packs import PackEntry
+from strongroom.repository.packs import PackEntry, encode_entries
 from strongroom.repository.repository import Repository
 from strongroom.storage.local import LocalStorage
 from strongroom.storage.memory import MemoryStorage
@@ -39,7 +39,7 @@ def _fake_pack(chunks: int, key: bytes | None = b"K" * 32) -> IndexedPack:
     for position in range(chunks):
         entries.append(PackEntry(secrets.token_hex(32), offset, 1000, 3000, position))
         offset += 1000
-    return IndexedPack(secrets.token_hex(32), offset + 60, key, tuple(entries))
+    return IndexedPack(secrets.token_hex(32), offset + 60, key, encode_entries(entries))
 
 
 @pytest.mark.parametrize("encrypted", [True, False], ids=["age", "plain"])

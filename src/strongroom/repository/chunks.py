@@ -54,6 +54,7 @@ from strongroom.repository.packs import (
     PACKS_PREFIX,
     PackWriter,
     SealedPack,
+    encode_entries,
     open_blob,
     pack_key_name,
 )
@@ -363,7 +364,8 @@ class PackSession:
 
     A pack reaching ``target_size`` bytes is sealed and handed to an upload pool of
     ``UPLOAD_WORKERS`` threads; a ``store`` that would leave more than ``UPLOAD_WORKERS``
-    sealed packs waiting blocks, so memory is about ``(UPLOAD_WORKERS + 1) x target_size``.
+    sealed packs waiting blocks, so memory is about ``(UPLOAD_WORKERS + 1) x target_size``
+    plus 44 bytes per new chunk (the entries kept for the index objects).
     ``flush`` ends the session successfully, ``abort`` without an index.
     """
 
@@ -415,7 +417,9 @@ class PackSession:
             len(sealed.entries),
             len(sealed.data),
         )
-        return IndexedPack(sealed.pack_id, len(sealed.data), sealed.key, sealed.entries)
+        return IndexedPack(
+            sealed.pack_id, len(sealed.data), sealed.key, encode_entries(sealed.entries)
+        )
 
     def _done(self, future: Future[IndexedPack]) -> None:
         if not future.cancelled() and future.exception() is not None and self._failure is None:

@@ -52,7 +52,7 @@ import zstandard
 from strongroom.errors import IntegrityError, ObjectNotFound
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.repository.layout import is_chunk_id
-from strongroom.repository.packs import PackDamaged, PackEntry, decode_entries, encode_entries
+from strongroom.repository.packs import ENTRY, ENTRY_SIZE, PackDamaged, PackEntry, decode_entries
 from strongroom.storage.base import Storage
 
 log = logging.getLogger("strongroom.repository")
@@ -88,12 +88,19 @@ def index_id_of_key(key: str) -> str | None:
 @dataclass(frozen=True)
 class IndexedPack:
     """One pack as an index object lists it: id, size (bytes), key (``None`` without
-    encryption) and its header entries (positions are the blobs' nonces)."""
+    encryption) and ``chunks``, its header entries as stored (44 bytes each, in blob
+    order: an entry's position is its blob's nonce). Kept packed, so a backup holds 44
+    bytes per new chunk until it writes its index; ``entries`` decodes them."""
 
     pack_id: str
     size: int
     key: bytes | None
-    entries: tuple[PackEntry, ...]
+    chunks: bytes
+
+    @property
+    def entries(self) -> list[PackEntry]:
+        """The decoded entries (``PackDamaged`` if ``chunks`` is not whole entries)."""
+        return decode_entries(self.chunks)
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ def encode_index(index: IndexObject, sealer: Sealer, level: int = 3) -> bytes:
                 "id": p.pack_id,
                 "size": p.size,
                 "key": None if p.key is None else base64.b64encode(p.key).decode(),
-                "chunks": base64.b64encode(encode_entries(p.entries)).decode(),
+                "chunks": base64.b64encode(p.chunks).decode(),
             }
             for p in index.packs
         ],
@@ -164,8 +171,10 @@ def _pack_of(item: Any, where: str) -> IndexedPack:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ValueError("size is not a byte count")
     pack_key = None if key is None else base64.b64decode(str(key), validate=True)
-    entries = decode_entries(base64.b64decode(str(item["chunks"]), validate=True), where)
-    return IndexedPack(pack_id, size, pack_key, tuple(entries))
+    chunks = base64.b64decode(str(item["chunks"]), validate=True)
+    if len(chunks) % ENTRY_SIZE:
+        raise PackDamaged(f"{where}: the entries of pack {pack_id} are not whole entries")
+    return IndexedPack(pack_id, size, pack_key, chunks)
 
 
 def write_index_objects(
@@ -372,15 +381,10 @@ class IndexCache:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
                     (
-                        (
-                            bytes.fromhex(e.chunk_id),
-                            pack_num,
-                            e.offset,
-                            e.length,
-                            e.raw_length,
-                            e.position,
+                        (raw_id, pack_num, offset, length, raw_length, position)
+                        for position, (raw_id, offset, length, raw_length) in enumerate(
+                            ENTRY.iter_unpack(pack.chunks)
                         )
-                        for e in pack.entries
                     ),
                 )
 
