@@ -21,7 +21,7 @@ from strongroom.cli.output import human_bytes, stderr, stdout
 from strongroom.errors import IntegrityError, UsageError
 from strongroom.repository.locks import PRUNE_WAIT
 from strongroom.services.check import check_repository, parse_subset
-from strongroom.services.prune import WalPruneLine
+from strongroom.services.prune import PruneReport, WalPruneLine
 from strongroom.services.prune import prune as run_prune
 from strongroom.services.stats import Totals, repository_stats
 from strongroom.wording import counted
@@ -70,6 +70,7 @@ def prune(
                 f"would remove {counted(report.partial_files, 'partial file')} left by "
                 "interrupted writes"
             )
+        _print_packs(report, "would delete", "would repack")
         _print_wal(report.wal, "would delete")
         return
     stdout.print(
@@ -77,11 +78,28 @@ def prune(
     )
     if report.orphan_records:
         stdout.print(f"removed {report.orphan_records} pins/records of forgotten backups")
+    _print_packs(report, "deleted", "repacked")
     if report.partial_files:
         stdout.print(
             f"removed {counted(report.partial_files, 'partial file')} left by interrupted writes"
         )
     _print_wal(report.wal, "deleted")
+
+
+def _print_packs(report: PruneReport, deleted: str, repacked: str) -> None:
+    """One line about packs (deleted, repacked, bytes freed), when there was pack work."""
+    if report.packs_note:
+        stdout.print(report.packs_note)
+    if not (report.packs_deleted or report.packs_repacked or report.index_objects_deleted):
+        return
+    written = f" into {counted(report.packs_written, 'new pack')}" if report.packs_written else ""
+    orphans = f", {report.orphan_packs} listed by no index" if report.orphan_packs else ""
+    stdout.print(
+        f"packs: {deleted} {counted(report.packs_deleted, 'pack')}{orphans}, {repacked} "
+        f"{report.packs_repacked}{written}; {human_bytes(report.pack_bytes_freed)} "
+        f"({report.pack_bytes_freed} bytes) of packs freed; "
+        f"{counted(report.index_objects_deleted, 'index object')} replaced"
+    )
 
 
 def _print_wal(lines: tuple[WalPruneLine, ...], verb: str) -> None:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from strongroom.errors import BackupNotFound, ObjectNotFound
+from strongroom.repository.chunks import has_packs
 from strongroom.repository.ids import is_backup_id
 from strongroom.repository.layout import (
     CHUNKS_PREFIX,
@@ -37,6 +38,7 @@ from strongroom.repository.locks import (
 )
 from strongroom.repository.repository import Repository
 from strongroom.repository.verifications import VERIFICATIONS_PREFIX
+from strongroom.services.repack import PackOutcome, PackPlan, describe, plan_packs, run_pack_plan
 from strongroom.services.wal_retention import WalRetention, delete_wal, plan_wal_retention
 from strongroom.storage.base import LeavesPartialFiles, Storage
 
@@ -72,6 +74,14 @@ class PruneReport:
     partial_files: int = 0  # temp files of killed writes removed (dry run: found)
     wal_files: int = 0  # WAL objects deleted (dry run: that would be)
     wal: tuple[WalPruneLine, ...] = ()  # per stream with archived WAL
+    # packs (format version 2, services/repack.py); on a dry run: what would be done
+    packs_deleted: int = 0  # nothing referenced, repacked, or listed by no index
+    packs_repacked: int = 0  # below REPACK_THRESHOLD live: rewritten into new packs
+    packs_written: int = 0  # new packs the repack wrote (0 on a dry run)
+    orphan_packs: int = 0  # of packs_deleted: listed by no index (killed backups/prunes)
+    index_objects_deleted: int = 0  # old index objects replaced by a rewritten index
+    pack_bytes_freed: int = 0  # pack bytes deleted less new pack bytes (dry run: estimate)
+    packs_note: str | None = None  # why the pack work was skipped (another prune runs)
 
 
 def referenced_chunks(repo: Repository) -> tuple[int, set[str]]:
@@ -182,26 +192,26 @@ def _run(
     stored = {name for name in listed if is_chunk_id(name)}  # a stray file is no chunk: kept
     backups, referenced = referenced_chunks(repo)
     unreferenced = stored - referenced
+    loose_referenced = len(stored) - len(unreferenced)
+    plan: PackPlan | None = None
+    if has_packs(storage):  # needs the key (index objects are encrypted)
+        plan = plan_packs(repo, referenced, lock)  # consumes ``referenced``
+        log.info("prune: %s", describe(plan, None))
+    del referenced
     if lock is None:
         sizes = _sizes(storage, unreferenced, workers)
         orphans = _orphans(storage, set(repo.backup_ids()))
         wal = plan_wal_retention(repo)
-        return PruneReport(
-            True,
-            backups,
-            len(stored),
-            len(stored & referenced),
-            len(unreferenced),
-            sum(sizes.values()),
-            0,
-            len(orphans),
-            running,
-            _partial_files(storage, partial_file_age, remove=False),
-            wal.to_delete,
-            _wal_lines(wal),
-        )
+        return _report(
+            True, backups, stored, loose_referenced, sizes, 0, len(orphans), running,
+            _partial_files(storage, partial_file_age, remove=False), wal.to_delete, wal,
+            plan, None,
+        )  # fmt: skip
     lock.ensure_held()
     sizes = _sizes(storage, unreferenced, workers, before=lock.ensure_held, delete=True)
+    outcome = run_pack_plan(repo, plan, lock) if plan is not None else None
+    if plan is not None:
+        log.info("prune: %s", describe(plan, outcome))
     orphans = _orphans(storage, set(repo.backup_ids()))
     for key in orphans:
         storage.delete(key)
@@ -212,31 +222,70 @@ def _run(
     wal = plan_wal_retention(repo)
     lock.ensure_held()
     wal_deleted = delete_wal(repo, wal, before=lock.ensure_held, workers=workers)
-    freed = sum(sizes.values())
     deleted = sum(1 for size in sizes.values() if size)
+    report = _report(
+        False, backups, stored, loose_referenced, sizes, deleted, len(orphans), 0, partial,
+        wal_deleted, wal, plan, outcome,
+    )  # fmt: skip
     log.info(
-        "prune deleted %d unreferenced chunks (%d bytes) and %d orphan records; "
-        "%d backups reference %d chunks",
+        "prune deleted %d unreferenced chunks, %d packs (%d repacked), %d bytes freed, "
+        "and %d orphan records; %d backups reference %d chunks",
         deleted,
-        freed,
+        report.packs_deleted,
+        report.packs_repacked,
+        report.unreferenced_bytes,
         len(orphans),
         backups,
-        len(stored & referenced),
+        report.referenced_chunks,
     )
+    return report
+
+
+def _report(
+    dry_run: bool,
+    backups: int,
+    loose: set[str],
+    loose_referenced: int,
+    sizes: dict[str, int],
+    deleted: int,
+    orphans: int,
+    running: int,
+    partial: int,
+    wal_files: int,
+    wal: WalRetention,
+    plan: PackPlan | None,
+    outcome: PackOutcome | None,
+) -> PruneReport:
+    """The report: loose chunks (``sizes``: the unreferenced ones) and, with ``plan``,
+    packs (``outcome`` after a real prune, else what the plan would do)."""
+    loose_freed = sum(sizes.values())
+    if plan is None:
+        return PruneReport(
+            dry_run, backups, len(loose), loose_referenced, len(sizes), loose_freed, deleted,
+            orphans, running, partial, wal_files, _wal_lines(wal),
+        )  # fmt: skip
+    stored = len(loose) + plan.packed_chunks
+    referenced = loose_referenced + plan.claimed
+    if outcome is None:
+        doomed = len(plan.delete) + len(plan.orphans) + len(plan.repack)
+        counts = (0 if plan.other_prune else doomed, len(plan.repack), 0, len(plan.orphans))
+        index_deleted = len(plan.index_ids) if plan.rewrite else 0
+        pack_freed = 0 if plan.other_prune else plan.bytes_to_free
+    else:
+        counts = (
+            outcome.packs_deleted,
+            outcome.packs_repacked,
+            outcome.packs_written,
+            0 if plan.other_prune else len(plan.orphans),
+        )
+        index_deleted = outcome.index_deleted
+        pack_freed = outcome.bytes_deleted - outcome.bytes_written
+    note = "another prune is running: packs left for the next prune" if plan.other_prune else None
     return PruneReport(
-        False,
-        backups,
-        len(stored),
-        len(stored & referenced),
-        len(unreferenced),
-        freed,
-        deleted,
-        len(orphans),
-        0,
-        partial,
-        wal_deleted,
-        _wal_lines(wal),
-    )
+        dry_run, backups, stored, referenced, max(0, stored - referenced),
+        loose_freed + pack_freed, deleted, orphans, running, partial, wal_files,
+        _wal_lines(wal), *counts, index_deleted, pack_freed, note,
+    )  # fmt: skip
 
 
 def _wal_lines(plan: WalRetention) -> tuple[WalPruneLine, ...]:
