@@ -35,7 +35,8 @@ def test_s3_repository_full_cycle(tmp_path, s3_bucket):
     s3 = boto3.client("s3", endpoint_url=endpoint)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert "backups/shop/config" in keys
-    assert any(k.startswith("backups/shop/chunks/") for k in keys)
+    assert any(k.startswith("backups/shop/packs/") for k in keys)  # issue 19: packs
+    assert any(k.startswith("backups/shop/index/") for k in keys)
     assert sum(k.startswith("backups/shop/backups/") for k in keys) == 2
 
 

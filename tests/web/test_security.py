@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from strongroom.config import ConfigError
-from strongroom.repository.layout import chunk_key, manifest_key
+from strongroom.repository.layout import manifest_key
 from strongroom.services.settings_sources import Sources
 from strongroom.web import audit
 from strongroom.web.actions import downloads
@@ -35,7 +35,7 @@ from strongroom.web.auth import add_user, create_token, end_sessions
 from strongroom.web.middleware import MAX_BODY
 from strongroom.web.models import User, WebSession
 from tests.fixtures.postgres import free_port
-from tests.helpers import make_sqlite_db
+from tests.helpers import delete_chunk_pack, make_sqlite_db
 from tests.web.conftest import ADMIN_PW, WebSetup, build_app, login, wait_job
 
 SECRET_URL = "postgresql://postgres:TopSecretPw@db.internal:5432/shop"
@@ -373,9 +373,10 @@ def test_a_backup_missing_a_chunk_is_refused_before_any_byte(
     backup_id = _backup(client, web)
     repo = web.ctx.repository()
     manifest = repo.load_manifest(backup_id)
-    lost = manifest.chunks[len(manifest.chunks) // 2].chunk_id
-    repo.storage.delete(chunk_key(lost))
-    for one_by_one in (64, 0):  # by HEAD per chunk, and by one listing of chunks/
+    held = delete_chunk_pack(repo, manifest.chunks[len(manifest.chunks) // 2].chunk_id)
+    # chunks live in packs since issue 19: the first chunk of the lost pack is named
+    lost = next(ref.chunk_id for ref in manifest.chunks if ref.chunk_id in held)
+    for one_by_one in (64, 0):  # by HEAD per chunk, and by one listing of chunks/ and packs/
         monkeypatch.setattr(downloads, "EXISTS_ONE_BY_ONE", one_by_one)
         with serving(web.app) as base:
             answer = httpx.get(f"{base}/api/backups/{backup_id}/download", headers=web.admin)
@@ -409,7 +410,7 @@ def test_a_chunk_lost_during_the_download_breaks_the_transfer(
             expected = int(answer.headers["content-length"])
             body = answer.iter_raw(64 * 1024)
             received += len(next(body))
-            repo.storage.delete(chunk_key(manifest.chunks[-1].chunk_id))  # far ahead of it
+            delete_chunk_pack(repo, manifest.chunks[-1].chunk_id)  # far ahead of it
             with pytest.raises(httpx.RemoteProtocolError):
                 for data in body:
                     received += len(data)
