@@ -21,6 +21,10 @@ def _chunk_files(repo: Path):
     return {p.name: p.stat().st_size for p in (repo / "chunks").rglob("*") if p.is_file()}
 
 
+def _pack_files(repo: Path):
+    return {p.name: p.stat().st_size for p in (repo / "packs").rglob("*") if len(p.name) == 64}
+
+
 def _manifests(repo: Path):
     return [json.loads(p.read_text()) for p in sorted((repo / "backups").glob("*.json"))]
 
@@ -37,26 +41,48 @@ def populated(tmp_path, env):
     return tmp_path / "repo"
 
 
-def test_prune_dry_run_reports_and_prune_frees_exactly_the_unreferenced(env, populated):
+def test_prune_dry_run_reports_and_prune_frees_the_unreferenced(env, populated):
     _ok(run_cli("forget", "--keep-last", "1", env=env))
-    referenced = {c[0] for m in _manifests(populated) for c in m["chunks"]}
-    before = _chunk_files(populated)
-    loose = {name: size for name, size in before.items() if name not in referenced}
-    assert loose
-
+    crm = next(m["id"] for m in _manifests(populated) if m["target"] == "crm")
+    (populated / "backups" / f"{crm}.json").unlink()  # its target forgotten whole
+    before = _pack_files(populated)
     dry = json.loads(_ok(run_cli("prune", "--dry-run", "--json", env=env)))
-    assert dry["unreferenced_chunks"] == len(loose)
-    assert dry["unreferenced_bytes"] == sum(loose.values())
-    assert dry["deleted_chunks"] == 0 and _chunk_files(populated) == before
+    assert dry["packs_deleted"] >= 1 and dry["pack_bytes_freed"] > 0
+    assert dry["unreferenced_bytes"] == dry["pack_bytes_freed"]
+    assert dry["packs_written"] == 0 and _pack_files(populated) == before
     out = _ok(run_cli("prune", "--dry-run", env=env))
-    assert f"({sum(loose.values())} bytes); nothing was deleted" in out
+    assert f"({dry['unreferenced_bytes']} bytes); nothing was deleted" in out
+    assert "packs: would delete" in out
 
-    out = _ok(run_cli("prune", env=env))
-    assert f"deleted {len(loose)} chunks" in out
-    assert set(_chunk_files(populated)) == referenced
+    report = json.loads(_ok(run_cli("prune", "--json", env=env)))
+    assert report["packs_deleted"] == dry["packs_deleted"]
+    assert report["packs_repacked"] == dry["packs_repacked"]
+    gone = set(before) - set(_pack_files(populated))
+    assert len(gone) == report["packs_deleted"]
+    assert report["pack_bytes_freed"] == sum(before[p] for p in gone) - sum(
+        size for name, size in _pack_files(populated).items() if name not in before
+    )
     assert not list((populated / "locks").glob("*"))
     _ok(run_cli("verify", "--all", env=env))
     assert "no problems found" in _ok(run_cli("check", "--read-data", env=env))
+    out = _ok(run_cli("prune", env=env))
+    assert "packs:" not in out  # nothing left to do
+
+
+def _location(env, chunk_id):
+    from strongroom.repository.keys import KeySource
+    from strongroom.repository.repository import Repository
+    from strongroom.storage.local import LocalStorage
+
+    os.environ["STRONGROOM_CACHE_DIR"] = env["STRONGROOM_CACHE_DIR"]
+    try:
+        source = KeySource(key_file=Path(env["STRONGROOM_KEY_FILE"]))
+        repo = Repository.open(LocalStorage(Path(env["STRONGROOM_REPO"])), source)
+        found = repo.chunks.locate(chunk_id)
+    finally:
+        del os.environ["STRONGROOM_CACHE_DIR"]
+    assert found is not None
+    return Path(env["STRONGROOM_REPO"]) / "packs" / found.pack_id[:2] / found.pack_id, found
 
 
 def test_check_finds_a_missing_and_a_damaged_chunk(env, populated):
@@ -65,17 +91,21 @@ def test_check_finds_a_missing_and_a_damaged_chunk(env, populated):
     manifests = _manifests(populated)
     damaged_id = manifests[0]["chunks"][0][0]
     missing_id = manifests[-1]["chunks"][-1][0]
-    damaged = next((populated / "chunks").rglob(damaged_id))
-    data = bytearray(damaged.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    damaged.write_bytes(bytes(data))
+    path, found = _location(env, damaged_id)
+    data = bytearray(path.read_bytes())
+    data[found.offset + found.length // 2] ^= 0x10
+    path.write_bytes(bytes(data))
     assert "no problems found" in _ok(run_cli("check", env=env))  # data not read
 
-    next((populated / "chunks").rglob(missing_id)).unlink()
-    err = _fails(run_cli("check", env=env), 7, "1 problem")
-    assert f"MISSING  chunk {missing_id} is missing (needed by 1: {manifests[-1]['id']})" in err
-
-    err = _fails(run_cli("check", "--read-data", env=env), 7, "2 problem")
+    missing_pack, _ = _location(env, missing_id)
+    assert missing_pack != path
+    missing_pack.unlink()
+    err = _fails(run_cli("check", env=env), 7, f"its pack {missing_pack.name} is gone")
+    assert (
+        f"MISSING  chunk {missing_id} is missing: its pack {missing_pack.name} is gone "
+        f"(needed by 1: {manifests[-1]['id']})" in err
+    )
+    err = _fails(run_cli("check", "--read-data", env=env), 7, "problem")
     assert damaged_id in err and "DAMAGED" in err
     report = json.loads(run_cli("check", "--read-data", "--json", env=env).stdout)
     assert not report["ok"]
@@ -83,9 +113,8 @@ def test_check_finds_a_missing_and_a_damaged_chunk(env, populated):
 
 
 def test_check_subset_reads_about_that_share(env, populated):
-    referenced = {c[0] for m in _manifests(populated) for c in m["chunks"]}
     report = json.loads(_ok(run_cli("check", "--read-data", "--subset", "50%", "--json", env=env)))
-    assert report["chunks_read"] == -(-len(referenced) // 2)  # ceil
+    assert report["packs_read"] == -(-len(_pack_files(populated)) // 2)  # ceil
     assert "50% sample" in _ok(run_cli("check", "--read-data", "--subset", "50%", env=env))
     _fails(run_cli("check", "--subset", "10%", env=env), 2, "--read-data")
     _fails(run_cli("check", "--read-data", "--subset", "0%", env=env), 2, "--subset")

@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,6 +47,16 @@ def _ok(result, what):
     return result.stdout.decode()
 
 
+def _run(*args, env):
+    return run_cli(*args, env=_machine(env))
+
+
+def _machine(env):
+    """``env`` with an index cache of its own (issue 19: ``STRONGROOM_CACHE_DIR``): each
+    command runs as on a separate machine, which does not share the local cache."""
+    return {**env, "STRONGROOM_CACHE_DIR": tempfile.mkdtemp(prefix="sr-cache-")}
+
+
 def _backup_id(output):
     return re.search(r"backup (\S+) complete", output).group(1)
 
@@ -57,7 +68,7 @@ class Cli:
         full_env = dict(os.environ)
         for name in ("STRONGROOM_PASSPHRASE", "DATABASE_URL"):
             full_env.pop(name, None)
-        full_env.update(env)
+        full_env.update(_machine(env))
         if tmpdir is not None:
             full_env["TMPDIR"] = str(tmpdir)
         self.what = " ".join(args[:2])
@@ -116,7 +127,9 @@ def _live_folders(root):
 
 
 def _chunk_files(repo):
-    return _live_names(repo / "chunks")
+    """Stored chunk objects: loose ``chunks/`` (version 1) and packs (issue 19: a backup's
+    new chunks land in ``packs/``, then its index object, then its manifest)."""
+    return _live_names(repo / "chunks") | _live_names(repo / "packs")
 
 
 def _prune_lock_present(repo):
@@ -154,7 +167,7 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
     frozen = 0
 
     def backup(path, target):
-        out = _ok(run_cli("backup", str(path), "--target", target, env=env), "backup")
+        out = _ok(_run("backup", str(path), "--target", target, env=env), "backup")
         expected[_backup_id(out)] = sqlite_counts(path)
 
     backup(prod, "prod")
@@ -196,7 +209,7 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
         shutil.copyfile(staging, following)
         make_sqlite_db(following, users=200, orders=400, seed=500 + round_)
         backup(following, "prod")  # to the end, beside the frozen ones
-        _ok(run_cli("forget", "--keep-last", "1", env=env), "forget")
+        _ok(_run("forget", "--keep-last", "1", env=env), "forget")
         pruning = Cli("prune", "--wait", "60", env=env)
         processes.append(pruning)
         _until(lambda: not pruning.running() or _prune_lock_present(repo))
@@ -206,17 +219,17 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
         for name, cli in running.items():
             expected[_backup_id(cli.result())] = counts[name]
         pruning.result()
-        _ok(run_cli("check", env=env), f"check after round {round_}")  # every chunk is there
+        _ok(_run("check", env=env), f"check after round {round_}")  # every chunk is there
         shutil.copyfile(following, prod)
 
     assert frozen >= ROUNDS  # most rounds froze both backups in their window
-    _ok(run_cli("verify", "--all", env=env), "verify")
-    listed = json.loads(_ok(run_cli("list", "--json", env=env), "list"))
+    _ok(_run("verify", "--all", env=env), "verify")
+    listed = json.loads(_ok(_run("list", "--json", env=env), "list"))
     assert {b["target"] for b in listed} == {"prod", "staging"}
     for entry in listed:
         restored = tmp_path / f"restored-{entry['id']}.db"
-        _ok(run_cli("restore", entry["id"], "--to", str(restored), "--yes", env=env), "restore")
+        _ok(_run("restore", entry["id"], "--to", str(restored), "--yes", env=env), "restore")
         assert sqlite_counts(restored) == expected[entry["id"]]
-    _ok(run_cli("prune", env=env), "final prune")
-    _ok(run_cli("check", "--read-data", env=env), "check")
+    _ok(_run("prune", env=env), "final prune")
+    _ok(_run("check", "--read-data", env=env), "check")
     assert not list((repo / "locks").glob("*"))

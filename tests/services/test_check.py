@@ -9,6 +9,7 @@ import pytest
 from strongroom.engines.sqlite import SqliteEngine
 from strongroom.errors import UsageError
 from strongroom.pipeline.chunking import ChunkerParams
+from strongroom.repository.chunks import PackSession, list_pack_ids
 from strongroom.repository.keys import KeySource
 from strongroom.repository.layout import chunk_key
 from strongroom.repository.repository import Repository
@@ -72,17 +73,24 @@ def test_unreferenced_chunks_and_unreadable_manifests(repo, backups):
     assert problem.kind == "manifest" and "not valid JSON" in problem.message
 
 
-def test_subset_reads_about_that_share(repo, backups):
-    total = len(backups[0].unique_chunk_ids)
-    assert total >= 20
+def test_subset_reads_about_that_share_of_the_packs(repo, tmp_path):
+    store = repo.chunks
+    store.pack_writer = lambda: PackSession(store, 24 * 1024)  # many small packs
+    db = make_sqlite_db(tmp_path / "shop.db", users=1500, orders=4000)
+    run_backup(repo, SqliteEngine(str(db)), target="a")
+    total = len(set(list_pack_ids(repo.storage)))
+    assert total >= 10
     for share in (0.1, 0.25, 0.5):
         report = check_repository(repo, read_data=True, subset=share, rng=random.Random(1))
-        assert report.chunks_read == math.ceil(share * total) and report.ok
+        assert report.packs_read == math.ceil(share * total) and report.ok
+        assert 0 < report.chunks_read < report.referenced_chunks
     picks = [
         check_repository(repo, read_data=True, subset=0.1, rng=random.Random(seed)).bytes_read
         for seed in range(3)
     ]
     assert len(set(picks)) > 1  # a different sample each time
+    whole = check_repository(repo, read_data=True)
+    assert whole.packs_read == total and whole.chunks_read == whole.referenced_chunks
 
 
 def test_parse_subset():

@@ -147,10 +147,24 @@ def check(
             f"{report.backups} backups reference {report.referenced_chunks} chunks; "
             f"{report.stored_chunks} chunks stored ({report.unreferenced_chunks} unreferenced)"
         )
+        if report.index_objects or report.packs:
+            unlisted = (
+                f"; {counted(report.unlisted_packs, 'pack')} listed by no index "
+                "(`strongroom prune` deletes them)"
+                if report.unlisted_packs
+                else ""
+            )
+            stdout.print(
+                f"{counted(report.packs, 'pack')}, "
+                f"{counted(report.index_objects, 'index object')}{unlisted}"
+            )
         if read_data:
             share_text = f" ({share:.0%} sample)" if share is not None and share < 1 else ""
+            packs_text = (
+                f" in {counted(report.packs_read, 'pack')} read whole" if report.packs else ""
+            )
             stdout.print(
-                f"read {report.chunks_read} chunks{share_text}, "
+                f"read {report.chunks_read} chunks{packs_text}{share_text}, "
                 f"{human_bytes(report.bytes_read)} of plaintext"
             )
         if report.wal_streams:

@@ -1,5 +1,7 @@
 """The check use case: every manifest's chunks exist; with ``read_data``, each decrypts,
-decompresses and hashes to its name (all of them, or a random share)."""
+decompresses and hashes to its name (all of them, or a random share). With packs, index
+objects and packs are checked too (``services/check_packs.py``): ``--subset`` is then a
+share of the packs (read whole) plus the same share of the loose chunks."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from strongroom.repository.layout import (
 from strongroom.repository.logs import LogArchive
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
+from strongroom.services.check_packs import PackCheck, check_packs
 from strongroom.services.wal_status import WalStatus, wal_status
 
 DEFAULT_WORKERS = 4
@@ -68,6 +71,10 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     wal_streams: int = 0  # WAL streams looked at (continuity: services/wal_status.py)
     wal_segments: int = 0
+    index_objects: int = 0  # listed under index/ (packs: services/check_packs.py)
+    packs: int = 0  # listed under packs/
+    unlisted_packs: int = 0  # packs no index object lists (prune deletes them)
+    packs_read: int = 0  # read whole with read_data
 
     @property
     def ok(self) -> bool:
@@ -103,33 +110,48 @@ def check_repository(
             if not users[ref.chunk_id] or users[ref.chunk_id][-1] != m.backup_id:
                 users[ref.chunk_id].append(m.backup_id)
             sizes.setdefault(ref.chunk_id, set()).add(ref.size)
-    packed = has_packs(storage)  # then knowing the stored chunks needs the key (index)
-    if packed:
-        stored = repo.chunks.stored_ids()  # loose + indexed in a pack that exists
-    else:
-        listed = (chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX))
-        stored = {chunk_id for chunk_id in listed if is_chunk_id(chunk_id)}
+    listed = (chunk_id_of_key(key) for key in storage.list(CHUNKS_PREFIX))
+    loose = {chunk_id for chunk_id in listed if is_chunk_id(chunk_id)}
+    packs: PackCheck | None = None
+    if has_packs(storage):  # then knowing the stored chunks needs the key (index)
+        packs = check_packs(
+            repo, sizes, read_data=read_data, subset=subset, rng=rng, workers=workers
+        )
+    stored = loose | packs.stored if packs is not None else loose
 
     def still_needed_by(chunk_id: str) -> tuple[str, ...]:
         return tuple(b for b in users[chunk_id] if storage.exists(manifest_key(b)))
 
-    def missing(chunk_id: str) -> None:
-        if repo.chunks.exists(chunk_id) if packed else storage.exists(chunk_key(chunk_id)):
+    def add(kind: str, subject: str, message: str) -> None:
+        if kind in ("index", "pack"):
+            problems.append(Problem(kind, subject, message))
             return
-        needed = still_needed_by(chunk_id)  # not a problem if its backups were forgotten
+        needed = still_needed_by(subject)  # not a problem if its backups were forgotten
         if needed:
-            problems.append(Problem("missing", chunk_id, f"chunk {chunk_id} is missing", needed))
+            problems.append(Problem(kind, subject, message, needed))
 
-    for chunk_id in sorted(set(users) - stored):
-        missing(chunk_id)
+    findings = packs.findings if packs is not None else []
+    for finding in findings:
+        if finding.kind == "index" or (finding.kind == "missing" and finding.subject not in loose):
+            add(finding.kind, finding.subject, finding.message)
+    reported = {f.subject for f in findings if f.kind == "missing"}
+    for chunk_id in sorted(set(users) - stored - reported):
+        if storage.exists(chunk_key(chunk_id)):
+            continue  # stored meanwhile
+        where = " (no index object lists it and it is not loose)" if packs is not None else ""
+        add("missing", chunk_id, f"chunk {chunk_id} is missing{where}")
+    for finding in findings:
+        if finding.kind not in ("index", "missing"):
+            add(finding.kind, finding.subject, finding.message)
 
     wal = wal_status(repo)
     problems += wal_problems(wal)
-    chunks_read = bytes_read = 0
+    chunks_read = packs.chunks_read if packs is not None else 0
+    bytes_read = packs.bytes_read if packs is not None else 0
     if read_data:
         problems += _order_problems(repo, manifests)
         problems += _log_problems(repo, workers)
-        present = sorted(set(users) & stored)
+        present = sorted(set(users) & (loose - packs.stored if packs is not None else loose))
         chosen = present
         if subset is not None and subset < 1:
             count = min(len(present), math.ceil(subset * len(present)))
@@ -152,7 +174,7 @@ def check_repository(
                 return chunk_id, size, Problem("size", chunk_id, message)
             return chunk_id, size, None
 
-        results = _parallel(read, chosen, workers)
+        results = _parallel(read, chosen, workers) if chosen else []
         for chunk_id, size, problem in results:
             chunks_read += 1
             bytes_read += size
@@ -172,6 +194,10 @@ def check_repository(
         problems=problems,
         wal_streams=len(wal.streams),
         wal_segments=sum(s.segments for s in wal.streams),
+        index_objects=packs.index_objects if packs is not None else 0,
+        packs=packs.packs if packs is not None else 0,
+        unlisted_packs=packs.unlisted_packs if packs is not None else 0,
+        packs_read=packs.packs_read if packs is not None else 0,
     )
 
 
