@@ -133,3 +133,27 @@ def test_check_names_the_damaged_object_and_restore_fails_cleanly(case: Case, ki
     else:
         cli_fails(restored, 7, restore_pattern)
         assert not target.exists()
+
+
+def test_index_rebuild_after_every_index_object_and_the_cache_are_lost(case: Case) -> None:
+    for path in case.index_objects():
+        path.unlink()
+    junk = case.repo / "packs" / "ee" / ("ee" * 32)
+    junk.parent.mkdir(exist_ok=True)
+    junk.write_bytes(b"not a pack")
+    case.forget_cache()
+    cli_fails(run_cli("check", env=case.env), 7, "no index object lists it")
+    out = run_cli("index", "rebuild", env=case.env)
+    text = cli_ok(out)
+    assert "index rebuilt from 2 packs" not in text and "index rebuilt from 1 pack (" in text
+    assert f"left out: pack {'ee' * 32} is damaged" in out.stderr.decode()
+    assert len(case.index_objects()) == 1
+    junk.unlink()
+    case.forget_cache()
+    assert "no problems found" in cli_ok(run_cli("check", "--read-data", env=case.env))
+    target = case.root / "restored.db"
+    cli_ok(run_cli("restore", case.backup_id, "--to", str(target), "--yes", env=case.env))
+    assert sqlite_counts(target) == case.counts
+    again = cli_ok(run_cli("index", "rebuild", env=case.env))  # idempotent: replaces the one
+    assert "1 index object written, 1 old replaced" in again
+    assert len(case.index_objects()) == 1

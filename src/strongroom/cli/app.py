@@ -5,6 +5,7 @@ from __future__ import annotations
 from strongroom.cli.backup_cmd import backup
 from strongroom.cli.cat_cmd import cat
 from strongroom.cli.catalog_cmd import list_backups, show
+from strongroom.cli.index_cmd import index_app
 from strongroom.cli.init_cmd import init
 from strongroom.cli.maintenance_cmd import check, prune, stats
 from strongroom.cli.ops_cmd import config_app, health, run, schedule
@@ -38,6 +39,7 @@ app.command()(unpin)
 app.command()(prune)
 app.command()(check)
 app.command()(stats)
+app.add_typer(index_app, name="index")
 app.command()(run)
 app.command()(schedule)
 app.command()(health)

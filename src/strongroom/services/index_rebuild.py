@@ -1,0 +1,173 @@
+"""``strongroom index rebuild``: index objects recreated from the packs alone (docs/design.md
+"Packs": the index holds nothing a pack does not hold too).
+
+For each object under ``packs/`` it reads the preamble, the key stanza and the trailer and
+header with ranged reads (``9 + K + 8 + H`` bytes, not the blobs), opens the key stanza with
+the repository's key and the header with the pack key, and lists the pack. Index objects
+of ``INDEX_MAX_PACKS`` packs are written with ``supersedes`` naming every index object
+found at the start, then (once durable) those are deleted. It runs under the exclusive
+lock, as prune does, so no backup is between its packs and its index meanwhile.
+
+A pack that cannot be read (truncated, bad magic, a stanza or header that does not open)
+is left out and named in the report; its chunks stay unknown (``check`` reports the
+referenced ones). Memory: the entries of at most ``INDEX_MAX_PACKS`` packs at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from strongroom.errors import ObjectNotFound, StorageError
+from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.repository.chunks import list_pack_ids
+from strongroom.repository.locks import DEFAULT_TTL, PRUNE_WAIT, acquire_exclusive
+from strongroom.repository.pack_index import (
+    INDEX_MAX_PACKS,
+    IndexedPack,
+    index_key,
+    list_index_ids,
+    write_index_objects,
+)
+from strongroom.repository.packs import (
+    ENTRY_SIZE,
+    HEADER_AAD,
+    HEADER_NONCE,
+    PACK_KEY_BYTES,
+    PACK_MAGIC,
+    PACK_VERSION,
+    PackDamaged,
+    decode_entries,
+    pack_key_name,
+)
+from strongroom.repository.repository import Repository
+from strongroom.storage.base import Storage
+
+log = logging.getLogger("strongroom.audit")
+
+_PREAMBLE = struct.Struct(">4sBI")  # magic, version, key stanza length K (the format)
+_TRAILER = struct.Struct(">I4s")  # header length H, magic
+
+
+@dataclass
+class RebuildReport:
+    packs: int = 0  # listed in the new index objects
+    chunks: int = 0  # entries they list
+    index_written: int = 0
+    index_deleted: int = 0  # old index objects replaced
+    skipped: list[str] = field(default_factory=list)  # one line per pack left out
+
+
+def read_pack_listing(storage: Storage, sealer: Sealer, pack_id: str) -> IndexedPack:
+    """A pack as an index lists it, from its preamble, key stanza and header only (ranged
+    reads). Raises ``PackDamaged`` naming the pack, ``ObjectNotFound`` when gone."""
+    key = pack_key_name(pack_id)
+    where = f"pack {pack_id}"
+
+    def damaged(reason: str) -> PackDamaged:
+        return PackDamaged(f"{where} is damaged: {reason}")
+
+    size = storage.size(key)
+    if size < _PREAMBLE.size + _TRAILER.size:
+        raise damaged(f"{size} bytes is too short for a pack")
+    magic, version, stanza_length = _PREAMBLE.unpack(storage.get_range(key, 0, _PREAMBLE.size))
+    header_length, end_magic = _TRAILER.unpack(
+        storage.get_range(key, size - _TRAILER.size, _TRAILER.size)
+    )
+    if magic != PACK_MAGIC or end_magic != PACK_MAGIC:
+        raise damaged("no SRPK magic at its start and end (truncated or not a pack)")
+    if version != PACK_VERSION:
+        raise damaged(f"pack version {version} is not one this strongroom reads")
+    header_start = size - _TRAILER.size - header_length
+    if header_start < _PREAMBLE.size + stanza_length:
+        raise damaged("its key stanza and header lengths do not fit its size (truncated)")
+    header = storage.get_range(key, header_start, header_length)
+    pack_key: bytes | None = None
+    if sealer.encrypted:
+        if not stanza_length:
+            raise damaged("it has no key stanza but the repository is encrypted")
+        stanza = storage.get_range(key, _PREAMBLE.size, stanza_length)
+        try:
+            pack_key = sealer.open(stanza)
+        except DecryptionFailed as exc:
+            raise damaged("its key stanza does not open with the repository's key") from exc
+        if len(pack_key) != PACK_KEY_BYTES:
+            raise damaged("its key stanza does not hold a 32-byte key")
+        try:
+            header = ChaCha20Poly1305(pack_key).decrypt(HEADER_NONCE, header, HEADER_AAD)
+        except InvalidTag as exc:
+            raise damaged("its header does not decrypt (changed or truncated)") from exc
+    elif stanza_length:
+        raise damaged("it has a key stanza but the repository is not encrypted")
+    entries = decode_entries(header, f"{where}'s header")
+    for entry in entries:
+        if entry.offset < _PREAMBLE.size + stanza_length or entry.offset + entry.length > (
+            header_start
+        ):
+            raise damaged(f"its entry for chunk {entry.chunk_id} points outside its blobs")
+    return IndexedPack(pack_id, size, pack_key, header)
+
+
+def rebuild_index(
+    repo: Repository, *, wait: float = PRUNE_WAIT, ttl: float = DEFAULT_TTL
+) -> RebuildReport:
+    """Rewrite the whole index from ``packs/`` (module docstring). Raises
+    ``RepositoryBusy`` when backups hold the repository longer than ``wait`` seconds,
+    ``LockLost``, storage errors."""
+    storage = repo.storage
+    sealer = repo.keyring.sealer(for_reading=True)
+    report = RebuildReport()
+    lock = acquire_exclusive(storage, "index rebuild", wait=wait, ttl=ttl)
+    try:
+        old = tuple(sorted(list_index_ids(storage)))
+        group: list[IndexedPack] = []
+        written: list[str] = []
+
+        def flush() -> None:
+            lock.ensure_held()
+            written.extend(
+                write_index_objects(storage, group, sealer, repo.chunks.name, supersedes=old)
+            )
+            group.clear()
+
+        for pack_id in sorted(set(list_pack_ids(storage))):
+            try:
+                pack = read_pack_listing(storage, sealer, pack_id)
+            except ObjectNotFound:
+                continue
+            except (PackDamaged, StorageError) as exc:
+                report.skipped.append(exc.message)
+                log.warning("index rebuild leaves out %s", exc.message)
+                continue
+            group.append(pack)
+            report.packs += 1
+            report.chunks += len(pack.chunks) // ENTRY_SIZE
+            if len(group) >= INDEX_MAX_PACKS:
+                flush()
+        if group:
+            flush()
+        storage.sync()
+        report.index_written = len(written)
+        for index_id in old:
+            if index_id in written:
+                continue  # the same bytes written again (nothing changed)
+            lock.ensure_held()
+            storage.delete(index_key(index_id))
+            report.index_deleted += 1
+        storage.sync()
+    finally:
+        lock.release()
+    repo.chunks.refresh_index()
+    log.info(
+        "index rebuilt: %d packs, %d chunks in %d index objects (%d replaced, %d packs left out)",
+        report.packs,
+        report.chunks,
+        report.index_written,
+        report.index_deleted,
+        len(report.skipped),
+    )
+    return report
