@@ -25,22 +25,39 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_dir(source, quiet=1, workers=0)
 
 
-# The longest test modules, longest first (seconds of one xdist worker on the 2-core CI host,
-# measured with --junitxml; re-measure when a module grows). With `--dist loadfile` a module
-# runs on one worker: run these first (pyproject's addopts has --no-loadscope-reorder) so the
-# modules handed out last are short and both workers finish together. xdist's own order (by
-# number of tests, most first) handed out few-test modules that take minutes, such as
-# test_wal_faults (5 tests, ~90 s) or test_wal_receive (2 tests, ~35 s), last: one worker ran
-# them alone while the other had finished.
+# The longest test modules, longest first (seconds of one xdist worker, measured with
+# --junitxml on the shared 2-core host on 2026-12-01 and scaled to an unloaded run; re-measure
+# when a module grows). With `--dist loadfile` a module runs on one worker: these run first
+# (pyproject's addopts has --no-loadscope-reorder) so the modules handed out last are short
+# and both workers finish together. xdist's own order (by number of tests, most first) hands
+# out few-test modules that take a minute or more last, such as test_wal_faults (5 tests,
+# ~90 s), test_cli_prune_concurrency (1 test, ~45 s) or test_wal_receive (2 tests, ~35 s).
 LONGEST_FIRST: tuple[str, ...] = (
+    "tests/cli/test_cli_restructure_attacks.py",
+    "tests/cli/test_cli_safe_restore.py",
     "tests/wal/test_wal_faults.py",
+    "tests/web/test_dashboard_attacks.py",
+    "tests/cli/test_cli_maintenance.py",
     "tests/wal/test_pitr_targets_attacks.py",
+    "tests/cli/test_cli_urls.py",
+    "tests/cli/test_cli_sqlite.py",
     "tests/wal/test_pitr_attacks.py",
+    "tests/cli/test_cli_accounts.py",
+    "tests/engines/postgresql/test_fidelity.py",
+    "tests/web/test_auth.py",
+    "tests/engines/postgresql/test_fidelity_attacks.py",
+    "tests/cli/test_cli_ops.py",
+    "tests/cli/test_settings_attacks.py",
+    "tests/cli/test_cli_prune_concurrency.py",
     "tests/wal/test_pitr.py",
-    "tests/wal/test_wal_commands.py",
+    "tests/cli/test_cli_postgres.py",
+    "tests/cli/test_cli_settings_sources.py",
+    "tests/cli/test_cli_messages.py",
+    "tests/test_issue14_attacks.py",
     "tests/wal/test_pitr_database_attacks.py",
-    "tests/wal/test_pitr_database.py",
     "tests/wal/test_wal_receive.py",
+    "tests/wal/test_pitr_database.py",
+    "tests/wal/test_wal_commands.py",
     "tests/wal/test_wal_spool.py",
     "tests/wal/test_pitr_targets.py",
 )
