@@ -17,10 +17,6 @@ def env(tmp_path):
     return repository_env(tmp_path)
 
 
-def _chunk_files(repo: Path):
-    return {p.name: p.stat().st_size for p in (repo / "chunks").rglob("*") if p.is_file()}
-
-
 def _pack_files(repo: Path):
     return {p.name: p.stat().st_size for p in (repo / "packs").rglob("*") if len(p.name) == 64}
 
@@ -122,7 +118,8 @@ def test_check_subset_reads_about_that_share(env, populated):
 
 def test_stats_equal_the_sums(env, populated):
     manifests = _manifests(populated)
-    files = _chunk_files(populated)
+    ids = {c[0] for m in manifests for c in m["chunks"]}
+    files = {c: _location(env, c)[1].length for c in ids}  # blob lengths (issue 19: packs)
     document = json.loads(_ok(run_cli("stats", "--json", env=env)))
     for row in document["targets"]:
         mine = [m for m in manifests if m["target"] == row["target"]]
@@ -137,8 +134,14 @@ def test_stats_equal_the_sums(env, populated):
     assert [r["target"] for r in document["targets"]] == ["crm", "shop"]
     assert document["total"]["raw_bytes"] == sum(m["raw_size"] for m in manifests)
     assert document["all_chunk_bytes"] == sum(files.values())
+    packs = _pack_files(populated)
+    index = [p for p in (populated / "index").rglob("*") if len(p.name) == 64]
+    assert (document["packs"], document["pack_bytes"]) == (len(packs), sum(packs.values()))
+    assert document["index_objects"] == len(index) and document["loose_chunks"] == 0
+    assert document["objects"] == len(packs) + len(index)
     out = _ok(run_cli("stats", env=env))
     assert "(all)" in out and "DEDUP" in out
+    assert f"objects: {len(packs)} packs" in out
     out = _ok(run_cli("stats", "--target", "crm", env=env))
     assert "crm" in out and "shop" not in out and "(all)" not in out
     assert "no backups of target 'x'" in _ok(run_cli("stats", "--target", "x", env=env))
@@ -147,11 +150,13 @@ def test_stats_equal_the_sums(env, populated):
 def test_stats_skips_stray_files_under_chunks(env, populated):
     """A file under chunks/ that is not a chunk (an editor's backup, a .DS_Store) is not
     a chunk id: stats counts the chunks and does not fail on it."""
-    files = _chunk_files(populated)
-    stray = next((populated / "chunks").iterdir()) / "notes.txt"
+    before = json.loads(_ok(run_cli("stats", "--json", env=env)))
+    stray = populated / "chunks" / "ab" / "notes.txt"
+    stray.parent.mkdir(parents=True)
     stray.write_text("left here by hand")
     document = json.loads(_ok(run_cli("stats", "--json", env=env)))
-    assert document["all_chunk_bytes"] == sum(files.values())
+    assert document["all_chunk_bytes"] == before["all_chunk_bytes"]
+    assert document["all_chunks"] == before["all_chunks"] and document["loose_chunks"] == 0
     partial = stray.parent / ".tmp-killed-write"  # what a killed backup leaves
     partial.write_bytes(b"half a chunk")
     os.utime(partial, (time.time() - 7200, time.time() - 7200))

@@ -55,6 +55,11 @@ def test_stats_equal_the_sums(repo, tmp_path):
     assert result.all_chunks == len(everything)
     assert result.all_chunk_bytes == sum(repo.chunks.stored_size(c) for c in everything)
     assert result.all_chunk_bytes - total.stored_bytes == len(b"unreferenced!")
+    packs = list(repo.storage.list("packs/"))
+    assert (result.packs, result.loose_chunks) == (len(packs), 1)
+    assert result.pack_bytes == sum(repo.storage.size(k) for k in packs)
+    assert result.index_objects == len(list(repo.storage.list("index/"))) == 2  # shop, crm
+    assert result.objects == result.packs + result.index_objects + 1
 
     only = repository_stats(repo, target="crm")
     assert [t.target for t in only.targets] == ["crm"] and only.all_chunks is None

@@ -210,6 +210,11 @@ def stats(
             "total": _totals_json(result.total),
             "all_chunks": result.all_chunks,
             "all_chunk_bytes": result.all_chunk_bytes,
+            "packs": result.packs,
+            "pack_bytes": result.pack_bytes,
+            "index_objects": result.index_objects,
+            "loose_chunks": result.loose_chunks,
+            "objects": result.objects,
         }
         stdout.print_json(json.dumps(document))
         return
@@ -242,4 +247,10 @@ def stats(
         stdout.print(
             f"repository holds {result.all_chunks} chunks, {human_bytes(result.all_chunk_bytes)}"
             f" ({human_bytes(loose)} unreferenced: `strongroom prune` frees it)"
+        )
+    if result.objects:
+        stdout.print(
+            f"objects: {counted(result.packs, 'pack')} ({human_bytes(result.pack_bytes)}), "
+            f"{counted(result.index_objects, 'index object')}, "
+            f"{counted(result.loose_chunks, 'loose chunk')}"
         )
