@@ -212,3 +212,34 @@ def write_loose_chunks(repo: Any) -> Any:
     store = repo.chunks
     store.pack_writer = lambda: LooseWrites(store)
     return repo
+
+
+def unpack_to_loose(repo: Any) -> None:
+    """Rewrite every packed chunk of ``repo`` as a version 1 loose object and delete
+    ``packs/`` and ``index/``: for tests that need one file per chunk (a FIFO in place of
+    a chunk), which the loose layout, still read, gives."""
+    for chunk_id in list(repo.chunks.index.chunk_ids()):
+        repo.chunks.store(chunk_id, repo.chunks.load(chunk_id))
+    for prefix in ("packs/", "index/"):
+        for key in list(repo.storage.list(prefix)):
+            repo.storage.delete(key)
+
+
+def open_test_repo(root: Path) -> Any:
+    """The local repository of ``repository_env(root)``, its index cache where the CLI
+    keeps it for that environment."""
+    from strongroom.repository.keys import KeySource
+    from strongroom.repository.repository import Repository
+    from strongroom.storage.local import LocalStorage
+
+    old = os.environ.get("STRONGROOM_CACHE_DIR")
+    os.environ["STRONGROOM_CACHE_DIR"] = str(root / "cache")
+    try:
+        repo = Repository.open(LocalStorage(root / "repo"), KeySource(root / "repo.key"))
+        repo.chunks.refresh_index()  # the cache is opened while the variable is set
+        return repo
+    finally:
+        if old is None:
+            del os.environ["STRONGROOM_CACHE_DIR"]
+        else:
+            os.environ["STRONGROOM_CACHE_DIR"] = old

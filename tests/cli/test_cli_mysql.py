@@ -97,8 +97,8 @@ def test_drill_single_table_and_a_damaged_chunk(mariadb_server, live, env, tmp_p
     _fails(run_cli(*args, env=env), 5, "already exists")
     _fails(run_cli("restore", "latest", "--to", url, "--table", "nope", env=env), 2, "nope")
 
-    for chunk in (tmp_path / "repo" / "chunks").rglob("*"):
-        if chunk.is_file():  # damage every chunk: whichever is read first fails
+    for chunk in (tmp_path / "repo" / "packs").rglob("*"):  # chunks in packs (issue 19)
+        if chunk.is_file():  # damage a blob of every pack: whichever is read first fails
             data = bytearray(chunk.read_bytes())
             data[len(data) // 2] ^= 0x10
             chunk.write_bytes(bytes(data))

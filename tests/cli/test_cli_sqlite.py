@@ -9,7 +9,15 @@ from blake3 import blake3
 
 from tests.helpers import cli_fails as _fails
 from tests.helpers import cli_ok as _ok
-from tests.helpers import make_sqlite_db, repository_env, run_cli, sqlite_counts
+from tests.helpers import (
+    delete_chunk_pack,
+    flip_chunk_byte,
+    make_sqlite_db,
+    open_test_repo,
+    repository_env,
+    run_cli,
+    sqlite_counts,
+)
 
 
 @pytest.fixture()
@@ -125,16 +133,15 @@ def test_a_damaged_chunk_fails_verify_and_is_named(tmp_path, env):
     db = make_sqlite_db(tmp_path / "shop.db")
     _ok(run_cli("init", env=env))
     _ok(run_cli("backup", str(db), env=env))
-    chunk = sorted((tmp_path / "repo" / "chunks").rglob("*"))[-1]
-    assert chunk.is_file()
-    data = bytearray(chunk.read_bytes())
-    data[100] ^= 0x55
-    chunk.write_bytes(bytes(data))
-    err = _fails(run_cli("verify", "latest", env=env), 7, chunk.name)
+    repo = open_test_repo(tmp_path)  # chunks live in packs since issue 19
+    (manifest,) = repo.list_backups()
+    victim = manifest.chunks[-1].chunk_id
+    flip_chunk_byte(repo, victim, at=100)  # its blob in its pack
+    err = _fails(run_cli("verify", "latest", env=env), 7, victim)
     assert "DAMAGED" in err
-    _fails(run_cli("restore", "latest", "--to", str(tmp_path / "r.db"), env=env), 7, chunk.name)
+    _fails(run_cli("restore", "latest", "--to", str(tmp_path / "r.db"), env=env), 7, victim)
     assert not (tmp_path / "r.db").exists()
-    chunk.unlink()
+    delete_chunk_pack(repo, victim)
     _fails(run_cli("verify", "--all", env=env), 7, "missing")
 
 

@@ -38,7 +38,14 @@ from strongroom.repository.locks import acquire_shared
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
 from strongroom.storage.local import LocalStorage
-from tests.helpers import REPO_ROOT, STRONGROOM, make_sqlite_db, sqlite_counts
+from tests.helpers import (
+    REPO_ROOT,
+    STRONGROOM,
+    make_sqlite_db,
+    open_test_repo,
+    sqlite_counts,
+    unpack_to_loose,
+)
 
 TIMEOUT = 90.0  # generous: the suite shares two cores with other work
 
@@ -359,7 +366,8 @@ class HeldChunk:
     restore that reaches it blocks reading it until :meth:`release` writes its bytes."""
 
     def __init__(self, tmp_path: Path) -> None:
-        repo = Repository.open(LocalStorage(tmp_path / "repo"), KeySource(tmp_path / "repo.key"))
+        repo = open_test_repo(tmp_path)
+        unpack_to_loose(repo)  # one file per chunk (the version 1 layout, still read)
         (manifest,) = repo.list_backups()
         chunk = manifest.chunks[0].chunk_id
         self.path = tmp_path / "repo" / "chunks" / chunk[:2] / chunk

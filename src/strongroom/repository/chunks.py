@@ -240,7 +240,7 @@ class ChunkStore:
             try:
                 return self._load_run(run)
             except ChunkDamaged as exc:
-                log.warning(
+                log.info(
                     "%s (read %d of %d); reading it again", exc.message, attempt, READ_ATTEMPTS
                 )
         return self._load_run(run)
