@@ -52,9 +52,10 @@ def _run(*args, env):
 
 
 def _machine(env):
-    """``env`` with an index cache of its own (issue 19: ``STRONGROOM_CACHE_DIR``): each
-    command runs as on a separate machine, which does not share the local cache."""
-    return {**env, "STRONGROOM_CACHE_DIR": tempfile.mkdtemp(prefix="sr-cache-")}
+    """``env`` with an index cache of its own (issue 19: ``STRONGROOM_CACHE_DIR``), under
+    ``env["CACHES"]`` (the test's folder): each command runs as on a separate machine,
+    which does not share the local cache."""
+    return {**env, "STRONGROOM_CACHE_DIR": tempfile.mkdtemp(dir=env["CACHES"])}
 
 
 def _backup_id(output):
@@ -158,7 +159,12 @@ def test_backups_running_beside_forget_and_prune_all_restore(tmp_path, processes
     repo = tmp_path / "repo"
     key = tmp_path / "repo.key"
     Repository.init(LocalStorage(repo), key_file=key, chunker=SMALL_CHUNKS)
-    env = {"STRONGROOM_REPO": str(repo), "STRONGROOM_KEY_FILE": str(key)}
+    (tmp_path / "caches").mkdir()
+    env = {
+        "STRONGROOM_REPO": str(repo),
+        "STRONGROOM_KEY_FILE": str(key),
+        "CACHES": str(tmp_path / "caches"),
+    }
     prod = make_sqlite_db(tmp_path / "prod.db", users=3000, orders=8000)
     staging = tmp_path / "staging.db"
     following = tmp_path / "following.db"

@@ -22,6 +22,7 @@ from strongroom.repository.packs import pack_key_name
 from strongroom.repository.repository import Repository
 from strongroom.services.backup import run_backup
 from strongroom.services.check import check_repository
+from strongroom.services.index_rebuild import rebuild_index
 from strongroom.services.prune import prune
 from strongroom.services.repack import REPACK_THRESHOLD
 from strongroom.services.verify import verify_backup
@@ -173,3 +174,47 @@ def test_packs_wait_while_another_prune_holds_an_exclusive_lock(repo, scene):
     assert (report.packs_deleted, report.packs_repacked) == (0, 0)
     assert set(list_pack_ids(storage)) == packs and list_index_ids(storage) == index
     assert prune(repo).packs_repacked == 1
+
+
+def test_a_lost_index_object_keeps_the_packs_it_listed(repo, scene):
+    _, kept, second, _ = scene
+    storage = repo.storage
+    lost = next(  # the index object of OtherDb's backup
+        i
+        for i in list_index_ids(storage)
+        if _pack_of(repo, kept.chunks[-1].chunk_id)
+        in {
+            p.pack_id
+            for p in read_index_object(storage, i, repo.keyring.sealer(for_reading=True)).packs
+        }
+    )
+    storage.delete(index_key(lost))
+    report = prune(repo)
+    assert report.packs_note and "index rebuild" in report.packs_note
+    assert (report.orphan_packs, report.packs_deleted, report.packs_repacked) == (0, 0, 0)
+    rebuilt = rebuild_index(repo)
+    assert rebuilt.packs == len(set(list_pack_ids(storage))) and not rebuilt.skipped
+    for manifest in (kept, second):
+        assert verify_backup(repo, manifest).ok
+    again = prune(repo)
+    assert again.packs_note is None and again.packs_repacked == 1
+
+
+def test_a_damaged_index_object_stops_the_pack_work(repo, scene, monkeypatch, tmp_path):
+    _, kept, second, first_pack = scene
+    storage = repo.storage
+    victim = sorted(list_index_ids(storage))[0]
+    data = bytearray(storage.get(index_key(victim)))
+    data[len(data) // 2] ^= 0x01
+    storage.put(index_key(victim), bytes(data))
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(tmp_path / "other-host"))  # no cache
+    fresh = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    packs = set(list_pack_ids(storage))
+    report = prune(fresh)
+    assert report.packs_note and index_key(victim) in report.packs_note
+    assert (report.packs_deleted, report.packs_repacked) == (0, 0)
+    assert set(list_pack_ids(storage)) == packs and first_pack in packs
+    rebuild_index(fresh)
+    assert prune(fresh).packs_repacked == 1
+    for manifest in (kept, second):
+        assert verify_backup(fresh, manifest).ok

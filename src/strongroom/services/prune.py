@@ -195,7 +195,7 @@ def _run(
     loose_referenced = len(stored) - len(unreferenced)
     plan: PackPlan | None = None
     if has_packs(storage):  # needs the key (index objects are encrypted)
-        plan = plan_packs(repo, referenced, lock)  # consumes ``referenced``
+        plan = plan_packs(repo, referenced, stored, lock)  # consumes ``referenced``
         log.info("prune: %s", describe(plan, None))
     del referenced
     if lock is None:
@@ -268,19 +268,19 @@ def _report(
     referenced = loose_referenced + plan.claimed
     if outcome is None:
         doomed = len(plan.delete) + len(plan.orphans) + len(plan.repack)
-        counts = (0 if plan.other_prune else doomed, len(plan.repack), 0, len(plan.orphans))
-        index_deleted = len(plan.index_ids) if plan.rewrite else 0
-        pack_freed = 0 if plan.other_prune else plan.bytes_to_free
+        counts = (0, 0, 0, 0) if plan.skip else (doomed, len(plan.repack), 0, len(plan.orphans))
+        index_deleted = len(plan.index_ids) if plan.rewrite and not plan.skip else 0
+        pack_freed = 0 if plan.skip else plan.bytes_to_free
     else:
         counts = (
             outcome.packs_deleted,
             outcome.packs_repacked,
             outcome.packs_written,
-            0 if plan.other_prune else len(plan.orphans),
+            0 if plan.skip else len(plan.orphans),
         )
         index_deleted = outcome.index_deleted
         pack_freed = outcome.bytes_deleted - outcome.bytes_written
-    note = "another prune is running: packs left for the next prune" if plan.other_prune else None
+    note = plan.note
     return PruneReport(
         dry_run, backups, stored, referenced, max(0, stored - referenced),
         loose_freed + pack_freed, deleted, orphans, running, partial, wal_files,

@@ -66,8 +66,11 @@ from strongroom.repository.locks import EXCLUSIVE, LockObserver, RepositoryLock
 from strongroom.repository.pack_index import (
     INDEX_MAX_PACKS,
     ChunkLocation,
+    IndexDamaged,
     IndexedPack,
     index_key,
+    list_index_ids,
+    read_index_object,
     write_index_objects,
 )
 from strongroom.repository.packs import (
@@ -116,6 +119,38 @@ class PackPlan:
     packed_chunks: int = 0  # distinct chunk ids the index lists
     claimed: int = 0  # referenced chunks found in a pack that stays or is repacked
     other_prune: bool = False  # another exclusive lock is live: no pack work
+    unreadable_index: list[str] = field(default_factory=list)  # listed, do not read
+    unaccounted: int = 0  # referenced chunks in no pack that stays and not loose
+
+    @property
+    def note(self) -> str | None:
+        """Why pack work is skipped or limited (``None``: it is not)."""
+        if self.other_prune:
+            return "another prune is running: packs left for the next prune"
+        if self.unreadable_index:
+            return (
+                f"{len(self.unreadable_index)} index object(s) do not read (first: "
+                f"{self.unreadable_index[0]}): packs and index left alone; run `strongroom "
+                "check`, then `strongroom index rebuild`"
+            )
+        if self.unaccounted and self.orphans:
+            return (
+                f"{self.unaccounted} referenced chunk(s) are in no indexed pack and not loose, "
+                f"and {len(self.orphans)} pack(s) no index lists may hold them: packs and "
+                "index left alone; run `strongroom index rebuild`"
+            )
+        return None
+
+    @property
+    def skip(self) -> bool:
+        """No pack or index work at all (another prune; an index object that does not
+        read, or referenced chunks missing beside packs no index lists: those packs
+        would be deleted as leftovers)."""
+        return (
+            self.other_prune
+            or bool(self.unreadable_index)
+            or bool(self.unaccounted and self.orphans)
+        )
 
     @property
     def rewrite(self) -> bool:
@@ -157,9 +192,12 @@ def other_prune_running(repo: Repository, lock: RepositoryLock | None) -> bool:
     return any(item.kind == EXCLUSIVE for item in live)
 
 
-def plan_packs(repo: Repository, referenced: set[str], lock: RepositoryLock | None) -> PackPlan:
+def plan_packs(
+    repo: Repository, referenced: set[str], loose: set[str], lock: RepositoryLock | None
+) -> PackPlan:
     """The plan (module docstring). Consumes ``referenced``: the ids found in a pack that
-    stays or is repacked are removed from it. Syncs the index cache first."""
+    stays or is repacked are removed from it; ``loose`` are the version 1 chunk ids
+    listed. Syncs the index cache first."""
     storage = repo.storage
     store = repo.chunks
     store.refresh_index()
@@ -168,6 +206,15 @@ def plan_packs(repo: Repository, referenced: set[str], lock: RepositoryLock | No
     plan.other_prune = lock is not None and other_prune_running(repo, lock)
     index_ids = index.index_ids()
     plan.index_ids = tuple(sorted(index_ids))
+    # an index object the cache could not load (damaged): the packs it lists would look
+    # listed by no index and be deleted; only `index rebuild` may replace it
+    for index_id in sorted(list_index_ids(storage) - index_ids):
+        try:
+            read_index_object(storage, index_id, repo.keyring.sealer(for_reading=True))
+        except IndexDamaged:
+            plan.unreadable_index.append(index_key(index_id))
+        except ObjectNotFound:
+            continue  # deleted since (a dry run beside another prune)
     plan.superseded = len(index.superseded_ids() & index_ids)
     plan.packed_chunks = index.chunk_count()
     sizes: dict[str, int] = {}
@@ -209,6 +256,9 @@ def plan_packs(repo: Repository, referenced: set[str], lock: RepositoryLock | No
             plan.live_bytes_repacked += live_bytes
         else:
             plan.keep.append(pack_id)
+    plan.unaccounted = len(referenced - loose)
+    if plan.note:
+        log.warning("prune: %s", plan.note)
     return plan
 
 
@@ -287,7 +337,7 @@ def run_pack_plan(
     finishes)."""
     storage = repo.storage
     outcome = PackOutcome()
-    if plan.other_prune:
+    if plan.skip:
         return outcome
     sealer = repo.keyring.sealer(for_reading=True)
     doomed: dict[str, int] = dict(plan.orphans)
@@ -362,8 +412,8 @@ def run_pack_plan(
 
 def describe(plan: PackPlan, outcome: PackOutcome | None) -> str:
     """One log line about the pack work (done, or planned when ``outcome`` is None)."""
-    if plan.other_prune:
-        return "another prune is running: packs left for the next prune"
+    if plan.skip:
+        return plan.note or ""
     if outcome is None:
         return (
             f"would delete {len(plan.delete)} packs with nothing referenced and "
