@@ -118,6 +118,7 @@ def test_a_pack_half_referenced_or_more_stays(repo, tmp_path):
     assert set(list_pack_ids(repo.storage)) == packs
     assert report.referenced_chunks == len(second.unique_chunk_ids)
     assert report.unreferenced_chunks > 0  # kept inside the pack, below the threshold
+    assert report.kept_in_packs == report.unreferenced_chunks and report.kept_in_packs_bytes > 0
     assert verify_backup(repo, second).ok
 
 

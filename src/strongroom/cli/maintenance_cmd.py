@@ -23,6 +23,7 @@ from strongroom.repository.locks import PRUNE_WAIT
 from strongroom.services.check import check_repository, parse_subset
 from strongroom.services.prune import PruneReport, WalPruneLine
 from strongroom.services.prune import prune as run_prune
+from strongroom.services.repack import REPACK_THRESHOLD
 from strongroom.services.stats import Totals, repository_stats
 from strongroom.wording import counted
 
@@ -56,9 +57,9 @@ def prune(
     )
     size = human_bytes(report.unreferenced_bytes)
     if dry_run:
+        what = "would" if report.packed else f"would delete {report.unreferenced_chunks} chunks and"
         stdout.print(
-            f"dry run: would delete {report.unreferenced_chunks} chunks and free {size} "
-            f"({report.unreferenced_bytes} bytes); nothing was deleted"
+            f"dry run: {what} free {size} ({report.unreferenced_bytes} bytes); nothing was deleted"
         )
         if report.running_backups:
             stdout.print(
@@ -73,9 +74,8 @@ def prune(
         _print_packs(report, "would delete", "would repack")
         _print_wal(report.wal, "would delete")
         return
-    stdout.print(
-        f"deleted {report.deleted_chunks} chunks, freed {size} ({report.unreferenced_bytes} bytes)"
-    )
+    loose = f"deleted {report.deleted_chunks} {'loose ' if report.packed else ''}chunks, "
+    stdout.print(f"{loose}freed {size} ({report.unreferenced_bytes} bytes)")
     if report.orphan_records:
         stdout.print(f"removed {report.orphan_records} pins/records of forgotten backups")
     _print_packs(report, "deleted", "repacked")
@@ -90,6 +90,12 @@ def _print_packs(report: PruneReport, deleted: str, repacked: str) -> None:
     """One line about packs (deleted, repacked, bytes freed), when there was pack work."""
     if report.packs_note:
         stdout.print(report.packs_note)
+    if report.kept_in_packs:
+        stdout.print(
+            f"{counted(report.kept_in_packs, 'unreferenced chunk')} "
+            f"({human_bytes(report.kept_in_packs_bytes)}) stay inside packs still at least "
+            f"{REPACK_THRESHOLD:.0%} in use"
+        )
     if not (report.packs_deleted or report.packs_repacked or report.index_objects_deleted):
         return
     written = f" into {counted(report.packs_written, 'new pack')}" if report.packs_written else ""

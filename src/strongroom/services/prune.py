@@ -82,6 +82,9 @@ class PruneReport:
     index_objects_deleted: int = 0  # old index objects replaced by a rewritten index
     pack_bytes_freed: int = 0  # pack bytes deleted less new pack bytes (dry run: estimate)
     packs_note: str | None = None  # why the pack work was skipped (another prune runs)
+    packed: bool = False  # the repository holds packs (the pack fields apply)
+    kept_in_packs: int = 0  # unreferenced blobs left in packs at least REPACK_THRESHOLD live
+    kept_in_packs_bytes: int = 0
 
 
 def referenced_chunks(repo: Repository) -> tuple[int, set[str]]:
@@ -284,7 +287,8 @@ def _report(
     return PruneReport(
         dry_run, backups, stored, referenced, max(0, stored - referenced),
         loose_freed + pack_freed, deleted, orphans, running, partial, wal_files,
-        _wal_lines(wal), *counts, index_deleted, pack_freed, note,
+        _wal_lines(wal), *counts, index_deleted, pack_freed, note, True,
+        plan.garbage_kept, plan.garbage_kept_bytes,
     )  # fmt: skip
 
 

@@ -121,6 +121,8 @@ class PackPlan:
     other_prune: bool = False  # another exclusive lock is live: no pack work
     unreadable_index: list[str] = field(default_factory=list)  # listed, do not read
     unaccounted: int = 0  # referenced chunks in no pack that stays and not loose
+    garbage_kept: int = 0  # blobs nothing references inside packs that stay (>= threshold)
+    garbage_kept_bytes: int = 0
 
     @property
     def note(self) -> str | None:
@@ -256,6 +258,8 @@ def plan_packs(
             plan.live_bytes_repacked += live_bytes
         else:
             plan.keep.append(pack_id)
+            plan.garbage_kept += len(entries) - len(live)
+            plan.garbage_kept_bytes += blobs - live_bytes
     plan.unaccounted = len(referenced - loose)
     if plan.note:
         log.warning("prune: %s", plan.note)
