@@ -171,9 +171,14 @@ def test_prune_and_check_leave_the_archive_alone(cluster: dict[str, Path]) -> No
     before = {p: p.read_bytes() for p in log_objects(cluster["repo"])}
     text_ok(run_cli_alone("forget", "--keep-last", "1", env=env, cwd=cluster["tmp"]))
     assert not (cluster["repo"] / "backups" / f"{backup_ids[0]}.json").exists()
-    chunks_before = sum(1 for p in (cluster["repo"] / "chunks").rglob("*") if p.is_file())
+
+    def chunk_objects() -> int:  # loose chunks and packs (issue 19)
+        found = [*(cluster["repo"] / "chunks").rglob("*"), *(cluster["repo"] / "packs").rglob("*")]
+        return sum(1 for p in found if p.is_file())
+
+    chunks_before = chunk_objects()
     text_ok(run_cli_alone("prune", env=env, cwd=cluster["tmp"]))
-    chunks_after = sum(1 for p in (cluster["repo"] / "chunks").rglob("*") if p.is_file())
+    chunks_after = chunk_objects()
     assert chunks_after < chunks_before  # prune did delete: the forgotten backup's chunks
     assert {p: p.read_bytes() for p in log_objects(cluster["repo"])} == before
     text_ok(run_cli_alone("check", "--read-data", env=env, cwd=cluster["tmp"]))
