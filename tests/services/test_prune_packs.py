@@ -27,6 +27,7 @@ from strongroom.services.prune import prune
 from strongroom.services.repack import REPACK_THRESHOLD
 from strongroom.services.verify import verify_backup
 from strongroom.storage.memory import MemoryStorage
+from strongroom.storage.s3 import S3Storage
 from tests.helpers import chunk_blob, make_sqlite_db
 
 SMALL_CHUNKS = ChunkerParams(min_size=4096, avg_size=16384, max_size=65536)
@@ -49,8 +50,19 @@ def shrink(db, orders=1000, users=400):
         conn.execute("VACUUM")
 
 
-@pytest.fixture()
-def scene(repo, tmp_path):
+@pytest.fixture(params=["memory", "s3"])
+def any_repo(request, tmp_path, monkeypatch):
+    """The same repository on memory storage and on S3 (moto)."""
+    if request.param == "memory":
+        return request.getfixturevalue("repo")
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(tmp_path / "cache"))
+    endpoint, bucket = request.getfixturevalue("s3_bucket")
+    storage = S3Storage(bucket, "repo", endpoint_url=endpoint)
+    Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
+    return Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+
+
+def _scene(repo, tmp_path):
     """Two targets, one pack each; Shop's first backup forgotten after Shop shrank, so
     its pack is mostly garbage."""
     shop = make_sqlite_db(tmp_path / "Shop.db", users=1500, orders=4000)
@@ -64,12 +76,20 @@ def scene(repo, tmp_path):
     return first, kept, second, first_pack
 
 
+@pytest.fixture()
+def scene(repo, tmp_path):
+    """Two targets, one pack each; Shop's first backup forgotten after Shop shrank, so
+    its pack is mostly garbage."""
+    return _scene(repo, tmp_path)
+
+
 def _pack_of(repo, chunk_id):
     return chunk_blob(repo, chunk_id)[0].rsplit("/", 1)[-1]
 
 
-def test_prune_repacks_a_mostly_unreferenced_pack(repo, scene):
-    first, kept, second, first_pack = scene
+def test_prune_repacks_a_mostly_unreferenced_pack(any_repo, tmp_path):
+    repo = any_repo
+    first, kept, second, first_pack = _scene(repo, tmp_path)
     storage = repo.storage
     shared = first.unique_chunk_ids & second.unique_chunk_ids
     assert shared and len(shared) < len(first.unique_chunk_ids) * REPACK_THRESHOLD
