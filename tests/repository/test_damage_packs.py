@@ -142,7 +142,8 @@ def test_index_rebuild_after_every_index_object_and_the_cache_are_lost(case: Cas
     junk.parent.mkdir(exist_ok=True)
     junk.write_bytes(b"not a pack")
     case.forget_cache()
-    cli_fails(run_cli("check", env=case.env), 7, "no index object lists it")
+    err = cli_fails(run_cli("check", env=case.env), 7, "no index object lists it")
+    assert "2 packs no index lists may hold what is missing: `strongroom index rebuild`" in err
     out = run_cli("index", "rebuild", env=case.env)
     text = cli_ok(out)
     assert "index rebuilt from 2 packs" not in text and "index rebuilt from 1 pack (" in text

@@ -186,6 +186,11 @@ def check(
             stderr.print(f"{problem.kind.upper():<9}{problem.message}{needed}", markup=False)
         if report.ok:
             stdout.print("no problems found")
+        elif report.unlisted_packs and any(p.kind in ("missing", "index") for p in report.problems):
+            stderr.print(
+                f"{counted(report.unlisted_packs, 'pack')} no index lists may hold what is "
+                "missing: `strongroom index rebuild` lists every pack again"
+            )
     if not report.ok:
         first = report.problems[0]
         raise IntegrityError(
