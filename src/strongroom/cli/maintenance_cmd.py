@@ -101,10 +101,10 @@ def _print_packs(report: PruneReport, deleted: str, repacked: str) -> None:
     written = f" into {counted(report.packs_written, 'new pack')}" if report.packs_written else ""
     orphans = f", {report.orphan_packs} listed by no index" if report.orphan_packs else ""
     stdout.print(
-        f"packs: {deleted} {counted(report.packs_deleted, 'pack')}{orphans}, {repacked} "
-        f"{report.packs_repacked}{written}; {human_bytes(report.pack_bytes_freed)} "
-        f"({report.pack_bytes_freed} bytes) of packs freed; "
-        f"{counted(report.index_objects_deleted, 'index object')} replaced"
+        f"packs: {deleted} {counted(report.packs_deleted, 'pack')} ({repacked} "
+        f"{report.packs_repacked} of them{written}{orphans}); "
+        f"{human_bytes(report.pack_bytes_freed)} ({report.pack_bytes_freed} bytes) of packs "
+        f"freed; {counted(report.index_objects_deleted, 'index object')} replaced"
     )
 
 
