@@ -213,16 +213,24 @@ class ChunkStore:
         place) or ``ChunkDamaged`` naming the chunk."""
         key = chunk_key(chunk_id)  # checks the id
         location = self.locate(chunk_id)
+        gone: list[str] = []  # packs the index names for it that are not there
         if location is not None:
-            for copy in [location, *self.index.locations(chunk_id)[1:]]:
-                try:
-                    return self.load_run([copy])[0]
-                except ChunkMissing:
-                    continue  # that pack is gone (prune): try the next copy, then loose
+            for attempt in range(2):
+                copies = [c for c in self.index.locations(chunk_id) if c.pack_id not in gone]
+                for copy in copies:
+                    try:
+                        return self.load_run([copy])[0]
+                    except ChunkMissing:
+                        gone.append(copy.pack_id)  # gone (prune): the next copy, then loose
+                if attempt == 0:
+                    # every pack this process knew for it is gone: a prune repacked it
+                    # since this process read index/ (restore/verify take no lock)
+                    self.refresh_index()
         try:
             blob = self._storage.get(key)
         except ObjectNotFound as exc:
-            raise ChunkMissing(f"chunk {chunk_id} is missing from the repository") from exc
+            where = f" (its pack {gone[0]} is gone)" if gone else ""
+            raise ChunkMissing(f"chunk {chunk_id} is missing from the repository{where}") from exc
         try:
             frame = self._sealer.open(blob)
         except DecryptionFailed as exc:
