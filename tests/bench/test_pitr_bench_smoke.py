@@ -76,7 +76,9 @@ def test_a_quick_pitr_benchmark_writes_its_results(tmp_path: Path) -> None:
     for key in ("first", "second"):
         assert backups[key]["seconds"] > 0 and backups[key]["stored_bytes"] > 0
         assert 0 < backups[key]["new_plain_bytes"] <= backups[key]["raw_bytes"]
-    assert backups["first"]["new_plain_bytes"] == backups["first"]["raw_bytes"]
+    # 16 KiB chunks (issue 19) dedup inside the first base backup too (zero pages, the
+    # template databases' equal files): it stores more than the second one
+    assert backups["first"]["new_plain_bytes"] > backups["second"]["new_plain_bytes"]
     assert backups["churn"]["inserted"] > 0 and backups["churn"]["updated"] > 0
 
     rto = res["rto"]
