@@ -181,10 +181,12 @@ def pipe_into(
 ) -> tuple[int, str]:
     """Run ``command`` with ``source`` on its standard input; return (exit status, stderr).
 
-    A child that closes its input early (it failed) stops the feeding; its status and
-    stderr tell why. ``source`` is closed after use. A failure of ``source`` (a damaged
-    chunk) or an interrupt kills the child, waits up to ``STOP_TIMEOUT`` seconds for it and
-    is re-raised. ``pass_fds``: descriptors the child inherits (an in-memory option file)."""
+    A child that closes its input early (it failed) stops the feeding; the rest of
+    ``source`` is still read (and discarded) so that a damaged source raises its own error;
+    otherwise the child's status and stderr tell why. ``source`` is closed after use. A
+    failure of ``source`` (a damaged chunk) or an interrupt kills the child, waits up to
+    ``STOP_TIMEOUT`` seconds for it and is re-raised. ``pass_fds``: descriptors the child
+    inherits (an in-memory option file)."""
     with tempfiles.anonymous_file("stderr-") as stderr_file:
         proc = popen(
             command,
@@ -202,7 +204,13 @@ def pipe_into(
                     try:
                         stdin.write(chunk)
                     except BrokenPipeError:
+                        # the child stopped reading (it failed, or took a damaged stream
+                        # for a shorter one): read the rest anyway, so a damaged stream
+                        # raises its own error (the whole-stream checksum) instead of
+                        # passing for the child's failure or a short success
                         logger.debug("%s closed its input early", Path(command[0]).name)
+                        for _ in iterator:
+                            pass
                         break
             finally:
                 close = getattr(iterator, "close", None)
