@@ -6,9 +6,13 @@ The quick run starts its own PostgreSQL (scale 0.02) and writes to a temporary f
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from bench.chunk_size import measure, params_for
 
@@ -34,15 +38,29 @@ def test_new_share_counts_the_second_dumps_unknown_chunks_once(tmp_path):
 
 
 def test_a_quick_run_writes_both_results_files(tmp_path):
-    quick = ["--scale", "0.02", "--sizes", "16,64"]  # scratch: bench/work (the server's
-    # unprivileged user cannot enter pytest's 0700 tmp_path)
-    run = subprocess.run(
-        [sys.executable, "bench/chunk_size.py", *quick, "--results", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    quick = ["--scale", "0.02", "--sizes", "16,64"]
+    # scratch the server's unprivileged user can enter: not pytest's 0700 tmp_path, and not
+    # bench/work inside a clone made by mktemp -d (0700 too: CI failed there)
+    work = Path(tempfile.mkdtemp(prefix="strongroom-chunk-smoke-"))
+    os.chmod(work, 0o755)
+    try:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "bench/chunk_size.py",
+                *quick,
+                "--results",
+                str(tmp_path),
+                "--work",
+                str(work),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads((tmp_path / "chunk-size.json").read_text())
     assert [s["avg_kib"] for s in data["sizes"]] == [16, 64]
