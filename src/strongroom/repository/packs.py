@@ -212,13 +212,30 @@ def read_pack(data: bytes, sealer: Sealer, where: str = "pack") -> PackContents:
     header_start = len(data) - _TRAILER.size - header_length
     if header_start < blobs_start:
         raise damaged("its key stanza and header lengths do not fit its size (truncated)")
-    key: bytes | None = None
     header = data[header_start : len(data) - _TRAILER.size]
+    key, _, entries = open_header(
+        data[_PREAMBLE.size : blobs_start], header, header_start, sealer, where, damaged
+    )
+    return PackContents(key, tuple(entries))
+
+
+def open_header(
+    stanza: bytes,
+    header: bytes,
+    header_start: int,
+    sealer: Sealer,
+    where: str,
+    damaged: Callable[[str], PackDamaged],
+) -> tuple[bytes | None, bytes, list[PackEntry]]:
+    """Open a pack's key stanza (``b""`` when it has none) and its header, which begins
+    ``header_start`` bytes into the object: (pack key or ``None`` unencrypted, the plain
+    header entries, the entries). Raises what ``damaged`` makes, naming the fault."""
+    key: bytes | None = None
     if sealer.encrypted:
-        if stanza_length == 0:
+        if not stanza:
             raise damaged("it has no key stanza but the repository is encrypted")
         try:
-            key = sealer.open(data[_PREAMBLE.size : blobs_start])
+            key = sealer.open(stanza)
         except DecryptionFailed as exc:
             raise damaged("its key stanza does not open with the repository's key") from exc
         if len(key) != PACK_KEY_BYTES:
@@ -227,13 +244,14 @@ def read_pack(data: bytes, sealer: Sealer, where: str = "pack") -> PackContents:
             header = ChaCha20Poly1305(key).decrypt(HEADER_NONCE, header, HEADER_AAD)
         except InvalidTag as exc:
             raise damaged("its header does not decrypt (changed or truncated)") from exc
-    elif stanza_length:
+    elif stanza:
         raise damaged("it has a key stanza but the repository is not encrypted")
     entries = decode_entries(header, f"{where}'s header")
+    blobs_start = _PREAMBLE.size + len(stanza)
     for entry in entries:
         if entry.offset < blobs_start or entry.offset + entry.length > header_start:
             raise damaged(f"its entry for chunk {entry.chunk_id} points outside its blobs")
-    return PackContents(key, tuple(entries))
+    return key, header, entries
 
 
 def open_blob(key: bytes | None, blob: bytes, chunk_id: str, position: int) -> bytes:

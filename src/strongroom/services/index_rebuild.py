@@ -19,11 +19,8 @@ import logging
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from strongroom.errors import ObjectNotFound, StorageError
-from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.pipeline.encryption import Sealer
 from strongroom.repository.chunks import list_pack_ids
 from strongroom.repository.locks import DEFAULT_TTL, PRUNE_WAIT, acquire_exclusive
 from strongroom.repository.pack_index import (
@@ -35,13 +32,10 @@ from strongroom.repository.pack_index import (
 )
 from strongroom.repository.packs import (
     ENTRY_SIZE,
-    HEADER_AAD,
-    HEADER_NONCE,
-    PACK_KEY_BYTES,
     PACK_MAGIC,
     PACK_VERSION,
     PackDamaged,
-    decode_entries,
+    open_header,
     pack_key_name,
 )
 from strongroom.repository.repository import Repository
@@ -86,29 +80,8 @@ def read_pack_listing(storage: Storage, sealer: Sealer, pack_id: str) -> Indexed
     if header_start < _PREAMBLE.size + stanza_length:
         raise damaged("its key stanza and header lengths do not fit its size (truncated)")
     header = storage.get_range(key, header_start, header_length)
-    pack_key: bytes | None = None
-    if sealer.encrypted:
-        if not stanza_length:
-            raise damaged("it has no key stanza but the repository is encrypted")
-        stanza = storage.get_range(key, _PREAMBLE.size, stanza_length)
-        try:
-            pack_key = sealer.open(stanza)
-        except DecryptionFailed as exc:
-            raise damaged("its key stanza does not open with the repository's key") from exc
-        if len(pack_key) != PACK_KEY_BYTES:
-            raise damaged("its key stanza does not hold a 32-byte key")
-        try:
-            header = ChaCha20Poly1305(pack_key).decrypt(HEADER_NONCE, header, HEADER_AAD)
-        except InvalidTag as exc:
-            raise damaged("its header does not decrypt (changed or truncated)") from exc
-    elif stanza_length:
-        raise damaged("it has a key stanza but the repository is not encrypted")
-    entries = decode_entries(header, f"{where}'s header")
-    for entry in entries:
-        if entry.offset < _PREAMBLE.size + stanza_length or entry.offset + entry.length > (
-            header_start
-        ):
-            raise damaged(f"its entry for chunk {entry.chunk_id} points outside its blobs")
+    stanza = storage.get_range(key, _PREAMBLE.size, stanza_length) if stanza_length else b""
+    pack_key, header, _ = open_header(stanza, header, header_start, sealer, where, damaged)
     return IndexedPack(pack_id, size, pack_key, header)
 
 
