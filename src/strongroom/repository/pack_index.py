@@ -18,53 +18,53 @@ the keyed BLAKE3 of its bytes. JSON::
 (about 110 bytes of disk per chunk with its B-trees, measured in
 ``tests/repository/test_pack_index.py``). Lookups go to SQLite (page cache
 capped at 64 MiB), never to an in-memory set of ids. ``sync()`` lists ``index/``,
-loads the objects not yet cached and drops the ones gone. The cache also holds the
-listing of version 1 loose chunks (``chunks/``) for the duration of a backup
-(``replace_loose``), so the "known" check needs no set of ids either. Thread-safe (one
-connection behind a lock); several processes may share the file (SQLite locking, WAL).
+loads the objects not yet cached, then drops the ones gone. A backup's listing of
+version 1 loose chunks (``replace_loose``) goes to a private SQLite database of the
+process, so the "known" check needs no set of ids either. Thread-safe (one connection
+behind a lock); several processes share the file (WAL, short transactions, a busy
+timeout, and a private cache as the fallback: never "database is locked").
 
-Queries for prune/check/stats: :meth:`IndexCache.locations` (every copy of a chunk),
-:meth:`IndexCache.contains`, :meth:`IndexCache.chunk_ids` (streamed),
-:meth:`IndexCache.packs` (pack id, index id, size), :meth:`IndexCache.pack_entries`,
-:meth:`IndexCache.index_ids`, :meth:`IndexCache.superseded_ids`.
+Queries for prune/check/stats: ``locations`` (every copy of a chunk), ``contains``,
+``chunk_ids`` (streamed), ``packs``, ``pack_entries``, ``index_ids``, ``superseded_ids``.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import binascii
 import contextlib
 import json
 import logging
 import os
-import shutil
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zstandard
 
 from strongroom.errors import IntegrityError, ObjectNotFound
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.repository.cache_files import CACHE_ENV as CACHE_ENV
+from strongroom.repository.cache_files import CACHE_FILE, is_locked, temp_cache_dir
+from strongroom.repository.cache_files import CacheUnusable as CacheUnusable
+from strongroom.repository.cache_files import cache_path as cache_path
 from strongroom.repository.layout import is_chunk_id
 from strongroom.repository.packs import ENTRY, ENTRY_SIZE, PackDamaged, PackEntry, decode_entries
 from strongroom.storage.base import Storage
 
 log = logging.getLogger("strongroom.repository")
+_T = TypeVar("_T")
 
 INDEX_PREFIX = "index/"
 INDEX_FORMAT = "strongroom-index"
 INDEX_VERSION = 1
 INDEX_MAX_PACKS = 64  # packs per index object (1 GiB of 16 MiB packs)
-CACHE_ENV = "STRONGROOM_CACHE_DIR"
-CACHE_FILE = "index.sqlite"
 CACHE_SCHEMA = "2"
 CACHE_PAGE_BYTES = 64 * 1024 * 1024  # SQLite page cache cap per connection
+CACHE_BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's (short) one
 _MAX_INDEX_BYTES = 512 * 1024 * 1024  # decompressed JSON of one index object
 
 
@@ -241,43 +241,19 @@ class ChunkLocation:
     position: int
 
 
-_temp_dirs: list[str] = []
-
-
-def _remove_temp_dirs() -> None:
-    for path in _temp_dirs:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def cache_path(repository_id: str) -> Path:
-    """``$STRONGROOM_CACHE_DIR`` (else ``$XDG_CACHE_HOME/strongroom``, else
-    ``~/.cache/strongroom``) ``/<repository id>/index.sqlite``; when that folder cannot be
-    made, a temporary folder removed at exit (said once in the log)."""
-    base = os.environ.get(CACHE_ENV)
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        base = str(Path(xdg) / "strongroom")
-    folder = Path(base) / repository_id
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if os.access(folder, os.W_OK):
-            return folder / CACHE_FILE
-    except OSError:
-        pass
-    temp = tempfile.mkdtemp(prefix="strongroom-cache-")
-    if not _temp_dirs:
-        atexit.register(_remove_temp_dirs)
-    _temp_dirs.append(temp)
-    log.warning("cannot write the index cache in %s: using %s for this run", folder, temp)
-    return Path(temp) / CACHE_FILE
-
-
 class IndexCache:
     """The SQLite copy of every index object (see the module docstring).
 
     ``path`` is the cache file (``cache_path``); ``storage`` and ``sealer`` read index
-    objects. A damaged cache file is deleted and rebuilt. Every method may raise
-    ``StorageError`` (listing, reading index objects) besides the documented ones.
+    objects. A cache file that does not open is deleted and rebuilt. Any SQLite error
+    later on (another process holding a write lock longer than ``CACHE_BUSY_TIMEOUT``,
+    a read-only or damaged file, a full disk) switches this process to a private cache
+    in a temporary folder, rebuilt from ``index/`` (said once in the log); the shared
+    file is deleted first when it is damaged. Transactions on the shared file are short
+    (one index object each); the listing of loose chunks (``replace_loose``) lives in a
+    private database attached to the connection, so nothing a backup lists blocks other
+    processes. Every method may raise ``StorageError`` (listing, reading index objects;
+    ``CacheUnusable`` when no cache at all can be written) besides the documented ones.
     """
 
     def __init__(self, path: Path, storage: Storage, sealer: Sealer) -> None:
@@ -285,36 +261,114 @@ class IndexCache:
         self._storage = storage
         self._sealer = sealer
         self._lock = threading.RLock()
+        self._private = False  # switched to a temporary cache of this process
         self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return self._private_db(f"its folder cannot be made ({exc.strerror})")
         for attempt in range(2):
-            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            db: sqlite3.Connection | None = None
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(f"PRAGMA cache_size=-{CACHE_PAGE_BYTES // 1024}")
-                db.executescript(_SCHEMA)
-                row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-                if row is None:
-                    with db:
-                        db.execute(
-                            "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (CACHE_SCHEMA,)
-                        )
-                elif row[0] != CACHE_SCHEMA:
-                    raise sqlite3.DatabaseError("cache of another schema")
+                db = self._open(self.path)
                 with contextlib.suppress(OSError):
                     os.chmod(self.path, 0o600)  # it holds pack keys
                 return db
-            except sqlite3.DatabaseError:
-                db.close()
-                if attempt:
-                    raise
+            except sqlite3.DatabaseError as exc:
+                if db is not None:
+                    db.close()
+                if attempt or is_locked(exc) or "readonly" in str(exc).replace(" ", ""):
+                    return self._private_db(str(exc))
                 log.warning("index cache %s is unreadable: rebuilding it", self.path)
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        Path(f"{self.path}{suffix}").unlink()
+                self._remove_files(self.path)
+            except OSError as exc:  # e.g. the path is a folder
+                return self._private_db(str(exc))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=CACHE_BUSY_TIMEOUT, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            db.execute(f"PRAGMA cache_size=-{CACHE_PAGE_BYTES // 1024}")
+            # the loose listing: private to this connection (deleted when it closes)
+            db.execute("ATTACH DATABASE '' AS private")
+            db.execute(
+                "CREATE TABLE private.loose_listing (chunk_id BLOB PRIMARY KEY) WITHOUT ROWID"
+            )
+            made = db.execute(
+                "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+            if made is None:
+                db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM main.meta WHERE name='schema'").fetchone()
+            if row is None:
+                with db:
+                    db.execute(
+                        "INSERT OR IGNORE INTO main.meta VALUES ('schema', ?)", (CACHE_SCHEMA,)
+                    )
+            elif row[0] != CACHE_SCHEMA:
+                raise sqlite3.DatabaseError("cache of another schema")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _remove_files(path: Path) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                Path(f"{path}{suffix}").unlink()
+
+    def _private_db(self, reason: str) -> sqlite3.Connection:
+        """A fresh cache in a temporary folder of this process (empty: the caller syncs)."""
+        if self._private:
+            raise CacheUnusable(f"the index cache cannot be used: {reason}")
+        self._private = True
+        temp = temp_cache_dir()
+        log.warning(
+            "index cache %s cannot be used (%s): using a private one in %s for this run",
+            self.path,
+            reason[:200],
+            temp,
+        )
+        try:
+            return self._open(Path(temp) / CACHE_FILE)
+        except sqlite3.DatabaseError as exc:
+            raise CacheUnusable(f"the index cache cannot be used: {exc}") from exc
+
+    def _fall_back(self, exc: sqlite3.DatabaseError) -> None:
+        """Switch to a private cache after ``exc`` (lock held by the caller): copy the
+        loose listing, reload every index object."""
+        if self._private:
+            raise CacheUnusable(f"the index cache cannot be used: {exc}") from exc
+        old = self._db
+        damaged = not is_locked(exc) and "readonly" not in str(exc).replace(" ", "")
+        self._db = self._private_db(str(exc))
+        with contextlib.suppress(sqlite3.DatabaseError):
+            rows = old.execute("SELECT chunk_id FROM private.loose_listing")
+            with self._db:
+                self._db.executemany("INSERT OR IGNORE INTO private.loose_listing VALUES (?)", rows)
+        with contextlib.suppress(sqlite3.DatabaseError):
+            old.close()
+        if damaged:  # the next run rebuilds it
+            self._remove_files(self.path)
+        self._load(list_index_ids(self._storage), set())
+
+    def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(connection)`` under the lock; on an SQLite error, once more on a private
+        cache (``_fall_back``)."""
+        with self._lock:
+            try:
+                return fn(self._db)
+            except sqlite3.DatabaseError as exc:
+                self._fall_back(exc)
+            try:
+                return fn(self._db)
+            except sqlite3.DatabaseError as exc:
+                raise CacheUnusable(f"the index cache cannot be used: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection (the file stays)."""
@@ -323,17 +377,16 @@ class IndexCache:
 
     # --- keeping in step with index/ ------------------------------------------------
     def sync(self) -> tuple[int, int]:
-        """List ``index/``; load the objects not cached, drop the cached ones gone.
-        Returns ``(loaded, dropped)``. A damaged index object is skipped with a warning
-        (``check`` reports it); its chunks then count as unknown."""
+        """List ``index/``; load the objects not cached, then drop the cached ones gone
+        (in that order: a reader in another thread never misses a chunk that moved from
+        an old index object to a new one). Returns ``(loaded, dropped)``. A damaged index
+        object is skipped with a warning (``check`` reports it); its chunks then count as
+        unknown."""
         listed = list_index_ids(self._storage)
-        with self._lock:
-            cached = {row[0] for row in self._db.execute("SELECT id FROM index_objects")}
-        gone = cached - listed
-        if gone:
-            with self._lock, self._db:
-                for index_id in gone:
-                    self._forget(index_id)
+        cached = self.index_ids()
+        return self._load(listed, cached)
+
+    def _load(self, listed: set[str], cached: set[str]) -> tuple[int, int]:
         loaded = 0
         for index_id in sorted(listed - cached):
             try:
@@ -345,93 +398,125 @@ class IndexCache:
                 continue
             self.add(index_id, index)
             loaded += 1
+        gone = cached - listed
+        for index_id in sorted(gone):  # one short transaction each
+
+            def forget(db: sqlite3.Connection, index_id: str = index_id) -> None:
+                with db:
+                    self._forget(db, index_id)
+
+            self._run(forget)
         return loaded, len(gone)
 
-    def _forget(self, index_id: str) -> None:
-        row = self._db.execute("SELECT num FROM index_objects WHERE id=?", (index_id,)).fetchone()
+    @staticmethod
+    def _forget(db: sqlite3.Connection, index_id: str) -> None:
+        row = db.execute("SELECT num FROM index_objects WHERE id=?", (index_id,)).fetchone()
         if row is None:
             return
-        self._db.execute(
+        db.execute(
             "DELETE FROM chunks WHERE pack_num IN (SELECT num FROM packs WHERE index_num=?)",
             (row[0],),
         )
-        self._db.execute("DELETE FROM packs WHERE index_num=?", (row[0],))
-        self._db.execute("DELETE FROM index_objects WHERE num=?", (row[0],))
+        db.execute("DELETE FROM packs WHERE index_num=?", (row[0],))
+        db.execute("DELETE FROM index_objects WHERE num=?", (row[0],))
 
     def add(self, index_id: str, index: IndexObject) -> None:
         """Record one index object (a no-op when already cached: another process or
-        this one loaded it meanwhile)."""
-        with self._lock, self._db:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO index_objects (id, supersedes) VALUES (?, ?)",
-                (index_id, ",".join(index.supersedes)),
-            )
-            if not cursor.rowcount:
-                return
-            index_num = cursor.lastrowid
-            for pack in index.packs:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO packs (pack_id, index_num, size, key) "
-                    "VALUES (?, ?, ?, ?)",
-                    (bytes.fromhex(pack.pack_id), index_num, pack.size, pack.key),
+        this one loaded it meanwhile). One transaction."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO index_objects (id, supersedes) VALUES (?, ?)",
+                    (index_id, ",".join(index.supersedes)),
                 )
                 if not cursor.rowcount:
-                    continue  # listed twice in one index object: the first counts
-                pack_num = cursor.lastrowid
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        (raw_id, pack_num, offset, length, raw_length, position)
-                        for position, (raw_id, offset, length, raw_length) in enumerate(
-                            ENTRY.iter_unpack(pack.chunks)
-                        )
-                    ),
-                )
+                    return
+                index_num = cursor.lastrowid
+                for pack in index.packs:
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO packs (pack_id, index_num, size, key) "
+                        "VALUES (?, ?, ?, ?)",
+                        (bytes.fromhex(pack.pack_id), index_num, pack.size, pack.key),
+                    )
+                    if not cursor.rowcount:
+                        continue  # listed twice in one index object: the first counts
+                    pack_num = cursor.lastrowid
+                    db.executemany(
+                        "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            (raw_id, pack_num, offset, length, raw_length, position)
+                            for position, (raw_id, offset, length, raw_length) in enumerate(
+                                ENTRY.iter_unpack(pack.chunks)
+                            )
+                        ),
+                    )
+
+        self._run(insert)
 
     def replace_loose(self, chunk_ids: Iterable[str]) -> int:
-        """Replace the cached listing of version 1 loose chunks (``chunks/``) with
-        ``chunk_ids`` (streamed into SQLite, not kept in memory); return how many."""
+        """Replace this process's listing of version 1 loose chunks (``chunks/``) with
+        ``chunk_ids`` (streamed into a private SQLite database in batches, not kept in
+        memory, and never a transaction on the shared cache file); return how many."""
+
+        def clear(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM private.loose_listing")
+
+        self._run(clear)
         count = 0
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM loose")
-            for chunk_id in chunk_ids:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO loose VALUES (?)", (bytes.fromhex(chunk_id),)
-                )
-                count += 1
+        batch: list[tuple[bytes]] = []
+
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR IGNORE INTO private.loose_listing VALUES (?)", batch)
+
+        for chunk_id in chunk_ids:
+            batch.append((bytes.fromhex(chunk_id),))
+            count += 1
+            if len(batch) >= 10_000:
+                self._run(insert)
+                batch = []
+        if batch:
+            self._run(insert)
         return count
 
     # --- lookups ----------------------------------------------------------------------
     def locations(self, chunk_id: str) -> list[ChunkLocation]:
         """Every copy of ``chunk_id`` the index lists (usually one; two after a prune was
         stopped mid-repack), in a stable order; empty when none."""
-        with self._lock:
-            rows = self._db.execute(
+        raw = bytes.fromhex(chunk_id)
+        rows = self._run(
+            lambda db: db.execute(
                 "SELECT p.pack_id, p.key, c.offset, c.length, c.raw_length, c.position "
                 "FROM chunks c JOIN packs p ON p.num = c.pack_num "
                 "WHERE c.chunk_id = ? ORDER BY c.pack_num",
-                (bytes.fromhex(chunk_id),),
+                (raw,),
             ).fetchall()
+        )
         return [ChunkLocation(chunk_id, r[0].hex(), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def contains(self, chunk_id: str) -> bool:
         """Whether the index lists ``chunk_id`` (loose chunks not included)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM chunks WHERE chunk_id = ? LIMIT 1", (bytes.fromhex(chunk_id),)
+        raw = bytes.fromhex(chunk_id)
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM chunks WHERE chunk_id = ? LIMIT 1", (raw,)
             ).fetchone()
+        )
         return row is not None
 
     def known(self, chunk_id: str) -> bool:
         """Whether ``chunk_id`` is in the index or in the last ``replace_loose`` listing
         (the backup's dedup check)."""
         raw = bytes.fromhex(chunk_id)
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM chunks WHERE chunk_id = ? UNION ALL "
-                "SELECT 1 FROM loose WHERE chunk_id = ? LIMIT 1",
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM main.chunks WHERE chunk_id = ? UNION ALL "
+                "SELECT 1 FROM private.loose_listing WHERE chunk_id = ? LIMIT 1",
                 (raw, raw),
             ).fetchone()
+        )
         return row is not None
 
     def chunk_ids(self) -> Iterator[str]:
@@ -439,12 +524,14 @@ class IndexCache:
         of 10 000, so memory stays flat)."""
         last = b""
         while True:
-            with self._lock:
-                rows = self._db.execute(
+            after = last
+            rows = self._run(
+                lambda db, after=after: db.execute(  # type: ignore[misc]
                     "SELECT DISTINCT chunk_id FROM chunks WHERE chunk_id > ? "
                     "ORDER BY chunk_id LIMIT 10000",
-                    (last,),
+                    (after,),
                 ).fetchall()
+            )
             if not rows:
                 return
             for (raw,) in rows:
@@ -454,57 +541,60 @@ class IndexCache:
     def chunk_ids_in(self, pack_ids: Iterable[str]) -> Iterator[str]:
         """Every chunk id the index places in one of ``pack_ids`` (e.g. the packs a
         listing of ``packs/`` found), once each, in id order; the pack ids go to a
-        temporary SQLite table, not a Python set."""
-        with self._lock:
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS present (pack_id BLOB PRIMARY KEY)")
-            with self._db:
-                self._db.execute("DELETE FROM present")
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO present VALUES (?)",
-                    ((bytes.fromhex(p),) for p in pack_ids),
-                )
-            rows = self._db.execute(
+        private SQLite table, not a Python set."""
+        wanted = [(bytes.fromhex(p),) for p in pack_ids]
+
+        def query(db: sqlite3.Connection) -> list[str]:
+            db.execute("CREATE TABLE IF NOT EXISTS private.present (pack_id BLOB PRIMARY KEY)")
+            with db:
+                db.execute("DELETE FROM private.present")
+                db.executemany("INSERT OR IGNORE INTO private.present VALUES (?)", wanted)
+            rows = db.execute(
                 "SELECT DISTINCT c.chunk_id FROM chunks c JOIN packs p ON p.num = c.pack_num "
-                "JOIN present t ON t.pack_id = p.pack_id ORDER BY c.chunk_id"
+                "JOIN private.present t ON t.pack_id = p.pack_id ORDER BY c.chunk_id"
             )
-            found = [raw.hex() for (raw,) in rows]
-        yield from found
+            return [raw.hex() for (raw,) in rows]
+
+        yield from self._run(query)
 
     def chunk_count(self) -> int:
         """Number of distinct chunk ids in the index."""
-        with self._lock:
-            return int(
-                self._db.execute("SELECT COUNT(DISTINCT chunk_id) FROM chunks").fetchone()[0]
+        return int(
+            self._run(
+                lambda db: db.execute("SELECT COUNT(DISTINCT chunk_id) FROM chunks").fetchone()[0]
             )
+        )
 
     def packs(self) -> list[tuple[str, str, int]]:
         """``(pack id, index id, size in bytes)`` of every pack each index object lists."""
-        with self._lock:
-            rows = self._db.execute(
+        rows = self._run(
+            lambda db: db.execute(
                 "SELECT p.pack_id, i.id, p.size FROM packs p JOIN index_objects i "
                 "ON i.num = p.index_num"
             ).fetchall()
+        )
         return [(r[0].hex(), r[1], r[2]) for r in rows]
 
     def pack_entries(self, pack_id: str) -> list[ChunkLocation]:
         """The blobs of one pack (as its first index object lists them), by position."""
-        with self._lock:
-            rows = self._db.execute(
+        raw = bytes.fromhex(pack_id)
+        rows = self._run(
+            lambda db: db.execute(
                 "SELECT c.chunk_id, p.key, c.offset, c.length, c.raw_length, c.position "
                 "FROM chunks c JOIN packs p ON p.num = c.pack_num "
                 "WHERE c.pack_num = (SELECT MIN(num) FROM packs WHERE pack_id = ?) "
                 "ORDER BY c.position",
-                (bytes.fromhex(pack_id),),
+                (raw,),
             ).fetchall()
+        )
         return [ChunkLocation(r[0].hex(), pack_id, r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def index_ids(self) -> set[str]:
         """The index objects cached (as of the last ``sync``/``add``)."""
-        with self._lock:
-            return {row[0] for row in self._db.execute("SELECT id FROM index_objects")}
+        rows = self._run(lambda db: db.execute("SELECT id FROM index_objects").fetchall())
+        return {row[0] for row in rows}
 
     def superseded_ids(self) -> set[str]:
         """Index ids some cached index object names in its ``supersedes``."""
-        with self._lock:
-            rows = self._db.execute("SELECT supersedes FROM index_objects").fetchall()
+        rows = self._run(lambda db: db.execute("SELECT supersedes FROM index_objects").fetchall())
         return {s for (text,) in rows for s in text.split(",") if s}

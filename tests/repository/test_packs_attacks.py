@@ -1,0 +1,208 @@
+"""Hostile cases against format version 2 (issue 19): the index cache under several
+threads and processes, caches that are stale, damaged, unwritable or lying, index objects
+that supersede each other oddly, packs swapped or from another repository. Every case:
+no chunk a backup needs is lost, failures are clean (``IntegrityError`` naming the object,
+never ``sqlite3`` errors)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from strongroom.pipeline.encryption import PlainSealer
+from strongroom.pipeline.hashing import ChunkNamer
+from strongroom.repository import pack_index
+from strongroom.repository.pack_index import (
+    IndexCache,
+    IndexedPack,
+    IndexObject,
+    index_key,
+    list_index_ids,
+    write_index_objects,
+)
+from strongroom.repository.packs import PackEntry, encode_entries
+from strongroom.storage.memory import MemoryStorage
+
+NAMER = ChunkNamer(b"a" * 32)
+
+
+def _fake_pack(chunks: int) -> IndexedPack:
+    entries, offset = [], 9
+    for position in range(chunks):
+        entries.append(PackEntry(secrets.token_hex(32), offset, 100, 300, position))
+        offset += 100
+    return IndexedPack(secrets.token_hex(32), offset + 60, None, encode_entries(entries))
+
+
+class SlowIndexReads(MemoryStorage):
+    """Storage whose reads of index objects take ``delay`` seconds (a slow S3)."""
+
+    delay = 0.0
+
+    def get(self, key: str) -> bytes:
+        if key.startswith("index/"):
+            time.sleep(self.delay)
+        return super().get(key)
+
+
+# --- (a) a re-sync must never hide a chunk from readers in other threads -----------------
+def test_readers_in_other_threads_never_miss_a_chunk_while_the_cache_resyncs(
+    tmp_path: Path,
+) -> None:
+    storage = SlowIndexReads()
+    packs = [_fake_pack(50) for _ in range(4)]
+    old = write_index_objects(storage, packs[:2], PlainSealer(), NAMER.name)
+    old += write_index_objects(storage, packs[2:], PlainSealer(), NAMER.name)
+    cache = IndexCache(tmp_path / "c.sqlite", storage, PlainSealer())
+    assert cache.sync() == (2, 0)
+    chunk_ids = [e.chunk_id for p in packs for e in p.entries]
+    # a prune elsewhere rewrote the index: one new object supersedes both old ones
+    write_index_objects(storage, packs, PlainSealer(), NAMER.name, supersedes=old)
+    for index_id in old:
+        storage.delete(index_key(index_id))
+    storage.delay = 0.5
+    misses: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            misses.extend(c for c in chunk_ids[::7] if not cache.contains(c))
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    try:
+        assert cache.sync() == (1, 2)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert misses == [], f"{len(misses)} lookups missed a chunk the repository holds"
+    assert all(cache.contains(c) for c in chunk_ids)
+
+
+# --- (b) processes sharing one cache file: never "database is locked" --------------------
+@pytest.fixture()
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.5 s SQLite busy timeout, so that a wait that would end in "database is locked"
+    shows in a test in seconds rather than minutes."""
+    monkeypatch.setattr(pack_index, "CACHE_BUSY_TIMEOUT", 0.5)
+
+
+def test_a_long_loose_listing_in_one_process_does_not_lock_out_another(
+    tmp_path: Path, short_busy_timeout: None
+) -> None:
+    storage = MemoryStorage()
+    path = tmp_path / "shared.sqlite"
+    backup = IndexCache(path, storage, PlainSealer())  # the backup's process
+    other = IndexCache(path, storage, PlainSealer())  # `check` or a second backup
+    listing_started = threading.Event()
+    finish_listing = threading.Event()
+
+    def slow_listing() -> object:
+        yield secrets.token_hex(32)
+        listing_started.set()
+        finish_listing.wait(10)  # a listing of chunks/ on S3 takes minutes
+        yield secrets.token_hex(32)
+
+    lister = threading.Thread(target=backup.replace_loose, args=(slow_listing(),))
+    lister.start()
+    try:
+        assert listing_started.wait(5)
+        write_index_objects(storage, [_fake_pack(5)], PlainSealer(), NAMER.name)
+        started = time.monotonic()
+        assert other.sync() == (1, 0)  # raised sqlite3.OperationalError before the fix
+        assert time.monotonic() - started < 5
+    finally:
+        finish_listing.set()
+        lister.join()
+    assert backup.chunk_count() == 5
+
+
+def test_a_cache_another_process_keeps_locked_falls_back_to_a_private_one(
+    tmp_path: Path, short_busy_timeout: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = MemoryStorage()
+    path = tmp_path / "shared.sqlite"
+    IndexCache(path, storage, PlainSealer()).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a process stopped (SIGSTOP) inside a write
+    try:
+        pack = _fake_pack(4)
+        write_index_objects(storage, [pack], PlainSealer(), NAMER.name)
+        cache = IndexCache(path, storage, PlainSealer())
+        assert cache.sync() == (1, 0)
+        assert all(cache.contains(e.chunk_id) for e in pack.entries)
+        cache.replace_loose([secrets.token_hex(32)])
+        assert "index cache" in caplog.text
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+@pytest.mark.parametrize("damage", ["read-only file", "truncated", "garbage inside"])
+def test_a_cache_file_that_cannot_be_written_or_is_damaged_is_not_fatal(
+    tmp_path: Path, damage: str
+) -> None:
+    storage = MemoryStorage()
+    path = tmp_path / "c.sqlite"
+    packs = [_fake_pack(300) for _ in range(3)]
+    write_index_objects(storage, packs[:1], PlainSealer(), NAMER.name)
+    first = IndexCache(path, storage, PlainSealer())
+    first.sync()
+    first.close()
+    size = path.stat().st_size
+    if damage == "read-only file":
+        path.chmod(0o400)
+    elif damage == "truncated":
+        with open(path, "r+b") as file:
+            file.truncate(size // 2)
+    else:
+        data = bytearray(path.read_bytes())
+        for at in range(size // 3, size, 997):
+            data[at] ^= 0x55
+        path.write_bytes(bytes(data))
+    write_index_objects(storage, packs[1:], PlainSealer(), NAMER.name)
+    cache = IndexCache(path, storage, PlainSealer())
+    cache.sync()
+    assert all(cache.contains(e.chunk_id) for p in packs for e in p.entries)
+    assert cache.chunk_count() == 900
+    assert {p for p, _, _ in cache.packs()} == {p.pack_id for p in packs}
+
+
+def test_cache_dir_that_is_a_file_or_unwritable_uses_a_temporary_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(a_file))
+    path = pack_index.cache_path("r" * 16)
+    assert not str(path).startswith(str(a_file))
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(tmp_path / "does" / "not" / "exist"))
+    assert pack_index.cache_path("r" * 16).parent == tmp_path / "does/not/exist" / ("r" * 16)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(locked))
+        assert not str(pack_index.cache_path("r" * 16)).startswith(str(locked))
+
+
+def test_index_objects_superseding_each_other_in_a_cycle_all_count(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    packs = [_fake_pack(3) for _ in range(2)]
+    a = write_index_objects(storage, packs[:1], PlainSealer(), NAMER.name, ["0" * 64])[0]
+    b = write_index_objects(storage, packs[1:], PlainSealer(), NAMER.name, [a])[0]
+    # a names an id that is not b; now one naming b that lists a's pack again: a cycle
+    c = write_index_objects(storage, packs[:1], PlainSealer(), NAMER.name, [b, a])[0]
+    cache = IndexCache(tmp_path / "c.sqlite", storage, PlainSealer())
+    cache.sync()
+    assert cache.index_ids() == {a, b, c} == list_index_ids(storage)
+    assert all(cache.contains(e.chunk_id) for p in packs for e in p.entries)
+    assert cache.superseded_ids() >= {a, b}
+    assert IndexObject  # (imported for later cases)
