@@ -18,7 +18,10 @@ import pytest
 from strongroom.pipeline.encryption import PlainSealer
 from strongroom.pipeline.hashing import ChunkNamer
 from strongroom.repository import pack_index
+from strongroom.repository.keys import KeySource
+from strongroom.repository.manifest import Manifest
 from strongroom.repository.pack_index import (
+    CACHE_ENV,
     IndexCache,
     IndexedPack,
     IndexObject,
@@ -27,7 +30,12 @@ from strongroom.repository.pack_index import (
     write_index_objects,
 )
 from strongroom.repository.packs import PackEntry, encode_entries
+from strongroom.repository.repository import Repository
+from strongroom.services.check import check_repository
+from strongroom.services.prune import prune
+from strongroom.services.verify import verify_backup
 from strongroom.storage.memory import MemoryStorage
+from tests.services.test_prune_packs import SMALL_CHUNKS, _scene
 
 NAMER = ChunkNamer(b"a" * 32)
 
@@ -206,3 +214,67 @@ def test_index_objects_superseding_each_other_in_a_cycle_all_count(tmp_path: Pat
     assert all(cache.contains(e.chunk_id) for p in packs for e in p.entries)
     assert cache.superseded_ids() >= {a, b}
     assert IndexObject  # (imported for later cases)
+
+
+# --- prune must not trust the cache with anything it deletes -----------------------------
+def _repo(tmp_path: Path, cache: str = "cache") -> Repository:
+    os.environ[CACHE_ENV] = str(tmp_path / cache)
+    return Repository.open(STORES[tmp_path], KeySource(key_file=tmp_path / "k"))
+
+
+STORES: dict[Path, MemoryStorage] = {}
+
+
+@pytest.fixture()
+def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Repository, list[Manifest]]:
+    """Two targets and a shrunk one in one repository: Shop's first backup forgotten, so
+    its pack is mostly garbage (tests/services/test_prune_packs.py's scene)."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    storage = MemoryStorage()
+    STORES[tmp_path] = storage
+    Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
+    repo = _repo(tmp_path)
+    _, kept, second, _ = _scene(repo, tmp_path)
+    return repo, [kept, second]
+
+
+def _all_restore(repo: Repository, manifests: list[Manifest]) -> None:
+    for manifest in manifests:
+        assert verify_backup(repo, manifest, record=False).ok, manifest.backup_id
+    assert check_repository(repo, read_data=True).ok
+
+
+def _lie(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(sql)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        # rows lost: the second half of every pack's blobs
+        "DELETE FROM chunks WHERE position >= (SELECT COUNT(*) FROM chunks c2 "
+        "WHERE c2.pack_num = chunks.pack_num) / 2",
+        # rows moved: every chunk said to be in the first pack listed
+        "UPDATE OR IGNORE chunks SET pack_num = (SELECT MIN(num) FROM packs)",
+        # a whole pack forgotten (its index object still says it is cached)
+        "DELETE FROM packs WHERE num = (SELECT MAX(num) FROM packs)",
+    ],
+    ids=["rows-lost", "rows-moved", "pack-forgotten"],
+)
+def test_prune_with_a_cache_that_lies_loses_nothing(
+    scene: tuple[Repository, list[Manifest]], tmp_path: Path, lie: str
+) -> None:
+    repo, kept = scene
+    path = repo.chunks.index.path
+    repo.chunks.index.close()
+    _lie(path, lie)
+    liar = _repo(tmp_path)  # a new process on the lying cache
+    prune(liar)
+    fresh = _repo(tmp_path, "cache-fresh")  # another machine: no cache
+    _all_restore(fresh, kept)
+    again = prune(fresh)
+    assert again.packs_note is None
+    _all_restore(_repo(tmp_path, "cache-third"), kept)

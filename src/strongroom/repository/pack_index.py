@@ -48,9 +48,10 @@ import zstandard
 from strongroom.errors import IntegrityError, ObjectNotFound
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.repository.cache_files import CACHE_ENV as CACHE_ENV
-from strongroom.repository.cache_files import CACHE_FILE, is_locked, temp_cache_dir
+from strongroom.repository.cache_files import CACHE_FILE as CACHE_FILE
 from strongroom.repository.cache_files import CacheUnusable as CacheUnusable
 from strongroom.repository.cache_files import cache_path as cache_path
+from strongroom.repository.cache_files import is_locked, temp_cache_dir
 from strongroom.repository.layout import is_chunk_id
 from strongroom.repository.packs import ENTRY, ENTRY_SIZE, PackDamaged, PackEntry, decode_entries
 from strongroom.storage.base import Storage

@@ -201,6 +201,27 @@ def _run(
         plan = plan_packs(repo, referenced, stored, lock)  # consumes ``referenced``
         log.info("prune: %s", describe(plan, None))
     del referenced
+    try:
+        return _carry_out(repo, lock, workers, running, partial_file_age, stored, backups,
+                          loose_referenced, unreferenced, plan)  # fmt: skip
+    finally:
+        if plan is not None:
+            plan.close()  # its private index cache
+
+
+def _carry_out(
+    repo: Repository,
+    lock: RepositoryLock | None,
+    workers: int,
+    running: int,
+    partial_file_age: float,
+    stored: set[str],
+    backups: int,
+    loose_referenced: int,
+    unreferenced: set[str],
+    plan: PackPlan | None,
+) -> PruneReport:
+    storage = repo.storage
     if lock is None:
         sizes = _sizes(storage, unreferenced, workers)
         orphans = _orphans(storage, set(repo.backup_ids()))

@@ -52,10 +52,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zstandard
 
@@ -64,10 +67,13 @@ from strongroom.pipeline.encryption import Sealer
 from strongroom.repository.chunks import list_pack_ids
 from strongroom.repository.locks import EXCLUSIVE, LockObserver, RepositoryLock
 from strongroom.repository.pack_index import (
+    CACHE_FILE,
     INDEX_MAX_PACKS,
     ChunkLocation,
+    IndexCache,
     IndexDamaged,
     IndexedPack,
+    cache_path,
     index_key,
     list_index_ids,
     read_index_object,
@@ -96,6 +102,7 @@ KILL_POINTS = (
     "prune-pack-deleted",  # the first old pack is deleted
 )
 _MAX_CHUNK = 64 * 1024 * 1024  # decompressed size a chunk may claim (its frame says)
+_NO_INDEX: IndexCache = object.__new__(IndexCache)  # a PackPlan made without one
 
 
 def kill_point(step: str) -> None:
@@ -123,6 +130,14 @@ class PackPlan:
     unaccounted: int = 0  # referenced chunks in no pack that stays and not loose
     garbage_kept: int = 0  # blobs nothing references inside packs that stay (>= threshold)
     garbage_kept_bytes: int = 0
+    # the private index cache the plan was made from (``close`` removes it)
+    index: IndexCache = field(default_factory=lambda: _NO_INDEX, repr=False)
+
+    def close(self) -> None:
+        """Remove the private index cache."""
+        if self.index is not _NO_INDEX:
+            self.index.close()
+            shutil.rmtree(self.index.path.parent, ignore_errors=True)
 
     @property
     def note(self) -> str | None:
@@ -187,6 +202,27 @@ class PackOutcome:
     kept_damaged: list[str] = field(default_factory=list)  # repack skipped: a blob failed
 
 
+def _private_index(repo: Repository) -> IndexCache:
+    """A new index cache of this prune only, synced from ``index/``: prune decides what
+    to delete from what the index objects say, never from the shared cache (another
+    process, or a copy of this repository with the same id, may change that file
+    meanwhile; a damaged one may lie). Made beside the shared cache (same disk)."""
+    try:
+        folder = tempfile.mkdtemp(prefix="prune-", dir=cache_path(repo.config.repository_id).parent)
+    except OSError:
+        folder = tempfile.mkdtemp(prefix="strongroom-prune-")
+    index = IndexCache(
+        Path(folder) / CACHE_FILE, repo.storage, repo.keyring.sealer(for_reading=True)
+    )
+    try:
+        index.sync()
+    except BaseException:
+        index.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return index
+
+
 def other_prune_running(repo: Repository, lock: RepositoryLock | None) -> bool:
     """Whether an exclusive lock other than ``lock`` is live (no stale lock removed)."""
     own = None if lock is None else lock.key
@@ -201,10 +237,8 @@ def plan_packs(
     stays or is repacked are removed from it; ``loose`` are the version 1 chunk ids
     listed. Syncs the index cache first."""
     storage = repo.storage
-    store = repo.chunks
-    store.refresh_index()
-    index = store.index
-    plan = PackPlan()
+    index = _private_index(repo)
+    plan = PackPlan(index=index)
     plan.other_prune = lock is not None and other_prune_running(repo, lock)
     index_ids = index.index_ids()
     plan.index_ids = tuple(sorted(index_ids))
@@ -267,12 +301,12 @@ def plan_packs(
 
 
 def _verified_frames(
-    repo: Repository, pack_id: str, live: Iterable[int]
+    repo: Repository, index: IndexCache, pack_id: str, live: Iterable[int]
 ) -> list[tuple[str, bytes, int]]:
     """``(chunk id, zstd frame, plaintext length)`` of the live blobs of one pack, each
     opened and re-hashed; raises ``ChunkDamaged``/``PackDamaged``/``ObjectNotFound``."""
     data = repo.storage.get(pack_key_name(pack_id))
-    by_position = {e.position: e for e in repo.chunks.index.pack_entries(pack_id)}
+    by_position = {e.position: e for e in index.pack_entries(pack_id)}
     decompressor = zstandard.ZstdDecompressor()
     out = []
     for position in live:
@@ -293,11 +327,13 @@ def _verified_frames(
     return out
 
 
-def _indexed(repo: Repository, sealer: Sealer, pack_id: str, size: int) -> IndexedPack:
+def _indexed(
+    repo: Repository, index: IndexCache, sealer: Sealer, pack_id: str, size: int
+) -> IndexedPack:
     """A surviving pack as the new index lists it: its entries re-encoded from the cache,
     or, when the cache's positions are not 0..n-1 (a chunk twice in one pack: the cache
     keeps one row per chunk and pack), read from the pack's own header."""
-    entries: list[ChunkLocation] = repo.chunks.index.pack_entries(pack_id)
+    entries: list[ChunkLocation] = index.pack_entries(pack_id)
     if [e.position for e in entries] == list(range(len(entries))):
         chunks = b"".join(
             ENTRY.pack(bytes.fromhex(e.chunk_id), e.offset, e.length, e.raw_length) for e in entries
@@ -368,7 +404,7 @@ def run_pack_plan(
         for pack_id, (size, live) in sorted(plan.repack.items()):
             lock.ensure_held()
             try:
-                frames = _verified_frames(repo, pack_id, live)
+                frames = _verified_frames(repo, plan.index, pack_id, live)
             except (ChunkDamaged, PackDamaged, ObjectNotFound) as exc:
                 log.warning("prune keeps pack %s as it is: %s", pack_id, exc)
                 outcome.kept_damaged.append(pack_id)
@@ -386,10 +422,10 @@ def run_pack_plan(
         if writer is not None and writer.count:
             seal(writer)
         storage.sync()  # new packs durable before an index lists them
-        sizes = {p: s for p, _, s in repo.chunks.index.packs()}
+        sizes = {p: s for p, _, s in plan.index.packs()}
         for pack_id in sorted(survivors):
             lock.ensure_held()
-            index.add(_indexed(repo, sealer, pack_id, sizes[pack_id]))
+            index.add(_indexed(repo, plan.index, sealer, pack_id, sizes[pack_id]))
         lock.ensure_held()
         index.flush()
         storage.sync()
