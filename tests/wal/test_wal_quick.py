@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -163,16 +164,20 @@ def test_push_killed_mid_copy_leaves_no_segment_and_its_retry_spools_it(
     quick: dict[str, Path],
 ) -> None:
     """SIGKILL and SIGTERM while the quick path copies (a 256 MiB file under a segment's
-    name, with --stream: no header check): PostgreSQL sees a failure (killed; exit 143
-    with one error line), no file is under the segment's name (a temp file SIGKILL left is
-    no WAL name: never uploaded), and the retry spools the whole file."""
+    name, its header stating 256 MiB segments; with --stream: no system identifier
+    check): PostgreSQL sees a failure (killed; exit 143 with one error line), no file is
+    under the segment's name (a temp file SIGKILL left is no WAL name: never uploaded),
+    and the retry spools the whole file."""
     q = quick
     big = 1 << 28
     assert _push(q, _name(32), segment(_name(32)), "--stream", "s").returncode == 0  # records
+    # a long page header stating 256 MiB segments (a segment's size must be its header's)
+    head = struct.pack("=HHIQIIQII", 0xD110, 0x0002, 1, 0, 0, 0, SYSID, big, 8192)
+    head = head.ljust(8192, b"\x01")
     for n, signum in ((33, signal.SIGKILL), (34, signal.SIGTERM)):
         source = q["data"] / "pg_wal" / _name(n)
         with source.open("wb") as handle:
-            handle.write(b"\x01" * 8192)
+            handle.write(head)
             handle.truncate(big)
         folder = q["spool"] / "s"
         proc = subprocess.Popen(
@@ -202,7 +207,7 @@ def test_push_killed_mid_copy_leaves_no_segment_and_its_retry_spools_it(
         assert retry.returncode == 0, retry.stderr
         assert (folder / _name(n)).stat().st_size == big
         with (folder / _name(n)).open("rb") as handle:
-            assert handle.read(8192) == b"\x01" * 8192
+            assert handle.read(8192) == head
         (folder / _name(n)).unlink()
         source.unlink()
     waiting = run_cli_alone("wal-upload", "--once", "--config", str(q["config"]), cwd=q["tmp"])

@@ -125,5 +125,6 @@ def wal_upload_cmd(
     typer.echo(f"uploaded {report.uploaded} WAL file(s) ({report.bytes} bytes)")
     if report.conflicts:
         raise IntegrityError(
-            f"left in the spool, archived with other content: {', '.join(report.conflicts)}"
+            f"left in the spool, archived with other content: {', '.join(report.conflicts)} "
+            "(or refused by the archive: the lines above say why)"
         )

@@ -17,12 +17,14 @@ holds no secret, only a digest.
 
 It takes only the plain case: the stream's folder and the 4 KiB status file exist, no
 push failure is recorded, the file is not spooled already, the name and the segment's
-header check out, the copy succeeds. Anything else (and a first push, or a first push
-after any input changed) returns without a trace (a temp file is removed), and
-``cli.wal_fast`` does the whole push: its error lines, exit codes and status records are
-the only ones. Signals are handled as ``interrupts`` does (128 + N, the temp file
-removed, one ``error:`` line); the temp folder is not swept here (every other command
-does it; a push into the spool leaves nothing there).
+header check out (a segment's header states the file's size; a ``.history`` always goes
+the whole way, where its content is checked), the copy succeeds (it never replaces a
+file: a push of the same name that got there first is compared there). Anything else
+(and a first push, or a first push after any input changed) returns without a trace (a
+temp file is removed), and ``cli.wal_fast`` does the whole push: its error lines, exit
+codes and status records are the only ones. Signals are handled as ``interrupts`` does
+(128 + N, the temp file removed, one ``error:`` line); the temp folder is not swept here
+(every other command does it; a push into the spool leaves nothing there).
 """
 
 from __future__ import annotations
@@ -179,7 +181,10 @@ def remember(key: str, spool: str) -> None:
     if folder is None:
         from strongroom import tempfiles
 
-        tempfiles.private_dir()  # creates the folder (0700, this user's)
+        try:
+            tempfiles.private_dir()  # creates the folder (0700, this user's)
+        except OSError:  # (no usable temp folder: the push itself must not fail for it)
+            return
         folder = _records()
         if folder is None:
             return
@@ -235,6 +240,15 @@ def header_system_identifier(head: bytes) -> int | None:
     return sysid
 
 
+def header_segment_size(head: bytes) -> int | None:
+    """``engines.postgresql.wal.segment_size`` of a segment's first 40 bytes: the
+    segment size its long page header states (a power of two, 1 MiB to 1 GiB)."""
+    if header_system_identifier(head) is None:
+        return None
+    size = int.from_bytes(head[32:36], sys.byteorder)
+    return None if size < (1 << 20) or size > (1 << 30) or size & (size - 1) else size
+
+
 def _control_system_identifier() -> int | None:
     try:
         with open(os.path.join("global", "pg_control"), "rb") as handle:
@@ -265,7 +279,7 @@ def push(args: WalArgs, spool: str) -> bool:
     path = args.arguments[0]
     name = os.path.basename(path)
     kind = wal_kind(name)
-    if kind is None or not _status_clear(spool):
+    if kind in (None, "history") or not _status_clear(spool):  # (a history: checked there)
         return False
     stream, system_identifier = args.get("--stream"), None
     if stream is None:
@@ -288,12 +302,18 @@ def push(args: WalArgs, spool: str) -> bool:
     except OSError:
         return False
     try:
-        if system_identifier is not None and kind in ("segment", "partial"):
-            found = header_system_identifier(os.pread(source, 40, 0))
-            if (found is None and kind == "segment") or found not in (None, system_identifier):
-                return False
-        durable_copy(source, os.fstat(source).st_size, folder, name)
-    except OSError:
+        info = os.fstat(source)
+        if info.st_mode & 0o170000 != 0o100000:  # no regular file
+            return False
+        head = os.pread(source, 40, 0)
+        if kind == "segment" and header_segment_size(head) != info.st_size:
+            return False  # no header, or cut: refused there (wal_spool._check_file)
+        found = header_system_identifier(head)  # a partial's may be missing, not another's
+        allowed = (system_identifier,) if kind == "segment" else (None, system_identifier)
+        if system_identifier is not None and kind != "backup" and found not in allowed:
+            return False
+        durable_copy(source, info.st_size, folder, name)
+    except OSError:  # (FileExistsError: another push was quicker; there, it is compared)
         return False
     finally:
         os.close(source)

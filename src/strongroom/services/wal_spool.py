@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strongroom.engines.postgresql.wal import (
+    WalFileName,
+    WalMismatch,
+    check_history_file,
     check_segment_belongs,
     control_system_identifier,
     parse_wal_name,
+    segment_size,
     stream_name,
 )
 from strongroom.errors import IntegrityError, StorageError, StrongroomError
@@ -132,37 +137,78 @@ class SpoolPush:
     stored: bool  # False: the same content was spooled already
 
 
+def _check_file(wal: WalFileName, fd: int, size: int, system_identifier: int | None) -> None:
+    """A direct push's checks, made before the file is spooled (spooled, a file the
+    uploader refuses returned 0 to PostgreSQL, never reached the repository and stopped
+    the upload of every file after it): the header against ``system_identifier`` when
+    known, a ``.history`` that is a timeline history; and one more: a segment starts
+    with a valid long page header stating the file's size, also with ``--stream`` (an
+    empty, cut or padded copy under a segment's name). ``WalMismatch`` (exit 7)."""
+    head = os.pread(fd, 8192, 0)
+    if system_identifier is not None:
+        check_segment_belongs(wal, head, system_identifier)
+    if wal.kind == "segment":
+        stated = segment_size(head)
+        if stated is None:
+            raise WalMismatch(f"WAL file {wal.name} has no valid page header: not archived")
+        if stated != size:
+            raise WalMismatch(
+                f"WAL file {wal.name} is {size} bytes, its header says segments of {stated} "
+                "bytes (a cut or padded copy?): not archived"
+            )
+    elif wal.kind == "history":
+        check_history_file(wal, os.pread(fd, max(size, 1), 0))
+
+
+def _same(target: Path, source: Path, size: int) -> bool:
+    return target.stat().st_size == size and target.read_bytes() == source.read_bytes()
+
+
 def spool_push(
     spool: Path, stream: str, name: str, source: Path, system_identifier: int | None
 ) -> SpoolPush:
     """Copy the file at ``source`` to ``<spool>/<stream>/<name>`` durably (temp file,
-    kernel copy, fsync, rename, fsync folder; the header checked against
-    ``system_identifier`` when known). The same content spooled already: success without
-    writing; other content: ``SpoolConflict`` (exit 7). A full or unwritable spool:
-    ``SpoolError`` (exit 6), recorded in the status file for health."""
+    kernel copy, fsync, link, fsync folder; the file checked first as a direct push
+    checks it: ``_check_file``). The same content spooled already: success without
+    writing; other content: ``SpoolConflict`` (exit 7), also when another push of the
+    name got there first while this one copied. A full or unwritable spool:
+    ``SpoolError`` (exit 6), recorded in the status file for health. ``source``
+    unreadable or no regular file: exit 1, the spool's status untouched."""
     wal = parse_wal_name(name)
     try:
         fd = os.open(source, os.O_RDONLY)
     except OSError as exc:
         raise StrongroomError(f"cannot read {source}: {exc.strerror or exc}") from exc
     try:
-        size = os.fstat(fd).st_size
-        if system_identifier is not None:
-            check_segment_belongs(wal, os.pread(fd, 8192, 0), system_identifier)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StrongroomError(f"cannot read {source}: not a regular file")
+        size = info.st_size
+        try:
+            _check_file(wal, fd, size, system_identifier)
+        except OSError as exc:
+            raise StrongroomError(f"cannot read {source}: {exc.strerror or exc}") from exc
         folder = spool / stream
         target = folder / wal.name
+        conflict = SpoolConflict(
+            f"{wal.name} is already in the WAL spool {spool} with different content: "
+            "refusing to replace it (two clusters archiving into one stream?)"
+        )
         try:
             prepare(spool)
             folder.mkdir(mode=0o700, exist_ok=True)
             if target.exists():
-                if target.stat().st_size == size and target.read_bytes() == source.read_bytes():
-                    fsync_dir(folder)  # a push whose folder fsync failed left it renamed
+                if _same(target, source, size):
+                    fsync_dir(folder)  # a push whose folder fsync failed left it linked
                     return SpoolPush(target, False)
-                raise SpoolConflict(
-                    f"{wal.name} is already in the WAL spool {spool} with different content: "
-                    "refusing to replace it (two clusters archiving into one stream?)"
-                )
-            _write(fd, size, folder, target)
+                raise conflict
+            try:
+                _write(fd, size, folder, target)
+            except FileExistsError:  # another push of this name was quicker
+                if _same(target, source, size):
+                    fsync_dir(folder)
+                    return SpoolPush(target, False)
+                raise conflict from None
         except OSError as exc:
             why = _why(exc)
             failed = {"time": _now(), "file": wal.name, "error": why, "stream": stream}
@@ -281,7 +327,7 @@ def sweep_temps(spool: Path, older_than: float = 3600.0) -> int:
 @dataclass(frozen=True)
 class UploadReport:
     uploaded: int  # files archived (or found archived already) and removed from the spool
-    conflicts: list[str]  # files left in the spool: archived with other content
+    conflicts: list[str]  # left in the spool: archived with other content, or refused
     bytes: int  # bytes of the files moved
 
 
@@ -305,7 +351,8 @@ def upload_lock(spool: Path, wait: bool = True) -> Iterator[bool]:
 def upload(spool: Path, archive: LogArchive, stop: threading.Event | None = None) -> UploadReport:
     """Move every waiting file into the repository through ``archive`` (the same
     ``LogArchive.push`` as a direct ``wal-push``: durable before it returns), deleting each
-    from the spool only then. A file archived with other content stays in the spool and
+    from the spool only then. A file archived with other content (or refused: a file an
+    older version spooled unchecked) stays in the spool, the others go on, and it
     is recorded (health reports it); storage failures propagate after recording."""
     from strongroom.repository.logs import LogConflict
     from strongroom.services.wal import archive_wal
@@ -323,7 +370,7 @@ def upload(spool: Path, archive: LogArchive, stop: threading.Event | None = None
                 continue
             try:  # the header was checked when it was spooled
                 archive_wal(archive, item.stream, parse_wal_name(item.name), data, None)
-            except LogConflict as exc:
+            except (LogConflict, WalMismatch) as exc:  # this file's: the others go on
                 conflicts.append(f"{item.stream}/{item.name}")
                 log.error("%s", exc.message)
                 continue
@@ -451,7 +498,10 @@ def spool_health(
     conflicts = status.get("conflicts")
     if isinstance(conflicts, list) and conflicts:
         level = "critical"
-        reasons.append(f"archived with other content, left in the spool: {', '.join(conflicts)}")
+        reasons.append(
+            "archived with other content (or refused by the archive), left in the spool: "
+            + ", ".join(conflicts)
+        )
     upload_failed = status.get("upload_failed")
     if isinstance(upload_failed, dict):
         level = "critical" if level == "critical" else "warning"
