@@ -410,3 +410,37 @@ def test_other_content_under_a_name_already_uploaded_is_refused(quick: dict[str,
     assert _spooled(q) == []
     other = _push(q, name, segment(name, seed=2))
     assert other.returncode == 7, other.stderr
+
+
+# --- several clusters on one host ------------------------------------------------------------
+def test_nine_clusters_on_one_host_all_keep_the_quick_path(quick: dict[str, Path]) -> None:
+    """One OS user archiving nine clusters (nine data directories, so nine records) into
+    one spool, round robin: each record was written once and the eight newest kept, so
+    every push evicted the record the next cluster needed and none took the quick path
+    again (each paid the whole path's ~40 ms of CPU more). Now the second round is quick
+    for all of them."""
+    q = quick
+    clusters = []
+    for i in range(9):
+        sysid = SYSID + 100 + i
+        datadir = q["tmp"] / f"cluster{i}"
+        (datadir / "global").mkdir(parents=True)
+        (datadir / "pg_wal").mkdir()
+        (datadir / "global" / "pg_control").write_bytes(sysid.to_bytes(8, "little") + bytes(8))
+        clusters.append((datadir, sysid))
+    paths = []
+    for round_ in range(2):
+        for datadir, sysid in clusters:
+            name = _name(round_ + 1)
+            (datadir / "pg_wal" / name).write_bytes(_sized(name, 1 << 20, sysid=sysid))
+            result = subprocess.run(
+                [sys.executable, "-c", PROBE, "wal-push", "--config", str(q["config"]),
+                 f"pg_wal/{name}"],
+                env=_env(q), cwd=datadir, capture_output=True, text=True, timeout=120,
+                check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            paths.append(_path(result))
+            spooled = q["spool"] / f"postgresql-{sysid}" / name
+            assert spooled.read_bytes() == _sized(name, 1 << 20, sysid=sysid)
+    assert paths == ["whole"] * 9 + ["quick"] * 9

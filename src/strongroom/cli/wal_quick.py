@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # (typing: ~8 ms to import)
 
 VERSION = "strongroom wal-push settings 1"
 CACHE_PREFIX = "wal-push-"
-CACHE_KEEP = 8  # records kept per user (several clusters, several settings)
+CACHE_KEEP = 64  # records kept per user (several clusters, several settings: with 8,
+# a ninth cluster pushing round robin evicted the record the next one needed, and so on)
 STATUS_SIZE = 4096  # bytes: services.wal_spool.STATUS_SIZE
 CONFIG_VARIABLE = "STRONGROOM_CONFIG"
 CONFIG_FILE = "strongroom.toml"
