@@ -18,6 +18,7 @@ import pytest
 from strongroom.pipeline.encryption import PlainSealer
 from strongroom.pipeline.hashing import ChunkNamer
 from strongroom.repository import pack_index
+from strongroom.repository.chunks import list_pack_ids
 from strongroom.repository.keys import KeySource
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.pack_index import (
@@ -29,9 +30,10 @@ from strongroom.repository.pack_index import (
     list_index_ids,
     write_index_objects,
 )
-from strongroom.repository.packs import PackEntry, encode_entries
+from strongroom.repository.packs import PackEntry, encode_entries, pack_key_name
 from strongroom.repository.repository import Repository
 from strongroom.services.check import check_repository
+from strongroom.services.index_rebuild import rebuild_index
 from strongroom.services.prune import prune
 from strongroom.services.verify import verify_backup
 from strongroom.storage.memory import MemoryStorage
@@ -278,3 +280,35 @@ def test_prune_with_a_cache_that_lies_loses_nothing(
     again = prune(fresh)
     assert again.packs_note is None
     _all_restore(_repo(tmp_path, "cache-third"), kept)
+
+
+def _flip_pack(repo: Repository, pack_id: str, at: int) -> None:
+    key = pack_key_name(pack_id)
+    data = bytearray(repo.storage.get(key))
+    data[at % len(data)] ^= 0x01
+    repo.storage.put(key, bytes(data))
+
+
+@pytest.mark.parametrize("at", [100, -20], ids=["key-stanza", "header"])
+def test_index_rebuild_keeps_the_listing_of_a_pack_whose_own_header_does_not_read(
+    scene: tuple[Repository, list[Manifest]], tmp_path: Path, at: int
+) -> None:
+    """A flipped byte in a pack's key stanza or header: the index still holds the pack
+    key and entries, so every blob reads. `index rebuild` cannot read that pack; it
+    must not throw away the only listing of it (the old index objects)."""
+    repo, kept = scene
+    victim = sorted(list_pack_ids(repo.storage))[0]
+    _flip_pack(repo, victim, at)
+    for manifest in kept:
+        assert verify_backup(repo, manifest, record=False).ok
+    report = rebuild_index(repo, wait=0)
+    assert report.skipped == [] and report.packs == len(set(list_pack_ids(repo.storage)))
+    fresh = _repo(tmp_path, "cache-after-rebuild")
+    for manifest in kept:
+        assert verify_backup(fresh, manifest, record=False).ok, "rebuild lost the pack key"
+    prune(fresh)
+    assert victim in set(list_pack_ids(repo.storage)) or all(
+        verify_backup(fresh, m, record=False).ok for m in kept
+    )
+    for manifest in kept:
+        assert verify_backup(_repo(tmp_path, "cache-3"), manifest, record=False).ok

@@ -9,25 +9,31 @@ found at the start, then (once durable) those are deleted. It runs under the exc
 lock, as prune does, so no backup is between its packs and its index meanwhile.
 
 A pack that cannot be read (truncated, bad magic, a stanza or header that does not open)
-is left out and named in the report; its chunks stay unknown (``check`` reports the
-referenced ones). Memory: the entries of at most ``INDEX_MAX_PACKS`` packs at a time.
+keeps the listing an old index object that still reads holds for it (its blobs may all
+read through it: the index holds the pack key and the entries); without one it is left out
+and named in the report, its chunks unknown (``check`` reports the referenced ones). A
+storage error stops the rebuild before any old index object is deleted. Memory: the
+entries of at most ``INDEX_MAX_PACKS`` packs at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from strongroom.errors import ObjectNotFound, StorageError
+from strongroom.errors import ObjectNotFound
 from strongroom.pipeline.encryption import Sealer
 from strongroom.repository.chunks import list_pack_ids
 from strongroom.repository.locks import DEFAULT_TTL, PRUNE_WAIT, acquire_exclusive
 from strongroom.repository.pack_index import (
     INDEX_MAX_PACKS,
+    IndexDamaged,
     IndexedPack,
     index_key,
     list_index_ids,
+    read_index_object,
     write_index_objects,
 )
 from strongroom.repository.packs import (
@@ -85,6 +91,21 @@ def read_pack_listing(storage: Storage, sealer: Sealer, pack_id: str) -> Indexed
     return IndexedPack(pack_id, size, pack_key, header)
 
 
+def _old_listings(
+    storage: Storage, sealer: Sealer, index_ids: tuple[str, ...], wanted: set[str]
+) -> Iterator[IndexedPack]:
+    """The listings of ``wanted`` packs in the index objects ``index_ids`` that still
+    read (one object in memory at a time)."""
+    if not wanted:
+        return
+    for index_id in index_ids:
+        try:
+            index = read_index_object(storage, index_id, sealer)
+        except (ObjectNotFound, IndexDamaged):
+            continue
+        yield from (pack for pack in index.packs if pack.pack_id in wanted)
+
+
 def rebuild_index(
     repo: Repository, *, wait: float = PRUNE_WAIT, ttl: float = DEFAULT_TTL
 ) -> RebuildReport:
@@ -107,20 +128,36 @@ def rebuild_index(
             )
             group.clear()
 
-        for pack_id in sorted(set(list_pack_ids(storage))):
-            try:
-                pack = read_pack_listing(storage, sealer, pack_id)
-            except ObjectNotFound:
-                continue
-            except (PackDamaged, StorageError) as exc:
-                report.skipped.append(exc.message)
-                log.warning("index rebuild leaves out %s", exc.message)
-                continue
+        def add(pack: IndexedPack) -> None:
             group.append(pack)
             report.packs += 1
             report.chunks += len(pack.chunks) // ENTRY_SIZE
             if len(group) >= INDEX_MAX_PACKS:
                 flush()
+
+        unread: dict[str, str] = {}  # pack id -> why its own header does not read
+        for pack_id in sorted(set(list_pack_ids(storage))):
+            try:
+                pack = read_pack_listing(storage, sealer, pack_id)
+            except ObjectNotFound:
+                continue
+            except PackDamaged as exc:  # a StorageError stops the rebuild: run it again
+                unread[pack_id] = exc.message
+                continue
+            add(pack)
+        # a pack whose key stanza or header does not read may still read through the
+        # listing an old index object holds (its key and entries): keep that listing
+        for pack in _old_listings(storage, sealer, old, set(unread)):
+            if unread.pop(pack.pack_id, None) is not None:
+                log.warning(
+                    "index rebuild keeps the old index's listing of pack %s (its own key "
+                    "stanza or header does not read: `check --read-data` names it)",
+                    pack.pack_id,
+                )
+                add(pack)
+        for message in unread.values():
+            report.skipped.append(message)
+            log.warning("index rebuild leaves out %s", message)
         if group:
             flush()
         storage.sync()
