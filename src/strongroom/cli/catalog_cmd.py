@@ -24,7 +24,7 @@ from strongroom.repository.names import printable
 from strongroom.repository.repository import DamagedBackup, Repository
 from strongroom.services import records
 from strongroom.services.records import VerificationRecord, VerificationStatus
-from strongroom.services.wal_status import wal_status
+from strongroom.services.wal_status import target_summary, wal_status
 
 KIND_NAMES = {"read": "read", "restore": "drill"}  # what the VERIFIED column calls a kind
 
@@ -121,7 +121,11 @@ def list_backups(
     backups, damaged = listing.backups, listing.damaged
     verified = records.verification_statuses(repository)
     if as_json:
-        entries = [manifest_summary(m, verified.get(m.backup_id)) for m in backups]
+        wal = _wal_of(repository, backups)
+        entries = [
+            {**manifest_summary(m, verified.get(m.backup_id)), "wal": wal.get(m.target)}
+            for m in backups
+        ]
         entries += [damaged_summary(found) for found in damaged]
         _print_json(entries)
         return
@@ -162,6 +166,17 @@ def list_backups(
     stdout.print(table)
     if any(m.is_base_backup for m in backups):
         _print_wal(repository, sorted({m.target for m in backups if m.is_base_backup}))
+
+
+def _wal_of(repository: Repository, backups: list[Manifest]) -> dict[str, dict[str, Any] | None]:
+    """``list --json``'s ``wal`` of each entry: the WAL of its target's base backups
+    (``wal_status.target_summary``: the same object on each entry of the target), ``null``
+    for a target without base backups."""
+    targets = sorted({m.target for m in backups if m.is_base_backup})
+    if not targets:
+        return {}
+    status = wal_status(repository)
+    return {target: target_summary(status.for_target(target)) for target in targets}
 
 
 def _print_wal(repository: Repository, targets: list[str]) -> None:

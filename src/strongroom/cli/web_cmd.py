@@ -86,7 +86,11 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
     service_db: ServiceDbOption = None,
     no_scheduler: Annotated[
-        bool, typer.Option("--no-scheduler", help="Serve only; do not run scheduled jobs.")
+        bool,
+        typer.Option(
+            "--no-scheduler",
+            help="Serve only: no scheduled jobs, and no uploader for the [wal] spool.",
+        ),
     ] = False,
     secure_cookies: Annotated[
         bool,

@@ -16,6 +16,8 @@ EventKind = Literal[
     "size_changed",
     "verify_failed",
     "hook_failed",  # a post_backup hook failed after the backup was complete (it is kept)
+    "wal_lagging",  # WAL archiving lags past [wal] recovery_point (services/wal_alerts.py)
+    "wal_gap",  # WAL a retained base backup needs is missing
     "test",
 ]
 DetailValue = str | int | float | None
@@ -115,6 +117,14 @@ class Event:
             return f"strongroom: backup size of {t} changed{by}"
         if self.kind == "verify_failed":
             return f"strongroom: verification of {t} FAILED"
+        if self.kind == "wal_lagging":
+            lag = self.details.get("lag_seconds")
+            behind = f" ({lag / 60:.1f} min behind)" if isinstance(lag, int | float) else ""
+            if not behind and self.details.get("last_segment", "") is None:
+                behind = " (no WAL archived)"
+            return f"strongroom: WAL archiving of {t} LAGS{behind}"
+        if self.kind == "wal_gap":
+            return f"strongroom: WAL of {t} has a GAP"
         if self.kind == "hook_failed":
             hook = self.details.get("hook")
             return f"strongroom: {hook or 'a'} hook of {t} FAILED"

@@ -3,12 +3,13 @@ drills; notify; write metrics. One tick at a time, in the foreground."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -35,14 +36,21 @@ from strongroom.repository.runs import (
 )
 from strongroom.repository.verifications import verification_statuses
 from strongroom.retention import is_regular
-from strongroom.services.alerts import NO_GOOD_BACKUP, StaleAlerts
+from strongroom.services.alerts import (
+    NO_GOOD_BACKUP,
+    STALE_PREFIX,
+    alert_once,
+    clear_alert,
+    open_alerts,
+)
 from strongroom.services.backup import BackupRun, record_backup_run, recorded_backup
 from strongroom.services.health import evaluate_target
 from strongroom.services.hooks import hooks_of
 from strongroom.services.metrics import build_registry, write_metrics_file
 from strongroom.services.notifications import backup_failed_event, notify_backup
 from strongroom.services.schedule import Job, interval_of, jobs_of, latest_due, next_run
-from strongroom.services.wal_status import wal_status
+from strongroom.services.wal_alerts import check_wal_alerts
+from strongroom.services.wal_status import WalStatus, wal_status
 
 log = logging.getLogger("strongroom.daemon")
 
@@ -203,7 +211,8 @@ class Daemon:
             records.append(record)
             mark_done(self.repo.storage, claim, record)
         self._check_staleness(now)
-        self.write_metrics()
+        wal = self._check_wal(now)
+        self.write_metrics(wal)
         return records
 
     def _valid_target(self, job: Job) -> bool:
@@ -398,11 +407,7 @@ class Daemon:
         manifests = self.repo.list_backups()
         runs = runs_of(self.repo.storage)
         verifications = verification_statuses(self.repo.storage)
-        alerts: StaleAlerts | None = None
-        try:
-            alerts = StaleAlerts(self.repo.storage)
-        except StrongroomError as exc:
-            self._bookkeeping_failed(exc)
+        alerts = open_alerts(self.repo.storage, STALE_PREFIX)
         for name, target in sorted(self.settings.targets.items()):
             interval = interval_of(list(target.schedule.values()), now, self.settings.timezone)
             health = evaluate_target(
@@ -411,32 +416,29 @@ class Daemon:
             limit = interval + self.settings.grace
             age = health.newest_age_seconds
             if age is not None and age <= limit.total_seconds():
-                if alerts is not None:
-                    try:
-                        alerts.clear(name)
-                    except StrongroomError as exc:
-                        self._bookkeeping_failed(exc)
+                clear_alert(alerts, STALE_PREFIX, name)
                 continue
+            event = stale_event(name, health.newest_backup_id, age, limit)
             condition = health.newest_backup_id or NO_GOOD_BACKUP
-            recorded = False
-            if alerts is not None:
-                try:
-                    if not alerts.first_alert(name, condition):
-                        continue  # sent before (by this or another scheduler)
-                    recorded = True
-                except StrongroomError as exc:  # not known whether it was sent: send
-                    self._bookkeeping_failed(exc)
-            delivered = self._notify(stale_event(name, health.newest_backup_id, age, limit))
-            if recorded and not delivered and alerts is not None:
-                try:  # no channel took it: the next pass sends it again
-                    alerts.withdraw(name, condition)
-                except StrongroomError as exc:
-                    self._bookkeeping_failed(exc)
+            alert_once(alerts, STALE_PREFIX, name, condition, partial(self._notify, event))
 
-    def _bookkeeping_failed(self, exc: StrongroomError) -> None:
-        """The sent stale alerts could not be read or written: no job fails for that, the
-        alert is sent (a repeat is better than silence), and it is logged."""
-        log.error("stale alert bookkeeping failed (alerts are sent anyway): %s", exc.message)
+    def _check_wal(self, now: datetime) -> WalStatus | None:
+        """The WAL of the targets with base backups: alert once per change of state when
+        archiving lags past ``[wal] recovery_point`` (``on_stale``) or WAL has a gap
+        (``on_failure``); ``services/wal_alerts.py``. The status, for the metrics; a
+        repository that cannot tell is logged (no job fails for it)."""
+        if self.notifier is None and self.metrics_file is None:
+            return None  # nobody to tell
+        try:
+            manifests = self.repo.list_backups()
+            if not any(m.is_base_backup for m in manifests):
+                return None
+            status = wal_status(self.repo, now=now)
+            check_wal_alerts(self.repo.storage, self.settings, manifests, status, now, self._notify)
+        except StrongroomError as exc:
+            log.error("WAL status could not be checked: %s", exc.message)
+            return None
+        return status
 
     def _notify(self, event: Event) -> bool:
         """Send ``event``; False when there are channels and none of them accepted it."""
@@ -449,15 +451,16 @@ class Daemon:
         results = self.notifier.notify(event)
         return not results or any(r.ok for r in results)
 
-    def write_metrics(self) -> None:
+    def write_metrics(self, wal: WalStatus | None = None) -> None:
+        """The metrics file (``--metrics-file``); ``wal``: the pass's WAL status, when
+        it has one."""
         if self.metrics_file is None:
             return
         manifests = self.repo.list_backups()
+        if wal is None and any(m.is_base_backup for m in manifests):
+            wal = wal_status(self.repo)
         registry = build_registry(
-            manifests,
-            runs_of(self.repo.storage),
-            verification_statuses(self.repo.storage),
-            wal_status(self.repo) if any(m.is_base_backup for m in manifests) else None,
+            manifests, runs_of(self.repo.storage), verification_statuses(self.repo.storage), wal
         )
         write_metrics_file(self.metrics_file, registry)
 
@@ -471,19 +474,34 @@ class Daemon:
         wait = (min(upcoming) - now).total_seconds()
         return max(1.0, min(MAX_SLEEP, wait + random.uniform(0, 2)))  # noqa: S311 (jitter)
 
+    @contextlib.contextmanager
+    def wal_uploader(self) -> Iterator[threading.Thread | None]:
+        """While the scheduler runs (``run`` and ``serve`` alike): with ``[wal] spool``,
+        the uploader that empties the spool into the repository (``wal_spool.Uploader``,
+        a pass every second). On the way out ``stop`` is set and the uploader joined: the
+        pass under way finishes the file it is moving (a file is deleted from the spool
+        only once archived) and leaves the rest for the next start."""
+        if not self.settings.wal.spool:
+            yield None
+            return
+        from strongroom.services.wal_spool import Uploader
+
+        spool = Path(self.settings.wal.spool).expanduser()
+        uploader = Uploader(spool, self.repo, self.stop)
+        uploader.start()
+        log.info("WAL spool %s: uploading what waits there every second", spool)
+        try:
+            yield uploader
+        finally:
+            self.stop.set()
+            uploader.join()
+
     def run_forever(self) -> None:
         log.info("strongroom run: %d jobs, time zone %s", len(self.jobs), self.settings.timezone)
-        uploader = None
-        if self.settings.wal.spool:  # [wal] spool: empty it while the scheduler runs
-            from strongroom.services.wal_spool import Uploader
-
-            uploader = Uploader(Path(self.settings.wal.spool).expanduser(), self.repo, self.stop)
-            uploader.start()
-        while not self.stop.is_set():
-            self.tick()
-            self.stop.wait(self.seconds_until_next())
-        if uploader is not None:
-            uploader.join()  # its pass finishes: a file is deleted only once archived
+        with self.wal_uploader():
+            while not self.stop.is_set():
+                self.tick()
+                self.stop.wait(self.seconds_until_next())
         log.info("strongroom run: stopped")
 
 

@@ -401,3 +401,35 @@ def wal_status(repo: Repository, *, now: datetime | None = None) -> WalStatus:
     seconds = time.monotonic() - clock
     log.debug("WAL status of %d streams in %.3f s", len(streams), seconds)
     return WalStatus(streams, found.unreadable, seconds)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def target_summary(streams: list[StreamStatus]) -> dict[str, Any] | None:
+    """The WAL of one target's base backups (its streams, ``WalStatus.for_target``) as
+    JSON, the fields of ``GET /api/targets``' ``wal``: ``streams``, ``window_start`` and
+    ``window_end`` (the recoverable window), ``last_segment`` and ``last_segment_at`` (the
+    newest archived WAL and when it reached the repository), ``lag_seconds`` (the
+    smallest of its streams'), ``gap``, ``first_missing`` and ``unsure`` (why continuity
+    cannot be judged). Times ISO 8601 UTC (``…Z``), ``null`` when there is none; ``None``
+    for a target without base backups."""
+    if not streams:
+        return None
+    timed = [s for s in streams if s.newest_time is not None]
+    newest = max(timed, key=lambda s: s.newest_time or datetime.min) if timed else streams[0]
+    starts = [s.window_start for s in streams if s.window_start is not None]
+    lags = [s.lag_seconds for s in streams if s.lag_seconds is not None]
+    gaps = [g for s in streams for g in s.gaps]
+    return {
+        "streams": [s.stream for s in streams],
+        "window_start": _iso(min(starts)) if starts else None,
+        "window_end": _iso(newest.window_end),
+        "last_segment": newest.newest_segment,
+        "last_segment_at": _iso(newest.newest_time),
+        "lag_seconds": round(min(lags), 3) if lags else None,
+        "gap": bool(gaps),
+        "first_missing": gaps[0].first_missing if gaps else None,
+        "unsure": [why for s in streams for why in s.unsure],
+    }

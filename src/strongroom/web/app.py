@@ -68,7 +68,9 @@ def create_app(
     secure_cookies: bool = False,
     job_workers: int = 2,
 ) -> FastAPI:
-    """The API, the admin UI and (with ``scheduler``) the scheduler of ``strongroom run``.
+    """The API, the admin UI and (with ``scheduler``) the scheduler of ``strongroom run``,
+    with its WAL spool uploader when ``[wal] spool`` is set (without ``scheduler``, none:
+    a warning says the spool is not emptied here).
 
     The service database is migrated to the newest schema first. ``secure_cookies`` marks
     the session cookie Secure (serve over https)."""
@@ -94,6 +96,12 @@ def create_app(
                 running.start()
             except StrongroomError as exc:
                 log.error("the scheduler could not start: %s", exc.message)
+        elif settings.wal.spool:  # the uploader runs with the scheduler only
+            log.warning(
+                "WAL spool %s is not emptied by this process (--no-scheduler): run "
+                "`strongroom wal-upload` or `strongroom run` beside it",
+                settings.wal.spool,
+            )
         try:
             yield
         finally:
