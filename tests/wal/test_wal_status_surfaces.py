@@ -251,12 +251,12 @@ def test_list_json_carries_each_targets_wal(spooling: tuple[WalPlace, PgServer, 
 
 # --- run notifies WAL lag and gaps -----------------------------------------------------------
 def _alert_config(place: WalPlace, receiver: Receiver, smtp: SmtpServer) -> Path:
-    """The place's configuration with a recovery point of 10 s, a webhook and an email
+    """The place's configuration with a recovery point of 15 s, a webhook and an email
     channel (the ``[wal]`` table is the last one of the place's file)."""
     config = place.root / "alerts.toml"
     config.write_text(
         place.config.read_text()
-        + 'recovery_point = "10s"\n'
+        + 'recovery_point = "15s"\n'
         + "[notifications]\n"
         + f'[[notifications.channels]]\ntype = "webhook"\nurl = "{receiver.url}/hook"\n'
         + f'[[notifications.channels]]\ntype = "email"\nhost = "{smtp.host}"\n'
@@ -296,7 +296,7 @@ def test_run_notifies_wal_lag_and_gap_once_per_change(
     _run_once(place, config)
     assert _events(receiver, "wal_lagging") == [] and _events(receiver, "wal_gap") == []
     # lagging past the recovery point: one alert, on both channels, not repeated
-    lag_at = archived(place)[newest].stat().st_mtime + 11
+    lag_at = archived(place)[newest].stat().st_mtime + 16
     time.sleep(max(0.0, lag_at - time.time()))
     _run_once(place, config)
     _run_once(place, config)
@@ -306,8 +306,8 @@ def test_run_notifies_wal_lag_and_gap_once_per_change(
     target = next(e["target"] for e in list_json(place) if e["engine"] == "postgresql")
     assert event["target"] == target and "LAGS" in event["title"], event
     assert event["details"]["last_segment"] == newest
-    assert event["details"]["recovery_point_seconds"] == 10
-    assert event["details"]["lag_seconds"] > 10
+    assert event["details"]["recovery_point_seconds"] == 15
+    assert event["details"]["lag_seconds"] > 15
     assert "recovery point" in event["summary"]
     assert len(_mails(smtp_plain, "WAL archiving")) == 1
     # archiving catches up: the record goes, a line says so, no new alert
@@ -338,3 +338,56 @@ def test_run_notifies_wal_lag_and_gap_once_per_change(
     assert len(_events(receiver, "wal_gap")) == 1
     assert not list((place.repo / "alerts" / "wal-gap").rglob("*.json"))
     assert os.path.exists(objects[names[1]])
+
+
+# --- a base backup with no WAL at all (no server: a manifest as backup --physical writes) ---
+class _Recorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def send(self, event: Any) -> None:
+        self.events.append(event)
+
+
+@pytest.mark.parametrize("on_stale", [True, False])
+def test_a_base_backup_without_any_wal_alerts_once_past_the_recovery_point(
+    tmp_path: Path, on_stale: bool
+) -> None:
+    from datetime import timedelta
+
+    from strongroom.config import parse_settings
+    from strongroom.notify.dispatch import Notifier
+    from strongroom.repository.keys import KeySource
+    from strongroom.repository.repository import Repository
+    from strongroom.services.daemon import Daemon
+    from strongroom.storage.local import LocalStorage
+    from tests.services.test_wal_status import base_backup
+
+    storage = LocalStorage(tmp_path / "repo")
+    Repository.init(storage, key_file=tmp_path / "k")
+    repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    ended = datetime.now(UTC) - timedelta(minutes=5)
+    base_backup(repo, 1, 3, ended)
+    settings = parse_settings(
+        f'[repository]\nlocation = "{tmp_path / "repo"}"\n[wal]\nrecovery_point = "10m"\n'
+        f"[notifications]\non_stale = {str(on_stale).lower()}\n"
+    )
+    recorder = _Recorder()
+    notifier = Notifier([recorder], attempts=1, sleep=lambda _s: None)
+    clock = {"now": datetime.now(UTC)}
+    daemon = Daemon(settings, repo, {}, notifier=notifier, clock=lambda: clock["now"])
+    daemon.tick()  # the base backup ended 5 min ago: its WAL may be on its way
+    assert recorder.events == []
+    clock["now"] += timedelta(minutes=6)  # 11 min: past the recovery point
+    daemon.tick()
+    daemon.tick()
+    if not on_stale:  # on_stale = false: no lag alerts
+        assert recorder.events == []
+        return
+    (event,) = recorder.events
+    assert event.kind == "wal_lagging" and event.target == "cluster@db:5432"
+    assert event.title() == "strongroom: WAL archiving of cluster@db:5432 LAGS (no WAL archived)"
+    assert "no WAL archived for the base backups of cluster@db:5432" in event.summary
+    assert event.details["last_segment"] is None
