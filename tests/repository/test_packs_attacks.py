@@ -312,3 +312,24 @@ def test_index_rebuild_keeps_the_listing_of_a_pack_whose_own_header_does_not_rea
     )
     for manifest in kept:
         assert verify_backup(_repo(tmp_path, "cache-3"), manifest, record=False).ok
+
+
+def test_a_backup_after_a_pack_was_lost_writes_its_chunks_again(
+    scene: tuple[Repository, list[Manifest]], tmp_path: Path
+) -> None:
+    """The cache (and the index) still list a pack that is gone (lost, deleted by hand):
+    a new backup of the same data must not point at it, or it is born broken."""
+    from strongroom.engines.sqlite import SqliteEngine
+    from strongroom.services.backup import run_backup
+
+    repo, kept = scene
+    other = kept[0]  # OtherDb, unchanged since
+    for pack_id in {_pack_of(repo, c) for c in other.unique_chunk_ids}:
+        repo.storage.delete(pack_key_name(pack_id))
+    again = _repo(tmp_path)  # the next backup's process: same (now lying) cache
+    manifest = run_backup(again, SqliteEngine(str(tmp_path / "Other.db")), target="OtherDb")
+    assert verify_backup(_repo(tmp_path, "cache-fresh"), manifest.manifest, record=False).ok
+
+
+def _pack_of(repo: Repository, chunk_id: str) -> str:
+    return repo.chunks.index.locations(chunk_id)[0].pack_id

@@ -30,184 +30,49 @@ Queries for prune/check/stats: ``locations`` (every copy of a chunk), ``contains
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import zstandard
-
-from strongroom.errors import IntegrityError, ObjectNotFound
-from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.errors import ObjectNotFound
+from strongroom.pipeline.encryption import Sealer
 from strongroom.repository.cache_files import CACHE_ENV as CACHE_ENV
 from strongroom.repository.cache_files import CACHE_FILE as CACHE_FILE
 from strongroom.repository.cache_files import CacheUnusable as CacheUnusable
 from strongroom.repository.cache_files import cache_path as cache_path
 from strongroom.repository.cache_files import is_locked, temp_cache_dir
+from strongroom.repository.index_objects import (
+    INDEX_FORMAT,
+    INDEX_MAX_PACKS,
+    INDEX_PREFIX,
+    INDEX_VERSION,
+    IndexDamaged,
+    IndexedPack,
+    IndexObject,
+    decode_index,
+    encode_index,
+    index_id_of_key,
+    index_key,
+    list_index_ids,
+    read_index_object,
+    write_index_objects,
+)
 from strongroom.repository.layout import is_chunk_id
-from strongroom.repository.packs import ENTRY, ENTRY_SIZE, PackDamaged, PackEntry, decode_entries
+from strongroom.repository.packs import ENTRY
 from strongroom.storage.base import Storage
 
 log = logging.getLogger("strongroom.repository")
 _T = TypeVar("_T")
 
-INDEX_PREFIX = "index/"
-INDEX_FORMAT = "strongroom-index"
-INDEX_VERSION = 1
-INDEX_MAX_PACKS = 64  # packs per index object (1 GiB of 16 MiB packs)
 CACHE_SCHEMA = "2"
 CACHE_PAGE_BYTES = 64 * 1024 * 1024  # SQLite page cache cap per connection
 CACHE_BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's (short) one
-_MAX_INDEX_BYTES = 512 * 1024 * 1024  # decompressed JSON of one index object
-
-
-class IndexDamaged(IntegrityError):
-    """An index object that cannot be read (does not decrypt, decompress or parse)."""
-
-
-def index_key(index_id: str) -> str:
-    """Storage key of index object ``index_id`` (64 lowercase hex)."""
-    if not is_chunk_id(index_id):
-        raise ValueError(f"{index_id[:70]!r} is not an index id (64 hex characters)")
-    return f"{INDEX_PREFIX}{index_id[:2]}/{index_id}"
-
-
-def index_id_of_key(key: str) -> str | None:
-    """The index id of a key under ``index/``, ``None`` for anything else (stray files)."""
-    name = key.rsplit("/", 1)[-1]
-    return name if key.startswith(INDEX_PREFIX) and is_chunk_id(name) else None
-
-
-@dataclass(frozen=True)
-class IndexedPack:
-    """One pack as an index object lists it: id, size (bytes), key (``None`` without
-    encryption) and ``chunks``, its header entries as stored (44 bytes each, in blob
-    order: an entry's position is its blob's nonce). Kept packed, so a backup holds 44
-    bytes per new chunk until it writes its index; ``entries`` decodes them."""
-
-    pack_id: str
-    size: int
-    key: bytes | None
-    chunks: bytes
-
-    @property
-    def entries(self) -> list[PackEntry]:
-        """The decoded entries (``PackDamaged`` if ``chunks`` is not whole entries)."""
-        return decode_entries(self.chunks)
-
-
-@dataclass(frozen=True)
-class IndexObject:
-    """A decoded index object."""
-
-    packs: tuple[IndexedPack, ...]
-    supersedes: tuple[str, ...] = ()
-
-
-def encode_index(index: IndexObject, sealer: Sealer, level: int = 3) -> bytes:
-    """The stored bytes of an index object: ``seal(zstd(JSON))``."""
-    document: dict[str, Any] = {
-        "format": INDEX_FORMAT,
-        "version": INDEX_VERSION,
-        "packs": [
-            {
-                "id": p.pack_id,
-                "size": p.size,
-                "key": None if p.key is None else base64.b64encode(p.key).decode(),
-                "chunks": base64.b64encode(p.chunks).decode(),
-            }
-            for p in index.packs
-        ],
-        "supersedes": list(index.supersedes),
-    }
-    raw = json.dumps(document, separators=(",", ":")).encode()
-    return sealer.seal(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw))
-
-
-def decode_index(data: bytes, sealer: Sealer, where: str = "an index object") -> IndexObject:
-    """Parse stored index bytes; ``IndexDamaged`` naming ``where`` on any problem."""
-
-    def damaged(reason: str) -> IndexDamaged:
-        return IndexDamaged(f"{where} is damaged: {reason}")
-
-    try:
-        frame = sealer.open(data)
-    except DecryptionFailed as exc:
-        raise damaged("it does not decrypt") from exc
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=_MAX_INDEX_BYTES)
-        document = json.loads(raw)
-    except (zstandard.ZstdError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise damaged("it does not decompress to JSON") from exc
-    if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
-        raise damaged("it is not a strongroom index")
-    if document.get("version") != INDEX_VERSION:
-        raise damaged(f"index version {str(document.get('version'))[:20]} is not supported")
-    packs, supersedes = document.get("packs"), document.get("supersedes", [])
-    if not isinstance(packs, list) or not isinstance(supersedes, list):
-        raise damaged("packs or supersedes is not a list")
-    if not all(isinstance(s, str) and is_chunk_id(s) for s in supersedes):
-        raise damaged("supersedes holds something not an index id")
-    found = []
-    for item in packs:
-        try:
-            found.append(_pack_of(item, where))
-        except (KeyError, TypeError, ValueError, binascii.Error, PackDamaged) as exc:
-            raise damaged(f"a pack entry is malformed ({str(exc)[:80]})") from exc
-    return IndexObject(tuple(found), tuple(supersedes))
-
-
-def _pack_of(item: Any, where: str) -> IndexedPack:
-    pack_id, size, key = item["id"], item["size"], item["key"]
-    if not isinstance(pack_id, str) or not is_chunk_id(pack_id):
-        raise ValueError("id is not a pack id")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError("size is not a byte count")
-    pack_key = None if key is None else base64.b64decode(str(key), validate=True)
-    chunks = base64.b64decode(str(item["chunks"]), validate=True)
-    if len(chunks) % ENTRY_SIZE:
-        raise PackDamaged(f"{where}: the entries of pack {pack_id} are not whole entries")
-    return IndexedPack(pack_id, size, pack_key, chunks)
-
-
-def write_index_objects(
-    storage: Storage,
-    packs: Sequence[IndexedPack],
-    sealer: Sealer,
-    name: Callable[[bytes], str],
-    supersedes: Sequence[str] = (),
-) -> list[str]:
-    """Store ``packs`` as index objects of at most ``INDEX_MAX_PACKS`` each (none for no
-    packs); ``name`` is the repository's keyed hash. Returns the index ids written. The
-    caller syncs the storage before anything refers to them (the manifest)."""
-    written = []
-    for start in range(0, len(packs), INDEX_MAX_PACKS):
-        group = IndexObject(tuple(packs[start : start + INDEX_MAX_PACKS]), tuple(supersedes))
-        data = encode_index(group, sealer)
-        index_id = name(data)
-        storage.put(index_key(index_id), data)
-        written.append(index_id)
-    return written
-
-
-def read_index_object(storage: Storage, index_id: str, sealer: Sealer) -> IndexObject:
-    """Get and decode one index object (``ObjectNotFound`` if gone, ``IndexDamaged``)."""
-    key = index_key(index_id)
-    return decode_index(storage.get(key), sealer, key)
-
-
-def list_index_ids(storage: Storage) -> set[str]:
-    """The ids of every index object stored (one listing of ``index/``)."""
-    return {i for i in map(index_id_of_key, storage.list(INDEX_PREFIX)) if i is not None}
-
 
 # --- the local cache ----------------------------------------------------------------------
 _SCHEMA = """
@@ -263,6 +128,7 @@ class IndexCache:
         self._sealer = sealer
         self._lock = threading.RLock()
         self._private = False  # switched to a temporary cache of this process
+        self._packs_listed = False  # replace_loose listed packs/ (``known``)
         self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -296,9 +162,8 @@ class IndexCache:
             db.execute(f"PRAGMA cache_size=-{CACHE_PAGE_BYTES // 1024}")
             # the loose listing: private to this connection (deleted when it closes)
             db.execute("ATTACH DATABASE '' AS private")
-            db.execute(
-                "CREATE TABLE private.loose_listing (chunk_id BLOB PRIMARY KEY) WITHOUT ROWID"
-            )
+            for table in ("loose_listing (chunk_id", "packs_present (pack_id"):
+                db.execute(f"CREATE TABLE private.{table} BLOB PRIMARY KEY) WITHOUT ROWID")
             made = db.execute(
                 "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name='meta'"
             ).fetchone()
@@ -348,10 +213,11 @@ class IndexCache:
         old = self._db
         damaged = not is_locked(exc) and "readonly" not in str(exc).replace(" ", "")
         self._db = self._private_db(str(exc))
-        with contextlib.suppress(sqlite3.DatabaseError):
-            rows = old.execute("SELECT chunk_id FROM private.loose_listing")
-            with self._db:
-                self._db.executemany("INSERT OR IGNORE INTO private.loose_listing VALUES (?)", rows)
+        for table in ("loose_listing", "packs_present"):
+            with contextlib.suppress(sqlite3.DatabaseError):
+                rows = old.execute(f"SELECT * FROM private.{table}")
+                with self._db:
+                    self._db.executemany(f"INSERT OR IGNORE INTO private.{table} VALUES (?)", rows)
         with contextlib.suppress(sqlite3.DatabaseError):
             old.close()
         if damaged:  # the next run rebuilds it
@@ -458,7 +324,9 @@ class IndexCache:
     def replace_loose(self, chunk_ids: Iterable[str]) -> int:
         """Replace this process's listing of version 1 loose chunks (``chunks/``) with
         ``chunk_ids`` (streamed into a private SQLite database in batches, not kept in
-        memory, and never a transaction on the shared cache file); return how many."""
+        memory, and never a transaction on the shared cache file); return how many. Lists
+        ``packs/`` too: from then on ``known`` counts only chunks in packs that exist (a
+        backup writes a chunk again rather than point at a lost pack)."""
 
         def clear(db: sqlite3.Connection) -> None:
             with db:
@@ -480,6 +348,16 @@ class IndexCache:
                 batch = []
         if batch:
             self._run(insert)
+        present = [(bytes.fromhex(k.rsplit("/", 1)[-1]),) for k in self._storage.list("packs/")
+                   if is_chunk_id(k.rsplit("/", 1)[-1])]  # fmt: skip
+
+        def packs(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM private.packs_present")
+                db.executemany("INSERT OR IGNORE INTO private.packs_present VALUES (?)", present)
+
+        self._run(packs)
+        self._packs_listed = True
         return count
 
     # --- lookups ----------------------------------------------------------------------
@@ -511,10 +389,16 @@ class IndexCache:
         """Whether ``chunk_id`` is in the index or in the last ``replace_loose`` listing
         (the backup's dedup check)."""
         raw = bytes.fromhex(chunk_id)
+        packed = (
+            "SELECT 1 FROM main.chunks c JOIN main.packs p ON p.num = c.pack_num JOIN "
+            "private.packs_present t ON t.pack_id = p.pack_id WHERE c.chunk_id = ?"
+            if self._packs_listed
+            else "SELECT 1 FROM main.chunks WHERE chunk_id = ?"
+        )
         row = self._run(
             lambda db: db.execute(
-                "SELECT 1 FROM main.chunks WHERE chunk_id = ? UNION ALL "
-                "SELECT 1 FROM private.loose_listing WHERE chunk_id = ? LIMIT 1",
+                f"{packed} UNION ALL SELECT 1 FROM private.loose_listing WHERE chunk_id = ? "
+                "LIMIT 1",
                 (raw, raw),
             ).fetchone()
         )
@@ -599,3 +483,12 @@ class IndexCache:
         """Index ids some cached index object names in its ``supersedes``."""
         rows = self._run(lambda db: db.execute("SELECT supersedes FROM index_objects").fetchall())
         return {s for (text,) in rows for s in text.split(",") if s}
+
+
+__all__ = [  # the index objects' names are re-exported from index_objects
+    "CACHE_ENV", "CACHE_FILE", "INDEX_FORMAT", "INDEX_MAX_PACKS", "INDEX_PREFIX",
+    "INDEX_VERSION", "CacheUnusable", "ChunkLocation", "IndexCache", "IndexDamaged",
+    "IndexObject", "IndexedPack", "cache_path", "decode_index", "encode_index",
+    "index_id_of_key", "index_key", "list_index_ids", "read_index_object",
+    "write_index_objects",
+]  # fmt: skip

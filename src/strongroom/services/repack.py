@@ -202,15 +202,33 @@ class PackOutcome:
     kept_damaged: list[str] = field(default_factory=list)  # repack skipped: a blob failed
 
 
+def _remove_dead_prune_caches(parent: Path) -> None:
+    """Remove the private caches of prunes killed before they removed them (``prune-<pid>-*``
+    folders whose process is gone): each is as big as the index cache."""
+    for folder in parent.glob("prune-*-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # alive (another user's)
+
+
 def _private_index(repo: Repository) -> IndexCache:
     """A new index cache of this prune only, synced from ``index/``: prune decides what
     to delete from what the index objects say, never from the shared cache (another
     process, or a copy of this repository with the same id, may change that file
     meanwhile; a damaged one may lie). Made beside the shared cache (same disk)."""
+    prefix = f"prune-{os.getpid()}-"
     try:
-        folder = tempfile.mkdtemp(prefix="prune-", dir=cache_path(repo.config.repository_id).parent)
+        parent = cache_path(repo.config.repository_id).parent
+        _remove_dead_prune_caches(parent)
+        folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
     except OSError:
-        folder = tempfile.mkdtemp(prefix="strongroom-prune-")
+        folder = tempfile.mkdtemp(prefix=f"strongroom-{prefix}")
     index = IndexCache(
         Path(folder) / CACHE_FILE, repo.storage, repo.keyring.sealer(for_reading=True)
     )
