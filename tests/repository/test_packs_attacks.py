@@ -26,8 +26,10 @@ from strongroom.repository.pack_index import (
     IndexCache,
     IndexedPack,
     IndexObject,
+    encode_index,
     index_key,
     list_index_ids,
+    read_index_object,
     write_index_objects,
 )
 from strongroom.repository.packs import PackEntry, encode_entries, pack_key_name
@@ -333,3 +335,42 @@ def test_a_backup_after_a_pack_was_lost_writes_its_chunks_again(
 
 def _pack_of(repo: Repository, chunk_id: str) -> str:
     return repo.chunks.index.locations(chunk_id)[0].pack_id
+
+
+@pytest.mark.parametrize("attack", ["duplicated", "cycle", "damaged-copy", "deleted-all"])
+def test_index_objects_duplicated_cyclic_or_gone_then_prune_and_rebuild(
+    scene: tuple[Repository, list[Manifest]], tmp_path: Path, attack: str
+) -> None:
+    repo, kept = scene
+    storage = repo.storage
+    sealer = repo.keyring.sealer(for_reading=True)
+    ids = sorted(list_index_ids(storage))
+    if attack == "duplicated":  # the same bytes under a second name
+        storage.put(index_key("ee" * 32), storage.get(index_key(ids[0])))
+    elif attack == "cycle":  # each names the next as superseded, the last the first
+        objects = [read_index_object(storage, i, sealer) for i in ids]
+        for index_id in ids:
+            storage.delete(index_key(index_id))
+        new_ids = [secrets.token_hex(32) for _ in ids]
+        for n, obj in enumerate(objects):
+            data = encode_index(IndexObject(obj.packs, (new_ids[(n + 1) % len(ids)],)), sealer)
+            storage.put(index_key(new_ids[n]), data)
+    elif attack == "damaged-copy":  # a damaged extra object beside the good ones
+        storage.put(index_key("dd" * 32), storage.get(index_key(ids[0]))[:-40])
+    else:
+        for index_id in ids:
+            storage.delete(index_key(index_id))
+    fresh = _repo(tmp_path, f"cache-{attack}")
+    report = prune(fresh)
+    if attack in ("damaged-copy", "deleted-all"):
+        assert report.packs_note and "index rebuild" in report.packs_note
+        assert len(set(list_pack_ids(storage))) >= 3
+        rebuild_index(fresh, wait=0)
+        prune(fresh)
+    _all_restore(_repo(tmp_path, f"cache-{attack}-2"), kept)
+    after = _repo(tmp_path, f"cache-{attack}-3")
+    ids_after = list_index_ids(storage)
+    assert all(
+        not set(read_index_object(storage, i, sealer).supersedes) & ids_after for i in ids_after
+    )
+    assert prune(after).packs_deleted == 0
