@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption
 from strongroom.cli.output import human_bytes, human_seconds, progress_sink, stdout
-from strongroom.engines import open_engine
-from strongroom.engines.postgresql.physical import physical_engine
 from strongroom.errors import UsageError
-from strongroom.repository.repository import Repository
-from strongroom.services import records
-from strongroom.services.backup import BackupReport, recorded_backup
-from strongroom.services.hooks import HookFailedAfter, hooks_of
-from strongroom.services.metrics import build_registry, write_metrics_file
-from strongroom.services.notifications import build_notifier, notify_backup
 from strongroom.services.settings_sources import Sources
-from strongroom.services.wal_status import wal_status
 from strongroom.wording import counted
+
+if TYPE_CHECKING:
+    from strongroom.repository.repository import Repository
+    from strongroom.services.backup import BackupReport
+
+# The engines (psycopg, PyMySQL), the backup service, notifications and metrics are
+# imported when the command runs: ``backup --help`` and every other command do not pay
+# for them (cli/app.py loads one command's module; see tests/cli/test_lazy_commands.py).
 
 BackupConfigOption = Annotated[
     str | None,
@@ -82,6 +81,10 @@ def backup(
     ] = False,
 ) -> None:
     """Back up a database into the repository (running the target's configured hooks)."""
+    from strongroom.services.backup import recorded_backup
+    from strongroom.services.hooks import HookFailedAfter, hooks_of
+    from strongroom.services.notifications import build_notifier, notify_backup
+
     sources = Sources.load(config)
     settings = sources.configured(repo, key_file, s3_endpoint)
     url, target = sources.database(database_url, target)
@@ -93,7 +96,14 @@ def backup(
     repository = sources.location(repo, key_file, s3_endpoint).open()
     if row_counts and not physical:
         raise UsageError("--row-counts is for base backups: use it with --physical")
-    engine = physical_engine(url, wal_slot, row_counts) if physical else open_engine(url)
+    if physical:
+        from strongroom.engines.postgresql.physical import physical_engine
+
+        engine = physical_engine(url, wal_slot, row_counts)
+    else:
+        from strongroom.engines import open_engine
+
+        engine = open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
     notifications = sources.notifications()
     notifier = build_notifier(notifications, os.environ)
@@ -141,6 +151,10 @@ def _print_report(report: BackupReport) -> None:
 def _write_metrics(repository: Repository, metrics_file: Path | None) -> None:
     if metrics_file is None:
         return
+    from strongroom.services import records
+    from strongroom.services.metrics import build_registry, write_metrics_file
+    from strongroom.services.wal_status import wal_status
+
     manifests = repository.list_backups()
     registry = build_registry(
         manifests,

@@ -15,20 +15,7 @@ import typer
 
 from strongroom.cli.options import location
 from strongroom.cli.output import human_seconds, stdout
-from strongroom.engines.postgresql.physical import RecoveryTarget, prepare_datadir
-from strongroom.engines.postgresql.recovery_points import check_restore_point_name
 from strongroom.errors import RecoveryEndedEarly, UsageError
-from strongroom.services.pitr import (
-    choose_base_backup,
-    parse_lsn,
-    parse_target_time,
-    physical_facts,
-    refuse_datadir_inside,
-    restore_physical,
-    run_recovery,
-)
-from strongroom.services.recovery_plan import ended_early, parse_timeline, parse_xid, plan_recovery
-from strongroom.services.restore_points import resolve_restore_point, stopped_elsewhere
 
 WAL_CONFIG_NAME = "strongroom-wal.toml"
 
@@ -120,6 +107,26 @@ def restore_to_datadir(
     the transaction, the restore point or (none) the end of the archived WAL, after
     checking the archive holds every segment on the way (``plan_recovery``); with
     ``start``, run it and report (``RecoveryEndedEarly`` when it stopped short)."""
+    # psycopg and the PITR services only when a restore needs them (not for restore --help)
+    from strongroom.engines.postgresql.physical import RecoveryTarget, prepare_datadir
+    from strongroom.engines.postgresql.recovery_points import check_restore_point_name
+    from strongroom.services.pitr import (
+        choose_base_backup,
+        parse_lsn,
+        parse_target_time,
+        physical_facts,
+        refuse_datadir_inside,
+        restore_physical,
+        run_recovery,
+    )
+    from strongroom.services.recovery_plan import (
+        ended_early,
+        parse_timeline,
+        parse_xid,
+        plan_recovery,
+    )
+    from strongroom.services.restore_points import resolve_restore_point, stopped_elsewhere
+
     given = [t for t in (to_time, to_lsn, to_xid, to_restore_point) if t is not None]
     if len(given) > 1:
         raise UsageError("choose one of --to-time, --to-lsn, --to-xid and --to-restore-point")

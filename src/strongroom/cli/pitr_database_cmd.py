@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,18 +26,12 @@ from strongroom.cli.restore_flow import (
     restore_options,
     restore_selected_tables,
 )
-from strongroom.engines import open_engine
-from strongroom.engines.base import Engine
-from strongroom.engines.postgresql.physical import RecoveryTarget
-from strongroom.engines.postgresql.throwaway import OsUser
 from strongroom.errors import UsageError
-from strongroom.services.pitr import parse_lsn, parse_target_time
-from strongroom.services.pitr_database import recover_and_dump
-from strongroom.services.pitr_database_plan import (
-    PitrDatabasePlan,
-    check_tables,
-    plan_pitr_database,
-)
+
+if TYPE_CHECKING:
+    from strongroom.engines.base import Engine
+    from strongroom.engines.postgresql.throwaway import OsUser
+    from strongroom.services.pitr_database_plan import PitrDatabasePlan
 
 DatabaseOption = Annotated[
     str | None,
@@ -137,6 +131,13 @@ def restore_database_at(
     repository and restore that dump into ``to`` (whole, or ``table`` beside the live data
     with ``into_schema``). ``UsageError`` for contradicting options, ``BackupNotFound`` for
     a moment before the oldest base backup."""
+    # psycopg and the PITR services only when such a restore runs (not for restore --help)
+    from strongroom.engines import open_engine
+    from strongroom.engines.postgresql.physical import RecoveryTarget
+    from strongroom.services.pitr import parse_lsn, parse_target_time
+    from strongroom.services.pitr_database import recover_and_dump
+    from strongroom.services.pitr_database_plan import check_tables, plan_pitr_database
+
     if not to:
         raise UsageError("--database restores into a live server: say where with --to DATABASE_URL")
     if to_time is not None and to_lsn is not None:

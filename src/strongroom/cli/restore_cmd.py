@@ -20,7 +20,6 @@ from strongroom.cli.restore_flow import (
     restore_selected_tables,
 )
 from strongroom.engines import open_engine
-from strongroom.engines.postgresql.physical import PHYSICAL_FORMAT
 from strongroom.errors import UsageError
 from strongroom.services.restore_choice import (
     destination_fingerprint,
@@ -264,7 +263,7 @@ def restore(
     else:
         manifest = repository.resolve(str(backup_id))
         chosen = "named by its id"
-    if manifest.dump_format == PHYSICAL_FORMAT:
+    if manifest.is_base_backup:  # (pg_basebackup's format: engines.postgresql.physical)
         raise UsageError(
             f"backup {manifest.backup_id} is a base backup of a whole cluster: restore it "
             "with --to-datadir PATH (and --to-time, --to-lsn or latest)"

@@ -1,11 +1,14 @@
-"""Prometheus metrics per target, written as a node-exporter textfile (``--metrics-file``)."""
+"""Prometheus metrics per target, written as a node-exporter textfile (``--metrics-file``).
+
+``prometheus_client`` (~0.1 s to import) is imported by the functions that use it: the
+commands that import this module but write no metrics (``health`` without
+``--metrics-file``) do not pay for it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from typing import TYPE_CHECKING
 
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.manifest import Manifest
@@ -13,6 +16,9 @@ from strongroom.repository.runs import RunRecord
 from strongroom.repository.verifications import VerificationStatus
 from strongroom.retention import is_regular
 from strongroom.services.wal_status import WalStatus
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 def build_registry(
@@ -24,6 +30,8 @@ def build_registry(
     """Gauges for every target seen in the repository's manifests and run records;
     ``verifications`` by backup id (``records.verification_statuses``): the drill gauges
     read each backup's newest restore drill, never a read check."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry()
     label = ["target"]
     last_success = Gauge(
@@ -98,6 +106,8 @@ def build_registry(
 
 def _wal_gauges(registry: CollectorRegistry, wal: WalStatus) -> None:
     """Per target and stream with base backups: archiving lag, last segment time, gap."""
+    from prometheus_client import Gauge
+
     labels = ["target", "stream"]
     lag = Gauge(
         "strongroom_wal_archive_lag_seconds",
@@ -128,4 +138,6 @@ def _wal_gauges(registry: CollectorRegistry, wal: WalStatus) -> None:
 
 def write_metrics_file(path: Path, registry: CollectorRegistry) -> None:
     """Atomically (temp file + rename) write the registry in the text exposition format."""
+    from prometheus_client import write_to_textfile
+
     write_to_textfile(str(path), registry)

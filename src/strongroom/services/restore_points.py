@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from strongroom.engines.postgresql.recovery_points import create_restore_point
 from strongroom.engines.postgresql.timelines import format_lsn, parse_lsn
 from strongroom.errors import BackupNotFound, UsageError
 from strongroom.repository.repository import Repository
@@ -20,7 +19,6 @@ from strongroom.repository.restore_points import (
     restore_point_key,
     write_restore_point,
 )
-from strongroom.services.pitr import physical_facts
 
 log = logging.getLogger("strongroom.restore_points")
 
@@ -32,6 +30,10 @@ def make_restore_point(repo: Repository, url: str, name: str) -> RestorePoint:
     before the server makes the point); ``BackupNotFound`` (exit 3) when the repository
     holds no base backup of the cluster; ``DatabaseError`` (exit 5) when the role lacks
     the rights or the server refuses."""
+    # psycopg (the server's side) and services.pitr only for this: restore-point --list,
+    # and restore --to-restore-point's lookups, do not import them
+    from strongroom.engines.postgresql.recovery_points import create_restore_point
+    from strongroom.services.pitr import physical_facts
 
     def reserve(stream: str) -> Callable[[], None]:
         bases = [m for m in repo.list_backups() if m.is_base_backup]
