@@ -6,12 +6,14 @@ import threading
 
 import zstandard
 
-# Adaptive: a chunk is compressed at DEFAULT_LEVEL when the workers keep up with the dump,
-# at FAST_LEVEL when chunks queue up (like ``zstd --adapt``), so compression never makes
-# a backup slower than the dump while spare CPU goes into a smaller repository. Measured
-# on the benchmark's 413 MB dump in 512 KiB chunks: level 1 ratio 2.93 (1.35 CPU-s),
-# level 3 3.04 (2.5 s), level 6 3.18 (6.4 s); pg_dump | gzip reaches 3.09.
-DEFAULT_LEVEL = 6
+# Adaptive: a chunk is compressed at the repository's level when the workers keep up
+# with the dump, at its fast level when chunks queue up (like ``zstd --adapt``). New
+# repositories use level 1 for both (issue 19): on 16 KiB chunks of the benchmark's dump
+# (206 MB, 2026-12-01) level 1 gave ratio 2.711 for 1.30 CPU-s, level 3 2.706 for 1.52,
+# level 4 2.754 for 2.83, level 6 2.823 for 5.25 -- 4x the CPU for 4 % less stored, and on
+# 2 cores that CPU is taken from pg_dump and its server (design.md, "The floor on 2
+# cores"). Repositories created with level 6 keep it (their config records it).
+DEFAULT_LEVEL = 1
 FAST_LEVEL = 1
 _MAX_CHUNK_OUTPUT = 64 * 1024 * 1024
 

@@ -28,7 +28,7 @@ PRIVATE_AGE = "age"
 PRIVATE_PLAIN = "plain"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkRef:
     """One chunk of the raw stream, in order: its keyed-hash name and plaintext size."""
 

@@ -14,8 +14,9 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from strongroom.engines.base import Engine, LaidOutDump
 from strongroom.errors import InvalidName, StrongroomError
@@ -54,6 +55,8 @@ from strongroom.services.swaps import settle_interrupted_swaps
 log = logging.getLogger("strongroom.backup")
 
 DEFAULT_WORKERS = 4
+BATCH_CHUNKS = 64  # chunks per worker task, at most
+BATCH_BYTES = 1024 * 1024  # plaintext bytes per worker task, at most (one max-size chunk more)
 
 
 @dataclass(frozen=True)
@@ -67,20 +70,49 @@ class BackupReport:
         return self.manifest.raw_size / max(self.new_plain_bytes, 1)
 
 
-@dataclass(frozen=True)
-class _ChunkOutcome:
-    ref: ChunkRef
-    new: bool
-    stored_bytes: int
+@dataclass
+class _Batch:
+    """Chunks of the stream handed to one worker at once (in stream order), and what the
+    worker found: per chunk its name and whether this backup stored it."""
+
+    chunks: list[bytes] = field(default_factory=list)  # emptied once processed
+    size: int = 0
+    sizes: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    new: list[bool] = field(default_factory=list)
+    stored_bytes: int = 0  # stored (compressed, encrypted) bytes of the new chunks
+
+
+@dataclass
+class _Outcomes:
+    """Every chunk's reference, in stream order, and the totals of the new ones."""
+
+    refs: list[ChunkRef] = field(default_factory=list)
+    new_count: int = 0
+    new_plain_bytes: int = 0
+    stored_bytes: int = 0
+
+    def add(self, batch: _Batch) -> None:
+        for chunk_id, size, is_new in zip(batch.ids, batch.sizes, batch.new, strict=True):
+            self.refs.append(ChunkRef(chunk_id, size))
+            if is_new:
+                self.new_count += 1
+                self.new_plain_bytes += size
+        self.stored_bytes += batch.stored_bytes
 
 
 class _ChunkWriter:
     """Names, deduplicates, compresses, encrypts and stores chunks (into packs: a
     ``PackSession``) on a thread pool.
 
-    The reading thread only cuts chunks and feeds the stream checksum; everything else runs
-    here, on all cores (BLAKE3, zstd and storage I/O release the GIL). At most
-    ``2 x workers`` chunks are in flight, so memory stays bounded.
+    The reading thread only cuts chunks and feeds the stream checksum; chunks go to the
+    workers in batches of up to ``BATCH_CHUNKS`` chunks or ``BATCH_BYTES`` bytes (one task
+    per batch: at 16 KiB chunks a task per chunk cost more Python than the work itself, and
+    a future per chunk kept ~1.2 KB per chunk until the end). Everything else runs on the
+    workers, on all cores (BLAKE3, zstd and storage I/O release the GIL). At most
+    ``2 x workers`` batches are in flight, so memory stays bounded; finished batches are
+    folded into ``_Outcomes`` in stream order (a batch done before the ones ahead of it
+    waits, holding ids and sizes only, and counts as in flight).
     """
 
     def __init__(self, repo: Repository, workers: int) -> None:
@@ -89,54 +121,77 @@ class _ChunkWriter:
         self._claimed: set[str] = set()
         self._claim_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-chunk")
-        self._slots = threading.BoundedSemaphore(workers * 2)
-        self._futures: list[Future[_ChunkOutcome]] = []
+        self._window = workers * 2
+        self._pending: deque[Future[_Batch]] = deque()
+        self._batch = _Batch()
+        self._outcomes = _Outcomes()
         self._failure: BaseException | None = None
         self._workers = workers
         self._finished_packs = False
-        self._submitted = 0
-        self._finished = 0
+        self._in_flight = 0
 
     def submit(self, data: bytes) -> None:
-        """Queue one chunk (in stream order); blocks while too many are in flight."""
-        self._slots.acquire()
+        """Queue one chunk (in stream order); blocks while too many batches are in flight."""
+        batch = self._batch
+        batch.chunks.append(data)
+        batch.size += len(data)
+        if len(batch.chunks) >= BATCH_CHUNKS or batch.size >= BATCH_BYTES:
+            self._send()
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        if not batch.chunks:
+            return
+        while self._pending and (
+            len(self._pending) >= self._window or self._pending[0].done()
+        ):  # fold finished batches in order; wait for the oldest while the window is full
+            self._outcomes.add(self._pending.popleft().result())  # raises a worker's error
         if self._failure is not None:
-            self._slots.release()
             raise self._failure
         with self._claim_lock:
-            self._submitted += 1
-        future = self._pool.submit(self._process, data)
+            self._in_flight += 1
+        future = self._pool.submit(self._process, batch)
         future.add_done_callback(self._on_done)
-        self._futures.append(future)
+        self._pending.append(future)
 
-    def _process(self, data: bytes) -> _ChunkOutcome:
-        chunk_id = self._store.name(data)
-        is_new = not self._store.is_known(chunk_id)  # index cache or chunks/ listing
-        if is_new:
-            with self._claim_lock:  # only this backup's new chunks are held in memory
-                is_new = chunk_id not in self._claimed
-                self._claimed.add(chunk_id)
-        stored = self._packs.store(chunk_id, data, fast=self._backed_up()) if is_new else 0
-        return _ChunkOutcome(ChunkRef(chunk_id, len(data)), is_new, stored)
+    def _process(self, batch: _Batch) -> _Batch:
+        fast = self._backed_up()
+        for data in batch.chunks:
+            chunk_id = self._store.name(data)
+            is_new = not self._store.is_known(chunk_id)  # index cache or chunks/ listing
+            if is_new:
+                with self._claim_lock:  # only this backup's new chunks are held in memory
+                    is_new = chunk_id not in self._claimed
+                    self._claimed.add(chunk_id)
+            if is_new:
+                batch.stored_bytes += self._packs.store(chunk_id, data, fast=fast)
+            batch.ids.append(chunk_id)
+            batch.sizes.append(len(data))
+            batch.new.append(is_new)
+        batch.chunks = []  # the plaintext is stored (or known): not held while waiting
+        return batch
 
     def _backed_up(self) -> bool:
-        """More chunks waiting than workers: compress fast so the dump is not held up."""
+        """More batches waiting than workers: compress fast so the dump is not held up."""
         with self._claim_lock:
-            return self._submitted - self._finished > self._workers
+            return self._in_flight > self._workers
 
-    def _on_done(self, future: Future[_ChunkOutcome]) -> None:
+    def _on_done(self, future: Future[_Batch]) -> None:
         with self._claim_lock:
-            self._finished += 1
+            self._in_flight -= 1
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
-        self._slots.release()
 
-    def results(self) -> list[_ChunkOutcome]:
-        """Wait for every chunk; return outcomes in stream order, or raise the first failure."""
-        wait(self._futures, return_when=FIRST_EXCEPTION)
+    def results(self) -> _Outcomes:
+        """Send the last batch, wait for every batch; return the outcomes (refs in stream
+        order), or raise the first failure."""
+        self._send()
+        wait(self._pending, return_when=FIRST_EXCEPTION)
         if self._failure is not None:
             raise self._failure
-        return [future.result() for future in self._futures]
+        while self._pending:
+            self._outcomes.add(self._pending.popleft().result())
+        return self._outcomes
 
     def finish(self) -> None:
         """After ``results``: seal the last pack, wait for the uploads and write the
@@ -147,7 +202,7 @@ class _ChunkWriter:
     def close(self) -> None:
         """Stop the workers; unless ``finish`` ran, drop the pack session without an
         index (what it uploaded is left for prune)."""
-        for future in self._futures:
+        for future in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True)
         if not self._finished_packs:
@@ -219,8 +274,8 @@ def _back_up(
     finally:
         writer.close()
         progress.finish()
-    new = [o for o in outcomes if o.new]
-    refs = tuple(o.ref for o in outcomes)
+    refs = tuple(outcomes.refs)
+    del outcomes.refs[:]
     private = PrivateSection(
         database=result.database,
         source=engine.describe(),
@@ -241,8 +296,8 @@ def _back_up(
         status=STATUS_COMPLETE,
         created_by=created_by or _creator(),
         raw_size=raw_size,
-        stored_new_bytes=sum(o.stored_bytes for o in new),
-        new_chunk_count=len(new),
+        stored_new_bytes=outcomes.stored_bytes,
+        new_chunk_count=outcomes.new_count,
         stream_checksum=checksum.hexdigest(),
         chunks=refs,
         private_sealed=seal_private(private, repo.keyring.sealer(for_reading=False)),
@@ -251,7 +306,7 @@ def _back_up(
     lock.ensure_held()  # a lease that lapsed may have let prune delete chunks we use
     repo.write_manifest(manifest)
     log.info("backup %s of %s complete", backup_id, manifest.target)
-    return BackupReport(manifest, sum(o.ref.size for o in new))
+    return BackupReport(manifest, outcomes.new_plain_bytes)
 
 
 def checked_names(

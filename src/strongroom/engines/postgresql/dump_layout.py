@@ -32,7 +32,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 logger = logging.getLogger("strongroom.engines.postgresql")
 
@@ -205,7 +205,9 @@ _EMPTY = memoryview(b"")  # the replayed prefix, once sent: drops the reference 
 
 
 class _Replay(io.RawIOBase):
-    """``prefix``, then the rest of ``stream``."""
+    """``prefix``, then the rest of ``stream``: once the prefix is sent, ``readinto`` and
+    ``read`` go straight to ``stream`` (no copy through an extra buffer: every byte of a
+    dump passes here)."""
 
     def __init__(self, prefix: bytes | bytearray, stream: BinaryIO) -> None:
         super().__init__()
@@ -221,9 +223,23 @@ class _Replay(io.RawIOBase):
             buffer[:count] = self._prefix[:count]
             self._prefix = self._prefix[count:] if count < len(self._prefix) else _EMPTY
             return count
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            return int(readinto(buffer) or 0)
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._prefix:
+            if size is None or size < 0:  # everything: the prefix and the rest
+                data, self._prefix = bytes(self._prefix), _EMPTY
+                return data + self._stream.read()
+            count = min(size, len(self._prefix))
+            data = bytes(self._prefix[:count])
+            self._prefix = self._prefix[count:] if count < len(self._prefix) else _EMPTY
+            return data
+        return self._stream.read(-1 if size is None else size)
 
 
 def laid_out_stream(stream: BinaryIO) -> tuple[BinaryIO, tuple[int, ...]]:
@@ -237,7 +253,7 @@ def laid_out_stream(stream: BinaryIO) -> tuple[BinaryIO, tuple[int, ...]]:
         prefix, layout = read_layout(stream)
     except LayoutUnreadable as exc:
         logger.debug("dump layout not read, chunking without cuts: %s", exc)
-        return io.BufferedReader(_Replay(exc.consumed, stream), READ_SIZE), ()
+        return cast(BinaryIO, _Replay(exc.consumed, stream)), ()
     logger.debug(
         "dump layout: archive %d.%d.%d, header %d bytes, TOC of %d entries ends at %d",
         *layout.version,
@@ -245,4 +261,4 @@ def laid_out_stream(stream: BinaryIO) -> tuple[BinaryIO, tuple[int, ...]]:
         layout.toc_entries,
         layout.toc_end,
     )
-    return io.BufferedReader(_Replay(prefix, stream), READ_SIZE), layout.cuts
+    return cast(BinaryIO, _Replay(prefix, stream)), layout.cuts
