@@ -18,6 +18,8 @@ ROW_BYTES = 1 << 20  # one row: 1 MiB of text, 8,192 distinct sha512 hex digests
 ROWS_PER_INSERT = 32
 TB = 1_000_000_000_000
 EXTRAPOLATE_TO = 10 * GB  # the issue: "Memory stays bounded for a 10 GB database"
+#: below this raw size the RSS is start-up and noise: no line is drawn through it
+MIN_FIT_RAW = 100_000_000
 BIG_SMALLER = 0.25  # the second, smaller text-value database: this share of --big-gb
 
 
@@ -148,8 +150,10 @@ def measure(bench: Bench, res: Results, big_raw_bytes: int) -> None:
         key = f"{what}_rss_bytes"
         # the two text-value sizes (same shape): the growth with size, not with shape or
         # the start-up's fixed cost; else the two largest sizes measured
-        pairs = [(int(p["raw_bytes"]), int(p[key])) for p in (big or points) if p[key]]
-        line = fit(pairs[-2:])
+        pairs = [(int(p["raw_bytes"]), int(p[key])) for p in (big or points) if p[key]][-2:]
+        if not pairs or pairs[0][0] < MIN_FIT_RAW:  # start-up and noise, not growth
+            continue
+        line = fit(pairs)
         if line is not None:
             a, b = line
             out[f"{what}_fit"] = {
