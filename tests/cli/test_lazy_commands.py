@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from strongroom.cli import app as cli
-from tests.helpers import REPO_ROOT, repository_env
+from tests.helpers import REPO_ROOT, make_sqlite_db, repository_env
 
 # What a command that does not talk to a database server, serve the web or notify must
 # not import (each costs 0.1-0.7 s of CPU at start-up).
@@ -81,6 +81,18 @@ def test_list_on_an_empty_repository_imports_only_what_it_needs(tmp_path):
     assert _heavy(modules) == []
     assert "strongroom.cli.backup_cmd" not in modules
     # no configuration file: the repository's fields are read without pydantic's models
+    assert "strongroom.config" not in modules
+
+
+def test_a_small_sqlite_backup_imports_no_driver_configuration_or_notifier(tmp_path):
+    """Without a configuration file or a channel's variable nothing is notified: the
+    backup imports neither the configuration's models nor the notifiers."""
+    env = repository_env(tmp_path)
+    db = make_sqlite_db(tmp_path / "shop.db", users=20, orders=20)
+    assert _imports("init", env=env)[0] == 0
+    code, modules, out = _imports("backup", f"sqlite:///{db}", env=env)
+    assert code == 0 and "complete" in out, out
+    assert _heavy(modules) == []
     assert "strongroom.config" not in modules
 
 

@@ -68,6 +68,27 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
+def environment_only(sources: Sources) -> bool:
+    """No configuration file and none of ``OTHER_SECTIONS``: the repository's fields are
+    all the settings there are (and no notification channel is configured)."""
+    return sources.text is None and not any(
+        sources.env.get(name, "").strip() for name in OTHER_SECTIONS
+    )
+
+
+def location_from(
+    sources: Sources, repo: str | None, key_file: Path | None, s3_endpoint: str | None
+) -> RepositoryLocation:
+    """``sources.location``; when ``environment_only``, through ``wal_location``, which
+    takes the repository's fields as they are when they are plain, without importing and
+    validating the whole ``Settings`` (its pydantic models cost ``list``, ``stats``,
+    ``backup``... 0.2 s of start-up); anything else goes through ``Sources.location`` and
+    its error lines, as before."""
+    if environment_only(sources):
+        return sources.wal_location(repo, key_file, s3_endpoint, None)[0]
+    return sources.location(repo, key_file, s3_endpoint)
+
+
 def location(
     repo: str | None,
     key_file: Path | None,
@@ -75,14 +96,5 @@ def location(
     config: str | None = None,
 ) -> RepositoryLocation:
     """The repository the user named, by flags, variables or the configuration file (the
-    passphrase from STRONGROOM_PASSPHRASE or the configuration's passphrase_env).
-
-    Without a configuration file and any of ``OTHER_SECTIONS``, the repository's fields
-    are all the settings there are: ``wal_location`` takes them as they are when they are
-    plain, without importing and validating the whole ``Settings`` (its pydantic models
-    cost ``list``, ``stats``, ``show``... 0.2 s of start-up); anything else goes through
-    ``Sources.location`` and its error lines, as before."""
-    sources = Sources.load(config)
-    if sources.text is None and not any(sources.env.get(n, "").strip() for n in OTHER_SECTIONS):
-        return sources.wal_location(repo, key_file, s3_endpoint, None)[0]
-    return sources.location(repo, key_file, s3_endpoint)
+    passphrase from STRONGROOM_PASSPHRASE or the configuration's passphrase_env)."""
+    return location_from(Sources.load(config), repo, key_file, s3_endpoint)

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
 from strongroom.services.progress import ProgressSink
+
+if TYPE_CHECKING:  # rich.progress is imported when a bar starts (every command imports this)
+    from rich.progress import Progress, TaskID
 
 # Off a terminal, keep lines whole (ids must never be cut) instead of Rich's 80 columns.
 _WIDE = None if sys.stdout.isatty() else 240
@@ -58,6 +53,15 @@ class TerminalProgress:
         self._task: TaskID | None = None
 
     def start(self, label: str, total: int | None) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
