@@ -190,6 +190,25 @@ def test_files_that_are_no_wal_are_refused_in_one_line(quick: dict[str, Path]) -
     assert _spooled(q) == sorted([_name(1), f"{_name(8)}.partial", label])
 
 
+def test_a_stream_that_is_no_stream_name_is_refused(quick: dict[str, Path]) -> None:
+    """``--stream ..``, ``../evil``, ``a/b``, ``has space``, ``.hidden``: a direct push
+    exits 2; into the spool they returned 0, the file landing beside the spool or in a
+    folder the uploader passes over (never uploaded), the quick path included (``..``
+    exists). Now exit 2 in one line, nothing written."""
+    q = quick
+    assert _push(q, _name(1), segment(_name(1)), "--stream", "s").returncode == 0
+    (q["data"] / "pg_wal" / _name(2)).write_bytes(segment(_name(2)))
+
+    def written() -> list[Path]:  # (the records' folder aside: the whole path rewrites them)
+        return sorted(p.relative_to(q["tmp"]) for p in q["tmp"].rglob("*") if "temp" not in p.parts)
+
+    before = written()
+    for stream in ("..", "../evil", "a/b", "has space", ".hidden", "x" * 129, "é"):
+        result = _push(q, _name(2), None, "--stream", stream)
+        _one_error(result, 2, "is not a valid log stream name")
+    assert written() == before
+
+
 # --- what PostgreSQL may hand over ----------------------------------------------------------
 def test_odd_paths_and_segment_sizes_spool_the_exact_bytes(quick: dict[str, Path]) -> None:
     """``%p`` relative, absolute, through ``..``, with spaces and non-ASCII folders, a
@@ -356,6 +375,33 @@ def test_full_read_only_and_deleted_spool(quick: dict[str, Path]) -> None:
     assert gone.returncode == 0 and _path(gone) == "whole", gone.stderr
     assert _spooled(q) == [_name(4)]
     assert _path(_push(q, _name(5), segment(_name(5)))) == "quick"
+
+
+def test_a_spool_that_refuses_o_direct_gets_the_exact_bytes(quick: dict[str, Path]) -> None:
+    """A spool on ramfs, which refuses ``O_DIRECT`` (EINVAL; tmpfs takes it since Linux
+    6.6): the quick path copies buffered instead, the bytes are exact."""
+    q = quick
+    spool = q["spool"]
+    spool.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "ramfs", "-o", "mode=0700", "ramfs", str(spool)], check=False
+    ).returncode == 0  # fmt: skip
+    if not mounted:
+        pytest.skip("needs root to mount a ramfs")
+    try:
+        probe = os.open(spool / "probe", os.O_WRONLY | os.O_CREAT | getattr(os, "O_DIRECT", 0))
+        os.close(probe)
+        pytest.skip("this kernel's ramfs takes O_DIRECT")
+    except OSError:
+        pass
+    try:
+        for n in (1, 2, 3):
+            result = _push(q, _name(n), segment(_name(n)))
+            assert result.returncode == 0, result.stderr
+            assert _path(result) == ("whole" if n == 1 else "quick")
+            assert (spool / STREAM / _name(n)).read_bytes() == segment(_name(n))
+    finally:
+        _umount(spool)
 
 
 # --- SIGKILL anywhere -------------------------------------------------------------------------

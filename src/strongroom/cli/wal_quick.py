@@ -241,6 +241,17 @@ def header_system_identifier(head: bytes) -> int | None:
     return sysid
 
 
+def stream_ok(name: str) -> bool:
+    """Whether ``name`` is a log stream name (``repository/logs.py``'s rule, without
+    ``re``): a letter or digit, then up to 127 of letters, digits, ``.``, ``_``, ``-``."""
+    return (
+        0 < len(name) <= 128
+        and name.isascii()
+        and name[0].isalnum()
+        and all(c.isalnum() or c in "._-" for c in name)
+    )
+
+
 def header_segment_size(head: bytes) -> int | None:
     """``engines.postgresql.wal.segment_size`` of a segment's first 40 bytes: the
     segment size its long page header states (a power of two, 1 MiB to 1 GiB)."""
@@ -283,6 +294,8 @@ def push(args: WalArgs, spool: str) -> bool:
     if kind in (None, "history") or not _status_clear(spool):  # (a history: checked there)
         return False
     stream, system_identifier = args.get("--stream"), None
+    if stream is not None and not stream_ok(stream):
+        return False  # (`--stream ..` would copy beside the spool: refused there)
     if stream is None:
         system_identifier = _control_system_identifier()
         if system_identifier is None:

@@ -152,8 +152,8 @@ def durable_copy(source: int, size: int, folder: str, name: str) -> str:
     ``BaseException`` (a signal) removes it too."""
     tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{os.urandom(4).hex()}")
     target = os.path.join(folder, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
+    try:  # (the open inside: a signal right after it must not leave the temp file)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             done = copy_direct(source, size, fd)
             if done < size:

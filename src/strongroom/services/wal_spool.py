@@ -44,7 +44,7 @@ from strongroom.engines.postgresql.wal import (
     segment_size,
     stream_name,
 )
-from strongroom.errors import IntegrityError, StorageError, StrongroomError
+from strongroom.errors import IntegrityError, StorageError, StrongroomError, UsageError
 from strongroom.services.spool_files import TMP_PREFIX, durable_copy, fsync_dir
 
 if TYPE_CHECKING:
@@ -164,6 +164,31 @@ def _same(target: Path, source: Path, size: int) -> bool:
     return target.stat().st_size == size and target.read_bytes() == source.read_bytes()
 
 
+def _place(fd: int, size: int, source: Path, target: Path) -> bool:
+    """Spool the open file ``fd`` as ``target`` unless it is there: ``True`` when it was
+    written, ``False`` when the same bytes were there; ``SpoolConflict`` for other bytes
+    (also when another push of the name got there first). A name uploaded (deleted)
+    while it was compared is spooled again, not a failure (PostgreSQL's retry of a
+    segment the uploader was moving ended in exit 6, and health said critical)."""
+    for _ in range(3):
+        if not target.exists():
+            try:
+                _write(fd, size, target.parent, target)
+                return True
+            except FileExistsError:  # another push of this name was quicker: compare
+                pass
+        try:
+            if _same(target, source, size):
+                return False
+        except FileNotFoundError:  # uploaded meanwhile
+            continue
+        raise SpoolConflict(
+            f"{target.name} is already in the WAL spool {target.parent.parent} with different "
+            "content: refusing to replace it (two clusters archiving into one stream?)"
+        )
+    raise OSError(errno.EAGAIN, "the name kept appearing and vanishing in the spool")
+
+
 def spool_push(
     spool: Path, stream: str, name: str, source: Path, system_identifier: int | None
 ) -> SpoolPush:
@@ -190,25 +215,12 @@ def spool_push(
             raise StrongroomError(f"cannot read {source}: {exc.strerror or exc}") from exc
         folder = spool / stream
         target = folder / wal.name
-        conflict = SpoolConflict(
-            f"{wal.name} is already in the WAL spool {spool} with different content: "
-            "refusing to replace it (two clusters archiving into one stream?)"
-        )
         try:
             prepare(spool)
             folder.mkdir(mode=0o700, exist_ok=True)
-            if target.exists():
-                if _same(target, source, size):
-                    fsync_dir(folder)  # a push whose folder fsync failed left it linked
-                    return SpoolPush(target, False)
-                raise conflict
-            try:
-                _write(fd, size, folder, target)
-            except FileExistsError:  # another push of this name was quicker
-                if _same(target, source, size):
-                    fsync_dir(folder)
-                    return SpoolPush(target, False)
-                raise conflict from None
+            if not _place(fd, size, source, target):
+                fsync_dir(folder)  # a push whose folder fsync failed left it linked
+                return SpoolPush(target, False)
         except OSError as exc:
             why = _why(exc)
             failed = {"time": _now(), "file": wal.name, "error": why, "stream": stream}
@@ -231,6 +243,10 @@ def push_file(spool: Path, path: Path, stream: str | None = None) -> SpoolPush:
     of the repository: this is what PostgreSQL waits for."""
     clock = time.monotonic()
     wal = parse_wal_name(path.name)
+    if stream is not None and _STREAM.fullmatch(stream) is None:  # (repository/logs.py's)
+        # spooled under it, a file never reached the repository (the uploader passes over
+        # what is no stream name), or landed outside the spool (`--stream ../x`)
+        raise UsageError(f"{stream[:60]!r} is not a valid log stream name")
     system_identifier = None
     if stream is None:
         system_identifier = control_system_identifier(Path.cwd())
