@@ -168,6 +168,14 @@ def test_backups_and_readers_sharing_one_cache_at_once_never_exit_70(scene):
     assert "no problems found" in cli_ok(run_cli("check", "--read-data", env=env))
 
 
+def _immutable(path: Path, flag: str) -> bool:
+    """``chattr +i``/``-i`` when running as root (a no-op otherwise)."""
+    if os.geteuid() != 0:
+        return True
+    done = subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def _damage_cache(tmp_path: Path, env: dict[str, str], how: str) -> dict[str, str]:
     cache = tmp_path / "cache"
     (path,) = cache.glob("*/index.sqlite")
@@ -181,12 +189,14 @@ def _damage_cache(tmp_path: Path, env: dict[str, str], how: str) -> dict[str, st
             file.truncate(path.stat().st_size // 2)
     elif how == "deleted":
         shutil.rmtree(cache)
-    elif how == "read-only file":
+    elif how == "read-only file":  # as root: immutable (root writes read-only files)
         for suffix in ("", "-wal", "-shm"):
             if Path(f"{path}{suffix}").exists():
                 Path(f"{path}{suffix}").chmod(0o400)
+                _immutable(Path(f"{path}{suffix}"), "+i")
     elif how == "read-only folder":
         path.parent.chmod(0o500)
+        _immutable(path.parent, "+i")
     elif how == "cache dir is a file":
         shutil.rmtree(cache)
         cache.write_text("not a folder")
@@ -213,8 +223,8 @@ CACHE_DAMAGE = [
 @pytest.mark.parametrize("how", CACHE_DAMAGE)
 def test_a_damaged_or_unwritable_cache_is_only_slower(scene, how):
     tmp_path, env, dbs = scene
-    if os.geteuid() == 0 and how.startswith("read-only"):
-        pytest.skip("root writes read-only files")
+    if os.geteuid() == 0 and how.startswith("read-only") and not _immutable(tmp_path, "-i"):
+        pytest.skip("root writes read-only files, and chattr is not available")
     env = _damage_cache(tmp_path, env, how)
     try:
         with sqlite3.connect(dbs["Shop"]) as conn:
@@ -235,7 +245,10 @@ def test_a_damaged_or_unwritable_cache_is_only_slower(scene, how):
         cli_ok(run_cli("restore", backup_id, "--to", str(restored), "--yes", env=env))
         assert sqlite_counts(restored)
     finally:
+        for item in (tmp_path / "cache").glob("*/*"):
+            _immutable(item, "-i")
         for folder in (tmp_path / "cache").glob("*"):
+            _immutable(folder, "-i")
             if folder.is_dir():
                 folder.chmod(0o700)
 

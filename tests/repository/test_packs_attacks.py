@@ -408,3 +408,40 @@ def test_prune_and_index_rebuild_on_s3_with_faults_lose_nothing(
     final = prune(clean)
     assert final.packs_note is None, (outcomes, final.packs_note)
     _all_restore(Repository.open(storage, KeySource(key_file=tmp_path / "k")), [kept, second])
+
+
+def _chattr(flag: str, *paths: Path) -> bool:
+    import subprocess
+
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("what", ["file", "folder", "both"])
+def test_an_immutable_cache_file_or_folder_as_if_another_users(
+    tmp_path: Path, what: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tests run as root, which writes read-only files; ``chattr +i`` stops root too, as
+    a cache owned by another user stops that user."""
+    storage = MemoryStorage()
+    folder = tmp_path / "cache" / "repo-id"
+    folder.mkdir(parents=True)
+    path = folder / "index.sqlite"
+    packs = [_fake_pack(20) for _ in range(2)]
+    write_index_objects(storage, packs[:1], PlainSealer(), NAMER.name)
+    first = IndexCache(path, storage, PlainSealer())
+    first.sync()
+    first.close()
+    write_index_objects(storage, packs[1:], PlainSealer(), NAMER.name)
+    locked = {"file": [path], "folder": [folder], "both": [path, folder]}[what]
+    if not _chattr("+i", *locked):
+        pytest.skip("chattr +i is not available here")
+    try:
+        cache = IndexCache(path, storage, PlainSealer())
+        cache.sync()
+        cache.replace_loose([secrets.token_hex(32)])
+        assert all(cache.contains(e.chunk_id) for p in packs for e in p.entries)
+        assert all(cache.known(e.chunk_id) is False for e in packs[0].entries)  # no packs/
+        cache.close()
+    finally:
+        _chattr("-i", *locked)
