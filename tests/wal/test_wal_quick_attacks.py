@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -404,25 +405,68 @@ def test_a_spool_that_refuses_o_direct_gets_the_exact_bytes(quick: dict[str, Pat
         _umount(spool)
 
 
+def test_a_key_file_removed_or_replaced_after_the_record_loses_nothing(
+    quick: dict[str, Path],
+) -> None:
+    """The spool push needs no key (nothing of it is in the settings record), so with
+    the key file gone it still returns 0: the segment waits in the spool; the uploader
+    then exits 4 in one line (gone, then replaced by a file that is no key) and moves
+    nothing; with the key back everything goes, and fetches back whole."""
+    q = quick
+    key = q["tmp"] / "k"
+    assert _push(q, _name(1), segment(_name(1))).returncode == 0
+    key.rename(q["tmp"] / "k.away")
+    pushed = _push(q, _name(2), segment(_name(2)))
+    assert pushed.returncode == 0 and _path(pushed) == "quick", pushed.stderr
+
+    def upload() -> subprocess.CompletedProcess[str]:
+        return run_cli_alone("wal-upload", "--once", "--config", str(q["config"]),
+                             cwd=q["tmp"])  # fmt: skip
+
+    _one_error(upload(), 4, f"key file {key} does not exist")
+    key.write_text("not a key\n")
+    key.chmod(0o600)
+    _one_error(upload(), 4, "is not a key file")
+    assert _spooled(q) == [_name(1), _name(2)]
+    (q["tmp"] / "k.away").replace(key)
+    assert upload().returncode == 0
+    assert _spooled(q) == []
+    fetched = q["tmp"] / "fetched"
+    got = run_cli_alone("wal-fetch", _name(2), str(fetched), "--stream", STREAM,
+                        "--config", str(q["config"]), cwd=q["tmp"])  # fmt: skip
+    assert got.returncode == 0 and fetched.read_bytes() == segment(_name(2)), got.stderr
+
+
 # --- SIGKILL anywhere -------------------------------------------------------------------------
 def test_push_killed_at_random_points_never_leaves_a_partial_file(
     quick: dict[str, Path],
 ) -> None:
-    """SIGKILL at random moments of quick pushes (start-up, copy, fsync, link): under the
-    segment's name there is either nothing or the whole file; the retry returns 0 with
+    """SIGKILL and SIGTERM at random moments of quick pushes (start-up, copy, fsync,
+    link): under the segment's name there is either nothing or the whole file; SIGTERM
+    ends in 0 (done first), or 143 with one ``error:`` line and no temp file left (or
+    -15 before the handler is installed), never a traceback; the retry returns 0 with
     the exact bytes; the uploader passes the temp files over and archives every segment
     once, which wal-fetch returns whole."""
     q = quick
     assert _push(q, _name(1), segment(_name(1))).returncode == 0
     rng = random.Random(18)
-    names = [_name(n) for n in range(2, 14)]
-    for name in names:
+    names = [_name(n) for n in range(2, 26)]
+    for i, name in enumerate(names):
         (q["data"] / "pg_wal" / name).write_bytes(segment(name))
         proc = _start(q, f"pg_wal/{name}")
         time.sleep(rng.uniform(0.0, 0.12))
-        proc.kill()
-        proc.wait(timeout=60)
-        target = q["spool"] / STREAM / name
+        term = i % 2 == 1
+        proc.send_signal(signal.SIGTERM if term else signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        folder = q["spool"] / STREAM
+        if term:
+            assert proc.returncode in (0, 143, -signal.SIGTERM), (proc.returncode, err)
+            if proc.returncode == 143:
+                assert len([x for x in err.splitlines() if x.startswith("error:")]) == 1, err
+            if proc.returncode != -signal.SIGTERM and folder.is_dir():
+                assert not list(folder.glob(f".tmp-{name}-*")), "a temp file left"
+        target = folder / name
         if target.exists():
             assert target.read_bytes() == segment(name), "a partial file under the name"
         retry = _push(q, name)
