@@ -116,6 +116,34 @@ def _int_bytes(value: int, int_size: int) -> bytes:
     return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
 
 
+SCAN_WINDOW = 32 * 1024 * 1024  # bytes of the mapped dump searched (and mapped) at once
+
+
+def _find(file: mmap.mmap, needle: bytes, start: int) -> int:
+    """``file.find(needle, start)``, a window at a time, giving back the pages searched:
+    the file's pages a search touched count in this process's RSS until unmapped, so a
+    plain ``find`` over a 10 GB table's data held 10 GB of page cache in RSS (measured:
+    a 196 MB dump's restore peaked at 309 MB RSS; the data stays in the page cache)."""
+    size = len(file)
+    while start < size:
+        end = min(size, start + SCAN_WINDOW + len(needle) - 1)
+        at = file.find(needle, start, end)
+        _release(file, start, end)
+        if at >= 0:
+            return at
+        start = end - len(needle) + 1
+    return -1
+
+
+def _release(file: mmap.mmap, start: int, end: int) -> None:
+    """Unmap the whole pages of ``[start, end)`` from this process (MADV_DONTNEED on a
+    read-only file mapping drops only the mapping: the next access reads it again)."""
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first and hasattr(mmap, "MADV_DONTNEED"):
+        file.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
 def find_data_offsets(file: mmap.mmap) -> tuple[ArchiveToc, dict[int, int]]:
     """The TOC of ``file`` and {flag_at: data block offset} of the entries whose block was
     found (see the module docstring; the rest are left out). Raises ``LayoutUnreadable``
@@ -138,7 +166,7 @@ def find_data_offsets(file: mmap.mmap) -> tuple[ArchiveToc, dict[int, int]]:
                 break
             start = position
         else:
-            at = file.find(end_marker + header, position)
+            at = _find(file, end_marker + header, position)
             if at < 0:
                 break
             start = at + len(end_marker)
