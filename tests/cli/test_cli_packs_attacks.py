@@ -317,3 +317,29 @@ def test_postgres_backups_killed_while_writing_packs_then_prune(pg_server, pg_db
             pg_server.drop_database(target)
     again = json.loads(cli_ok(run_cli("prune", "--json", env=env)))
     assert again["packs_deleted"] == 0 and again["orphan_packs"] == 0, (outcomes, again)
+
+
+def test_two_prunes_at_once_and_a_prune_beside_a_backup(copy):
+    tmp_path, env, kept = copy
+    for round_ in range(3):
+        first, second = _start("prune", env=env), _start("prune", env=env)
+        for process in (first, second):
+            _, err = process.communicate(timeout=300)
+            text = err.decode()
+            assert "Traceback" not in text and process.returncode in (0, 3), text
+            if process.returncode == 3:  # the documented 'busy' exit, one error line
+                assert len([x for x in text.splitlines() if x.startswith("error:")]) == 1
+        _everything_restores(tmp_path, env, kept, f"two-{round_}")
+    big = make_sqlite_db(tmp_path / "Big.db", users=20000, orders=60000, seed=5)
+    backup = _start("backup", str(big), "--target", "Big", env=env)
+    time.sleep(0.3)
+    pruned = run_cli("prune", "--wait", "1", env=env)
+    _no_crash(pruned)
+    assert pruned.returncode in (0, 3), pruned.stderr.decode()
+    out, err = backup.communicate(timeout=300)
+    assert backup.returncode == 0, err.decode()
+    kept[re.search(rb"backup (\S+) complete", out).group(1).decode()] = sqlite_counts(big)
+    cli_ok(run_cli("prune", env=env))
+    _clean(tmp_path)
+    assert "no problems found" in cli_ok(run_cli("check", "--read-data", env=env))
+    _everything_restores(tmp_path, env, kept, "after")
