@@ -146,12 +146,19 @@ def measure(bench: Bench, res: Results, big_raw_bytes: int) -> None:
             big.append(big_point(bench, round(big_raw_bytes * share), label))
     points = sorted(points + big, key=lambda p: int(p["raw_bytes"]))
     out: dict[str, Any] = {"points": points}
+    if not big:
+        out["no_fit"] = "not extrapolated: no text-value databases (--big-gb 0)"
+    elif int(big[0]["raw_bytes"]) < MIN_FIT_RAW:
+        out["no_fit"] = (
+            f"not extrapolated: the smaller text-value database is under {MIN_FIT_RAW // 10**6} "
+            "MB raw"
+        )
     for what in ("backup", "restore"):
         key = f"{what}_rss_bytes"
         # the two text-value sizes (same shape): the growth with size, not with shape or
-        # the start-up's fixed cost; else the two largest sizes measured
-        pairs = [(int(p["raw_bytes"]), int(p[key])) for p in (big or points) if p[key]][-2:]
-        if not pairs or pairs[0][0] < MIN_FIT_RAW:  # start-up and noise, not growth
+        # the start-up's fixed cost
+        pairs = [(int(p["raw_bytes"]), int(p[key])) for p in big if p[key]][-2:]
+        if "no_fit" in out or len(pairs) < 2:
             continue
         line = fit(pairs)
         if line is not None:

@@ -295,7 +295,7 @@ def memory_sections(res: Results) -> list[Section]:
                 mb(10 * GB),
                 "-",
                 "-",
-                "not extrapolated: the smaller text-value database is under 100 MB raw",
+                m.get("no_fit", "not extrapolated"),
             ]
         )
     else:
