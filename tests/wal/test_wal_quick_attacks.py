@@ -483,23 +483,36 @@ def test_push_killed_at_random_points_never_leaves_a_partial_file(
         assert got.returncode == 0 and fetched.read_bytes() == segment(name), got.stderr
 
 
-# --- known, not fixed -------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="the spool push never reads the repository (docs/design.md, The WAL spool): a "
-    "name uploaded already is free in the spool, so other bytes under it are spooled with "
-    "exit 0 and stay there for ever as a conflict (health: critical); PostgreSQL has "
-    "deleted its WAL by then",
-)
+# --- a name uploaded already ------------------------------------------------------------------
 def test_other_content_under_a_name_already_uploaded_is_refused(quick: dict[str, Path]) -> None:
+    """Once the uploader had moved a name, the spool no longer had it: other bytes under
+    that name (a clone of the cluster archiving into the same stream) were spooled with
+    exit 0, PostgreSQL deleted its copy, and the file waited in the spool for ever as a
+    conflict. Now the uploader leaves a mark (the bytes' digest) and a later push of the
+    name compares with it: the same bytes exit 0 with nothing spooled, other bytes exit
+    7, on the quick path's records as on the whole path."""
     q = quick
     name = _name(1)
     assert _push(q, name, segment(name)).returncode == 0
+    assert _path(_push(q, _name(2), segment(_name(2)))) == "quick"
     upload = run_cli_alone("wal-upload", "--once", "--config", str(q["config"]), cwd=q["tmp"])
     assert upload.returncode == 0, upload.stderr
     assert _spooled(q) == []
-    other = _push(q, name, segment(name, seed=2))
-    assert other.returncode == 7, other.stderr
+    _one_error(_push(q, name, segment(name, seed=2)), 7, "was uploaded from the WAL spool")
+    _one_error(_push(q, _name(2), segment(_name(2), seed=2)), 7, "with different content")
+    again = _push(q, name, segment(name))  # PostgreSQL's retry of what went: nothing to do
+    assert again.returncode == 0, again.stderr
+    assert _spooled(q) == [] and _no_push_failure(q)
+    assert _path(_push(q, _name(3), segment(_name(3)))) == "quick"  # the rest as before
+    # marks older than a week go (the uploader's sweep), and with them the comparison
+    from strongroom.services import spool_files
+
+    marks = q["spool"] / ".uploaded" / STREAM
+    assert sorted(p.name for p in marks.iterdir()) == [name, _name(2)]
+    old = time.time() - spool_files.MARKS_KEPT - 60
+    os.utime(marks / name, (old, old), follow_symlinks=False)
+    assert spool_files.sweep_marks(str(q["spool"])) == 1
+    assert sorted(p.name for p in marks.iterdir()) == [_name(2)]
 
 
 # --- several clusters on one host ------------------------------------------------------------

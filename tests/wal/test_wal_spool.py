@@ -129,7 +129,11 @@ def test_push_spools_fetch_reads_it_upload_empties_it(spooled: dict[str, Path]) 
     assert _push(c, name, data).returncode == 0
     assert _cli("wal-upload", "--once", c=c).returncode == 0
     assert _waiting(c) == [] and _archived(c["repo"]) == [name]
-    # other content for a name already archived: wal-upload exit 7, the file stays
+    # other content for a name already uploaded: exit 7 (the upload's mark), not spooled
+    fails(_push(c, name, segment(name, seed=3)), 7, "was uploaded from the WAL spool .* differ")
+    assert _waiting(c) == []
+    # the mark gone (kept a week): spooled; wal-upload exits 7, the file stays
+    (c["spool"] / ".uploaded" / STREAM / name).unlink()
     assert _push(c, name, segment(name, seed=3)).returncode == 0
     conflict = _cli("wal-upload", "--once", c=c)
     fails(conflict, 7, f"archived with other content: {STREAM}/{name}")

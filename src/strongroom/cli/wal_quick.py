@@ -286,7 +286,7 @@ def _status_clear(spool: str) -> bool:
 def push(args: WalArgs, spool: str) -> bool:
     """Copy the WAL file ``args`` names into ``spool`` durably when it is the plain case
     (the module's docstring); ``False`` (nothing left behind) otherwise."""
-    from strongroom.services.spool_files import durable_copy
+    from strongroom.services.spool_files import UPLOADED, durable_copy
 
     path = args.arguments[0]
     name = os.path.basename(path)
@@ -302,13 +302,14 @@ def push(args: WalArgs, spool: str) -> bool:
             return False
         stream = f"postgresql-{system_identifier}"
     folder = os.path.join(spool, stream)
-    try:
-        os.stat(os.path.join(folder, name))
-        return False  # spooled already: the same content, or a conflict
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
+    for spooled in (os.path.join(folder, name), os.path.join(spool, UPLOADED, stream, name)):
+        try:
+            os.lstat(spooled)
+            return False  # spooled or uploaded already: the same content, or a conflict
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
     if not os.path.isdir(folder):
         return False
     try:

@@ -4,7 +4,9 @@
 PostgreSQL's archiver waits for, once per 16 MiB segment, while a bulk load keeps the
 host's cores busy: every millisecond of CPU it needs is a millisecond it waits for a core.
 This module imports only ``os``, ``errno`` and ``fcntl`` (``mmap`` when it copies a
-segment), so the quickest path pays nothing for it.
+segment, ``time`` when the uploader sweeps its marks), so the quickest path pays nothing
+for it. The uploader's marks (``UPLOADED``) live here too: the quick path looks for one
+before it copies (a name uploaded already goes the whole way, which compares).
 
 :func:`durable_copy` writes ``<folder>/.tmp-<name>-<random>``, fsyncs it, links it as
 ``<folder>/<name>`` (never over a file already there) and fsyncs the folder: once it
@@ -35,6 +37,9 @@ import fcntl
 import os
 
 TMP_PREFIX = ".tmp-"  # a push under way, or killed (swept by the uploader after an hour)
+# <spool>/.uploaded/<stream>/<name>: a symlink whose target is the digest of the bytes the
+# uploader moved under that name (kept a week): a later push of the name compares with it
+UPLOADED = ".uploaded"
 DIRECT_BLOCK = 4096  # bytes: O_DIRECT is used for files of whole blocks of this size
 DIRECT_MIN = 1 << 20  # bytes: smaller files (history, backup labels) are copied buffered
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM)
@@ -170,3 +175,48 @@ def durable_copy(source: int, size: int, folder: str, name: str) -> str:
         raise
     fsync_dir(folder)
     return target
+
+
+MARKS_KEPT = 7 * 86400.0  # seconds an upload's mark (UPLOADED) is kept
+_marks_swept: dict[str, float] = {}  # spool -> when this process last swept its marks
+
+
+def mark_uploaded(spool: str, stream: str, name: str, digest: str) -> str:
+    """Record that the bytes of ``digest`` went to the repository as ``<stream>/<name>``
+    (a symlink to it, which a later push of the name compares with); its folder."""
+    folder = os.path.join(spool, UPLOADED, stream)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{os.urandom(4).hex()}")
+    os.symlink(digest, tmp)
+    os.replace(tmp, os.path.join(folder, name))
+    return folder
+
+
+def sweep_marks(spool: str, older_than: float = MARKS_KEPT) -> int:
+    """Remove the upload marks older than ``older_than`` seconds (at most once an hour
+    per process and spool); how many."""
+    import time
+
+    now = time.time()
+    if now - _marks_swept.get(spool, 0.0) < 3600:
+        return 0
+    _marks_swept[spool] = now
+    removed = 0
+    root = os.path.join(spool, UPLOADED)
+    try:
+        streams = [e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for folder in streams:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < now - older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -45,7 +46,14 @@ from strongroom.engines.postgresql.wal import (
     stream_name,
 )
 from strongroom.errors import IntegrityError, StorageError, StrongroomError, UsageError
-from strongroom.services.spool_files import TMP_PREFIX, durable_copy, fsync_dir
+from strongroom.services.spool_files import (
+    TMP_PREFIX,
+    UPLOADED,
+    durable_copy,
+    fsync_dir,
+    mark_uploaded,
+    sweep_marks,
+)
 
 if TYPE_CHECKING:
     from strongroom.repository.logs import LogArchive
@@ -137,17 +145,20 @@ class SpoolPush:
     stored: bool  # False: the same content was spooled already
 
 
-def _check_file(wal: WalFileName, fd: int, size: int, system_identifier: int | None) -> None:
+def _check_file(
+    wal: WalFileName, fd: int, size: int, system_identifier: int | None, whole: bool
+) -> None:
     """A direct push's checks, made before the file is spooled (spooled, a file the
     uploader refuses returned 0 to PostgreSQL, never reached the repository and stopped
     the upload of every file after it): the header against ``system_identifier`` when
-    known, a ``.history`` that is a timeline history; and one more: a segment starts
-    with a valid long page header stating the file's size, also with ``--stream`` (an
-    empty, cut or padded copy under a segment's name). ``WalMismatch`` (exit 7)."""
+    known, a ``.history`` that is a timeline history; and with ``whole`` (``wal-push``)
+    one more: a segment starts with a valid long page header stating the file's size,
+    also with ``--stream`` (an empty, cut or padded copy under a segment's name).
+    ``WalMismatch`` (exit 7)."""
     head = os.pread(fd, 8192, 0)
     if system_identifier is not None:
         check_segment_belongs(wal, head, system_identifier)
-    if wal.kind == "segment":
+    if wal.kind == "segment" and whole:
         stated = segment_size(head)
         if stated is None:
             raise WalMismatch(f"WAL file {wal.name} has no valid page header: not archived")
@@ -164,14 +175,33 @@ def _same(target: Path, source: Path, size: int) -> bool:
     return target.stat().st_size == size and target.read_bytes() == source.read_bytes()
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]  # (a symlink target ext4 keeps inline)
+
+
 def _place(fd: int, size: int, source: Path, target: Path) -> bool:
     """Spool the open file ``fd`` as ``target`` unless it is there: ``True`` when it was
-    written, ``False`` when the same bytes were there; ``SpoolConflict`` for other bytes
-    (also when another push of the name got there first). A name uploaded (deleted)
-    while it was compared is spooled again, not a failure (PostgreSQL's retry of a
-    segment the uploader was moving ended in exit 6, and health said critical)."""
+    written, ``False`` when the same bytes were there or were uploaded from the spool
+    under that name (in the last ``MARKS_KEPT``); ``SpoolConflict`` for other bytes (also
+    when another push of the name got there first, or when other bytes were uploaded: a
+    second cluster's WAL would wait in the spool for ever, while PostgreSQL deleted it).
+    A name uploaded (deleted) while it was compared is spooled again, not a failure
+    (PostgreSQL's retry of a segment the uploader was moving ended in exit 6, and health
+    said critical)."""
+    spool = target.parent.parent
     for _ in range(3):
         if not target.exists():
+            try:
+                uploaded = os.readlink(spool / UPLOADED / target.parent.name / target.name)
+            except (FileNotFoundError, NotADirectoryError):
+                uploaded = None
+            if uploaded is not None:
+                if uploaded == _digest(source.read_bytes()):
+                    return False
+                raise SpoolConflict(
+                    f"{target.name} was uploaded from the WAL spool {spool} with different "
+                    "content: refusing it (two clusters archiving into one stream?)"
+                )
             try:
                 _write(fd, size, target.parent, target)
                 return True
@@ -190,7 +220,12 @@ def _place(fd: int, size: int, source: Path, target: Path) -> bool:
 
 
 def spool_push(
-    spool: Path, stream: str, name: str, source: Path, system_identifier: int | None
+    spool: Path,
+    stream: str,
+    name: str,
+    source: Path,
+    system_identifier: int | None,
+    whole_segments: bool = False,
 ) -> SpoolPush:
     """Copy the file at ``source`` to ``<spool>/<stream>/<name>`` durably (temp file,
     kernel copy, fsync, link, fsync folder; the file checked first as a direct push
@@ -210,7 +245,7 @@ def spool_push(
             raise StrongroomError(f"cannot read {source}: not a regular file")
         size = info.st_size
         try:
-            _check_file(wal, fd, size, system_identifier)
+            _check_file(wal, fd, size, system_identifier, whole_segments)
         except OSError as exc:
             raise StrongroomError(f"cannot read {source}: {exc.strerror or exc}") from exc
         folder = spool / stream
@@ -251,7 +286,7 @@ def push_file(spool: Path, path: Path, stream: str | None = None) -> SpoolPush:
     if stream is None:
         system_identifier = control_system_identifier(Path.cwd())
         stream = stream_name(system_identifier)
-    result = spool_push(spool, stream, wal.name, path, system_identifier)
+    result = spool_push(spool, stream, wal.name, path, system_identifier, whole_segments=True)
     log.info("%s %s in %.3f s", "spooled" if result.stored else "already spooled:",
              wal.name, time.monotonic() - clock)  # fmt: skip
     return result
@@ -376,6 +411,7 @@ def upload(spool: Path, archive: LogArchive, stop: threading.Event | None = None
     uploaded, moved = 0, 0
     conflicts: list[str] = []
     sweep_temps(spool)
+    sweep_marks(str(spool))
     try:
         for item in waiting(spool):
             if stop is not None and stop.is_set():  # `run` stopping: the rest waits
@@ -390,9 +426,16 @@ def upload(spool: Path, archive: LogArchive, stop: threading.Event | None = None
                 conflicts.append(f"{item.stream}/{item.name}")
                 log.error("%s", exc.message)
                 continue
+            marks: str | None = None  # before the file goes: a later push compares with it
+            try:
+                marks = mark_uploaded(str(spool), item.stream, item.name, _digest(data))
+            except OSError as exc:  # (a full spool: the file must go all the same)
+                log.warning("cannot mark %s as uploaded: %s", item.name, _why(exc))
             with contextlib.suppress(FileNotFoundError):
                 item.path.unlink()
             fsync_dir(item.path.parent)
+            if marks is not None:
+                fsync_dir(marks)
             uploaded += 1
             moved += item.size
     except StrongroomError as exc:
