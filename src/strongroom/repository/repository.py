@@ -25,6 +25,7 @@ from strongroom.errors import (
     StrongroomError,
     UsageError,
 )
+from strongroom.malloc_arenas import limit_arenas
 from strongroom.pipeline.chunking import ChunkerParams, ChunkerParamsInvalid
 from strongroom.pipeline.compression import DEFAULT_LEVEL, ChunkCompressor
 from strongroom.pipeline.encryption import (
@@ -378,6 +379,7 @@ class Repository:
         ``BackupForgotten`` (forget and prune ran), not damage.
         """
         self.check_chunk_order(manifest)
+        limit_arenas()  # before the read threads start: see malloc_arenas.py
         checksum = StreamChecksum()
         reader = self.chunks.read_many((ref.chunk_id for ref in manifest.chunks), workers)
         try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from strongroom.engines.base import Engine, LaidOutDump
 from strongroom.errors import InvalidName, StrongroomError
 from strongroom.logcontext import log_context
+from strongroom.malloc_arenas import limit_arenas
 from strongroom.pipeline.chunking import iter_chunks
 from strongroom.pipeline.hashing import StreamChecksum
 from strongroom.repository.ids import new_backup_id, utc_now_iso
@@ -116,6 +117,7 @@ class _ChunkWriter:
     """
 
     def __init__(self, repo: Repository, workers: int) -> None:
+        limit_arenas()  # before the workers start: see malloc_arenas.py
         self._store = repo.chunks
         self._packs = self._store.pack_writer()
         self._claimed: set[str] = set()
