@@ -114,7 +114,7 @@ def test_version_imports_no_command():
     code, modules, out = _imports("-v", "--version")
     assert code == 0 and out.startswith("strongroom "), out
     assert not any(m.endswith("_cmd") for m in modules), sorted(modules)
-    assert "pydantic" not in modules
+    assert "pydantic" not in modules and "typer" not in modules
 
 
 @pytest.mark.parametrize(
@@ -191,3 +191,18 @@ def test_every_command_of_the_table_is_registered_in_order():
     groups = [name for name, (_, _, sub) in cli.COMMANDS.items() if sub]
     assert list(group.commands) == commands + groups  # type: ignore[attr-defined]
     assert cli.app is cli.whole_app()
+
+
+def test_wal_receive_names_the_engines_default_slot():
+    """cli/wal_receive_cmd.py repeats the default slot's name so that importing it (the
+    whole app's --help) does not import psycopg."""
+    from strongroom.cli import wal_receive_cmd
+    from strongroom.engines.postgresql.receivewal import DEFAULT_SLOT
+
+    assert wal_receive_cmd.DEFAULT_SLOT == DEFAULT_SLOT
+
+
+def test_the_whole_help_imports_no_database_driver():
+    code, modules, out = _imports("--help")
+    assert code == 0 and "wal-receive" in out, out
+    assert _heavy(modules) == []

@@ -6,8 +6,9 @@ global options of ``cli.runner``) and imports and registers only that command's 
 service. Whenever the command line is not that plain case (no command, ``--help`` before
 it, an unknown or misspelt name, an option the scan does not know) every command is
 registered, in the order of ``COMMANDS``: the full help and click's "No such command …
-Did you mean …?" are those of the whole app. ``app`` (``from strongroom.cli.app import
-app``) is the whole app, built on first access; once built, ``main()`` runs it.
+Did you mean …?" are those of the whole app; ``--version`` with nothing but global options
+is answered without Typer. ``app`` (``from strongroom.cli.app import app``) is the whole
+app, built on first access; once built, ``main()`` runs it.
 """
 
 from __future__ import annotations
@@ -123,25 +124,32 @@ def command_named(argv: list[str]) -> tuple[str | None, bool]:
 
 def app_for(argv: list[str]) -> typer.Typer:
     """The app to run ``argv``: the whole app unless the line names one command plainly
-    (then only that command), or asks only for ``--version`` (then no command)."""
+    (then only that command)."""
     if _whole is not None:
         return _whole
-    name, version_only = command_named(argv)
-    if name is None and not version_only:
+    name, _ = command_named(argv)
+    if name is None:
         return whole_app()
     from strongroom.cli.runner import new_app
 
     lean = new_app(HELP)
-    if name is not None:
-        _register(lean, name)
+    _register(lean, name)
     return lean
 
 
 def main() -> None:
     """Entry point of the whole command line (see ``cli.runner.run``)."""
+    argv = sys.argv[1:]
+    if _whole is None and command_named(argv) == (None, True):
+        # only global options, one of them --version (eager: it answers before the
+        # others are looked at, as cli.runner's): no need for Typer
+        from strongroom import __version__
+
+        print(f"strongroom {__version__}")
+        sys.exit(0)
     from strongroom.cli.runner import run
 
-    run(app_for(sys.argv[1:]))
+    run(app_for(argv))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from strongroom.cli.options import ConfigOption, KeyFileOption, RepoOption, S3EndpointOption
+from strongroom.cli.options import (
+    ConfigOption,
+    KeyFileOption,
+    RepoOption,
+    S3EndpointOption,
+    location_from,
+)
 from strongroom.cli.output import stderr, stdout
 from strongroom.errors import UsageError
 from strongroom.repository.config import ENCRYPTION_AGE, ENCRYPTION_NONE
@@ -50,7 +56,7 @@ def init(
     if passphrase and no_encryption:
         raise UsageError("--passphrase and --no-encryption exclude each other")
     sources = Sources.load(config)
-    where = sources.location(repo, key_file, s3_endpoint)
+    where = location_from(sources, repo, key_file, s3_endpoint)
     storage = where.storage()
     secret = _passphrase(where.passphrase) if passphrase else None
     if secret is not None and len(secret) < MIN_PASSPHRASE_LENGTH:

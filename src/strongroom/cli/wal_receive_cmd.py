@@ -12,16 +12,22 @@ archived first); 3/4/6 as for every command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from strongroom.cli.options import KeyFileOption, RepoOption, S3EndpointOption
 from strongroom.cli.output import stdout
-from strongroom.engines.postgresql.receivewal import DEFAULT_SLOT
 from strongroom.errors import UsageError
 from strongroom.services.settings_sources import Sources
-from strongroom.services.wal_receive import ReceiveOptions, ReceiveStats, wal_receive
+
+if TYPE_CHECKING:
+    from strongroom.services.wal_receive import ReceiveStats
+
+# engines.postgresql.receivewal.DEFAULT_SLOT, which imports psycopg: the service is
+# imported when the command runs, not by the whole command line's --help (a test checks
+# the two agree: tests/cli/test_lazy_commands.py)
+DEFAULT_SLOT = "strongroom"
 
 
 def _started(stats: ReceiveStats) -> None:
@@ -74,6 +80,8 @@ def wal_receive_cmd(
     """Stream WAL over a replication connection (pg_receivewal, a replication slot) into
     the repository: completed segments as wal-push stores them, the growing segment as a
     snapshot every second. Runs until SIGTERM/SIGINT."""
+    from strongroom.services.wal_receive import ReceiveOptions, wal_receive
+
     sources = Sources.load(config)
     url, _target = sources.database(database_url, target)
     if not url:
