@@ -536,3 +536,32 @@ def test_a_reader_on_a_lying_cache_still_reads_a_whole_repository(
     _lie(path, "UPDATE OR IGNORE chunks SET pack_num = (SELECT MIN(num) FROM packs)")
     for manifest in kept:
         assert verify_backup(_repo(tmp_path), manifest, record=False).ok
+
+
+class ListingMissesAPack(MemoryStorage):
+    """A store whose listing of ``packs/`` silently leaves one key out."""
+
+    hidden = ""
+
+    def list(self, prefix: str):  # type: ignore[no-untyped-def]
+        return (k for k in super().list(prefix) if not (self.hidden and k.endswith(self.hidden)))
+
+
+def test_index_rebuild_with_a_listing_that_misses_a_pack_keeps_it(tmp_path: Path) -> None:
+    from strongroom.engines.sqlite import SqliteEngine
+    from strongroom.services.backup import run_backup
+    from tests.helpers import make_sqlite_db
+
+    storage = ListingMissesAPack()
+    STORES[tmp_path] = storage
+    os.environ[CACHE_ENV] = str(tmp_path / "cache")
+    Repository.init(storage, key_file=tmp_path / "k", chunker=SMALL_CHUNKS)
+    repo = _repo(tmp_path)
+    db = make_sqlite_db(tmp_path / "a.db", users=800, orders=2000)
+    manifest = run_backup(repo, SqliteEngine(str(db)), target="A").manifest
+    (victim,) = {_pack_of(repo, c) for c in manifest.unique_chunk_ids}
+    _flip_pack(repo, victim, 100)  # and its key stanza is damaged: the index holds the key
+    storage.hidden = victim
+    rebuild_index(_repo(tmp_path, "c2"), wait=0)
+    storage.hidden = ""
+    assert verify_backup(_repo(tmp_path, "c3"), manifest, record=False).ok

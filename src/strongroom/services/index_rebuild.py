@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from strongroom.errors import ObjectNotFound
@@ -92,18 +92,16 @@ def read_pack_listing(storage: Storage, sealer: Sealer, pack_id: str) -> Indexed
 
 
 def _old_listings(
-    storage: Storage, sealer: Sealer, index_ids: tuple[str, ...], wanted: set[str]
+    storage: Storage, sealer: Sealer, index_ids: tuple[str, ...], wanted: Callable[[str], bool]
 ) -> Iterator[IndexedPack]:
-    """The listings of ``wanted`` packs in the index objects ``index_ids`` that still
-    read (one object in memory at a time)."""
-    if not wanted:
-        return
+    """The listings of the packs ``wanted`` accepts in the index objects ``index_ids``
+    that still read (one object in memory at a time)."""
     for index_id in index_ids:
         try:
             index = read_index_object(storage, index_id, sealer)
         except (ObjectNotFound, IndexDamaged):
             continue
-        yield from (pack for pack in index.packs if pack.pack_id in wanted)
+        yield from (pack for pack in index.packs if wanted(pack.pack_id))
 
 
 def rebuild_index(
@@ -136,7 +134,8 @@ def rebuild_index(
                 flush()
 
         unread: dict[str, str] = {}  # pack id -> why its own header does not read
-        for pack_id in sorted(set(list_pack_ids(storage))):
+        listed = set(list_pack_ids(storage))
+        for pack_id in sorted(listed):
             try:
                 pack = read_pack_listing(storage, sealer, pack_id)
             except ObjectNotFound:
@@ -146,15 +145,29 @@ def rebuild_index(
                 continue
             add(pack)
         # a pack whose key stanza or header does not read may still read through the
-        # listing an old index object holds (its key and entries): keep that listing
-        for pack in _old_listings(storage, sealer, old, set(unread)):
-            if unread.pop(pack.pack_id, None) is not None:
-                log.warning(
-                    "index rebuild keeps the old index's listing of pack %s (its own key "
-                    "stanza or header does not read: `check --read-data` names it)",
-                    pack.pack_id,
-                )
-                add(pack)
+        # listing an old index object holds (its key and entries): keep that listing; a
+        # pack the old index lists that the listing of packs/ left out is looked up by
+        # itself (a listing that silently misses keys must not drop the only copy of a key)
+        seen: set[str] = set()
+        for pack in _old_listings(storage, sealer, old, lambda p: p in unread or p not in listed):
+            if pack.pack_id in seen:
+                continue
+            seen.add(pack.pack_id)
+            if pack.pack_id not in unread:
+                if not storage.exists(pack_key_name(pack.pack_id)):
+                    continue  # gone
+                try:
+                    add(read_pack_listing(storage, sealer, pack.pack_id))
+                    continue
+                except PackDamaged as exc:
+                    unread[pack.pack_id] = exc.message
+            del unread[pack.pack_id]
+            log.warning(
+                "index rebuild keeps the old index's listing of pack %s (its own key "
+                "stanza or header does not read: `check --read-data` names it)",
+                pack.pack_id,
+            )
+            add(pack)
         for message in unread.values():
             report.skipped.append(message)
             log.warning("index rebuild leaves out %s", message)
