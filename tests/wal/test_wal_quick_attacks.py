@@ -208,6 +208,15 @@ def test_a_stream_that_is_no_stream_name_is_refused(quick: dict[str, Path]) -> N
         result = _push(q, _name(2), None, "--stream", stream)
         _one_error(result, 2, "is not a valid log stream name")
     assert written() == before
+    # wal-fetch read such a "stream" beside the spool (exit 0, whatever was there)
+    beside = q["tmp"] / "evil"
+    beside.mkdir()
+    (beside / _name(2)).write_bytes(b"not from the archive")
+    fetched = q["tmp"] / "fetched"
+    got = run_cli_alone("wal-fetch", _name(2), str(fetched), "--stream", "../evil",
+                        "--config", str(q["config"]), cwd=q["tmp"])  # fmt: skip
+    _one_error(got, 2, "is not a valid log stream name")
+    assert not fetched.exists()
 
 
 # --- what PostgreSQL may hand over ----------------------------------------------------------

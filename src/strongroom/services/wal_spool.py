@@ -305,6 +305,8 @@ def fetch_file(spool: Path, name: str, destination: Path, stream: str | None = N
     wal = parse_wal_name(name)
     if stream is None:
         stream = stream_name(control_system_identifier(Path.cwd()))
+    elif _STREAM.fullmatch(stream) is None:  # (`--stream ../x` read beside the spool)
+        raise UsageError(f"{stream[:60]!r} is not a valid log stream name")
     try:
         data = (spool / stream / wal.name).read_bytes()
     except (FileNotFoundError, NotADirectoryError):  # not spooled, or uploaded meanwhile
