@@ -173,7 +173,9 @@ def test_files_that_are_no_wal_are_refused_in_one_line(quick: dict[str, Path]) -
     (wal / _name(5)).write_bytes(segment(_name(5))[: 8 << 20])
     (wal / _name(6)).write_bytes(segment(_name(6)) + bytes(8192))
     (wal / _name(7)).write_bytes(_sized(_name(7), 1 << 20)[: 1 << 19])
+    os.mkfifo(wal / _name(9))  # (its open waited for a writer for ever)
     for args in ((), ("--stream", STREAM)):
+        _one_error(_push(q, _name(9), None, *args), 1, "not a regular file")
         _one_error(_push(q, _name(2), None, *args), 1, "not a regular file")
         _one_error(_push(q, _name(3), None, *args), 1, "not a regular file")
         _one_error(_push(q, _name(4), None, *args), 7, "has no valid page header")

@@ -313,7 +313,7 @@ def push(args: WalArgs, spool: str) -> bool:
     if not os.path.isdir(folder):
         return False
     try:
-        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # (a FIFO)
     except OSError:
         return False
     try:

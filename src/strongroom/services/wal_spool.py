@@ -235,8 +235,8 @@ def spool_push(
     ``SpoolError`` (exit 6), recorded in the status file for health. ``source``
     unreadable or no regular file: exit 1, the spool's status untouched."""
     wal = parse_wal_name(name)
-    try:
-        fd = os.open(source, os.O_RDONLY)
+    try:  # (O_NONBLOCK: a FIFO under a WAL name is refused below, not waited on for ever)
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise StrongroomError(f"cannot read {source}: {exc.strerror or exc}") from exc
     try:
