@@ -13,6 +13,7 @@ to ``bench/results/faults.{md,json}``. The modules:
   repositories every trial copies.
 * ``procs.py``: running the ``strongroom`` command line with a timeout, or killed at a
   moment; ``trial.py``: one trial's context: its commands, their verdicts, the oracles.
-* ``kinds_kill.py``, ``kinds_s3.py``, ``kinds_damage.py``, ``kinds_race.py``: the kinds.
+* ``kinds_kill.py``, ``kinds_s3.py``, ``kinds_damage.py``, ``kinds_packs.py`` (kill -9
+  mid-repack, damaged packs and index objects), ``kinds_race.py``: the kinds.
 * ``report.py``: the table, Markdown and JSON; ``run.py``: the command line.
 """

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +167,33 @@ def kill_at(
     running = start(args, env)
     with suppress(subprocess.TimeoutExpired):
         running.proc.wait(timeout=delay)
+    return _kill_now(running, timeout)
+
+
+def kill_when(
+    args: Sequence[str],
+    env: dict[str, str],
+    moment: Callable[[], bool],
+    timeout: float,
+    *,
+    poll: float = 0.002,
+) -> tuple[CliResult, list[str], bool]:
+    """Run a command and SIGKILL it as soon as ``moment()`` is true (polled every ``poll``
+    seconds while it runs, up to ``timeout``). Returns its result, the processes that
+    outlived it (as :func:`kill_at`) and whether ``moment()`` was seen true."""
+    running = start(args, env)
+    deadline = time.monotonic() + timeout
+    seen = False
+    while running.proc.poll() is None and time.monotonic() < deadline:
+        if moment():
+            seen = True
+            break
+        time.sleep(poll)
+    result, left = _kill_now(running, timeout)
+    return result, left, seen
+
+
+def _kill_now(running: Running, timeout: float) -> tuple[CliResult, list[str]]:
     landed = running.kill_leader()
     left: list[str] = []
     if landed:

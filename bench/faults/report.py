@@ -71,6 +71,25 @@ def detail_line(record: TrialRecord) -> str:
     )
 
 
+def landings(records: Sequence[TrialRecord], kinds: Sequence[Kind]) -> list[str]:
+    """Where the kills of kinds that say so (a ``phase: …`` note) landed, counted."""
+    lines: list[str] = []
+    for kind in kinds:
+        counts: dict[str, int] = {}
+        for record in records:
+            if record.kind != kind.name:
+                continue
+            for note in record.notes:
+                if note.startswith("phase: "):
+                    where = note.removeprefix("phase: ")
+                    counts[where] = counts.get(where, 0) + 1
+        if counts:
+            lines += ["", f"## Where the kills of `{kind.name}` landed", ""]
+            lines += ["| state the killed command left | trials |", "|---|---:|"]
+            lines += [f"| {where} | {n} |" for where, n in sorted(counts.items())]
+    return lines
+
+
 def markdown(
     table: Sequence[dict[str, int | str]],
     records: Sequence[TrialRecord],
@@ -113,6 +132,7 @@ def markdown(
     lines += ["", "## Kinds", "", "| kind | what each trial does |", "|---|---|"]
     for kind in kinds:
         lines.append(f"| `{kind.name}` | {kind.describe} |")
+    lines += landings(records, kinds)
     bad = [r for r in records if r.verdict != "clean"]
     lines += ["", f"## Trials that were not clean ({len(bad)})", ""]
     if not bad:

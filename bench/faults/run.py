@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
 
-from . import kinds_damage, kinds_kill, kinds_race, kinds_s3
+from . import kinds_damage, kinds_kill, kinds_packs, kinds_race, kinds_s3
 from .procs import ROOT
 from .report import TrialRecord, markdown, rows, text_table, write
 from .trial import Kind, Problem, Trial
@@ -41,6 +41,7 @@ ALL_KINDS: list[Kind] = [
     *kinds_kill.KINDS,
     *kinds_s3.KINDS,
     *kinds_damage.KINDS,
+    *kinds_packs.KINDS,
     *kinds_race.KINDS,
 ]
 QUICK_TRIALS = 2

@@ -101,6 +101,7 @@ class Trial:
         self.problems: list[Problem] = []
         self.notes: list[str] = []  # what the trial did (for the detail lines)
         self._cleanups: list[Callable[[], None]] = []
+        self._caches = 0  # fresh index cache folders made (fresh_cache_env)
 
     # --- verdict ------------------------------------------------------------------------
     def add(self, verdict: str, command: str, exit_code: int | None, message: str) -> None:
@@ -171,6 +172,31 @@ class Trial:
             )
         return result
 
+    def kill_when(
+        self,
+        args: Sequence[str],
+        repo: Repo,
+        moment: Callable[[], bool],
+        *,
+        what: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> CliResult:
+        """Run a command and kill -9 it as soon as ``moment()`` holds (polled from outside);
+        judged only when it ended first, as :meth:`kill_at`."""
+        result, left, seen = procs.kill_when(args, self.env(repo, extra_env), moment, self.timeout)
+        landed = result.killed_by_us
+        self.notes.append(
+            f"kill -9 when {what} ({'landed' if landed else 'ended first'}"
+            f"{'' if seen or not landed else ', moment not seen'})"
+        )
+        if not landed:
+            self.judge(result)
+        if left:
+            self.add(
+                "unclear", result.command, None, f"processes outlived kill -9: {', '.join(left)}"
+            )
+        return result
+
     # --- resources ----------------------------------------------------------------------
     def new_db(self, state: str, suffix: str = "db") -> str:
         name = f"{self.prefix}{suffix}"
@@ -228,14 +254,28 @@ class Trial:
             found += [str(item["Key"])[len(prefix) :] for item in page.get("Contents", [])]
         return sorted(name.removesuffix(".json") for name in found if name.endswith(".json"))
 
-    def check_repo(self, repo: Repo, *, must_list: Sequence[str] = ()) -> None:
+    def fresh_cache_env(self) -> dict[str, str]:
+        """``STRONGROOM_CACHE_DIR`` naming a new, empty index cache folder of this trial
+        (so a cache filled before a fault cannot hide it)."""
+        self._caches += 1
+        return {"STRONGROOM_CACHE_DIR": str(self.dir / f"cache-{self._caches}")}
+
+    def check_repo(
+        self,
+        repo: Repo,
+        *,
+        must_list: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         """Every backup verifies (``verify --all``, the fault gone); each of ``must_list``
         is still stored."""
         stored = self.stored_ids(repo)
         for wanted in must_list:
             if wanted not in stored:
                 self.add("lost", "(repository check)", None, f"backup {wanted} is gone")
-        result = procs.run(["verify", "--all"], self.env(repo, oracle=True), self.timeout)
+        env = self.env(repo, oracle=True)
+        env.update(extra_env or {})
+        result = procs.run(["verify", "--all"], env, self.timeout)
         if result.hung:
             self.add("hung", result.command, None, "verify after the fault did not exit")
         elif result.returncode != 0:
@@ -246,9 +286,11 @@ class Trial:
                 "a listed backup does not verify: " + result.first_stderr_line(),
             )
 
-    def verify_ok(self, repo: Repo, backup_id: str, *, why: str) -> None:
+    def verify_ok(
+        self, repo: Repo, backup_id: str, *, why: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         """``verify ID`` passes (with the fault still in place); lost otherwise."""
-        result = procs.run(["verify", backup_id], self.env(repo), self.timeout)
+        result = procs.run(["verify", backup_id], self.env(repo, extra_env), self.timeout)
         if result.hung:
             self.add(
                 "hung", result.command, None, f"verify of a healthy backup ({why}) did not exit"

@@ -49,7 +49,8 @@ FAKE_AWS = {
 }
 #: The base repositories a kind may need: "key" (local, key file), "pass" (local,
 #: passphrase), "s3" (moto, key file), "other" (the key of another repository).
-NEEDS = frozenset({"key", "pass", "s3", "other"})
+#: "repack" (local, key file): a repository where prune will repack (see _fill_repack).
+NEEDS = frozenset({"key", "pass", "s3", "other", "repack"})
 STORAGE_ENV = {  # fail fast on a storage that does not answer; retry quickly
     "STRONGROOM_STORAGE_DEADLINE": "5",
     "STRONGROOM_STORAGE_BASE_DELAY": "0.05",
@@ -79,6 +80,15 @@ FROM generate_series(1, 3000) AS g;
 INSERT INTO "Order" ("userId", total, note)
 SELECT 1 + (g * 7919) % 3000, round((g % 997) * 1.37, 2), md5(g::text) || ' ' || md5((-g)::text)
 FROM generate_series(1, 14000) AS g;
+"""
+#: State C: A plus an archive table about six times A's size stored (dumped before A's
+#: tables). A backup of C then one of A share A's chunks, so once C's backup is forgotten
+#: the pack it wrote is about a seventh live: prune repacks it.
+ARCHIVE = """
+CREATE TABLE "Archive" (id int PRIMARY KEY, body text NOT NULL);
+INSERT INTO "Archive"
+SELECT g, md5(g::text) || md5((g * 31)::text) || md5((g * 7)::text) || md5((g * 13)::text)
+FROM generate_series(1, 60000) AS g;
 """
 DAY_OF_CHANGES = """
 INSERT INTO "UserAccount" ("emailAddress", mood)
@@ -149,6 +159,8 @@ class World:
     states: dict[str, str] = field(default_factory=dict)  # "A"/"B" -> fingerprint
     key_repo: Repo | None = None
     pass_repo: Repo | None = None
+    repack_repo: Repo | None = None
+    repack_plan: dict[str, Any] = field(default_factory=dict)  # its prune --dry-run --json
     s3_repo: Repo | None = None
     other_key: Path | None = None  # a valid key of another repository
     _moto: Any = None
@@ -294,7 +306,26 @@ def _fill(world: World, repo: Repo, home: Path, init_args: list[str]) -> None:
     repo.ids = {"A": ids[0], "B": ids[1]}  # oldest first
 
 
-def _templates(world: World) -> None:
+def _fill_repack(world: World, repo: Repo, home: Path) -> None:
+    """Backups of C (shop), B (other) and A (shop), then C forgotten: C's pack is mostly
+    garbage, A's chunks live in it, B's pack and A's own small pack are whole."""
+    _setup_cli(world, ["init"], repo, home)
+    for state, target in (("C", "shop"), ("B", "other"), ("A", "shop")):
+        url = world.url(f"fault_tpl_{state.lower()}")
+        _setup_cli(world, ["backup", url, "--target", target], repo, home)
+    ids = [b["id"] for b in json.loads(_setup_cli(world, ["list", "--json"], repo, home))]
+    _setup_cli(world, ["forget", "--keep-last", "1", "--target", "shop"], repo, home)
+    kept = [b["id"] for b in json.loads(_setup_cli(world, ["list", "--json"], repo, home))]
+    if len(ids) != 3 or kept != ids[1:]:
+        raise SetupFailed(f"repack repository: backups {ids}, kept {kept}")
+    repo.ids = {"B": ids[1], "A": ids[2]}
+    plan = json.loads(_setup_cli(world, ["prune", "--dry-run", "--json"], repo, home))
+    if not plan.get("packs_repacked"):
+        raise SetupFailed(f"repack repository: prune would repack nothing: {plan}")
+    world.repack_plan = plan
+
+
+def _templates(world: World, *, archive: bool = False) -> None:
     pg = world.pg
     with pg.connect() as conn:
         conn.execute(
@@ -315,6 +346,15 @@ def _templates(world: World) -> None:
         )
     with psycopg.connect(world.url("fault_tpl_b"), autocommit=True) as conn:
         conn.execute(DAY_OF_CHANGES)
+    if archive:
+        with pg.connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE fault_tpl_c TEMPLATE fault_tpl_a OWNER {}").format(
+                    sql.Identifier(APP_ROLE)
+                )
+            )
+        with psycopg.connect(world.url("fault_tpl_c"), autocommit=True) as conn:
+            conn.execute(ARCHIVE)
     for state in ("A", "B"):
         world.states[state] = fingerprint(pg, f"fault_tpl_{state.lower()}")
 
@@ -339,7 +379,7 @@ def start_world(work: Path, needs: frozenset[str] = NEEDS) -> World:
             host, port = moto.get_host_and_port()
             world.moto_url = f"http://{host}:{port}"
             world.s3_client().create_bucket(Bucket=BUCKET)
-        _templates(world)
+        _templates(world, archive="repack" in needs)
         home = work / "setup-home"
         home.mkdir()
         jobs: list[Callable[[], object]] = []
@@ -361,6 +401,13 @@ def start_world(work: Path, needs: frozenset[str] = NEEDS) -> World:
             )
             world.s3_repo = s3_repo
             jobs.append(lambda: _fill(world, s3_repo, home, []))
+        if "repack" in needs:
+            (work / "base-repack").mkdir()
+            repack_repo = Repo(
+                str(work / "base-repack" / "repo"), key_file=work / "base-repack" / "key"
+            )
+            world.repack_repo = repack_repo
+            jobs.append(lambda: _fill_repack(world, repack_repo, home))
         if "other" in needs:
             world.other_key = work / "other.key"
             other = Repo(str(work / "other-repo"), key_file=world.other_key)
