@@ -52,12 +52,13 @@ def test_chunks_go_to_the_workers_in_batches_and_finished_ones_are_not_kept(repo
     # each, 780 MB for a 10 GB database at 16 KiB chunks
     assert counting.tasks <= len(chunks) // backup.BATCH_CHUNKS + 2
     assert counting.most_pending < 2 * 2  # the window: 2 x workers batches
-    assert [ref.size for ref in outcomes.refs] == [len(c) for c in chunks]
-    assert [ref.chunk_id for ref in outcomes.refs] == [repo.chunks.name(c) for c in chunks]
+    refs = list(outcomes.refs.build())
+    assert [ref.size for ref in refs] == [len(c) for c in chunks]
+    assert [ref.chunk_id for ref in refs] == [repo.chunks.name(c) for c in chunks]
     assert outcomes.new_count == 5001  # the repeated chunk is stored once
     assert outcomes.new_plain_bytes == 5000 * 200 + 200
-    for ref in outcomes.refs[::500] + outcomes.refs[-1:]:
-        assert repo.chunks.load(ref.chunk_id) == chunks[outcomes.refs.index(ref)]
+    for index in [*range(0, len(refs), 500), len(refs) - 1]:
+        assert repo.chunks.load(refs[index].chunk_id) == chunks[index]
 
 
 def test_a_batch_ends_at_its_byte_limit(repo):

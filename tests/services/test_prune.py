@@ -195,8 +195,10 @@ def test_prune_waits_for_a_backup_that_counts_on_unreferenced_chunks(repo, shop)
     assert verify_backup(repo, main).ok
 
 
-def test_prune_waits_for_the_new_chunks_of_a_running_backup(repo, shop):
+def test_prune_waits_for_the_new_chunks_of_a_running_backup(repo, shop, monkeypatch):
     """Case (b): chunks a running backup has stored are unreferenced until its manifest."""
+    # a batch per chunk: half of this small dump is less than one batch (64 chunks / 1 MiB)
+    monkeypatch.setattr(backup_service, "BATCH_CHUNKS", 1)
     engine = PausingEngine(shop, pause_after=shop.stat().st_size // 2)
     backup, backed_up = _in_thread(lambda: run_backup(repo, engine))
     assert engine.reached.wait(30)

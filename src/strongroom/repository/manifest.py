@@ -11,12 +11,14 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from strongroom.errors import ManifestDamaged, UnsupportedFormat
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
+from strongroom.repository.chunk_list import ChunkList, ChunkListBuilder
+from strongroom.repository.chunk_list import ChunkRef as ChunkRef  # re-exported
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import is_chunk_id
 from strongroom.repository.names import printable
@@ -26,14 +28,6 @@ MANIFEST_VERSION = 1
 STATUS_COMPLETE = "complete"
 PRIVATE_AGE = "age"
 PRIVATE_PLAIN = "plain"
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRef:
-    """One chunk of the raw stream, in order: its keyed-hash name and plaintext size."""
-
-    chunk_id: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -113,11 +107,15 @@ class Manifest:
     stored_new_bytes: int
     new_chunk_count: int
     stream_checksum: str
-    chunks: tuple[ChunkRef, ...]
+    chunks: Sequence[ChunkRef]  # held as a ChunkList (40 bytes per chunk): __post_init__
     private_sealed: dict[str, Any]  # {"encoding": "age"|"plain", "data": ...}
     # keyed digest of the ordered chunk list (chunk_order_digest); None in manifests
     # written before it was recorded
     chunk_order: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunks, ChunkList):
+            object.__setattr__(self, "chunks", ChunkList(self.chunks))
 
     @property
     def chunk_count(self) -> int:
@@ -131,7 +129,14 @@ class Manifest:
 
     @property
     def unique_chunk_ids(self) -> set[str]:
-        return {ref.chunk_id for ref in self.chunks}
+        return set(self.chunk_list.ids())
+
+    @property
+    def chunk_list(self) -> ChunkList:
+        """``chunks`` as the ``ChunkList`` it is held as."""
+        chunks = self.chunks
+        assert isinstance(chunks, ChunkList)  # __post_init__
+        return chunks
 
     def to_json(self) -> bytes:
         document: dict[str, Any] = {
@@ -154,7 +159,7 @@ class Manifest:
             "new_chunk_count": self.new_chunk_count,
             "chunk_count": self.chunk_count,
             "stream_checksum": {"algorithm": "blake3", "hex": self.stream_checksum},
-            "chunks": [[ref.chunk_id, ref.size] for ref in self.chunks],
+            "chunks": [[ref.chunk_id, ref.size] for ref in self.chunks],  # ~76 B each
             "private": self.private_sealed,
         }
         if self.chunk_order is not None:
@@ -301,21 +306,23 @@ def _hex(value: object, name: str) -> str:
     return value
 
 
-def _chunk_refs(items: list[Any]) -> tuple[ChunkRef, ...]:
+def _chunk_refs(items: list[Any]) -> ChunkList:
     """The manifest's ``chunks``: checked as a whole first (a manifest lists thousands;
     ``list`` reads every manifest), item by item only to name what is wrong."""
     try:
-        refs = tuple(ChunkRef(chunk_id, size) for chunk_id, size in items)
-        ids = "".join(f"{ref.chunk_id}\n" for ref in refs if type(ref.chunk_id) is str)
+        ids = "".join(f"{chunk_id}\n" for chunk_id, _size in items if type(chunk_id) is str)
         if (
-            len(ids) == 65 * len(refs)
+            len(ids) == 65 * len(items)
             and _CHUNK_IDS.fullmatch(ids) is not None
-            and all(type(ref.size) is int and 0 <= ref.size < _MAX_COUNT for ref in refs)
+            and all(type(size) is int and 0 <= size < _MAX_COUNT for _id, size in items)
         ):
-            return refs
+            builder = ChunkListBuilder()
+            for chunk_id, size in items:
+                builder.append(chunk_id, size)
+            return builder.build()
     except (TypeError, ValueError):  # an item that is not a pair
         pass
-    return tuple(_chunk_ref(item) for item in items)
+    return ChunkList(_chunk_ref(item) for item in items)
 
 
 def _chunk_ref(item: object) -> ChunkRef:

@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,7 +348,7 @@ class Repository:
                 f"manifest {where} is damaged: {exc}", manifest.backup_id
             ) from exc
 
-    def chunk_order(self, chunks: tuple[ChunkRef, ...]) -> str:
+    def chunk_order(self, chunks: Iterable[ChunkRef]) -> str:
         """The keyed digest of an ordered chunk list, as manifests record it (needs the
         key; see ``manifest.chunk_order_digest``)."""
         return chunk_order_digest(self.chunks.name, chunks)

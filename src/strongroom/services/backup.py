@@ -24,11 +24,11 @@ from strongroom.logcontext import log_context
 from strongroom.malloc_arenas import limit_arenas
 from strongroom.pipeline.chunking import iter_chunks
 from strongroom.pipeline.hashing import StreamChecksum
+from strongroom.repository.chunk_list import ChunkListBuilder
 from strongroom.repository.ids import new_backup_id, utc_now_iso
 from strongroom.repository.locks import BACKUP_WAIT, RepositoryLock, acquire_shared
 from strongroom.repository.manifest import (
     STATUS_COMPLETE,
-    ChunkRef,
     Manifest,
     PrivateSection,
     TableRecord,
@@ -88,14 +88,14 @@ class _Batch:
 class _Outcomes:
     """Every chunk's reference, in stream order, and the totals of the new ones."""
 
-    refs: list[ChunkRef] = field(default_factory=list)
+    refs: ChunkListBuilder = field(default_factory=ChunkListBuilder)
     new_count: int = 0
     new_plain_bytes: int = 0
     stored_bytes: int = 0
 
     def add(self, batch: _Batch) -> None:
         for chunk_id, size, is_new in zip(batch.ids, batch.sizes, batch.new, strict=True):
-            self.refs.append(ChunkRef(chunk_id, size))
+            self.refs.append(chunk_id, size)
             if is_new:
                 self.new_count += 1
                 self.new_plain_bytes += size
@@ -276,8 +276,7 @@ def _back_up(
     finally:
         writer.close()
         progress.finish()
-    refs = tuple(outcomes.refs)
-    del outcomes.refs[:]
+    refs = outcomes.refs.build()
     private = PrivateSection(
         database=result.database,
         source=engine.describe(),
