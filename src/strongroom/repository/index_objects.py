@@ -156,10 +156,23 @@ def write_index_objects(
     return written
 
 
-def read_index_object(storage: Storage, index_id: str, sealer: Sealer) -> IndexObject:
-    """Get and decode one index object (``ObjectNotFound`` if gone, ``IndexDamaged``)."""
+def read_index_object(
+    storage: Storage,
+    index_id: str,
+    sealer: Sealer,
+    name: Callable[[bytes], str] | None = None,
+) -> IndexObject:
+    """Get and decode one index object (``ObjectNotFound`` if gone, ``IndexDamaged``).
+
+    With ``name`` (the repository's keyed hash, which named the object when it was
+    written), bytes whose hash is not ``index_id`` are damage too: another index object's
+    bytes copied under this name decode as a valid index, so a cache would hold the wrong
+    listing and ``check`` would pass it (found by the fault campaign, damage-index)."""
     key = index_key(index_id)
-    return decode_index(storage.get(key), sealer, key)
+    data = storage.get(key)
+    if name is not None and name(data) != index_id:
+        raise IndexDamaged(f"{key} is damaged: its content does not match its name")
+    return decode_index(data, sealer, key)
 
 
 def list_index_ids(storage: Storage) -> set[str]:

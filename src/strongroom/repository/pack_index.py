@@ -122,10 +122,17 @@ class IndexCache:
     ``CacheUnusable`` when no cache at all can be written) besides the documented ones.
     """
 
-    def __init__(self, path: Path, storage: Storage, sealer: Sealer) -> None:
+    def __init__(
+        self,
+        path: Path,
+        storage: Storage,
+        sealer: Sealer,
+        name: Callable[[bytes], str] | None = None,
+    ) -> None:
         self.path = path
         self._storage = storage
         self._sealer = sealer
+        self._name = name  # the keyed hash: an index object's bytes must match its name
         self._lock = threading.RLock()
         self._private = False  # switched to a temporary cache of this process
         self._packs_listed = False  # replace_loose listed packs/ (``known``)
@@ -257,7 +264,7 @@ class IndexCache:
         loaded = 0
         for index_id in sorted(listed - cached):
             try:
-                index = read_index_object(self._storage, index_id, self._sealer)
+                index = read_index_object(self._storage, index_id, self._sealer, self._name)
             except ObjectNotFound:
                 continue  # deleted since the listing (prune)
             except IndexDamaged as exc:

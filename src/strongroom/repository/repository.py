@@ -197,7 +197,10 @@ class Repository:
                 ChunkCompressor(self.config.compression_level, self.config.compression_fast_level),
                 sealer,
                 index=lambda: IndexCache(
-                    cache_path(self.config.repository_id), self.storage, sealer
+                    cache_path(self.config.repository_id),
+                    self.storage,
+                    sealer,
+                    self.chunks.name,
                 ),
                 before_first_pack=self._bump_to_packed_version,
             )

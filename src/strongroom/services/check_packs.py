@@ -85,7 +85,7 @@ def check_packs(
     # copy of it as it was when first read)
     for index_id in sorted(listed_index if read_data else listed_index - index.index_ids()):
         try:
-            read_index(storage, index_id, sealer)
+            read_index(storage, index_id, sealer, store.name)
         except ObjectNotFound:
             continue  # deleted since the listing (prune)
         except IndexDamaged as exc:

@@ -92,13 +92,17 @@ def read_pack_listing(storage: Storage, sealer: Sealer, pack_id: str) -> Indexed
 
 
 def _old_listings(
-    storage: Storage, sealer: Sealer, index_ids: tuple[str, ...], wanted: Callable[[str], bool]
+    storage: Storage,
+    sealer: Sealer,
+    name: Callable[[bytes], str],
+    index_ids: tuple[str, ...],
+    wanted: Callable[[str], bool],
 ) -> Iterator[IndexedPack]:
     """The listings of the packs ``wanted`` accepts in the index objects ``index_ids``
     that still read (one object in memory at a time)."""
     for index_id in index_ids:
         try:
-            index = read_index_object(storage, index_id, sealer)
+            index = read_index_object(storage, index_id, sealer, name)
         except (ObjectNotFound, IndexDamaged):
             continue
         yield from (pack for pack in index.packs if wanted(pack.pack_id))
@@ -149,7 +153,9 @@ def rebuild_index(
         # pack the old index lists that the listing of packs/ left out is looked up by
         # itself (a listing that silently misses keys must not drop the only copy of a key)
         seen: set[str] = set()
-        for pack in _old_listings(storage, sealer, old, lambda p: p in unread or p not in listed):
+        for pack in _old_listings(
+            storage, sealer, repo.chunks.name, old, lambda p: p in unread or p not in listed
+        ):
             if pack.pack_id in seen:
                 continue
             seen.add(pack.pack_id)

@@ -230,7 +230,10 @@ def _private_index(repo: Repository) -> IndexCache:
     except OSError:
         folder = tempfile.mkdtemp(prefix=f"strongroom-{prefix}")
     index = IndexCache(
-        Path(folder) / CACHE_FILE, repo.storage, repo.keyring.sealer(for_reading=True)
+        Path(folder) / CACHE_FILE,
+        repo.storage,
+        repo.keyring.sealer(for_reading=True),
+        repo.chunks.name,
     )
     try:
         index.sync()
@@ -264,7 +267,9 @@ def plan_packs(
     # listed by no index and be deleted; only `index rebuild` may replace it
     for index_id in sorted(list_index_ids(storage) - index_ids):
         try:
-            read_index_object(storage, index_id, repo.keyring.sealer(for_reading=True))
+            read_index_object(
+                storage, index_id, repo.keyring.sealer(for_reading=True), repo.chunks.name
+            )
         except IndexDamaged:
             plan.unreadable_index.append(index_key(index_id))
         except ObjectNotFound:
