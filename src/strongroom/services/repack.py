@@ -121,7 +121,10 @@ class PackPlan:
     delete: dict[str, int] = field(default_factory=dict)  # nothing live: pack id -> size
     repack: dict[str, tuple[int, array[int]]] = field(default_factory=dict)  # live positions
     orphans: dict[str, int] = field(default_factory=dict)  # stored, listed by no index
-    missing: list[str] = field(default_factory=list)  # listed, not stored
+    missing: list[str] = field(default_factory=list)  # listed, not stored: dropped
+    # listed, not stored, holding chunks of retained backups: the listing is kept (it is
+    # the only record of the pack's key and entries, should the pack come back)
+    missing_live: list[str] = field(default_factory=list)
     live_bytes_repacked: int = 0  # blob bytes the repack rewrites
     packed_chunks: int = 0  # distinct chunk ids the index lists
     claimed: int = 0  # referenced chunks found in a pack that stays or is repacked
@@ -317,6 +320,21 @@ def plan_packs(
             plan.keep.append(pack_id)
             plan.garbage_kept += len(entries) - len(live)
             plan.garbage_kept_bytes += blobs - live_bytes
+    for pack_id in list(plan.missing):
+        if any(
+            e.chunk_id in referenced and e.chunk_id not in loose
+            for e in index.pack_entries(pack_id)
+        ):
+            plan.missing.remove(pack_id)
+            plan.missing_live.append(pack_id)
+            plan.keep.append(pack_id)
+    if plan.missing_live:
+        log.warning(
+            "prune: %d pack(s) the index lists are missing and hold chunks of retained "
+            "backups (first: %s): their listing is kept; run `strongroom check`",
+            len(plan.missing_live),
+            plan.missing_live[0],
+        )
     plan.unaccounted = len(referenced - loose)
     if plan.note:
         log.warning("prune: %s", plan.note)
