@@ -112,7 +112,7 @@ KINDS: dict[str, tuple[Callable[[Case], None], tuple[str, ...], str, str | None]
     "index object damaged": (
         lambda c: _flip(c.index_objects()[0], 200),
         ("check",),
-        f"index/[0-9a-f]{{2}}/{ID} is damaged: it does not decrypt",
+        f"index/[0-9a-f]{{2}}/{ID} is damaged: its content does not match its name",
         f"chunk {ID} is missing from the repository",
     ),
 }
