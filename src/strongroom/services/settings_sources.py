@@ -405,7 +405,7 @@ class Sources:
         validated ``Settings``; ``targets``: add DATABASE_URL as a target when the file
         names none; ``placeholder``: a file without any repository is still read (for its
         targets, retention and channels)."""
-        from strongroom.config import Settings, parse_settings
+        from strongroom.config import parse_settings
 
         flags = {"location": repo, "s3_endpoint": s3_endpoint, "key_file": key_file}
         given = {k: str(v).strip() for k, v in flags.items() if v and str(v).strip()}
@@ -439,7 +439,7 @@ class Sources:
             retention_from_environment(self.env)
         if self.text is not None:
             return parse_settings(self.text, self.shown, complete)
-        return Settings.model_validate(complete({}))
+        return parse_settings("", "the environment", complete)  # ConfigError: one line
 
     def configured(
         self, repo: str | None = None, key_file: Path | None = None, s3_endpoint: str | None = None
