@@ -59,7 +59,7 @@ def test_order_and_sizes_hold_across_every_batch_edge(repo, monkeypatch, batch_c
     refs = list(outcomes.refs.build())
     assert [r.size for r in refs] == sizes
     assert [r.chunk_id for r in refs] == [repo.chunks.name(c) for c in chunks]
-    assert outcomes.new_count == len(chunks)
+    assert outcomes.new_count == len(set(chunks))  # random 1-byte chunks may repeat
     assert list(repo.chunks.read_many([r.chunk_id for r in refs])) == chunks
 
 
