@@ -142,12 +142,6 @@ def test_a_pack_deleted_with_no_other_copy_names_a_missing_chunk(repo):
     assert any(chunk_id in caught.value.message for chunk_id in ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_many raises the failure of the first *range* (packs in order of first "
-    "use, blobs by offset, loose chunks last), not of the first chunk of the stream as "
-    "its docstring says: _ReadGroup.results iterates self._reads in _ranges() order",
-)
 def test_the_first_failing_chunk_of_the_stream_is_the_one_raised(repo):
     ids = _store(repo, [os.urandom(1000) for _ in range(3)])
     ghost = repo.chunks.name(b"a loose chunk that is not there")
@@ -270,13 +264,6 @@ def test_find_sees_a_needle_across_window_edges(monkeypatch, at):
     assert data_offsets._find(_Mapped(data), b"NEEDLE", 0) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_find never ends when the needle (longer than one byte) is not in the rest of "
-    "the file: on the last window end == size, so 'start = end - len(needle) + 1' stays "
-    "below size and the same window is searched for ever (data_offsets.py _find loop, "
-    "c7ae33f); a temp dump whose next data block is not found hangs the restore at 100% CPU",
-)
 def test_find_ends_when_the_needle_is_absent():
     mapped = _Mapped(b"x" * 100)
     assert data_offsets._find(mapped, b"\x00\x00\x00\x00\x01", 0) == -1  # type: ignore[arg-type]
@@ -360,13 +347,6 @@ def test_chunk_list_indexes_slices_copies_and_pickles_as_a_tuple():
     assert list(reversed(chunks)) == refs[::-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ChunkList == tuple(refs) is True (its __eq__ accepts any sequence) but their "
-    "hashes differ (ChunkList.__hash__ hashes the raw bytes), so a == b with hash(a) != "
-    "hash(b): Manifest.chunks was a hashable tuple before 493fcc8 and set/dict lookups "
-    "mixing the two miss (chunk_list.py __eq__/__hash__)",
-)
 def test_chunk_list_equal_to_a_tuple_hashes_like_it():
     refs = tuple(_refs(3))
     chunks = ChunkList(refs)

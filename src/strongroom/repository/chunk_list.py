@@ -93,7 +93,7 @@ class ChunkList(Sequence[ChunkRef]):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((bytes(self._ids), self._sizes.tobytes()))
+        return hash(tuple(self))  # as the tuple of the same refs, which it equals
 
     def __repr__(self) -> str:
         return f"ChunkList({len(self)} chunks)"

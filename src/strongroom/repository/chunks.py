@@ -520,18 +520,24 @@ class _ReadGroup:
             self._reads.append((pool.submit(read, planned), planned))
 
     def results(self) -> Iterator[bytes]:
-        """The plaintexts in stream order (raises the first read's failure)."""
-        found: dict[tuple[str, int] | str, bytes] = {}
+        """The plaintexts in stream order; a failed read raises its error at the first
+        chunk of the stream it was to give (not in the order the reads were planned)."""
+        found: dict[tuple[str, int] | str, bytes | Exception] = {}
         for future, planned in self._reads:
-            plaintexts = future.result()
-            if isinstance(planned, str):
-                found[planned] = plaintexts[0]
-            else:
-                for location, plaintext in zip(planned, plaintexts, strict=True):
-                    found[(location.pack_id, location.offset)] = plaintext
+            keys: list[tuple[str, int] | str] = (
+                [planned] if isinstance(planned, str) else [(b.pack_id, b.offset) for b in planned]
+            )
+            try:
+                plaintexts: list[bytes | Exception] = list(future.result())
+            except Exception as exc:  # raised below, at its chunk in the stream
+                plaintexts = [exc] * len(keys)
+            found.update(zip(keys, plaintexts, strict=True))
         self._reads = []
         for item in self.items:
-            yield found[item] if isinstance(item, str) else found[(item.pack_id, item.offset)]
+            value = found[item if isinstance(item, str) else (item.pack_id, item.offset)]
+            if isinstance(value, Exception):
+                raise value
+            yield value
 
     def cancel(self) -> None:
         for future, _ in self._reads:

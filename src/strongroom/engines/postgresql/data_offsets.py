@@ -131,6 +131,8 @@ def _find(file: mmap.mmap, needle: bytes, start: int) -> int:
         _release(file, start, end)
         if at >= 0:
             return at
+        if end >= size:  # the last window searched: not there
+            return -1
         start = end - len(needle) + 1
     return -1
 
