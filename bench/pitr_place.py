@@ -242,9 +242,7 @@ class Place:
         direct = [str(ROOT / "src"), purelib]
         if _can_import(python, self.user, direct):
             return direct
-        import strongroom.cli.app
-        import strongroom.cli.entry  # noqa: F401
-
+        _import_everything_strongroom_may_load()
         names = {"strongroom"}
         for module in list(sys.modules.values()):
             file = getattr(module, "__file__", None) or ""
@@ -285,6 +283,22 @@ def _python_for(user: pwd.struct_passwd | None) -> str:
             if probe.stdout.strip() == str(tuple(sys.version_info[:2])):
                 return candidate
     raise BenchError(f"no {wanted} the user {user.pw_name} can run (apt-get install {wanted})")
+
+
+def _import_everything_strongroom_may_load() -> None:
+    """Every strongroom module and what they load on first use, so the copy holds every
+    package a command may import: the command line loads its commands (and psycopg, Typer,
+    rich's markdown help) only when one runs, so importing ``cli.app`` alone no longer
+    brings them (as tests/wal/support.py does)."""
+    import importlib
+    import pkgutil
+
+    import rich.markdown  # noqa: F401
+
+    import strongroom
+
+    for info in pkgutil.walk_packages(strongroom.__path__, "strongroom."):
+        importlib.import_module(info.name)
 
 
 def _can_import(python: str, user: pwd.struct_passwd | None, paths: list[str]) -> bool:

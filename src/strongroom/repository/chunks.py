@@ -330,13 +330,23 @@ class ChunkStore:
         if group.items:
             yield group
 
-    def _read_run(self, run: list[ChunkLocation] | str) -> list[bytes]:
+    def _read_run(self, run: list[ChunkLocation] | str) -> list[bytes | Exception]:
+        """The plaintexts of one planned read; when the range fails (its pack gone, a blob
+        in it damaged or the pack cut), each chunk is read by itself (other copies, or
+        loose): the good ones are delivered and each failure is the exception of the
+        chunk it belongs to, raised at its place in the stream."""
         if isinstance(run, str):
             return [self.load(run)]
         try:
-            return self.load_run(run)
-        except ChunkMissing:
-            return [self.load(loc.chunk_id) for loc in run]  # other copies, or loose
+            return list(self.load_run(run))
+        except (ChunkMissing, ChunkDamaged):
+            out: list[bytes | Exception] = []
+            for location in run:
+                try:
+                    out.append(self.load(location.chunk_id))
+                except (ChunkMissing, ChunkDamaged) as exc:
+                    out.append(exc)
+            return out
 
     def _checked(self, chunk_id: str, frame: bytes) -> bytes:
         try:
@@ -479,7 +489,7 @@ class _ReadGroup:
     def __init__(self) -> None:
         self.items: list[ChunkLocation | str] = []
         self.stored = 0
-        self._reads: list[tuple[Future[list[bytes]], list[ChunkLocation] | str]] = []
+        self._reads: list[tuple[Future[list[bytes | Exception]], list[ChunkLocation] | str]] = []
 
     def add(self, chunk_id: str, location: ChunkLocation | None) -> None:
         self.items.append(chunk_id if location is None else location)
@@ -514,7 +524,7 @@ class _ReadGroup:
     def submit(
         self,
         pool: ThreadPoolExecutor,
-        read: Callable[[list[ChunkLocation] | str], list[bytes]],
+        read: Callable[[list[ChunkLocation] | str], list[bytes | Exception]],
     ) -> None:
         for planned in self._ranges():
             self._reads.append((pool.submit(read, planned), planned))
