@@ -181,6 +181,44 @@ def test_a_keyboard_interrupt_while_waiting_stops_the_workers_and_writes_no_inde
     assert not [t for t in _sr_threads() if t.is_alive()]
 
 
+def test_a_keyboard_interrupt_during_close_still_waits_for_the_workers(repo, monkeypatch):
+    """A ^C that lands while close() waits for a worker (seen in CI under load: the
+    interrupt from the test above reached the main thread only in close) must not leave
+    the worker writing: close waits for it, then raises the interrupt."""
+    monkeypatch.setattr(backup, "BATCH_CHUNKS", 1)
+    repo.chunks.prepare_known()
+    writer = backup._ChunkWriter(repo, workers=2)
+    real = writer._packs.store
+    started, release = threading.Event(), threading.Event()
+
+    def store(chunk_id, data, *, fast=False):
+        started.set()
+        release.wait(5)
+        return real(chunk_id, data, fast=fast)
+
+    monkeypatch.setattr(writer._packs, "store", store)
+    writer.submit(b"y" * 10)
+    assert started.wait(5)
+
+    def interrupt_then_release():
+        time.sleep(0.1)
+        _thread.interrupt_main()
+        time.sleep(0.3)
+        release.set()
+
+    helper = threading.Thread(target=interrupt_then_release)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.close()
+        assert release.is_set()  # close returned only after the worker was let go
+        assert not [t for t in _sr_threads() if t.is_alive()]
+    finally:
+        release.set()
+        helper.join()
+    assert list(repo.storage.list("index/")) == []
+
+
 def test_a_keyboard_interrupt_raised_in_a_worker_reaches_the_caller(repo, monkeypatch):
     repo.chunks.prepare_known()
     writer = backup._ChunkWriter(repo, workers=2)

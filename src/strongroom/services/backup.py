@@ -206,9 +206,17 @@ class _ChunkWriter:
         index (what it uploaded is left for prune)."""
         for future in self._pending:
             future.cancel()
-        self._pool.shutdown(wait=True)
+        interrupted: KeyboardInterrupt | None = None
+        while True:  # a ^C that lands here must not leave a worker writing
+            try:
+                self._pool.shutdown(wait=True)
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
         if not self._finished_packs:
             self._packs.abort()
+        if interrupted is not None:
+            raise interrupted
 
 
 def run_backup(
