@@ -3,8 +3,8 @@ stream order and sizes across batch edges, duplicates inside and across batches,
 streams, one chunk bigger than a batch, a failing batch, an interrupt while waiting.
 In-process only (MemoryStorage, SQLite)."""
 
-import _thread
 import os
+import signal
 import threading
 import time
 
@@ -42,6 +42,15 @@ def _write(repo, chunks, workers=2):
 
 def _sr_threads():
     return [t for t in threading.enumerate() if t.name.startswith(("sr-chunk", "sr-pack"))]
+
+
+@pytest.fixture
+def sigint():
+    """Send the main thread a real SIGINT (as a user's ^C: it also wakes a blocked wait,
+    which ``_thread.interrupt_main`` does not), with Python's own handler in place."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    signal.signal(signal.SIGINT, previous)
 
 
 def _index_entries(repo):
@@ -151,19 +160,19 @@ def test_a_backup_whose_worker_fails_writes_no_manifest(repo, tmp_path, monkeypa
 
 
 def test_a_keyboard_interrupt_while_waiting_stops_the_workers_and_writes_no_index(
-    repo, monkeypatch
+    repo, monkeypatch, sigint
 ):
     monkeypatch.setattr(backup, "BATCH_CHUNKS", 1)
     repo.chunks.prepare_known()
     writer = backup._ChunkWriter(repo, workers=2)
     real = writer._packs.store
-    fired = threading.Event()
+    fired, landed = threading.Event(), threading.Event()
 
     def store(chunk_id, data, *, fast=False):
         if not fired.is_set():
             fired.set()
-            _thread.interrupt_main()  # the user's ^C lands in the reading thread
-            time.sleep(0.2)
+            sigint()  # the user's ^C lands in the reading thread
+            landed.wait(5)  # so it lands while the main thread still submits or waits
         return real(chunk_id, data, fast=fast)
 
     monkeypatch.setattr(writer._packs, "store", store)
@@ -174,17 +183,19 @@ def test_a_keyboard_interrupt_while_waiting_stops_the_workers_and_writes_no_inde
                 time.sleep(0.001)
             writer.results()
             writer.finish()
+        except KeyboardInterrupt:
+            landed.set()
+            raise
         finally:
             writer.close()
+    assert landed.is_set()
     assert list(repo.storage.list("index/")) == []
-    time.sleep(0.05)
     assert not [t for t in _sr_threads() if t.is_alive()]
 
 
-def test_a_keyboard_interrupt_during_close_still_waits_for_the_workers(repo, monkeypatch):
-    """A ^C that lands while close() waits for a worker (seen in CI under load: the
-    interrupt from the test above reached the main thread only in close) must not leave
-    the worker writing: close waits for it, then raises the interrupt."""
+def test_a_keyboard_interrupt_during_close_still_waits_for_the_workers(repo, monkeypatch, sigint):
+    """A second ^C while close() waits for a worker must not leave the worker writing:
+    close waits for it, then raises the interrupt."""
     monkeypatch.setattr(backup, "BATCH_CHUNKS", 1)
     repo.chunks.prepare_known()
     writer = backup._ChunkWriter(repo, workers=2)
@@ -202,7 +213,7 @@ def test_a_keyboard_interrupt_during_close_still_waits_for_the_workers(repo, mon
 
     def interrupt_then_release():
         time.sleep(0.1)
-        _thread.interrupt_main()
+        sigint()
         time.sleep(0.3)
         release.set()
 

@@ -131,6 +131,7 @@ class _ChunkWriter:
         self._workers = workers
         self._finished_packs = False
         self._in_flight = 0
+        self._live: set[Future[_Batch]] = set()  # submitted, not yet done (close waits)
 
     def submit(self, data: bytes) -> None:
         """Queue one chunk (in stream order); blocks while too many batches are in flight."""
@@ -152,7 +153,8 @@ class _ChunkWriter:
             raise self._failure
         with self._claim_lock:
             self._in_flight += 1
-        future = self._pool.submit(self._process, batch)
+            future = self._pool.submit(self._process, batch)
+            self._live.add(future)
         future.add_done_callback(self._on_done)
         self._pending.append(future)
 
@@ -181,6 +183,7 @@ class _ChunkWriter:
     def _on_done(self, future: Future[_Batch]) -> None:
         with self._claim_lock:
             self._in_flight -= 1
+            self._live.discard(future)
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
 
@@ -204,15 +207,20 @@ class _ChunkWriter:
     def close(self) -> None:
         """Stop the workers; unless ``finish`` ran, drop the pack session without an
         index (what it uploaded is left for prune)."""
-        for future in self._pending:
-            future.cancel()
         interrupted: KeyboardInterrupt | None = None
-        while True:  # a ^C that lands here must not leave a worker writing
+        self._pool.shutdown(wait=False, cancel_futures=True)  # queued batches never start
+        while True:  # a second ^C must not leave a worker writing
             try:
-                self._pool.shutdown(wait=True)
-                break
+                with self._claim_lock:
+                    live = list(self._live)
+                if not live:
+                    break
+                # wait() on the futures, not Thread.join: on Python 3.11 an interrupted
+                # join marks a thread that is still running as stopped (seen in this test)
+                wait(live)
             except KeyboardInterrupt as exc:
                 interrupted = exc
+        self._pool.shutdown(wait=True)  # the workers have nothing left: they end now
         if not self._finished_packs:
             self._packs.abort()
         if interrupted is not None:
