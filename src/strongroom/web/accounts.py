@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from strongroom.errors import UsageError
 from strongroom.web import audit
-from strongroom.web.auth import (
+from strongroom.web.credentials import (
     ADMIN,
     MIN_PASSWORD,
     ROLES,

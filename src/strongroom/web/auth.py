@@ -18,30 +18,62 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 
-from strongroom.errors import UsageError
 from strongroom.repository.ids import parse_iso, utc_now_iso
 from strongroom.web import audit
 from strongroom.web.context import WebContext, client_of, context_of
-from strongroom.web.db import ServiceDatabase
+from strongroom.web.credentials import (
+    ADMIN,
+    MIN_PASSWORD,
+    ROLES,
+    TOKEN_PREFIX,
+    VIEWER,
+    _rowcount,
+    add_user,
+    authenticate,
+    create_token,
+    dummy_hash,
+    end_sessions,
+    hash_password,
+    hash_token,
+    token_expired,
+)
 from strongroom.web.models import ApiToken, User, WebSession
 
-ADMIN, VIEWER = "admin", "viewer"
-ROLES = (ADMIN, VIEWER)
-TOKEN_PREFIX = "sr_"
+__all__ = [  # the users and tokens part lives in strongroom.web.credentials (no FastAPI)
+    "ADMIN",
+    "MIN_PASSWORD",
+    "ROLES",
+    "TOKEN_PREFIX",
+    "VIEWER",
+    "Principal",
+    "add_user",
+    "authenticate",
+    "bearer_token",
+    "check_csrf",
+    "create_token",
+    "csrf_token",
+    "current_principal",
+    "end_session",
+    "end_sessions",
+    "hash_password",
+    "hash_token",
+    "require_admin",
+    "require_viewer",
+    "start_session",
+    "token_expired",
+    "verify_csrf",
+]
+
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-MIN_PASSWORD = 8
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SESSION_KEY = "sid"
 TOUCH_EVERY = timedelta(seconds=30)  # last_seen_at is written at most this often
 
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("strongroom-dummy-password")
+dummy_hash()  # now, not at the first sign-in of an unknown name (same work for every name)
 
 
 @dataclass(frozen=True)
@@ -61,96 +93,6 @@ class NotAuthenticated(Exception):
     """No valid session or token: 401 for the API, a redirect to /login for pages."""
 
 
-# --- users and tokens ---------------------------------------------------------------------
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise UsageError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-
-
-def add_user(db: ServiceDatabase, name: str, role: str, password: str) -> None:
-    """Create a user; the password is stored only as an argon2 hash."""
-    _check_role(role)
-    if not name or len(name) > 100 or not name.isprintable() or " " in name:
-        raise UsageError("a user name is 1-100 printable characters without spaces")
-    if len(password) < MIN_PASSWORD:
-        raise UsageError(f"a password needs at least {MIN_PASSWORD} characters")
-    with db.session() as session:
-        if session.scalar(select(User).where(User.name == name)) is not None:
-            raise UsageError(f"user {name!r} exists already")
-        session.add(
-            User(
-                name=name,
-                role=role,
-                password_hash=_hasher.hash(password),
-                created_at=utc_now_iso(),
-                disabled=False,
-            )
-        )
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def authenticate(db: ServiceDatabase, name: str, password: str) -> User | None:
-    """The user if the password matches (the same work is done for unknown names, and for
-    names no user can have, which are not looked up: PostgreSQL refuses a NUL in them)."""
-    possible = 0 < len(name) <= 100 and name.isprintable()
-    with db.session() as session:
-        user = session.scalar(select(User).where(User.name == name)) if possible else None
-        stored = user.password_hash if user is not None else _DUMMY_HASH
-        try:
-            _hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        if user is None or user.disabled:
-            return None
-        if _hasher.check_needs_rehash(stored):
-            user.password_hash = _hasher.hash(password)
-        return user
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_token(
-    db: ServiceDatabase, name: str, role: str, expires_at: datetime | None = None
-) -> str:
-    """A new API token; only its SHA-256 is stored, so it is shown once. A revoked token's
-    name can be given again (the revoked row goes); ``expires_at`` None: never expires."""
-    _check_role(role)
-    if not name or len(name) > 100 or not name.isprintable() or " " in name:
-        raise UsageError("a token name is 1-100 printable characters without spaces")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    values: dict[str, object] = {}
-    if expires_at is not None:
-        values["expires_at"] = (
-            expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        )
-    with db.session() as session:
-        session.execute(delete(ApiToken).where(ApiToken.name == name, ApiToken.revoked.is_(True)))
-        if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
-            raise UsageError(f"token {name!r} exists already")
-        # a Core INSERT of these columns only: a database still at revision 0001 (as
-        # before `upgrade`) has no expires_at column
-        session.execute(
-            insert(ApiToken).values(
-                name=name,
-                role=role,
-                token_hash=hash_token(token),
-                created_at=utc_now_iso(),
-                revoked=False,
-                **values,
-            )
-        )
-    return token
-
-
-def token_expired(expires_at: str | None, now: datetime | None = None) -> bool:
-    return expires_at is not None and parse_iso(expires_at) <= (now or datetime.now(UTC))
-
-
 def _token_principal(ctx: WebContext, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
@@ -168,11 +110,6 @@ def _token_principal(ctx: WebContext, token: str) -> Principal | None:
         if _rowcount(used) == 0:
             return None
         return Principal(f"token:{row.name}", row.role, "token")
-
-
-def _rowcount(result: object) -> int:
-    count = getattr(result, "rowcount", 0)
-    return count if isinstance(count, int) else 0
 
 
 def _stamp(password_hash: str) -> str:
@@ -289,13 +226,6 @@ def end_session(request: Request) -> None:
         with context_of(request).db.session() as session:
             session.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
     request.session.clear()
-
-
-def end_sessions(db: ServiceDatabase, user_id: int) -> int:
-    """End every session of a user (disable, remove, password change); how many ended."""
-    with db.session() as session:
-        ended = session.execute(delete(WebSession).where(WebSession.user_id == user_id))
-        return _rowcount(ended)
 
 
 async def check_csrf(request: Request) -> None:
