@@ -22,6 +22,10 @@ class ChunkNamer:
     def name(self, plaintext: bytes) -> str:
         return blake3(plaintext, key=self._key).hexdigest()
 
+    def hasher(self) -> blake3:
+        """The same keyed hash, to be fed in pieces (``update``; ``hexdigest``)."""
+        return blake3(key=self._key)
+
 
 class StreamChecksum:
     """Unkeyed BLAKE3 of the whole raw dump stream (``strongroom cat ID | b3sum`` checks it).

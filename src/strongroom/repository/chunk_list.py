@@ -79,6 +79,31 @@ class ChunkList(Sequence[ChunkRef]):
         for position, size in enumerate(self._sizes):
             yield ChunkRef(ids[position * ID_BYTES : (position + 1) * ID_BYTES].hex(), size)
 
+    def text_blocks(self, entry: bytes, block: int = 4096) -> Iterator[bytes]:
+        """The list as text, ``block`` chunks per piece: each chunk as ``entry % (id as
+        64 hex bytes, size)`` (e.g. ``b'["%s",%d],'``). For the manifest's JSON and the
+        chunk-order digest without a Python object per chunk (a 10 GB backup has ~500,000
+        chunks: ~250 bytes each as ``[str, int]`` lists)."""
+        ids = memoryview(self._ids)
+        for first in range(0, len(self._sizes), block):
+            last = min(first + block, len(self._sizes))
+            hexed = ids[first * ID_BYTES : last * ID_BYTES].hex().encode()
+            yield b"".join(
+                entry % (hexed[i * 2 * ID_BYTES : (i + 1) * 2 * ID_BYTES], size)
+                for i, size in enumerate(self._sizes[first:last])
+            )
+
+    def json_array(self) -> bytes:
+        """The manifest's ``chunks`` value: ``[["<id>",<size>],...]`` (compact JSON)."""
+        body = bytearray(b"[")
+        for piece in self.text_blocks(b'["%s",%d],'):
+            body += piece
+        if len(body) > 1:
+            body[-1:] = b"]"
+        else:
+            body += b"]"
+        return bytes(body)
+
     def ids(self) -> Iterator[str]:
         """The chunk ids, in order."""
         ids = memoryview(self._ids)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
+from blake3 import blake3
 
 from strongroom.errors import ChunkDamaged, ChunkMissing, ObjectNotFound
 from strongroom.pipeline.compression import ChunkCompressor
@@ -108,6 +109,10 @@ class ChunkStore:
 
     def name(self, plaintext: bytes) -> str:
         return self._namer.name(plaintext)
+
+    def hasher(self) -> blake3:
+        """The chunk-naming keyed hash, fed in pieces (``ChunkNamer.hasher``)."""
+        return self._namer.hasher()
 
     # --- the index --------------------------------------------------------------------
     @property

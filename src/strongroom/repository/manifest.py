@@ -11,9 +11,10 @@ import base64
 import binascii
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from strongroom.errors import ManifestDamaged, UnsupportedFormat
 from strongroom.pipeline.encryption import DecryptionFailed, Sealer
@@ -21,7 +22,13 @@ from strongroom.repository.chunk_list import ChunkList, ChunkListBuilder
 from strongroom.repository.chunk_list import ChunkRef as ChunkRef  # re-exported
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import is_chunk_id
+from strongroom.repository.manifest_chunks import split_chunks
 from strongroom.repository.names import printable
+
+#: ``to_json`` writes this string in place of the chunk list, then splices the list's
+#: bytes in; random per process, so no value of another field can hold its text
+_CHUNKS_SLOT = f"strongroom-chunks-{secrets.token_hex(16)}"
+_CHUNKS_SLOT_JSON = f'"{_CHUNKS_SLOT}"'.encode()
 
 MANIFEST_FORMAT = "strongroom-manifest"
 MANIFEST_VERSION = 1
@@ -159,12 +166,15 @@ class Manifest:
             "new_chunk_count": self.new_chunk_count,
             "chunk_count": self.chunk_count,
             "stream_checksum": {"algorithm": "blake3", "hex": self.stream_checksum},
-            "chunks": [[ref.chunk_id, ref.size] for ref in self.chunks],  # ~76 B each
+            "chunks": _CHUNKS_SLOT,  # spliced in as bytes below (~76 B per chunk)
             "private": self.private_sealed,
         }
         if self.chunk_order is not None:
             document["chunk_order"] = {"algorithm": "blake3-keyed", "hex": self.chunk_order}
-        return json.dumps(document, separators=(",", ":")).encode() + b"\n"
+        head, tail = (
+            json.dumps(document, separators=(",", ":")).encode().split(_CHUNKS_SLOT_JSON)
+        )  # the slot's text is in no other field: it holds a random value (below)
+        return b"".join((head, self.chunk_list.json_array(), tail, b"\n"))
 
     @classmethod
     def from_json(cls, raw: bytes, where: str, backup_id: str | None = None) -> Manifest:
@@ -180,8 +190,9 @@ class Manifest:
         def damaged(reason: str) -> ManifestDamaged:
             return ManifestDamaged(f"manifest {where} is damaged: {reason}", backup_id)
 
+        fast = _split_chunks(raw)  # the chunk list read without an object per chunk
         try:
-            doc = json.loads(raw)
+            doc = json.loads(raw if fast is None else fast[0])
         except (ValueError, RecursionError) as exc:  # ValueError: also an int of 5000 digits
             raise damaged(f"it is not valid JSON ({_short(exc)})") from exc
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
@@ -192,7 +203,7 @@ class Manifest:
                 f"reads version {MANIFEST_VERSION}"
             )
         try:
-            manifest = cls._from_document(doc)
+            manifest = cls._from_document(doc, None if fast is None else fast[1])
         except _FieldProblem as exc:
             raise damaged(str(exc)) from exc
         if backup_id is not None and manifest.backup_id != backup_id:
@@ -200,8 +211,9 @@ class Manifest:
         return manifest
 
     @classmethod
-    def _from_document(cls, doc: dict[str, Any]) -> Manifest:
-        chunks = _chunk_refs(_field(doc, "chunks", list))
+    def _from_document(cls, doc: dict[str, Any], read: ChunkList | None = None) -> Manifest:
+        listed = _field(doc, "chunks", list)
+        chunks = _chunk_refs(listed) if read is None else read
         checksum = _field(doc, "stream_checksum", dict)
         order = doc.get("chunk_order")
         tags = _field(doc, "tags", list, ())
@@ -306,6 +318,18 @@ def _hex(value: object, name: str) -> str:
     return value
 
 
+def _split_chunks(raw: bytes) -> tuple[str, ChunkList] | None:
+    """The manifest's text without its chunk list, and the list (``manifest_chunks``);
+    ``None`` for text that is not plain UTF-8 (the full parser reads or refuses it)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return split_chunks(text, _MAX_COUNT)
+
+
 def _chunk_refs(items: list[Any]) -> ChunkList:
     """The manifest's ``chunks``: checked as a whole first (a manifest lists thousands;
     ``list`` reads every manifest), item by item only to name what is wrong."""
@@ -336,12 +360,26 @@ def _chunk_ref(item: object) -> ChunkRef:
     return ChunkRef(chunk_id, size)
 
 
-def chunk_order_digest(name: Callable[[bytes], str], chunks: Iterable[ChunkRef]) -> str:
-    """The keyed digest (``name``: the repository's chunk-naming hash) of a backup's ordered
-    list of chunks and sizes: recorded as ``chunk_order`` at backup time, it binds the
-    order, so chunks swapped or dropped in a manifest are caught before a byte is read."""
-    listing = "".join(f"{ref.chunk_id} {ref.size}\n" for ref in chunks)
-    return name(("strongroom-chunk-order-v1\n" + listing).encode())
+class IncrementalHash(Protocol):
+    """A hash fed in pieces (a keyed ``blake3``)."""
+
+    def update(self, data: bytes, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def chunk_order_digest(new_hash: Callable[[], IncrementalHash], chunks: Iterable[ChunkRef]) -> str:
+    """The keyed digest (``new_hash``: the repository's chunk-naming hash, fed in pieces) of
+    a backup's ordered list of chunks and sizes -- of ``"strongroom-chunk-order-v1\n"``
+    then ``"<id> <size>\n"`` per chunk: recorded as ``chunk_order`` at backup time, it
+    binds the order, so chunks swapped or dropped in a manifest are caught before a byte is
+    read. Hashed in blocks: no text of the whole list is made."""
+    listing = chunks if isinstance(chunks, ChunkList) else ChunkList(chunks)
+    digest = new_hash()
+    digest.update(b"strongroom-chunk-order-v1\n")
+    for piece in listing.text_blocks(b"%s %d\n"):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 def seal_private(section: PrivateSection, sealer: Sealer) -> dict[str, Any]:

@@ -354,7 +354,7 @@ class Repository:
     def chunk_order(self, chunks: Iterable[ChunkRef]) -> str:
         """The keyed digest of an ordered chunk list, as manifests record it (needs the
         key; see ``manifest.chunk_order_digest``)."""
-        return chunk_order_digest(self.chunks.name, chunks)
+        return chunk_order_digest(self.chunks.hasher, chunks)
 
     def check_chunk_order(self, manifest: Manifest) -> None:
         """Raise ``IntegrityError`` naming the backup when its chunk list is not the one
