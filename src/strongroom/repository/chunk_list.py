@@ -11,10 +11,11 @@ immutable ``Sequence[ChunkRef]``; it compares equal to any sequence of the same 
 
 from __future__ import annotations
 
+import io
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import BinaryIO, overload
 
 ID_BYTES = 32
 
@@ -93,16 +94,21 @@ class ChunkList(Sequence[ChunkRef]):
                 for i, size in enumerate(self._sizes[first:last])
             )
 
+    def write_json_array(self, out: BinaryIO) -> None:
+        """Write the manifest's ``chunks`` value, ``[["<id>",<size>],...]`` (compact JSON),
+        to ``out`` in blocks."""
+        out.write(b"[")
+        first = True
+        for piece in self.text_blocks(b',["%s",%d]'):
+            out.write(piece[1:] if first else piece)
+            first = False
+        out.write(b"]")
+
     def json_array(self) -> bytes:
-        """The manifest's ``chunks`` value: ``[["<id>",<size>],...]`` (compact JSON)."""
-        body = bytearray(b"[")
-        for piece in self.text_blocks(b'["%s",%d],'):
-            body += piece
-        if len(body) > 1:
-            body[-1:] = b"]"
-        else:
-            body += b"]"
-        return bytes(body)
+        """The manifest's ``chunks`` value as bytes (``write_json_array``)."""
+        out = io.BytesIO()
+        self.write_json_array(out)
+        return out.getvalue()
 
     def ids(self) -> Iterator[str]:
         """The chunk ids, in order."""

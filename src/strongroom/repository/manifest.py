@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 import secrets
@@ -174,7 +175,11 @@ class Manifest:
         head, tail = (
             json.dumps(document, separators=(",", ":")).encode().split(_CHUNKS_SLOT_JSON)
         )  # the slot's text is in no other field: it holds a random value (below)
-        return b"".join((head, self.chunk_list.json_array(), tail, b"\n"))
+        out = io.BytesIO()  # getvalue() hands over its buffer: the JSON is held once
+        out.write(head)
+        self.chunk_list.write_json_array(out)
+        out.write(tail + b"\n")
+        return out.getvalue()
 
     @classmethod
     def from_json(cls, raw: bytes, where: str, backup_id: str | None = None) -> Manifest:
