@@ -68,7 +68,7 @@ NOTES = [
     "(strongroom_servers.s3proxy, no fault set) in front; requests are counted at the proxy "
     "by method (LIST = a GET of the bucket). Each number of pack upload threads backs up the "
     "same database into a fresh prefix, run through bench/sr_workers.py, which sets "
-    "strongroom.repository.chunks.UPLOAD_WORKERS (strongroom has no setting for it). moto "
+    "strongroom.repository.pack_session.UPLOAD_WORKERS (strongroom has no setting for it). moto "
     "and the proxy are Python on the same 2 cores: times show the request pattern and "
     "concurrency, not a real S3's latency or bandwidth.",
     "Memory at size: the peak RSS (VmHWM) of the strongroom process at every database size of "

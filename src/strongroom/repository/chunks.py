@@ -42,20 +42,15 @@ from strongroom.pipeline.encryption import DecryptionFailed, Sealer
 from strongroom.pipeline.hashing import ChunkNamer
 from strongroom.repository.layout import CHUNKS_PREFIX, chunk_id_of_key, chunk_key, is_chunk_id
 from strongroom.repository.pack_index import (
-    INDEX_MAX_PACKS,
     INDEX_PREFIX,
     ChunkLocation,
     IndexCache,
-    IndexedPack,
-    IndexObject,
-    write_index_objects,
 )
+from strongroom.repository.pack_session import UPLOAD_WORKERS as UPLOAD_WORKERS  # re-exported
+from strongroom.repository.pack_session import PackSession as PackSession  # re-exported
 from strongroom.repository.packs import (
     PACK_TARGET_SIZE,
     PACKS_PREFIX,
-    PackWriter,
-    SealedPack,
-    encode_entries,
     open_blob,
     pack_key_name,
 )
@@ -63,7 +58,6 @@ from strongroom.storage.base import ShortRead, Storage
 
 log = logging.getLogger("strongroom.repository")
 
-UPLOAD_WORKERS = 2  # sealed packs uploading at once (design: at most 2 waiting)
 MAX_RUN_BYTES = 4 * 1024 * 1024  # one ranged read of blobs of one pack, at most
 MAX_GAP_BYTES = 512 * 1024  # stored bytes between two wanted blobs read (and dropped)
 READ_GROUP_BYTES = 4 * 1024 * 1024  # stored bytes of the ids planned together
@@ -210,10 +204,24 @@ class ChunkStore:
         return len(blob)
 
     def pack_writer(self, target_size: int = PACK_TARGET_SIZE) -> PackSession:
-        """A new session that writes chunks into packs (see :class:`PackSession`)."""
+        """A new session that writes chunks into packs (see ``pack_session.py``)."""
         return PackSession(self, target_size)
 
-    def _first_pack(self) -> None:
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def sealer(self) -> Sealer:
+        return self._sealer
+
+    @property
+    def compressor(self) -> ChunkCompressor:
+        return self._compressor
+
+    def first_pack(self) -> None:
+        """Called before a pack session stores its first pack (``before_first_pack``,
+        once per store: the repository's move to format version 2)."""
         with self._first_pack_lock:
             if not self._first_pack_done:
                 self._before_first_pack()
@@ -377,113 +385,6 @@ def has_packs(storage: Storage) -> bool:
     return any(True for _ in storage.list(INDEX_PREFIX)) or any(
         True for _ in storage.list(PACKS_PREFIX)
     )
-
-
-class PackSession:
-    """One backup's writes into packs. ``store`` may be called from many threads.
-
-    A pack reaching ``target_size`` bytes is sealed and handed to an upload pool of
-    ``UPLOAD_WORKERS`` threads; a ``store`` that would leave more than ``UPLOAD_WORKERS``
-    sealed packs waiting blocks, so memory is about ``(UPLOAD_WORKERS + 1) x target_size``
-    plus 44 bytes per new chunk (the entries kept for the index objects).
-    ``flush`` ends the session successfully, ``abort`` without an index.
-    """
-
-    def __init__(self, store: ChunkStore, target_size: int) -> None:
-        self._store = store
-        self._target = target_size
-        self._lock = threading.Lock()
-        self._writer: PackWriter | None = None
-        self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="sr-pack")
-        self._slots = threading.BoundedSemaphore(UPLOAD_WORKERS)
-        self._uploads: list[Future[IndexedPack]] = []
-        self._failure: BaseException | None = None
-        self.packs_written = 0
-
-    def store(self, chunk_id: str, plaintext: bytes, *, fast: bool = False) -> int:
-        """Compress one chunk and append it to the open pack; return its stored blob
-        size in bytes. Raises the first upload failure of this session."""
-        if self._failure is not None:
-            raise self._failure
-        frame = self._store._compressor.compress(plaintext, fast=fast)
-        full: PackWriter | None = None
-        with self._lock:
-            if self._writer is None:
-                self._writer = PackWriter(self._store._sealer, self._store.name)
-            stored = self._writer.add(chunk_id, frame, len(plaintext))
-            if self._writer.size >= self._target:
-                full, self._writer = self._writer, None
-        if full is not None:
-            self._upload(full.seal())
-        return stored
-
-    def _upload(self, sealed: SealedPack) -> None:
-        self._slots.acquire()
-        try:
-            future = self._pool.submit(self._put, sealed)
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(self._done)
-        with self._lock:
-            self._uploads.append(future)
-
-    def _put(self, sealed: SealedPack) -> IndexedPack:
-        self._store._first_pack()
-        self._store._storage.put(pack_key_name(sealed.pack_id), sealed.data)
-        log.debug(
-            "stored pack %s (%d chunks, %d bytes)",
-            sealed.pack_id,
-            len(sealed.entries),
-            len(sealed.data),
-        )
-        return IndexedPack(
-            sealed.pack_id, len(sealed.data), sealed.key, encode_entries(sealed.entries)
-        )
-
-    def _done(self, future: Future[IndexedPack]) -> None:
-        if not future.cancelled() and future.exception() is not None and self._failure is None:
-            self._failure = future.exception()
-        self._slots.release()
-
-    def flush(self) -> list[str]:
-        """Seal the open pack, wait for every upload, write the index object(s) for the
-        packs of this session, add them to the cache and sync the storage. Returns the
-        index ids written (none when no chunk was new). Raises the first failure."""
-        with self._lock:
-            last, self._writer = self._writer, None
-        try:
-            if last is not None and last.count:
-                self._upload(last.seal())
-            with self._lock:
-                uploads = list(self._uploads)
-            packs = [future.result() for future in uploads]
-        finally:
-            self._pool.shutdown(wait=True)
-        if self._failure is not None:
-            raise self._failure
-        self.packs_written = len(packs)
-        if not packs:
-            return []
-        store = self._store
-        store._storage.sync()  # packs durable before an index names them
-        ids = write_index_objects(store._storage, packs, store._sealer, store.name)
-        store._storage.sync()
-        index = store.index
-        for start, index_id in enumerate(ids):
-            group = packs[start * INDEX_MAX_PACKS : (start + 1) * INDEX_MAX_PACKS]
-            index.add(index_id, IndexObject(tuple(group)))
-        return ids
-
-    def abort(self) -> None:
-        """Stop: drop the open pack, cancel uploads not started, wait for the running
-        ones; write no index (uploaded packs stay until prune removes them)."""
-        with self._lock:
-            self._writer = None
-            uploads = list(self._uploads)
-        for future in uploads:
-            future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _ReadGroup:

@@ -294,9 +294,11 @@ class IndexCache:
         db.execute("DELETE FROM packs WHERE index_num=?", (row[0],))
         db.execute("DELETE FROM index_objects WHERE num=?", (row[0],))
 
-    def add(self, index_id: str, index: IndexObject) -> None:
+    def add(self, index_id: str, index: IndexObject, *, stored_now: bool = False) -> None:
         """Record one index object (a no-op when already cached: another process or
-        this one loaded it meanwhile). One transaction."""
+        this one loaded it meanwhile). One transaction. ``stored_now``: this process has
+        just stored its packs, so once ``replace_loose`` has listed ``packs/``, ``known``
+        counts them present too (a backup's packs, indexed while it runs)."""
 
         def insert(db: sqlite3.Connection) -> None:
             with db:
@@ -327,6 +329,16 @@ class IndexCache:
                     )
 
         self._run(insert)
+        if stored_now and self._packs_listed:
+            present = [(bytes.fromhex(pack.pack_id),) for pack in index.packs]
+
+            def mark(db: sqlite3.Connection) -> None:
+                with db:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO private.packs_present VALUES (?)", present
+                    )
+
+            self._run(mark)
 
     def replace_loose(self, chunk_ids: Iterable[str]) -> int:
         """Replace this process's listing of version 1 loose chunks (``chunks/``) with

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -120,8 +121,9 @@ class _ChunkWriter:
         limit_arenas()  # before the workers start: see malloc_arenas.py
         self._store = repo.chunks
         self._packs = self._store.pack_writer()
-        # this backup's new chunks, as 32 raw bytes (65 B an object; a hex str is 113 B):
-        # ~5.5 MB per GB of new data at 16 KiB chunks
+        self._packs.on_indexed = self._forget
+        # this backup's new chunks whose pack is not indexed yet (PackSession indexes every
+        # INDEX_MAX_PACKS packs), as 32 raw bytes: a few MB at most
         self._claimed: set[bytes] = set()
         self._claim_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-chunk")
@@ -164,10 +166,15 @@ class _ChunkWriter:
         fast = self._backed_up()
         for data in batch.chunks:
             chunk_id = self._store.name(data)
-            is_new = not self._store.is_known(chunk_id)  # index cache or chunks/ listing
+            raw_id = bytes.fromhex(chunk_id)
+            # claimed first, then the index: a chunk leaves the claimed set only after its
+            # pack is in the index cache (_forget), so it is always in one of the two
+            with self._claim_lock:
+                is_new = raw_id not in self._claimed
             if is_new:
-                raw_id = bytes.fromhex(chunk_id)
-                with self._claim_lock:  # only this backup's new chunks are held in memory
+                is_new = not self._store.is_known(chunk_id)  # index cache or chunks/ listing
+            if is_new:
+                with self._claim_lock:
                     is_new = raw_id not in self._claimed
                     self._claimed.add(raw_id)
             if is_new:
@@ -177,6 +184,13 @@ class _ChunkWriter:
             batch.new.append(is_new)
         batch.chunks = []  # the plaintext is stored (or known): not held while waiting
         return batch
+
+    def _forget(self, raw_ids: Iterable[bytes]) -> None:
+        """The pack session indexed these chunks (they are in the cache now): ``is_known``
+        finds them, so the claimed set lets them go."""
+        ids = list(raw_ids)
+        with self._claim_lock:
+            self._claimed.difference_update(ids)
 
     def _backed_up(self) -> bool:
         """More batches waiting than workers: compress fast so the dump is not held up."""
