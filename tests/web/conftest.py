@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from strongroom.config import parse_settings
 from strongroom.repository.repository import Repository
 from strongroom.storage.factory import open_storage
+from strongroom.web import credentials
 from strongroom.web.app import create_app
 from strongroom.web.auth import add_user, create_token
 from strongroom.web.context import WebContext
+from strongroom.web.db import ServiceDatabase
 from tests.helpers import make_sqlite_db
 
 ADMIN_PW = "admin-pass-123"
@@ -61,6 +64,35 @@ def write_config(tmp: Path, targets: dict[str, str], extra: str = "", tail: str 
     return "\n".join([*lines, tail]) + "\n"
 
 
+class _FixtureHashes(PasswordHasher):
+    """The product's argon2id hasher, except that the hashes of :data:`ADMIN_PW` and
+    :data:`VIEWER_PW` are made once per test process and handed out again (each ~0.2 s of
+    CPU: two per app, 137 tests use one). They are real hashes of those passwords with
+    the product's parameters; only their salt is shared between tests (each test has its
+    own service database)."""
+
+    made: dict[str, str] = {}
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        if salt is None and password in (ADMIN_PW, VIEWER_PW):
+            assert isinstance(password, str)
+            if password not in self.made:
+                self.made[password] = super().hash(password)
+            return self.made[password]
+        return super().hash(password, salt=salt)
+
+
+def fixture_users(db: ServiceDatabase) -> None:
+    """alice (admin) and victor (viewer) through ``add_user``, with :class:`_FixtureHashes`."""
+    real = credentials._hasher
+    credentials._hasher = _FixtureHashes()
+    try:
+        add_user(db, "alice", "admin", ADMIN_PW)
+        add_user(db, "victor", "viewer", VIEWER_PW)
+    finally:
+        credentials._hasher = real
+
+
 def build_app(tmp: Path, targets: dict[str, str], service_db: str | None = None, **kw) -> WebSetup:
     Repository.init(open_storage(str(tmp / "repo")), key_file=tmp / "repo.key")
     settings = parse_settings(write_config(tmp, targets, kw.pop("extra", ""), kw.pop("tail", "")))
@@ -71,8 +103,7 @@ def build_app(tmp: Path, targets: dict[str, str], service_db: str | None = None,
         **kw,
     )
     ctx: WebContext = app.state.ctx
-    add_user(ctx.db, "alice", "admin", ADMIN_PW)
-    add_user(ctx.db, "victor", "viewer", VIEWER_PW)
+    fixture_users(ctx.db)
     admin_token = create_token(ctx.db, "ci", "admin")
     viewer_token = create_token(ctx.db, "dash", "viewer")
     return WebSetup(tmp, tmp / "shop.db", app, admin_token, viewer_token)

@@ -19,11 +19,11 @@ from strongroom.repository.ids import parse_iso
 from strongroom.repository.repository import Repository
 from strongroom.storage.factory import open_storage
 from strongroom.web.app import create_app
-from strongroom.web.auth import add_user, create_token
+from strongroom.web.auth import create_token
 from tests.fixtures.postgres import free_port
 from tests.helpers import make_sqlite_db
 from tests.web.browser import NEEDS_CHROMIUM, browser, login_page, served, shots_folder
-from tests.web.conftest import ADMIN_PW, VIEWER_PW, WebSetup, wait_job, write_config
+from tests.web.conftest import ADMIN_PW, VIEWER_PW, WebSetup, fixture_users, wait_job, write_config
 
 __all__ = ["browser", "served"]  # fixtures
 pytestmark = NEEDS_CHROMIUM
@@ -51,8 +51,7 @@ def charted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebSetup
     config = write_config(tmp, targets).replace('timezone = "UTC"', f'timezone = "{ZONE}"')
     app = create_app(parse_settings(config), str(tmp / "service.db"), env={})
     ctx = app.state.ctx
-    add_user(ctx.db, "alice", "admin", ADMIN_PW)
-    add_user(ctx.db, "victor", "viewer", VIEWER_PW)
+    fixture_users(ctx.db)  # (the fixture's hashes, made once per process)
     web = WebSetup(tmp, shop, app, create_token(ctx.db, "ci", "admin"), "")
     with _serving(app) as base:
         with httpx.Client(base_url=base) as client:

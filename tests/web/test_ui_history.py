@@ -22,7 +22,7 @@ from strongroom.services.daemon import Daemon
 from strongroom.storage.factory import open_storage
 from strongroom.web import audit
 from strongroom.web.app import create_app
-from strongroom.web.auth import add_user, create_token
+from strongroom.web.auth import create_token
 from strongroom.web.jobs import keep_info_records
 from strongroom.web.models import JobRun
 from tests.helpers import make_sqlite_db
@@ -33,6 +33,7 @@ from tests.web.conftest import (
     VIEWER_PW,
     WebSetup,
     build_app,
+    fixture_users,
     login,
     wait_job,
     write_config,
@@ -236,8 +237,7 @@ url_env = "MISSING_HOOK_URL"
     settings = parse_settings(write_config(tmp_path, {"shop": f"sqlite://{db}"}, tail=tail))
     app = create_app(settings, str(tmp_path / "service.db"), env=env)
     ctx = app.state.ctx
-    add_user(ctx.db, "alice", "admin", ADMIN_PW)
-    add_user(ctx.db, "victor", "viewer", VIEWER_PW)
+    fixture_users(ctx.db)  # (the fixture's hashes, made once per process)
     web = WebSetup(
         tmp_path,
         db,
