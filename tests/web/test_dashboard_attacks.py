@@ -39,6 +39,7 @@ from tests.web.conftest import (
     VIEWER_PW,
     WebSetup,
     build_app,
+    fixture_users,
     login,
     wait_job,
     write_config,
@@ -853,8 +854,7 @@ def hostile_served(tmp_path: Path) -> Iterator[tuple[WebSetup, str]]:
     )
     app = create_app(parse_settings(text), str(tmp_path / "service.db"), env={})
     ctx = app.state.ctx
-    add_user(ctx.db, "alice", "admin", ADMIN_PW)
-    add_user(ctx.db, "victor", "viewer", VIEWER_PW)
+    fixture_users(ctx.db)  # alice and victor (the fixture's hashes, made once per process)
     web = WebSetup(
         tmp_path,
         tmp_path / "db0.db",
