@@ -344,7 +344,7 @@ def memory_sections(res: Results) -> list[Section]:
                     [
                         "1 TB of distinct data: cache on disk",
                         mb(c["cache_bytes_per_tb"]),
-                        "extrapolated (memory: SQLite page cache capped at 64 MiB)",
+                        "extrapolated (memory: SQLite page cache capped at 16 MiB)",
                     ],
                 ],
             )

@@ -17,7 +17,7 @@ the keyed BLAKE3 of its bytes. JSON::
 ``cache_path(repository id)``; one row per (chunk, pack listing) of 6 small columns
 (about 110 bytes of disk per chunk with its B-trees, measured in
 ``tests/repository/test_pack_index.py``). Lookups go to SQLite (page cache
-capped at 64 MiB), never to an in-memory set of ids. ``sync()`` lists ``index/``,
+capped at 16 MiB), never to an in-memory set of ids. ``sync()`` lists ``index/``,
 loads the objects not yet cached, then drops the ones gone. A backup's listing of
 version 1 loose chunks (``replace_loose``) goes to a private SQLite database of the
 process, so the "known" check needs no set of ids either. Thread-safe (one connection
@@ -71,7 +71,9 @@ log = logging.getLogger("strongroom.repository")
 _T = TypeVar("_T")
 
 CACHE_SCHEMA = "2"
-CACHE_PAGE_BYTES = 64 * 1024 * 1024  # SQLite page cache cap per connection
+CACHE_PAGE_BYTES = (
+    16 * 1024 * 1024
+)  # SQLite page cache cap per connection (the OS caches the file too)
 CACHE_BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's (short) one
 
 # --- the local cache ----------------------------------------------------------------------

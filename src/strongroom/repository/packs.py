@@ -31,6 +31,7 @@ A pack id is the keyed BLAKE3 of the whole object (``ChunkNamer.name`` of its by
 
 from __future__ import annotations
 
+import io
 import secrets
 import struct
 from collections.abc import Callable, Sequence
@@ -137,7 +138,11 @@ class PackWriter:
             self._cipher: ChaCha20Poly1305 | None = ChaCha20Poly1305(self._key)
         else:
             self._key, stanza, self._cipher = None, b"", None
-        self._parts: list[bytes] = [_PREAMBLE.pack(PACK_MAGIC, PACK_VERSION, len(stanza)), stanza]
+        # one growing buffer whose getvalue() hands it over: the pack is held once (a
+        # list of blobs joined at the end held it twice while sealing)
+        self._buffer = io.BytesIO()
+        self._buffer.write(_PREAMBLE.pack(PACK_MAGIC, PACK_VERSION, len(stanza)))
+        self._buffer.write(stanza)
         self._size = _PREAMBLE.size + len(stanza)
         self._entries: list[PackEntry] = []
 
@@ -163,7 +168,7 @@ class PackWriter:
         if self._size + len(blob) + TAG_BYTES + (position + 1) * ENTRY_SIZE > MAX_PACK_BYTES:
             raise ValueError("a pack cannot exceed 4 GiB")
         self._entries.append(PackEntry(chunk_id, self._size, len(blob), raw_length, position))
-        self._parts.append(blob)
+        self._buffer.write(blob)
         self._size += len(blob)
         return len(blob)
 
@@ -174,10 +179,10 @@ class PackWriter:
             header = self._cipher.encrypt(HEADER_NONCE, entries, HEADER_AAD)
         else:
             header = entries
-        self._parts.append(header)
-        self._parts.append(_TRAILER.pack(len(header), PACK_MAGIC))
-        data = b"".join(self._parts)
-        self._parts = []
+        self._buffer.write(header)
+        self._buffer.write(_TRAILER.pack(len(header), PACK_MAGIC))
+        data = self._buffer.getvalue()
+        self._buffer = io.BytesIO()
         return SealedPack(self._name(data), data, self._key, tuple(self._entries))
 
 
