@@ -126,6 +126,7 @@ class _ChunkWriter:
         # INDEX_MAX_PACKS packs), as 32 raw bytes: a few MB at most
         self._claimed: set[bytes] = set()
         self._claim_lock = threading.Lock()
+        self._forgets = 0  # groups let go by _forget so far (see _claim)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-chunk")
         self._window = workers * 2
         self._pending: deque[Future[_Batch]] = deque()
@@ -166,17 +167,7 @@ class _ChunkWriter:
         fast = self._backed_up()
         for data in batch.chunks:
             chunk_id = self._store.name(data)
-            raw_id = bytes.fromhex(chunk_id)
-            # claimed first, then the index: a chunk leaves the claimed set only after its
-            # pack is in the index cache (_forget), so it is always in one of the two
-            with self._claim_lock:
-                is_new = raw_id not in self._claimed
-            if is_new:
-                is_new = not self._store.is_known(chunk_id)  # index cache or chunks/ listing
-            if is_new:
-                with self._claim_lock:
-                    is_new = raw_id not in self._claimed
-                    self._claimed.add(raw_id)
+            is_new = self._claim(chunk_id)
             if is_new:
                 batch.stored_bytes += self._packs.store(chunk_id, data, fast=fast)
             batch.ids.append(chunk_id)
@@ -185,12 +176,35 @@ class _ChunkWriter:
         batch.chunks = []  # the plaintext is stored (or known): not held while waiting
         return batch
 
+    def _claim(self, chunk_id: str) -> bool:
+        """Whether this worker stores ``chunk_id`` (then it is claimed): not claimed by
+        this backup and not in the index. Claimed first, then the index: a chunk leaves
+        the claimed set only after its pack is in the index cache (``_forget``), so it is
+        always in one of the two. An index answer is trusted only if no group was
+        forgotten while it was asked (else the chunk may have been claimed, stored,
+        indexed and forgotten in between: ask again)."""
+        raw_id = bytes.fromhex(chunk_id)
+        while True:
+            with self._claim_lock:
+                if raw_id in self._claimed:
+                    return False
+                forgets = self._forgets
+            if self._store.is_known(chunk_id):  # index cache or chunks/ listing
+                return False
+            with self._claim_lock:
+                if raw_id in self._claimed:
+                    return False
+                if forgets == self._forgets:
+                    self._claimed.add(raw_id)
+                    return True
+
     def _forget(self, raw_ids: Iterable[bytes]) -> None:
         """The pack session indexed these chunks (they are in the cache now): ``is_known``
         finds them, so the claimed set lets them go."""
         ids = list(raw_ids)
         with self._claim_lock:
             self._claimed.difference_update(ids)
+            self._forgets += 1
 
     def _backed_up(self) -> bool:
         """More batches waiting than workers: compress fast so the dump is not held up."""
