@@ -388,14 +388,6 @@ def test_manifest_replace_copy_and_json_round_trip_keep_a_chunk_list():
     assert older.chunks == refs and older.chunk_order is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a range whose pack is gone falls back to load() per chunk (_read_run, 'except "
-    "ChunkMissing'), and each load() tries the gone pack again and re-syncs the index "
-    "(load: 'self.refresh_index()' on attempt 0): one listing of index/ and one failed "
-    "ranged GET per chunk (measured: 200 chunks -> 200 LISTs, 201 get_range); ranges now "
-    "hold up to 4 MiB of blobs, so one pruned pack costs hundreds of S3 LISTs",
-)
 def test_a_pack_gone_mid_read_costs_a_few_index_syncs_not_one_per_chunk(repo, monkeypatch):
     datas = [os.urandom(500) for _ in range(50)]
     ids = _store(repo, datas)

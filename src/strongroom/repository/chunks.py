@@ -64,6 +64,7 @@ READ_GROUP_BYTES = 4 * 1024 * 1024  # stored bytes of the ids planned together
 # a loose chunk's stored size is not known before it is read: counted as this much (the
 # version 1 default chunk averages 512 KiB), so read-ahead stays bounded for them too
 LOOSE_ESTIMATE_BYTES = 1024 * 1024
+GONE_MEMORY = 60.0  # seconds a pack found gone is not read again by this process
 # Stored bytes in flight ahead of a restore's consumer. Decompressed they are ~3x that
 # (the benchmark's data): 16 MiB held 55.7 MB of plaintext at a restore's peak (traced,
 # 196 MB dump, 2026-12-01), a third of its RSS; 8 MiB halves it.
@@ -100,6 +101,12 @@ class ChunkStore:
         self._before_first_pack = before_first_pack
         self._first_pack_done = False
         self._first_pack_lock = threading.Lock()
+        # packs this process found gone (a prune since it read index/): not read again,
+        # and the index is synced once per pack found gone, not once per chunk of it
+        self._gone: dict[str, float] = {}  # pack id -> time.monotonic() found gone
+        self._gone_events = 0
+        self._gone_at_sync = 0
+        self._gone_lock = threading.Lock()
 
     def name(self, plaintext: bytes) -> str:
         return self._namer.name(plaintext)
@@ -125,11 +132,32 @@ class ChunkStore:
     def refresh_index(self) -> None:
         """Sync the index cache with ``index/`` now (another process wrote or pruned);
         the first use of ``index`` syncs it already."""
+        with self._gone_lock:
+            gone_seen = self._gone_events
         fresh = self._index is None
         index = self.index
         if not fresh:
             index.sync()
             self._synced_at = time.monotonic()
+        with self._gone_lock:
+            self._gone_at_sync = max(self._gone_at_sync, gone_seen)
+
+    def _known_gone(self, pack_id: str) -> bool:
+        """Whether this process found ``pack_id`` gone in the last ``GONE_MEMORY``
+        seconds (a long-lived process, the web service, tries it again after that)."""
+        with self._gone_lock:
+            found = self._gone.get(pack_id)
+            return found is not None and time.monotonic() - found < GONE_MEMORY
+
+    def _mark_gone(self, pack_id: str) -> None:
+        with self._gone_lock:
+            self._gone[pack_id] = time.monotonic()
+            self._gone_events += 1
+
+    def _index_older_than_gone(self) -> bool:
+        """Whether a pack was found gone since the index was last synced."""
+        with self._gone_lock:
+            return self._gone_events > self._gone_at_sync
 
     def _loose_ids(self) -> list[str]:
         ids = (chunk_id_of_key(key) for key in self._storage.list(CHUNKS_PREFIX))
@@ -239,13 +267,18 @@ class ChunkStore:
             for attempt in range(2):
                 copies = [c for c in self.index.locations(chunk_id) if c.pack_id not in gone]
                 for copy in copies:
+                    if self._known_gone(copy.pack_id):
+                        gone.append(copy.pack_id)  # found gone before: not read again
+                        continue
                     try:
                         return self.load_run([copy])[0]
                     except ChunkMissing:
                         gone.append(copy.pack_id)  # gone (prune): the next copy, then loose
-                if attempt == 0:
+                        self._mark_gone(copy.pack_id)
+                if attempt == 0 and self._index_older_than_gone():
                     # every pack this process knew for it is gone: a prune repacked it
-                    # since this process read index/ (restore/verify take no lock)
+                    # since this process read index/ (restore/verify take no lock); once
+                    # per pack found gone, not once per chunk of it
                     self.refresh_index()
         try:
             blob = self._storage.get(key)
