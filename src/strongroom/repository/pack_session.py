@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
 from strongroom.pipeline.compression import ChunkCompressor
@@ -197,11 +197,23 @@ class PackSession:
     def abort(self) -> None:
         """Stop: drop the open pack, cancel uploads not started, wait for the running
         ones; write no more index objects (uploaded packs no index names stay until
-        prune removes them, as do indexed ones no manifest names)."""
+        prune removes them, as do indexed ones no manifest names). A ``KeyboardInterrupt``
+        while waiting is raised once the running uploads have ended."""
         with self._lock:
             self._writer = None
             self._stopped = True
             uploads = list(self._uploads)
         for future in uploads:
             future.cancel()
+        interrupted: KeyboardInterrupt | None = None
+        while True:  # a ^C here must not leave an upload writing (an index object, even)
+            try:
+                # wait() on the futures, not the pool's Thread.join: on Python 3.11 an
+                # interrupted join marks a thread that is still running as stopped
+                wait(uploads)
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if interrupted is not None:
+            raise interrupted
