@@ -488,3 +488,39 @@ def test_a_keyboard_interrupt_during_close_waits_for_an_index_object_being_writt
     finally:
         release.set()
         helper.join()
+
+
+# --- a group larger than an index object holds -----------------------------------------
+
+
+def test_a_group_above_the_index_objects_limit_is_cached_as_it_is_stored(
+    storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer raises pack_session.INDEX_MAX_PACKS above what one index object holds
+    (index_objects.INDEX_MAX_PACKS, 64): write_index_objects splits the group in two
+    objects; the cache must list each object's own packs, as a fresh cache read from
+    ``index/`` does."""
+    from strongroom.repository import index_objects
+
+    monkeypatch.setattr(pack_session, "INDEX_MAX_PACKS", index_objects.INDEX_MAX_PACKS + 6)
+    repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    store = repo.chunks
+    monkeypatch.setattr(store, "pack_writer", lambda: PackSession(store, 1))
+    rng = random.Random(4)
+    chunks = [rng.randbytes(500) for _ in range(index_objects.INDEX_MAX_PACKS + 10)]
+    repo.chunks.prepare_known()
+    writer = backup._ChunkWriter(repo, workers=2)
+    try:
+        for data in chunks:
+            writer.submit(data)
+        writer.results()
+        writer.finish()
+    finally:
+        writer.close()
+    live = sorted(repo.chunks.index.packs())
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    fresh_repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+    fresh_repo.chunks.refresh_index()
+    fresh = sorted(fresh_repo.chunks.index.packs())
+    assert len(fresh) == len(chunks)
+    assert live == fresh

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from strongroom.pipeline.compression import ChunkCompressor
 from strongroom.pipeline.encryption import Sealer
+from strongroom.repository import index_objects
 from strongroom.repository.pack_index import (
     INDEX_MAX_PACKS,
     IndexCache,
@@ -156,8 +157,9 @@ class PackSession:
             ids = write_index_objects(storage, group, self._store.sealer, self._store.name)
             storage.sync()  # the index durable before the cache (and dedup) counts on it
             index = self._store.index
+            per_object = index_objects.INDEX_MAX_PACKS  # how write_index_objects split it
             for start, index_id in enumerate(ids):
-                packs = group[start * INDEX_MAX_PACKS : (start + 1) * INDEX_MAX_PACKS]
+                packs = group[start * per_object : (start + 1) * per_object]
                 index.add(index_id, IndexObject(tuple(packs)), stored_now=True)
             self._index_ids.extend(ids)
         if self.on_indexed is not None:
