@@ -524,3 +524,100 @@ def test_a_group_above_the_index_objects_limit_is_cached_as_it_is_stored(
     fresh = sorted(fresh_repo.chunks.index.packs())
     assert len(fresh) == len(chunks)
     assert live == fresh
+
+
+# --- a failed backup's indexed packs pruned from another host --------------------------
+
+
+def test_a_failed_backups_packs_pruned_elsewhere_are_stored_again_by_the_next_backup(
+    storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host A's backup fails after indexing some packs (its cache lists them as
+    present); host B (its own cache) prunes them; A's next backup of the same data must
+    not count on its cache: it stores them again, and restores."""
+    shop = make_sqlite_db(tmp_path / "shop.db", users=600, orders=1800)
+    cache_a, cache_b = str(tmp_path / "cache-a"), str(tmp_path / "cache-b")
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", cache_a)
+    failing = _open(storage, tmp_path, monkeypatch)
+    with monkeypatch.context() as patch:
+        _fail_index_put(storage, failing, patch, 3)
+        with pytest.raises(StorageError):
+            run_backup(failing, SqliteEngine(str(shop)))
+    assert _files(tmp_path / "repo" / "index") == 3
+    failing.chunks.index.close()
+
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", cache_b)
+    host_b = _open(storage, tmp_path, monkeypatch)
+    prune(host_b)
+    assert _entries(host_b) == []
+    host_b.chunks.index.close()
+
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", cache_a)
+    host_a = _open(storage, tmp_path, monkeypatch)
+    again = run_backup(host_a, SqliteEngine(str(shop))).manifest
+    assert again.new_chunk_count == len(set(again.chunk_list.ids()))
+    _restores(host_a, again, shop, tmp_path / "again.db")
+    _all_well(host_a, [again])
+
+
+# --- PostgreSQL: killed while indexing, backed up again at once, repeats across groups ---
+
+
+def test_a_postgres_backup_killed_while_indexing_then_backed_up_again_restores(
+    pg_server, pg_db: str, pg_new_db: str, tmp_path: Path
+) -> None:
+    """A PostgreSQL database with the same 20 KB value in many rows (repeats in every
+    index group); the real CLI (16 KiB packs, one per index object) is SIGKILLed after a
+    few index objects, backed up again at once (reusing them), then pruned and checked;
+    both the backup before and the one after restore with the same rows."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO_ROOT, cli_ok, repository_env, run_cli
+
+    name = pg_db.rsplit("/", 1)[1]
+    pg_server.psql(
+        name,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);"
+        "INSERT INTO t SELECT g, CASE WHEN g % 3 = 0 THEN repeat('x', 20000)"
+        " ELSE md5(g::text) || repeat(md5((g * 7)::text), 30) END"
+        " FROM generate_series(1, 3000) g;",
+    )
+    digest = "SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t"
+    env = repository_env(tmp_path)
+    cli_ok(run_cli("init", env=env))
+    before = pg_server.query(name, digest)
+    first = _backup_id(cli_ok(run_cli("backup", pg_db, "--target", "shop", env=env)))
+    pg_server.psql(name, "UPDATE t SET v = v || '!' WHERE id % 11 = 0;")
+    after_rows = pg_server.query(name, digest)
+    index_dir = tmp_path / "repo" / "index"
+    stop_at = _files(index_dir) + 3
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SMALL_PACKS, "backup", pg_db, "--target", "shop"],
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _files(index_dir) < stop_at:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+    finally:
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert killed, "the backup ended before it was killed"
+    second = _backup_id(cli_ok(run_cli("backup", pg_db, "--target", "shop", env=env)))
+    cli_ok(run_cli("prune", env=env))
+    cli_ok(run_cli("check", "--read-data", env=env))
+    new_name = pg_new_db.rsplit("/", 1)[1]
+    for backup_id, rows in ((first, before), (second, after_rows)):
+        cli_ok(
+            run_cli("restore", backup_id, "--to", pg_new_db, "--yes", "--no-safety-backup", env=env)
+        )
+        assert pg_server.query(new_name, digest) == rows
