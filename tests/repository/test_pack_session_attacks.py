@@ -621,3 +621,54 @@ def test_a_postgres_backup_killed_while_indexing_then_backed_up_again_restores(
             run_cli("restore", backup_id, "--to", pg_new_db, "--yes", "--no-safety-backup", env=env)
         )
         assert pg_server.query(new_name, digest) == rows
+
+
+def test_two_keyboard_interrupts_during_finish_and_close_wait_for_the_index_object(
+    storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sigint
+) -> None:
+    """^C while finish() waits for the uploads (an upload thread writes an index object),
+    a second ^C while its pool shuts down, then close(): nothing returns while the index
+    object is still being written."""
+    import time
+
+    repo = _open(storage, tmp_path, monkeypatch)
+    real_put = storage.put
+    writing, release = threading.Event(), threading.Event()
+
+    def put(key: str, data: bytes) -> None:
+        if key.startswith("index/") and not release.is_set():
+            writing.set()
+            release.wait(10)
+        real_put(key, data)
+
+    monkeypatch.setattr(storage, "put", put)
+    repo.chunks.prepare_known()
+    writer = backup._ChunkWriter(repo, workers=2)
+    rng = random.Random(6)
+    for _ in range(24):
+        writer.submit(rng.randbytes(1000))
+    writer.results()
+    assert writing.wait(10), "no index object was started"
+
+    def interrupt_twice_then_release() -> None:
+        time.sleep(0.2)
+        sigint()
+        time.sleep(0.2)
+        sigint()
+        time.sleep(0.5)
+        release.set()
+
+    helper = threading.Thread(target=interrupt_twice_then_release)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                writer.finish()
+            finally:
+                writer.close()
+        assert release.is_set(), "returned while the index object was being written"
+        alive = [t for t in threading.enumerate() if t.name.startswith("sr-pack") and t.is_alive()]
+        assert not alive
+    finally:
+        release.set()
+        helper.join()
