@@ -74,9 +74,10 @@ NOTES = [
     "Memory at size: the peak RSS (VmHWM) of the strongroom process at every database size of "
     "the run; the large databases are one table of 1 MiB text values (distinct sha512 hex "
     "digests, about 2x compressible), at --big-gb and a quarter of it, cheap to generate but "
-    "not app-shaped. The 10 GB row is not a measurement: a straight line through the two "
-    "text-value sizes (memory that levels off makes it pessimistic; growth that speeds up, "
-    "optimistic). Neither is the 1 TB cache size: bytes per chunk measured x chunks per TB "
+    "not app-shaped. The 10 GB row is a measurement only when --big-gb was 10 or more (it "
+    "says so); otherwise a straight line through the two text-value sizes (memory that "
+    "levels off makes it pessimistic; growth that speeds up, optimistic). The 1 TB cache "
+    "size is never measured: bytes per chunk measured x chunks per TB "
     "at the measured average chunk.",
     "Checksum cost: " + checksum_cost.NOTE,
 ]
