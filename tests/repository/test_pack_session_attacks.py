@@ -672,3 +672,34 @@ def test_two_keyboard_interrupts_during_finish_and_close_wait_for_the_index_obje
     finally:
         release.set()
         helper.join()
+
+
+def test_a_version1_repositorys_first_packed_backup_failing_after_indexing_loses_nothing(
+    storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first packed backup into a version 1 repository fails after two index
+    objects: the loose chunks of the old backup survive prune and check --read-data, the
+    old backup restores, and the next backup reuses both the loose and the indexed ones."""
+    from tests.repository.test_version1 import make_version1
+
+    shop = make_sqlite_db(tmp_path / "shop.db", users=600, orders=1800)
+    old = run_backup(_open(storage, tmp_path, monkeypatch), SqliteEngine(str(shop))).manifest
+    make_version1(_open(storage, tmp_path, monkeypatch), old)
+    old_rows = _rows(shop)
+    with sqlite3.connect(shop) as db:
+        db.execute("UPDATE users SET email = email || '!' WHERE id % 5 = 0")
+    failing = _open(storage, tmp_path, monkeypatch)
+    with monkeypatch.context() as patch:
+        _fail_index_put(storage, failing, patch, 2)
+        with pytest.raises(StorageError):
+            run_backup(failing, SqliteEngine(str(shop)))
+    assert _files(tmp_path / "repo" / "index") == 2
+    repo = _open(storage, tmp_path, monkeypatch)
+    again = run_backup(repo, SqliteEngine(str(shop))).manifest
+    indexed_new = len(set(again.chunk_list.ids()) - set(old.chunk_list.ids()))
+    assert again.new_chunk_count < indexed_new  # some were indexed by the failed one
+    _all_well(repo, [old, again])
+    fresh = _open(storage, tmp_path, monkeypatch)
+    assert run_restore(fresh, old, SqliteEngine(f"sqlite://{tmp_path / 'old.db'}")).ok
+    assert _rows(tmp_path / "old.db") == old_rows
+    _restores(fresh, again, shop, tmp_path / "again.db")
