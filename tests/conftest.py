@@ -1,6 +1,7 @@
 """Shared test harness: real servers started by the tests, stopped by the tests."""
 
 import compileall
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -15,11 +16,32 @@ pytest_plugins = [
 ]
 
 
+def _default_signal_dispositions() -> None:
+    """Undo ignored SIGINT/SIGQUIT/SIGHUP inherited from how the suite was started.
+
+    A shell runs a background job (``cmd &`` in a script, no job control) with SIGINT and
+    SIGQUIT ignored, and ``nohup`` ignores SIGHUP; ignored signals pass on to every child,
+    and strongroom rightly leaves a signal that was ignored at start ignored
+    (``interrupts.install``). The tests that stop commands with SIGINT or SIGHUP then
+    failed (and left a fed ``pipe_into`` parent spinning): 11 of them in a clean-clone run
+    started as ``(nohup bash .ci/run &)``. Each test process (and so each command it
+    starts) gets the default dispositions back."""
+    for signum, default in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGQUIT, signal.SIG_DFL),
+        (signal.SIGHUP, signal.SIG_DFL),
+    ):
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            signal.signal(signum, default)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Compile src/strongroom once, before the workers start: every strongroom command a
-    test runs as a subprocess otherwise compiles every module it imports from source
-    when PYTHONDONTWRITEBYTECODE is set (about 1 s of CPU per full command line, 50 ms
-    per wal-push/wal-fetch; measured on the 2-core CI host)."""
+    """Default signal dispositions in every test process (above). Compile src/strongroom
+    once, before the workers start: every strongroom command a test runs as a subprocess
+    otherwise compiles every module it imports from source when PYTHONDONTWRITEBYTECODE
+    is set (about 1 s of CPU per full command line, 50 ms per wal-push/wal-fetch;
+    measured on the 2-core CI host)."""
+    _default_signal_dispositions()
     if not hasattr(config, "workerinput"):
         source = Path(__file__).resolve().parent.parent / "src" / "strongroom"
         compileall.compile_dir(source, quiet=1, workers=0)
