@@ -243,3 +243,32 @@ def open_test_repo(root: Path) -> Any:
             del os.environ["STRONGROOM_CACHE_DIR"]
         else:
             os.environ["STRONGROOM_CACHE_DIR"] = old
+
+
+def sample_manifest(chunks: Any, **fields: Any) -> Any:
+    """A complete manifest listing ``chunks`` (``ChunkRef`` objects), plain private
+    section; ``fields`` override any other field (engine, tags, raw_size ...)."""
+    from strongroom.repository.manifest import STATUS_COMPLETE, Manifest
+
+    values: dict[str, Any] = {
+        "backup_id": "20261201T000000Z-0000abcd",
+        "target": "shop",
+        "engine": "postgresql",
+        "engine_version": "15",
+        "tool_version": "15",
+        "dump_format": "pg_dump-custom",
+        "started_at": "2026-12-01T00:00:00Z",
+        "finished_at": "2026-12-01T00:00:01Z",
+        "duration_seconds": 1.0,
+        "tags": (),
+        "status": STATUS_COMPLETE,
+        "created_by": "me@host",
+        "raw_size": sum(ref.size for ref in chunks),
+        "stored_new_bytes": 10,
+        "new_chunk_count": len(chunks),
+        "stream_checksum": "0" * 64,
+        "chunks": chunks,
+        "private_sealed": {"encoding": "plain", "data": {}},
+    }
+    values.update(fields)
+    return Manifest(**values)

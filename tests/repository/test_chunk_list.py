@@ -7,6 +7,7 @@ import pytest
 
 from strongroom.repository.chunk_list import ChunkList, ChunkListBuilder, ChunkRef
 from strongroom.repository.manifest import Manifest
+from tests.helpers import sample_manifest
 
 
 def _refs(count):
@@ -54,29 +55,9 @@ def test_a_manifest_holds_its_chunks_compactly():
 
 
 def test_manifests_built_from_tuples_compare_and_serialise_as_before(tmp_path):
-    from strongroom.repository.manifest import STATUS_COMPLETE
 
     refs = tuple(_refs(3))
-    manifest = Manifest(
-        backup_id="20261201T000000Z-0000abcd",
-        target="shop",
-        engine="postgresql",
-        engine_version="15",
-        tool_version="15",
-        dump_format="pg_dump-custom",
-        started_at="2026-12-01T00:00:00Z",
-        finished_at="2026-12-01T00:00:01Z",
-        duration_seconds=1.0,
-        tags=(),
-        status=STATUS_COMPLETE,
-        created_by="me@host",
-        raw_size=3003,
-        stored_new_bytes=10,
-        new_chunk_count=3,
-        stream_checksum="0" * 64,
-        chunks=refs,
-        private_sealed={"encoding": "plain", "data": {}},
-    )
+    manifest = sample_manifest(refs)
     assert isinstance(manifest.chunks, ChunkList)
     assert manifest.chunks == refs
     doc = json.loads(manifest.to_json())

@@ -11,8 +11,9 @@ from blake3 import blake3
 
 from strongroom.errors import ManifestDamaged
 from strongroom.repository.chunk_list import ChunkList, ChunkRef
-from strongroom.repository.manifest import STATUS_COMPLETE, Manifest, chunk_order_digest
+from strongroom.repository.manifest import Manifest, chunk_order_digest
 from strongroom.repository.manifest_chunks import split_chunks
+from tests.helpers import sample_manifest
 
 MAX = 2**63
 ID = "ab" * 32
@@ -25,24 +26,11 @@ def _refs(count, seed=1):
 
 
 def _manifest(refs, created_by="me@host"):
-    return Manifest(
-        backup_id="20261201T000000Z-0000abcd",
-        target="shop",
-        engine="postgresql",
-        engine_version="15",
-        tool_version="15",
-        dump_format="pg_dump-custom",
-        started_at="2026-12-01T00:00:00Z",
-        finished_at="2026-12-01T00:00:01Z",
-        duration_seconds=1.0,
+    return sample_manifest(
+        refs,
         tags=("chunks",),
-        status=STATUS_COMPLETE,
         created_by=created_by,
         raw_size=len(refs),
-        stored_new_bytes=10,
-        new_chunk_count=len(refs),
-        stream_checksum="0" * 64,
-        chunks=refs,
         private_sealed={"encoding": "plain", "data": {"chunks": [[ID, 1]]}},
     )
 

@@ -16,32 +16,23 @@ from hypothesis import strategies as st
 from strongroom.errors import ManifestDamaged, UnsupportedFormat
 from strongroom.repository import manifest as manifest_module
 from strongroom.repository.chunk_list import ChunkRef
-from strongroom.repository.manifest import STATUS_COMPLETE, Manifest
+from strongroom.repository.manifest import Manifest
+from tests.helpers import sample_manifest
 
 ID = "ab" * 32
 MAX = 2**63
 
 
 def _manifest(refs: list[ChunkRef]) -> Manifest:
-    return Manifest(
-        backup_id="20261201T000000Z-0000abcd",
-        target="shop",
+    return sample_manifest(
+        refs,
         engine="sqlite",
         engine_version="3",
         tool_version="3",
         dump_format="sqlite-backup",
-        started_at="2026-12-01T00:00:00Z",
-        finished_at="2026-12-01T00:00:01Z",
-        duration_seconds=1.0,
         tags=("t",),
-        status=STATUS_COMPLETE,
-        created_by="me@host",
         raw_size=len(refs),
         stored_new_bytes=1,
-        new_chunk_count=len(refs),
-        stream_checksum="0" * 64,
-        chunks=refs,
-        private_sealed={"encoding": "plain", "data": {}},
     )
 
 

@@ -19,9 +19,10 @@ from strongroom.errors import ChunkDamaged, ChunkMissing, IntegrityError
 from strongroom.repository import chunks as chunks_module
 from strongroom.repository.chunk_list import ChunkList, ChunkRef
 from strongroom.repository.keys import KeySource
-from strongroom.repository.manifest import STATUS_COMPLETE, Manifest
+from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
 from strongroom.storage.memory import MemoryStorage
+from tests.helpers import sample_manifest
 
 
 @pytest.fixture()
@@ -352,25 +353,8 @@ def test_chunk_list_equal_to_a_tuple_hashes_like_it():
 
 def test_manifest_replace_copy_and_json_round_trip_keep_a_chunk_list():
     refs = _refs(4)
-    manifest = Manifest(
-        backup_id="20261201T000000Z-0000abcd",
-        target="shop",
-        engine="sqlite",
-        engine_version="3",
-        tool_version="3",
-        dump_format="sqlite-backup",
-        started_at="2026-12-01T00:00:00Z",
-        finished_at="2026-12-01T00:00:01Z",
-        duration_seconds=1.0,
-        tags=(),
-        status=STATUS_COMPLETE,
-        created_by="me@host",
-        raw_size=sum(r.size for r in refs),
-        stored_new_bytes=10,
-        new_chunk_count=4,
-        stream_checksum="0" * 64,
-        chunks=refs,
-        private_sealed={"encoding": "plain", "data": {}},
+    manifest = sample_manifest(
+        refs, engine="sqlite", engine_version="3", tool_version="3", dump_format="sqlite-backup"
     )
     other = dataclasses.replace(manifest, chunks=refs[:2])
     assert isinstance(other.chunks, ChunkList) and other.chunks == refs[:2]

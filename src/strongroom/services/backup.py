@@ -135,8 +135,8 @@ class _ChunkWriter:
         self._failure: BaseException | None = None
         self._workers = workers
         self._finished_packs = False
-        self._in_flight = 0
-        self._live: set[Future[_Batch]] = set()  # submitted, not yet done (close waits)
+        # batches submitted and not done: close waits for them, _backed_up counts them
+        self._live: set[Future[_Batch]] = set()
 
     def submit(self, data: bytes) -> None:
         """Queue one chunk (in stream order); blocks while too many batches are in flight."""
@@ -157,7 +157,6 @@ class _ChunkWriter:
         if self._failure is not None:
             raise self._failure
         with self._claim_lock:
-            self._in_flight += 1
             future = self._pool.submit(self._process, batch)
             self._live.add(future)
         future.add_done_callback(self._on_done)
@@ -209,11 +208,10 @@ class _ChunkWriter:
     def _backed_up(self) -> bool:
         """More batches waiting than workers: compress fast so the dump is not held up."""
         with self._claim_lock:
-            return self._in_flight > self._workers
+            return len(self._live) > self._workers
 
     def _on_done(self, future: Future[_Batch]) -> None:
         with self._claim_lock:
-            self._in_flight -= 1
             self._live.discard(future)
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
