@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from strongroom.repository.locks import (
     LockObserver,
     LockRecord,
     RepositoryLock,
+    acquire_exclusive,
+    acquire_shared,
     new_record,
     this_process,
 )
@@ -205,3 +208,25 @@ def test_prune_waits_for_a_live_backup_elsewhere_before_sweeping_its_old_temp_fi
     storage.delete(lock_key(other.lock_id))  # the backup ended (its file was renamed)
     assert prune(repo, wait=0.3).partial_files == 1
     assert not partial.exists()
+
+
+def _interrupted_start(self: RepositoryLock) -> None:
+    """What a SIGTERM (raised as an exception by the CLI's handler) does when it lands in
+    ``Thread.start`` before the new thread said it runs: the thread exists, unstarted."""
+    self._thread = threading.Thread(target=lambda: None)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("take", ["shared", "exclusive"])
+def test_a_signal_while_the_refresh_thread_starts_leaves_no_lock(
+    take: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI caught it: a SIGTERM right after prune wrote its lock made release() fail with
+    'cannot join thread before it is started' (exit 70, lock left behind); the shared
+    lock was not released at all when the signal landed there."""
+    storage = MemoryStorage()
+    monkeypatch.setattr(RepositoryLock, "start_refreshing", _interrupted_start)
+    acquire = acquire_shared if take == "shared" else acquire_exclusive
+    with pytest.raises(KeyboardInterrupt):
+        acquire(storage, "interrupted", wait=5, poll=0.02)
+    assert list(storage.list(LOCKS_PREFIX)) == []

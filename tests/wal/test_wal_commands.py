@@ -196,16 +196,26 @@ def test_killed_push_leaves_nothing_fetch_would_return(cluster: dict[str, Path])
     (cluster["data"] / "pg_wal" / name).write_bytes(data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env.update(_env(cluster), PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-    outcomes = []
-    for delay in [0.3, 0.45, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0]:
-        proc = subprocess.Popen(
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [*STRONGROOM, "wal-push", f"pg_wal/{name}"],
             cwd=cluster["data"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(delay)
+
+    # Kill at fractions of what a whole push takes here and now (fixed delays missed
+    # every push on an idle host once wal-push started without Typer: all ended first)
+    began = time.monotonic()
+    assert start().wait() == 0
+    whole = time.monotonic() - began
+    shutil.rmtree(cluster["repo"] / "logs")
+    outcomes = []
+    for fraction in [0.15, 0.3, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95, 1.1, 1.5]:
+        proc = start()
+        time.sleep(whole * fraction)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         result = fetch(cluster, name, "pg_wal/RECOVERYXLOG")

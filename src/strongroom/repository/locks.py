@@ -23,6 +23,7 @@ written by older versions (without these fields) follow the lease rules only.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -317,10 +318,13 @@ class RepositoryLock:
         self._written, self._last_write = raw, started
 
     def start_refreshing(self) -> None:
-        self._thread = threading.Thread(
+        """Start the refresh thread. A signal may interrupt ``Thread.start`` before or
+        after the thread runs; ``release`` copes with both."""
+        thread = threading.Thread(
             target=self._refresh_loop, name=f"sr-lock-{self._record.lock_id}", daemon=True
         )
-        self._thread.start()
+        self._thread = thread
+        thread.start()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self._record.ttl_seconds / 5):
@@ -388,8 +392,13 @@ class RepositoryLock:
     def release(self) -> None:
         """Stop refreshing and delete the lock object (a failure leaves it to expire)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        thread = self._thread
+        if thread is not None:
+            # RuntimeError: start() was interrupted (a signal) before the thread said it
+            # runs: it never will, or it finds _stop set at once; refresh() also checks
+            # _released under the mutex taken below, so it cannot write after it.
+            with contextlib.suppress(RuntimeError):
+                thread.join()
         with self._mutex:
             if self._released:
                 return
@@ -472,11 +481,12 @@ def acquire_shared(
             blockers = [
                 live for live in observer.live_locks(storage, lock.key) if live.kind != SHARED
             ]
+            if not blockers:
+                lock.start_refreshing()
         except BaseException:
             lock.release()
             raise
         if not blockers:
-            lock.start_refreshing()
             return lock
         lock.release()  # step aside: a waiting prune must be able to see no shared lock
         waited = time.monotonic() - started
