@@ -7,7 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
+import pytest
+
+from strongroom import interrupts
 from tests.helpers import REPO_ROOT
 
 
@@ -138,3 +143,19 @@ def test_a_signal_ignored_at_start_stays_ignored():
         [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "still here", result.stderr
+
+
+def test_join_thread_accepts_a_thread_whose_start_a_signal_cut_short() -> None:
+    """The engines' dump cleanups and the lock release join a thread whose start() may
+    have been interrupted: plain join() raises RuntimeError there, which replaced the
+    Interrupted being handled (exit 70 instead of 143 in CI)."""
+    never_started = threading.Thread(target=lambda: None)
+    with pytest.raises(RuntimeError):
+        never_started.join()
+    interrupts.join_thread(never_started)
+    interrupts.join_thread(never_started, timeout=0.1)
+    ran = threading.Event()
+    started = threading.Thread(target=lambda: (time.sleep(0.05), ran.set()))
+    started.start()
+    interrupts.join_thread(started)
+    assert ran.is_set()  # a started thread is still waited for

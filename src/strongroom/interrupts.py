@@ -183,3 +183,16 @@ def deferred() -> Section:
 def pending() -> int | None:
     """The signal waiting for a deferred section to end, if any."""
     return _state.pending
+
+
+def join_thread(thread: threading.Thread, timeout: float | None = None) -> None:
+    """Join ``thread`` in a cleanup path where a signal may have cut its ``start()`` short.
+
+    ``Thread.start`` waits for the new thread to say it runs; a signal raised in that wait
+    (or just before the call) leaves a thread that ``join`` refuses with ``RuntimeError``
+    ("cannot join thread before it is started"), which would replace the ``Interrupted``
+    being handled. Such a thread either never runs or runs at once; callers stop it with
+    their own flag before joining, so it is not waited for.
+    """
+    with contextlib.suppress(RuntimeError):
+        thread.join(timeout)

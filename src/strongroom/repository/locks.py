@@ -23,7 +23,6 @@ written by older versions (without these fields) follow the lease rules only.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import logging
@@ -38,6 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from strongroom.errors import LockLost, ObjectNotFound, RepositoryBusy, StorageError
+from strongroom.interrupts import join_thread
 from strongroom.processes import ProcessIdentity, process_start_ticks, this_process
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import LOCKS_PREFIX, lock_key
@@ -394,11 +394,9 @@ class RepositoryLock:
         self._stop.set()
         thread = self._thread
         if thread is not None:
-            # RuntimeError: start() was interrupted (a signal) before the thread said it
-            # runs: it never will, or it finds _stop set at once; refresh() also checks
-            # _released under the mutex taken below, so it cannot write after it.
-            with contextlib.suppress(RuntimeError):
-                thread.join()
+            # if a signal cut start() short, the thread never runs or finds _stop set
+            # at once; refresh() also checks _released under the mutex taken below
+            join_thread(thread)
         with self._mutex:
             if self._released:
                 return

@@ -46,6 +46,7 @@ from strongroom.engines.mysql.stats import count_tables, list_tables, non_transa
 from strongroom.engines.mysql.tools import DUMP_TOOLS, error_code, error_text
 from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.errors import DumpFailed
+from strongroom.interrupts import join_thread
 
 logger = logging.getLogger("strongroom.engines.mysql")
 
@@ -275,7 +276,7 @@ class MysqlRunningDump(DumpProcess):
         stop(self._proc)  # if still running: SIGTERM, then SIGKILL
         self._option_file.close()
         self._stats.stop()
-        self._stats.join(timeout=10)
+        join_thread(self._stats, timeout=10)
         try:
             self._conn.close()
         except pymysql.Error:

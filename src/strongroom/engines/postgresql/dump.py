@@ -24,6 +24,7 @@ from strongroom.engines.process import DumpProcess, popen, stop
 from strongroom.engines.tools import exit_description as _exit_description
 from strongroom.engines.tools import first_line as _first_line
 from strongroom.errors import DumpFailed
+from strongroom.interrupts import join_thread
 
 logger = logging.getLogger("strongroom.engines.postgresql")
 
@@ -164,7 +165,7 @@ class PostgresRunningDump(DumpProcess):
             self._proc.stdout.close()  # a write blocked on a full pipe now fails
         stop(self._proc)  # if still running (SIGTERM: it cancels its query, then SIGKILL)
         self._counter.stop()
-        self._counter.join(timeout=_STOP_TIMEOUT)
+        join_thread(self._counter, timeout=_STOP_TIMEOUT)
         try:
             self._conn.close()
         except psycopg.Error:
