@@ -171,3 +171,38 @@ def test_lookups_over_200k_chunks_need_no_set_of_ids_in_memory(tmp_path: Path) -
     # a Python set of 200 000 hex ids alone takes ~25 MB; the cache stays near one batch
     assert peak < 4 * 1024 * 1024, peak
     assert os.path.getsize(tmp_path / "big.sqlite") < 200_000 * 130  # bytes per chunk
+
+
+@pytest.mark.parametrize("packs_listed", [False, True], ids=["index only", "packs listed"])
+def test_known_among_answers_as_known_does_one_query_per_256_ids(
+    tmp_path: Path, packs_listed: bool
+) -> None:
+    """The backup's batched dedup check: the same answers as ``known`` for indexed,
+    loose-listed, absent and repeated ids (and, once ``packs/`` was listed, for chunks of
+    a pack that is gone), in ceil(n / 256) queries, not one per id."""
+    storage = MemoryStorage()
+    cache = IndexCache(tmp_path / "c.sqlite", storage, PlainSealer())
+    present, gone = _fake_pack(300), _fake_pack(20)
+    ids = write_index_objects(storage, [present, gone], PlainSealer(), NAMER.name)
+    assert cache.sync() == (len(ids), 0)
+    loose = [secrets.token_hex(32) for _ in range(30)]
+    if packs_listed:
+        storage.put(f"packs/{present.pack_id[:2]}/{present.pack_id}", b"x")
+        cache.replace_loose(loose)  # also lists packs/: the gone pack's chunks are unknown
+    else:
+        cache.replace_loose(loose)
+        cache._packs_listed = False  # as before any listing of packs/
+    absent = [secrets.token_hex(32) for _ in range(200)]
+    asked = [e.chunk_id for e in present.entries] + [e.chunk_id for e in gone.entries]
+    asked += loose + absent + asked[:50]  # repeats too
+    statements: list[str] = []
+    cache._db.set_trace_callback(statements.append)
+    found = cache.known_among(asked)
+    cache._db.set_trace_callback(None)
+    assert found == {c for c in asked if cache.known(c)}
+    expected = {e.chunk_id for e in present.entries} | set(loose)
+    if not packs_listed:
+        expected |= {e.chunk_id for e in gone.entries}
+    assert found == expected
+    assert len(statements) == -(-len(asked) // 256)  # 3 queries for 600 ids
+    assert cache.known_among([]) == set()

@@ -99,6 +99,7 @@ def test_a_repeat_racing_the_indexing_of_its_pack_is_not_stored_again(repo, monk
 
     monkeypatch.setattr(repo.chunks.index, "add", held_add)
     monkeypatch.setattr(repo.chunks, "is_known", racing_known)
+    monkeypatch.setattr(repo.chunks, "known_among", lambda ids: {c for c in ids if racing_known(c)})
     repo.chunks.prepare_known()
     writer = backup._ChunkWriter(repo, workers=2)
     forget = writer._packs.on_indexed
@@ -152,3 +153,47 @@ def test_a_backup_failing_after_some_index_objects_leaves_garbage_prune_removes(
     verify_backup(repo, kept.manifest)
     again = run_backup(repo, SqliteEngine(str(tmp_path / "other.db")))  # stores them again
     verify_backup(repo, again.manifest)
+
+
+def test_the_dedup_check_asks_the_index_once_per_batch_not_per_chunk(repo, monkeypatch):
+    """A query per chunk held the GIL for 0.75 CPU-s of a 413 MB first backup: the
+    writer asks ``known_among`` once per batch, and ``is_known`` only to re-ask after a
+    group was forgotten (none here: no index object before the end). Dedup is
+    unchanged: repeats and chunks stored earlier are not stored again."""
+    monkeypatch.setattr(pack_session, "INDEX_MAX_PACKS", 10_000)
+    monkeypatch.setattr(backup, "BATCH_CHUNKS", 64)
+    earlier = [os.urandom(1000) for _ in range(100)]
+    writer = backup._ChunkWriter(repo, workers=2)
+    try:
+        for data in earlier:
+            writer.submit(data)
+        writer.results()
+        writer.finish()
+    finally:
+        writer.close()
+    fresh = [os.urandom(1000) for _ in range(400)]
+    stream = [*fresh, *earlier[:50], *fresh[:20]]
+    calls = {"among": 0, "ids": 0, "one": 0}
+    real_among, real_known = repo.chunks.known_among, repo.chunks.is_known
+
+    def among(ids):
+        calls["among"] += 1
+        calls["ids"] += len(ids)
+        return real_among(ids)
+
+    def one(chunk_id):
+        calls["one"] += 1
+        return real_known(chunk_id)
+
+    repo.chunks.known_among, repo.chunks.is_known = among, one
+    writer = backup._ChunkWriter(repo, workers=2)
+    try:
+        for data in stream:
+            writer.submit(data)
+        outcomes = writer.results()
+        writer.finish()
+    finally:
+        writer.close()
+    assert calls == {"among": -(-len(stream) // backup.BATCH_CHUNKS), "ids": 470, "one": 0}
+    assert outcomes.new_count == 400
+    assert sorted(_entries(repo)) == sorted(repo.chunks.name(c) for c in earlier + fresh)

@@ -115,6 +115,7 @@ def test_a_repeat_looked_up_before_its_first_copy_was_claimed_is_not_stored_twic
         return real_known(chunk_id)
 
     monkeypatch.setattr(repo.chunks, "is_known", racing_known)
+    monkeypatch.setattr(repo.chunks, "known_among", lambda ids: {c for c in ids if racing_known(c)})
     repo.chunks.prepare_known()
     writer = backup._ChunkWriter(repo, workers=2)
     forget = writer._packs.on_indexed

@@ -174,6 +174,11 @@ class ChunkStore:
         """Whether ``chunk_id`` is stored (index or loose listing of ``prepare_known``)."""
         return self.index.known(chunk_id)
 
+    def known_among(self, chunk_ids: Sequence[str]) -> set[str]:
+        """Those of ``chunk_ids`` that ``is_known`` would say are stored (one query per
+        few hundred ids: ``IndexCache.known_among``)."""
+        return self.index.known_among(chunk_ids)
+
     def known_ids(self) -> set[str]:
         """The ids of every chunk stored now, loose (``chunks/``) and packed (index);
         objects under ``chunks/`` whose name is not a chunk id are not chunks. A set:

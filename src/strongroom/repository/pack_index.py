@@ -35,10 +35,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from strongroom.errors import ObjectNotFound
 from strongroom.pipeline.encryption import Sealer
@@ -70,10 +71,17 @@ from strongroom.storage.base import Storage
 log = logging.getLogger("strongroom.repository")
 _T = TypeVar("_T")
 
+
+def _fetch_all(query: str, params: list[bytes], db: sqlite3.Connection) -> list[Any]:
+    return db.execute(query, params).fetchall()
+
+
 CACHE_SCHEMA = "2"
 CACHE_PAGE_BYTES = (
     16 * 1024 * 1024
 )  # SQLite page cache cap per connection (the OS caches the file too)
+# ids per query of ``known_among`` (two parameters each: far below SQLite's 32,766 limit)
+KNOWN_QUERY_IDS = 256
 CACHE_BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's (short) one
 
 # --- the local cache ----------------------------------------------------------------------
@@ -424,6 +432,30 @@ class IndexCache:
             ).fetchone()
         )
         return row is not None
+
+    def known_among(self, chunk_ids: Sequence[str]) -> set[str]:
+        """Those of ``chunk_ids`` that ``known`` would say are known, as a set of the same
+        hex ids, in one query per ``KNOWN_QUERY_IDS`` ids. The backup asks once per batch
+        of chunks: one query per chunk cost 0.75 CPU-s (held the GIL ~37 us each) of a
+        413 MB first backup of 20,000 chunks (``bench/results/profile-path.md``)."""
+        found: set[str] = set()
+        for start in range(0, len(chunk_ids), KNOWN_QUERY_IDS):
+            raws = [bytes.fromhex(c) for c in chunk_ids[start : start + KNOWN_QUERY_IDS]]
+            marks = ",".join("?" * len(raws))
+            packed = (
+                "SELECT c.chunk_id FROM main.chunks c JOIN main.packs p ON p.num = c.pack_num "
+                "JOIN private.packs_present t ON t.pack_id = p.pack_id "
+                f"WHERE c.chunk_id IN ({marks})"
+                if self._packs_listed
+                else f"SELECT chunk_id FROM main.chunks WHERE chunk_id IN ({marks})"
+            )
+            query = (
+                f"{packed} UNION SELECT chunk_id FROM private.loose_listing "
+                f"WHERE chunk_id IN ({marks})"
+            )
+            rows = self._run(partial(_fetch_all, query, raws + raws))
+            found.update(bytes(row[0]).hex() for row in rows)
+        return found
 
     def chunk_ids(self) -> Iterator[str]:
         """Every chunk id the index lists, once each, in id order (streamed in batches

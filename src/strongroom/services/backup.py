@@ -164,9 +164,12 @@ class _ChunkWriter:
 
     def _process(self, batch: _Batch) -> _Batch:
         fast = self._backed_up()
-        for data in batch.chunks:
-            chunk_id = self._store.name(data)
-            is_new = self._claim(chunk_id)
+        ids = [self._store.name(data) for data in batch.chunks]
+        with self._claim_lock:
+            forgets = self._forgets  # before the index is asked: see _claim
+        known = self._store.known_among(ids)  # one query per batch, not per chunk
+        for data, chunk_id in zip(batch.chunks, ids, strict=True):
+            is_new = chunk_id not in known and self._claim(chunk_id, forgets)
             if is_new:
                 batch.stored_bytes += self._packs.store(chunk_id, data, fast=fast)
             batch.ids.append(chunk_id)
@@ -175,14 +178,21 @@ class _ChunkWriter:
         batch.chunks = []  # the plaintext is stored (or known): not held while waiting
         return batch
 
-    def _claim(self, chunk_id: str) -> bool:
-        """Whether this worker stores ``chunk_id`` (then it is claimed): not claimed by
-        this backup and not in the index. Claimed first, then the index: a chunk leaves
-        the claimed set only after its pack is in the index cache (``_forget``), so it is
-        always in one of the two. An index answer is trusted only if no group was
-        forgotten while it was asked (else the chunk may have been claimed, stored,
-        indexed and forgotten in between: ask again)."""
+    def _claim(self, chunk_id: str, forgets: int) -> bool:
+        """Whether this worker stores ``chunk_id`` (then it is claimed), which the index
+        did not list when asked with ``_forgets`` at ``forgets``: not claimed by this
+        backup, and no group forgotten since the index was asked. A chunk leaves the
+        claimed set only after its pack is in the index cache (``_forget``), so a chunk
+        missing from both was either never claimed, or claimed, indexed and forgotten
+        after the index was asked: then ``_forgets`` moved, and the index is asked again
+        (claimed set first, then the index, until no group was forgotten meanwhile)."""
         raw_id = bytes.fromhex(chunk_id)
+        with self._claim_lock:
+            if raw_id in self._claimed:
+                return False
+            if forgets == self._forgets:
+                self._claimed.add(raw_id)
+                return True
         while True:
             with self._claim_lock:
                 if raw_id in self._claimed:
