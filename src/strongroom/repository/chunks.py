@@ -97,6 +97,12 @@ class ChunkStore:
         self._index_factory = index
         self._index: IndexCache | None = None
         self._index_lock = threading.Lock()
+        # a read that fails on the shared cache is tried once more on a private cache
+        # rebuilt from index/ (``load``): how often this process did that (at most once)
+        self._renew_lock = threading.Lock()
+        self._index_generation = 0
+        self._index_renewals = 0
+        self._cache_lied = False
         self._synced_at = 0.0
         self._before_first_pack = before_first_pack
         self._first_pack_done = False
@@ -264,7 +270,52 @@ class ChunkStore:
     def load(self, chunk_id: str) -> bytes:
         """Read, decrypt, decompress and check one chunk: through the index (one ranged
         read of its pack), else as a loose object. Raises ``ChunkMissing`` (in neither
-        place) or ``ChunkDamaged`` naming the chunk."""
+        place) or ``ChunkDamaged`` naming the chunk.
+
+        Before either is raised, the chunk is read once more through an index cache
+        rebuilt from ``index/`` (once per process: ``IndexCache.reload_privately``): the
+        shared cache file may be wrong without SQLite noticing. When that read succeeds,
+        the shared file lied: it is deleted (the next run rebuilds it) and said so."""
+        generation = self._index_generation
+        try:
+            return self._load(chunk_id)
+        except (ChunkMissing, ChunkDamaged) as exc:
+            if not self._index_renewed(generation, chunk_id, exc):
+                raise
+            first_failure = exc.message
+            plaintext = self._load(chunk_id)
+        with self._index_lock:
+            lied, self._cache_lied = not self._cache_lied, True
+        if lied:
+            log.warning(
+                "the index cache %s placed chunks wrongly (%s); read through a copy rebuilt "
+                "from index/, and removed it: the next run rebuilds it",
+                self.index.path,
+                first_failure,
+            )
+            self.index.remove_shared()
+        return plaintext
+
+    def _index_renewed(
+        self, generation: int, chunk_id: str, exc: ChunkMissing | ChunkDamaged
+    ) -> bool:
+        """Whether a read of ``chunk_id`` that failed with ``exc`` on index generation
+        ``generation`` should be tried again: the index was rebuilt since (by another
+        thread), or is rebuilt now (the first failure of this process) and places the
+        chunk elsewhere (if not, the damage is real: it is not read again)."""
+        with self._renew_lock:
+            if self._index_generation != generation:
+                return True
+            if self._index_renewals or self._index is None:
+                return False
+            self._index_renewals += 1
+            before = self._index.locations(chunk_id)
+            if not self._index.reload_privately(exc.message):
+                return False
+            self._index_generation += 1
+            return self._index.locations(chunk_id) != before
+
+    def _load(self, chunk_id: str) -> bytes:
         key = chunk_key(chunk_id)  # checks the id
         location = self.locate(chunk_id)
         gone: list[str] = []  # packs the index names for it that are not there

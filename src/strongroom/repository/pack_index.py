@@ -223,13 +223,18 @@ class IndexCache:
             raise CacheUnusable(f"the index cache cannot be used: {exc}") from exc
 
     def _fall_back(self, exc: sqlite3.DatabaseError) -> None:
-        """Switch to a private cache after ``exc`` (lock held by the caller): copy the
-        loose listing, reload every index object."""
+        """Switch to a private cache after ``exc`` (lock held by the caller)."""
         if self._private:
             raise CacheUnusable(f"the index cache cannot be used: {exc}") from exc
-        old = self._db
         damaged = not is_locked(exc) and "readonly" not in str(exc).replace(" ", "")
-        self._db = self._private_db(str(exc))
+        self._switch_private(str(exc), remove_shared=damaged)
+
+    def _switch_private(self, reason: str, *, remove_shared: bool) -> None:
+        """Copy the loose listing into a private cache, reload every index object into
+        it, and use it from now on (lock held by the caller); ``remove_shared`` deletes
+        the shared file, so that the next run rebuilds it."""
+        old = self._db
+        self._db = self._private_db(reason)
         for table in ("loose_listing", "packs_present"):
             with contextlib.suppress(sqlite3.DatabaseError):
                 rows = old.execute(f"SELECT * FROM private.{table}")
@@ -237,9 +242,25 @@ class IndexCache:
                     self._db.executemany(f"INSERT OR IGNORE INTO private.{table} VALUES (?)", rows)
         with contextlib.suppress(sqlite3.DatabaseError):
             old.close()
-        if damaged:  # the next run rebuilds it
+        if remove_shared:  # the next run rebuilds it
             self._remove_files(self.path)
         self._load(list_index_ids(self._storage), set())
+
+    def reload_privately(self, reason: str) -> bool:
+        """Distrust the shared cache: rebuild a private one from ``index/`` for the rest
+        of this process (the shared file may hold rows that SQLite does not see as
+        damaged but that are wrong: a bug, a hand edit). False when this process uses a
+        private cache already. Raises ``StorageError`` (reading index objects)."""
+        with self._lock:
+            if self._private:
+                return False
+            self._switch_private(reason, remove_shared=False)
+            return True
+
+    def remove_shared(self) -> None:
+        """Delete the shared cache file (after ``reload_privately`` found it wrong): the
+        next run rebuilds it from ``index/``."""
+        self._remove_files(self.path)
 
     def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """``fn(connection)`` under the lock; on an SQLite error, once more on a private
