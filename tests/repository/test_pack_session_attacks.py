@@ -11,6 +11,7 @@ import os
 import random
 import sqlite3
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -68,15 +69,18 @@ def _restores(repo: Repository, manifest, source: Path, into: Path) -> None:
     assert _rows(into) == _rows(source)
 
 
-def _all_well(repo: Repository, kept: list) -> None:
-    """Prune, then check --read-data, and every kept backup verifies; no chunk stored twice."""
+def _all_well(repo: Repository, kept: list, twice_ok: set[str] | None = None) -> None:
+    """Prune, then check --read-data, and every kept backup verifies; no chunk stored
+    twice, except those of ``twice_ok`` (chunks two backups running at once both stored:
+    prune keeps one live copy, the other stays as garbage in a pack it keeps)."""
     prune(repo)
     report = check_repository(repo, read_data=True)
     assert report.problems == []
     for manifest in kept:
         verify_backup(repo, manifest)
     stored = _entries(repo)
-    assert len(stored) == len(set(stored)), "a chunk is stored in two packs"
+    twice = {c for c, n in Counter(stored).items() if n > 1} - (twice_ok or set())
+    assert not twice, f"{len(twice)} chunk(s) stored in two packs"
 
 
 # --- a repeat racing the indexing of its first copy ------------------------------------
@@ -314,7 +318,10 @@ def test_two_backups_at_once_with_overlapping_data_both_verify_and_survive_prune
     repo = _open(storage, tmp_path, monkeypatch)
     for manifest in manifests:
         verify_backup(repo, manifest)
-    _all_well(repo, manifests)
+    # both backups may store a chunk they share (neither lists the other's new packs):
+    # prune may keep that copy as garbage (test_known_among_attacks: the overlap forced)
+    shared = set(manifests[0].unique_chunk_ids) & set(manifests[1].unique_chunk_ids)
+    _all_well(repo, manifests, twice_ok=shared)
     _restores(repo, manifests[0], shop, tmp_path / "r0.db")
     _restores(repo, manifests[1], shop2, tmp_path / "r1.db")
 
