@@ -356,3 +356,43 @@ def test_the_shared_file_removed_under_other_processes_connections_stays_consist
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(10) == 0
+
+
+# --- a chunk stored twice whose first copy is damaged ------------------------------------
+
+
+def test_a_chunk_whose_first_copy_is_damaged_reads_from_its_second_copy(
+    scene: tuple[Repository, list[Manifest]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A chunk listed twice (two backups at once both stored it, or a prune killed after
+    its new index) whose first copy rots: the second copy is good, so every read, verify
+    and restore gets it; only a chunk with no good copy anywhere is damaged. Before, the
+    first copy's ChunkDamaged was raised at once (only ChunkMissing moved on to the next
+    copy), and the rebuilt cache placed it in the same two packs: reported damaged."""
+    from strongroom.repository.pack_session import PackSession
+
+    repo, kept = scene
+    ids = _ids(kept)
+    twice = ids[:5]
+    plain = {c: repo.chunks.load(c) for c in twice}
+    session = PackSession(repo.chunks, 1 << 20)
+    for chunk_id in twice:
+        session.store(chunk_id, plain[chunk_id])
+    session.flush()
+    assert all(len(repo.chunks.index.locations(c)) == 2 for c in twice)
+    _damage_blobs(repo, twice)  # the first copy of each (the older pack)
+    once = ids[-1]  # a chunk with a single copy, damaged too
+    _damage_blobs(repo, [once])
+    reader = _repo(tmp_path, "cache-reader")
+    for chunk_id in twice:
+        assert reader.chunks.load(chunk_id) == plain[chunk_id]
+    with pytest.raises(ChunkDamaged, match=once):
+        reader.chunks.load(once)
+    survivors = [m for m in kept if once not in m.unique_chunk_ids]
+    assert survivors and all(
+        verify_backup(_repo(tmp_path, "cache-v"), m, record=False).ok for m in survivors
+    )
+    # check reads packs whole: it names the damaged copies too (the bytes are damaged)
+    result = check_repository(_repo(tmp_path, "cache-c"), read_data=True)
+    assert [p.message for p in result.problems if once in p.message]

@@ -319,9 +319,16 @@ class ChunkStore:
         key = chunk_key(chunk_id)  # checks the id
         location = self.locate(chunk_id)
         gone: list[str] = []  # packs the index names for it that are not there
+        # the first copy that read damaged: raised if no other copy (nor loose) reads
+        damaged: ChunkDamaged | None = None
+        tried: set[str] = set()  # packs whose copy read damaged: not read again
         if location is not None:
             for attempt in range(2):
-                copies = [c for c in self.index.locations(chunk_id) if c.pack_id not in gone]
+                copies = [
+                    c
+                    for c in self.index.locations(chunk_id)
+                    if c.pack_id not in gone and c.pack_id not in tried
+                ]
                 for copy in copies:
                     if self._known_gone(copy.pack_id):
                         gone.append(copy.pack_id)  # found gone before: not read again
@@ -331,6 +338,9 @@ class ChunkStore:
                     except ChunkMissing:
                         gone.append(copy.pack_id)  # gone (prune): the next copy, then loose
                         self._mark_gone(copy.pack_id)
+                    except ChunkDamaged as exc:  # a chunk stored twice: the next copy
+                        tried.add(copy.pack_id)
+                        damaged = damaged or exc
                 if attempt == 0 and self._index_older_than_gone():
                     # every pack this process knew for it is gone: a prune repacked it
                     # since this process read index/ (restore/verify take no lock); once
@@ -339,6 +349,8 @@ class ChunkStore:
         try:
             blob = self._storage.get(key)
         except ObjectNotFound as exc:
+            if damaged is not None:
+                raise damaged from None
             where = f" (its pack {gone[0]} is gone)" if gone else ""
             raise ChunkMissing(f"chunk {chunk_id} is missing from the repository{where}") from exc
         try:

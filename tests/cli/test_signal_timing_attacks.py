@@ -1,0 +1,201 @@
+"""Signals at random moments of real `strongroom` processes (review of 45ab0b7, ec242ee,
+9b6be18, b3f883c): SIGTERM and SIGINT to a waiting `prune --wait` just after its lock is
+written (while its refresh thread starts and it first lists the locks) and to a running
+`backup`; kill -9 of `backup`, `restore` and `check --read-data` at random moments. Each
+interrupted command exits 128 + the signal with one `error:` line and leaves no lock; after
+the kills, prune and check --read-data are clean and the backups restore identically.
+
+The moments are random (seeded per test and printed on failure) within the part of each
+command that runs after its signal handlers are installed (from its lock on): a signal
+during interpreter start-up kills Python before strongroom can handle anything."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from strongroom.repository.locks import acquire_shared
+from strongroom.storage.local import LocalStorage
+from tests.cli.test_signals import (  # noqa: F401 (the fixture)
+    TIMEOUT,
+    Cli,
+    assert_one_error,
+    env,
+    run,
+    temp_is_clean,
+    until,
+)
+from tests.helpers import make_sqlite_db
+
+pytestmark = pytest.mark.slow
+
+
+def _locks(repo: Path) -> list[Path]:
+    return sorted((repo / "locks").glob("*.json"))
+
+
+def _wait_for_new_lock(cli: Cli, repo: Path, before: set[Path]) -> float:
+    """Poll (1 ms) until ``cli`` has written a lock; the time it took."""
+    started = time.monotonic()
+    while not set(_locks(repo)) - before:
+        assert cli.process.poll() is None, cli.finish()
+        assert time.monotonic() - started < TIMEOUT, "no lock written"
+        time.sleep(0.001)
+    return time.monotonic() - started
+
+
+def _rows(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return [
+            *db.execute("SELECT * FROM users ORDER BY id").fetchall(),
+            *db.execute("SELECT * FROM orders ORDER BY id").fetchall(),
+        ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_at_random_moments_after_a_waiting_prune_wrote_its_lock(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+    signum: int,
+) -> None:
+    """0-60 ms after the lock appears: inside the lock write, the refresh thread's start,
+    the first listing of locks or the wait. Exit 128 + signal, one error line, only the
+    backup's lock left (CI saw exit 70 and prune's lock left before 45ab0b7)."""
+    rng = random.Random(int(signum) * 1009 + 7)
+    repo = tmp_path / "repo"
+    backup_lock = acquire_shared(LocalStorage(repo), "a backup elsewhere")
+    outcomes = []
+    try:
+        for round_ in range(6):
+            before = set(_locks(repo))
+            cli = Cli("prune", "--wait", "600", env=env)
+            _wait_for_new_lock(cli, repo, before)
+            delay = rng.uniform(0, 0.06)
+            time.sleep(delay)
+            cli.process.send_signal(signum)
+            code, err = cli.finish()
+            outcomes.append((round_, round(delay, 3), code))
+            assert_one_error(
+                err, 128 + signum, code, f"interrupted by {signal.Signals(signum).name}"
+            )
+            assert "cannot join thread" not in err, (outcomes, err)
+            assert [p.name for p in _locks(repo)] == [Path(backup_lock.key).name], outcomes
+    finally:
+        backup_lock.release()
+    temp_is_clean(env)
+    code, _, err = run("prune", "--wait", "0", env=env)
+    assert code == 0, err
+
+
+def test_sigterm_and_sigint_at_random_moments_of_a_backup_then_all_is_well(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+) -> None:
+    rng = random.Random(4242)
+    repo = tmp_path / "repo"
+    db = make_sqlite_db(tmp_path / "app.db", users=20000, orders=60000)
+    started = time.monotonic()
+    code, out, err = run("backup", str(db), env=env)
+    assert code == 0, err
+    whole = time.monotonic() - started
+    expected = _rows(db)
+    outcomes = []
+    backups = repo / "backups"
+    for round_ in range(8):
+        signum = (signal.SIGTERM, signal.SIGINT)[round_ % 2]
+        recorded = len(list(backups.glob("*.json")))
+        cli = Cli("backup", str(db), env=env)
+        waited = _wait_for_new_lock(cli, repo, set())
+        delay = rng.uniform(0, max(whole - waited, 0.05))
+        time.sleep(delay)
+        cli.process.send_signal(signum)
+        assert cli.process.stdout is not None
+        out = cli.process.stdout.read().decode()
+        code, err = cli.finish()
+        new = len(list(backups.glob("*.json"))) - recorded
+        outcomes.append((round_, signum, round(delay, 3), code, new))
+        if code == 0:  # finished before the signal, or the signal came while it exited
+            assert new == 1, outcomes
+        elif code == -signum:
+            # the signal came after the summary, while Python itself was exiting (it puts
+            # the default handlers back): the backup is complete; no error line
+            assert new == 1 and "duration" in out, (outcomes, out, err)
+        else:
+            assert_one_error(err, 128 + signum, code, "interrupted by")
+            assert "cannot join thread" not in err
+        assert _locks(repo) == [], outcomes
+    temp_is_clean(env)
+    assert any(o[3] != 0 for o in outcomes), f"no round was interrupted: {outcomes}"
+    code, _, err = run("prune", "--wait", "0", env=env)
+    assert code == 0, err
+    code, out, err = run("check", "--read-data", env=env)
+    assert code == 0, (out, err, outcomes)
+    into = tmp_path / "restored.db"
+    code, _, err = run("restore", "latest", "--to", str(into), "--yes", env=env)
+    assert code == 0, err
+    assert _rows(into) == expected
+
+
+def test_kill_9_of_backup_restore_and_check_at_random_moments_then_all_is_well(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+) -> None:
+    """kill -9 at a random fraction of a measured whole run of each command (backups of a
+    database changed between rounds, so each writes new packs and index objects); then
+    prune (the killed commands' locks belong to dead processes), check --read-data, and
+    every backup restores to exactly its database's rows."""
+    rng = random.Random(977)
+    repo = tmp_path / "repo"
+    db = make_sqlite_db(tmp_path / "app.db", users=20000, orders=60000)
+    times: dict[str, float] = {}
+
+    def timed(*args: str) -> None:
+        started = time.monotonic()
+        code, _, err = run(*args, env=env)
+        assert code == 0, err
+        times[args[0]] = time.monotonic() - started
+
+    timed("backup", str(db))
+    states = {1: _rows(db)}
+    timed("check", "--read-data")
+    timed("restore", "latest", "--to", str(tmp_path / "probe.db"), "--yes")
+    outcomes = []
+    for round_ in range(9):
+        command = ("backup", "restore", "check")[round_ % 3]
+        if command == "backup":
+            with sqlite3.connect(db) as conn:
+                conn.execute(
+                    "UPDATE users SET email = email || ? WHERE id % 13 = ?", (str(round_), round_)
+                )
+            args: tuple[str, ...] = ("backup", str(db))
+        elif command == "restore":
+            args = ("restore", "latest", "--to", str(tmp_path / f"r{round_}.db"), "--yes")
+        else:
+            args = ("check", "--read-data")
+        before = len(list((repo / "backups").glob("*.json")))
+        cli = Cli(*args, env=env)
+        delay = rng.uniform(0.2, 1.0) * times[command]
+        time.sleep(delay)
+        cli.process.kill()
+        code, _ = cli.finish()
+        outcomes.append((round_, command, round(delay, 3), code))
+        if len(list((repo / "backups").glob("*.json"))) > before:  # done before the kill
+            states[len(states) + 1] = _rows(db)
+    code, out, err = run("prune", "--wait", "30", env=env)
+    assert code == 0, (err, outcomes)
+    assert _locks(repo) == [], outcomes
+    code, out, err = run("check", "--read-data", env=env)
+    assert code == 0, (out, err, outcomes)
+    listed = sorted(p.stem for p in (repo / "backups").glob("*.json"))
+    assert len(listed) == len(states), (listed, outcomes)
+    for n, backup_id in enumerate(listed, start=1):
+        into = tmp_path / f"final{n}.db"
+        code, _, err = run("restore", backup_id, "--to", str(into), "--yes", env=env)
+        assert code == 0, err
+        assert _rows(into) == states[n], (n, outcomes)
+    assert any(o[3] == -signal.SIGKILL for o in outcomes), outcomes
