@@ -199,3 +199,51 @@ def test_kill_9_of_backup_restore_and_check_at_random_moments_then_all_is_well(
         assert code == 0, err
         assert _rows(into) == states[n], (n, outcomes)
     assert any(o[3] == -signal.SIGKILL for o in outcomes), outcomes
+
+
+def test_a_signal_at_random_moments_of_a_postgres_backup_stops_it_cleanly(
+    pg_server,  # type: ignore[no-untyped-def]
+    pg_db: str,
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+) -> None:
+    """The dump's cleanup joins its row-count thread through ``interrupts.join_thread``
+    (ec242ee): a signal anywhere in the backup, including while that thread starts,
+    ends it with exit 128 + signal and one error line (never 70, 'cannot join thread'),
+    no pg_dump left, no lock left; then prune, check --read-data, restore."""
+    from tests.cli.test_signals import alive, descendants
+
+    name = pg_db.rsplit("/", 1)[1]
+    pg_server.psql(
+        name,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);"
+        "INSERT INTO t SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 60000) g;"
+        "CREATE TABLE u AS SELECT g AS id FROM generate_series(1, 20000) g;",
+    )
+    rng = random.Random(31337)
+    repo = tmp_path / "repo"
+    started = time.monotonic()
+    code, _, err = run("backup", pg_db, env=env)
+    assert code == 0, err
+    whole = time.monotonic() - started
+    outcomes = []
+    for round_ in range(8):
+        signum = (signal.SIGTERM, signal.SIGINT)[round_ % 2]
+        cli = Cli("backup", pg_db, env=env)
+        waited = _wait_for_new_lock(cli, repo, set())
+        delay = rng.uniform(0, max(whole - waited, 0.05) * 0.8)
+        time.sleep(delay)
+        children = descendants(cli.process.pid)
+        cli.process.send_signal(signum)
+        code, err = cli.finish()
+        outcomes.append((round_, signum, round(delay, 3), code))
+        assert "cannot join thread" not in err, (outcomes, err)
+        if code != 0 and code != -signum:
+            assert_one_error(err, 128 + signum, code, "interrupted by")
+        until(lambda c=children: not [p for p in c if alive(p)], "pg_dump to end", timeout=20)
+        assert _locks(repo) == [], outcomes
+    assert any(o[3] == 128 + o[1] for o in outcomes), outcomes
+    code, _, err = run("prune", "--wait", "0", env=env)
+    assert code == 0, err
+    code, out, err = run("check", "--read-data", env=env)
+    assert code == 0, (out, err, outcomes)

@@ -396,3 +396,47 @@ def test_a_chunk_whose_first_copy_is_damaged_reads_from_its_second_copy(
     # check reads packs whole: it names the damaged copies too (the bytes are damaged)
     result = check_repository(_repo(tmp_path, "cache-c"), read_data=True)
     assert [p.message for p in result.problems if once in p.message]
+
+
+def test_a_backup_runs_on_while_a_verify_beside_it_removes_the_lying_cache_file(
+    scene: tuple[Repository, list[Manifest]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """One cache file, a lie in it (rows moved), a backup and a verify at once: the
+    verify's first failed read removes the file while the backup's connection still
+    writes to it (its index objects go into the removed file). The backup completes and
+    verifies from a fresh cache; the next process rebuilds the file and sees the new
+    backup's chunks; prune and check --read-data are clean; the old backups verify."""
+    from strongroom.engines.sqlite import SqliteEngine
+    from strongroom.services.backup import run_backup
+    from strongroom.services.prune import prune
+    from tests.helpers import make_sqlite_db
+
+    repo, kept = scene
+    path = repo.chunks.index.path
+    repo.chunks.index.close()
+    _lie(path, "UPDATE OR IGNORE chunks SET pack_num = (SELECT MIN(num) FROM packs)")
+    db = make_sqlite_db(tmp_path / "fresh.db", users=1500, orders=4000, seed=11)
+    backer, verifier = _repo(tmp_path), _repo(tmp_path)
+    index = backer.chunks.index
+    real_add = index.add
+    verified: list[bool] = []
+
+    def add(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_add(*args, **kwargs)
+        if not verified:  # the first index object of the backup is in the file: now
+            verified.append(verify_backup(verifier, kept[0], record=False).ok)
+            assert not path.exists()
+
+    index.add = add  # type: ignore[method-assign]
+    made = run_backup(backer, SqliteEngine(str(db))).manifest
+    assert verified == [True]
+    assert made.new_chunk_count > 0
+    backer.chunks.index.close()
+    verifier.chunks.index.close()
+    fresh = _repo(tmp_path)
+    assert verify_backup(fresh, made, record=False).ok
+    assert all(fresh.chunks.index.contains(c) for c in made.unique_chunk_ids)
+    prune(fresh)
+    assert check_repository(_repo(tmp_path, "cache-c"), read_data=True).ok
+    assert all(verify_backup(_repo(tmp_path), m, record=False).ok for m in [*kept, made])
