@@ -229,7 +229,9 @@ def test_sigterm_during_a_parallel_postgres_restore_cleans_up(pg_server, gated, 
     until(lambda: gate_waiting(pg_server, name), "pg_restore at the gate", process=cli.process)
     children = descendants(cli.process.pid)
     tools = {p for p in children if b"pg_restore" in Path(f"/proc/{p}/cmdline").read_bytes()}
-    assert len(tools) >= 3, children  # -j 2: the leader and its 2 workers
+    # the gate's data is restored by a pg_restore of its own (restore_overlap: one per
+    # batch of tables, started while the dump is written)
+    assert len(tools) >= 1, children
     # the decrypted dump of the parallel restore has no name anywhere
     assert {p.name for p in files_under(Path(env["TMPDIR"]))} <= {".lock"}
     cli.process.send_signal(signal.SIGTERM)
@@ -339,7 +341,7 @@ def test_kill_9_during_a_parallel_restore_leaves_no_child_and_no_plaintext(pg_se
     )  # fmt: skip
     until(lambda: gate_waiting(pg_server, name), "pg_restore at the gate", process=cli.process)
     children = descendants(cli.process.pid)
-    assert len(children) >= 3, children  # pg_restore and its two workers
+    assert len(children) >= 1, children  # the gate's data's pg_restore (restore_overlap)
     cli.process.send_signal(signal.SIGKILL)
     cli.process.wait()
     until(lambda: not any(alive(p) for p in children), "the children to die with strongroom")

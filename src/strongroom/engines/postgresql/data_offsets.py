@@ -26,6 +26,7 @@ import logging
 import mmap
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from strongroom.engines.postgresql.dump_layout import (
     FORMAT_CUSTOM,
@@ -53,6 +54,7 @@ class OffsetSlot:
     desc: bytes
     flag: int
     flag_at: int
+    section: int = 0  # teSection: 1 none, 2 pre-data, 3 data, 4 post-data
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,10 @@ class ArchiveToc:
     slots: tuple[OffsetSlot, ...]  # in TOC order
 
 
-def read_toc(file: mmap.mmap, limit: int = MAX_PREFIX) -> ArchiveToc:
+def read_toc(file: mmap.mmap | BinaryIO, limit: int = MAX_PREFIX) -> ArchiveToc:
     """The header and TOC of the custom-format archive in ``file`` (from its start), with
-    where each entry's data offset field is. Raises ``LayoutUnreadable``."""
+    where each entry's data offset field is. Raises ``LayoutUnreadable`` (its subclass
+    ``LayoutIncomplete`` when ``file`` ends inside the TOC)."""
     file.seek(0)
     reader = _Reader(file, limit)  # type: ignore[arg-type]  # mmap reads like a file
     if reader.take(5) != MAGIC:
@@ -95,7 +98,7 @@ def read_toc(file: mmap.mmap, limit: int = MAX_PREFIX) -> ArchiveToc:
         reader.string()  # OID
         reader.string()  # tag
         desc = reader.string() or b""
-        reader.int()  # section
+        section = reader.int()
         for _field in range(6):  # defn, drop, copy, namespace, tablespace, table AM
             reader.string()
         if version[:2] >= (1, 16):
@@ -107,11 +110,11 @@ def read_toc(file: mmap.mmap, limit: int = MAX_PREFIX) -> ArchiveToc:
         flag_at = reader.pos
         flag = reader.byte()
         reader.take(offset_size)
-        slots.append(OffsetSlot(dump_id, desc, flag, flag_at))
+        slots.append(OffsetSlot(dump_id, desc, flag, flag_at, section))
     return ArchiveToc(reader.int_size, offset_size, compression != 0, reader.pos, tuple(slots))
 
 
-def _int_bytes(value: int, int_size: int) -> bytes:
+def int_bytes(value: int, int_size: int) -> bytes:
     """``WriteInt``: a sign byte, then ``int_size`` bytes, least significant first."""
     return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
 
@@ -154,7 +157,7 @@ def find_data_offsets(file: mmap.mmap) -> tuple[ArchiveToc, dict[int, int]]:
     found: dict[int, int] = {}
     if toc.compressed:
         return toc, found
-    end_marker = _int_bytes(0, toc.int_size)
+    end_marker = int_bytes(0, toc.int_size)
     position = toc.toc_end
     first = True
     for slot in toc.slots:
@@ -162,7 +165,7 @@ def find_data_offsets(file: mmap.mmap) -> tuple[ArchiveToc, dict[int, int]]:
             continue  # no data (or already set)
         if slot.desc not in DATA_DESCS:
             break  # a large-object block: binary data follows, stop here
-        header = bytes([BLK_DATA]) + _int_bytes(slot.dump_id, toc.int_size)
+        header = bytes([BLK_DATA]) + int_bytes(slot.dump_id, toc.int_size)
         if first:
             if file[position : position + len(header)] != header:
                 break

@@ -54,6 +54,10 @@ class LayoutUnreadable(ValueError):
     consumed: bytes | bytearray = b""
 
 
+class LayoutIncomplete(LayoutUnreadable):
+    """The bytes read so far end inside the header or TOC (more may follow)."""
+
+
 @dataclass(frozen=True)
 class DumpLayout:
     """Offsets (bytes from the stream's start) of a custom-format archive's parts."""
@@ -93,7 +97,7 @@ class _Reader:
 
     def take(self, count: int) -> bytes:
         if not self._fill(count):
-            raise LayoutUnreadable(f"the stream ends inside its TOC (offset {self.pos})")
+            raise LayoutIncomplete(f"the stream ends inside its TOC (offset {self.pos})")
         data = bytes(self.buffer[self.pos : self.pos + count])
         self.pos += count
         return data

@@ -15,10 +15,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from strongroom import tempfiles
 from strongroom.engines.postgresql.connection import PostgresServer
-from strongroom.engines.postgresql.data_offsets import fill_data_offsets
-from strongroom.engines.process import pipe_into, run_tool
+from strongroom.engines.postgresql.restore_overlap import restore_overlapped
+from strongroom.engines.process import pipe_into
 from strongroom.errors import UsageError
 
 logger = logging.getLogger("strongroom.engines.postgresql")
@@ -59,28 +58,12 @@ def run_pg_restore_parallel(
     server: PostgresServer, tool: Path, source: Iterable[bytes], jobs: int, faithful: bool
 ) -> tuple[int, str]:
     """Materialise the dump in a private unnamed temp file (``tempfiles.spool``: nothing is
-    left behind, even by a killed process), give it the data offsets ``pg_dump`` writes to a
-    seekable file (``data_offsets``: ``pg_restore -j`` then seeks to each table's data and
-    starts the largest first), then ``pg_restore -j`` from it."""
-    with tempfiles.spool("dump-") as dump:
-        for data in source:  # every chunk is verified as it is read
-            dump.handle.write(data)
-        dump.handle.flush()
-        fill_data_offsets(dump.handle.fileno())
-        listing = run_tool([str(tool), "--list", dump.path], pass_fds=dump.pass_fds)
-        data_entries = listing.stdout.count(b" TABLE DATA ")
-        jobs = max(1, min(jobs, data_entries))
-        logger.info("restoring into %s with %s -j %d", server.where(), tool, jobs)
-        command = [
-            str(tool),
-            *restore_flags(faithful),
-            f"--jobs={jobs}",
-            "-d",
-            server.conninfo(with_password=False),
-            dump.path,
-        ]
-        result = run_tool(command, env=server.child_env(), pass_fds=dump.pass_fds)
-        return result.returncode, result.stderr.decode("utf-8", "replace")
+    left behind, even by a killed process) and restore it with up to ``jobs`` ``pg_restore``
+    at once, starting while the file is written (``restore_overlap``: pre-data once the TOC
+    is in, each table's data once its block is complete, then the rest and post-data)."""
+    return restore_overlapped(
+        server, tool, source, jobs, restore_flags(faithful), tolerate_errors=faithful
+    )
 
 
 def run_pg_restore(
