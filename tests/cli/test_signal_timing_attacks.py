@@ -247,3 +247,64 @@ def test_a_signal_at_random_moments_of_a_postgres_backup_stops_it_cleanly(
     assert code == 0, err
     code, out, err = run("check", "--read-data", env=env)
     assert code == 0, (out, err, outcomes)
+
+
+# --- real damage through the command line, after b3f883c ----------------------------------
+
+
+@pytest.mark.parametrize("lying_cache", [False, True], ids=["true-cache", "lying-cache"])
+def test_real_damage_exits_7_with_one_rebuild_and_the_damaged_chunk_named(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+    lying_cache: bool,
+) -> None:
+    """A flipped byte in one blob of a pack: verify, restore and check --read-data exit 7
+    naming that chunk, each process warns of its private rebuild at most once (never
+    'placed chunks wrongly' on a true cache), and a lying cache beside the damage is
+    found out and removed by each of them while the damage is still reported (check
+    --read-data, which reads packs whole with the cache's entries, reported every
+    misplaced blob as damaged before the second look in check_packs)."""
+    from strongroom.repository.keys import KeySource
+    from strongroom.repository.packs import pack_key_name
+    from strongroom.repository.repository import Repository
+
+    env = {**env, "STRONGROOM_CACHE_DIR": str(tmp_path / "cache")}
+    db = make_sqlite_db(tmp_path / "app.db", users=3000, orders=9000)
+    code, _, err = run("backup", str(db), env=env)
+    assert code == 0, err
+    storage = LocalStorage(tmp_path / "repo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STRONGROOM_CACHE_DIR", env["STRONGROOM_CACHE_DIR"])
+        repo = Repository.open(storage, KeySource(key_file=Path(env["STRONGROOM_KEY_FILE"])))
+        (recorded,) = (tmp_path / "repo" / "backups").glob("*.json")
+        manifest = repo.load_manifest(recorded.stem)
+        victim = sorted(manifest.unique_chunk_ids)[len(manifest.unique_chunk_ids) // 2]
+        loc = repo.chunks.index.locations(victim)[0]
+        cache = repo.chunks.index.path
+        repo.chunks.index.close()
+    key = pack_key_name(loc.pack_id)
+    data = bytearray(storage.get(key))
+    data[loc.offset + loc.length // 2] ^= 0x01
+    storage.put(key, bytes(data))
+    for args in (
+        ("verify", "latest"),
+        ("restore", "latest", "--to", str(tmp_path / "out.db"), "--yes"),
+        ("check", "--read-data"),
+    ):
+        if lying_cache:  # each command meets a lying file (the last one removed it)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("STRONGROOM_CACHE_DIR", env["STRONGROOM_CACHE_DIR"])
+                key_source = KeySource(key_file=Path(env["STRONGROOM_KEY_FILE"]))
+                Repository.open(storage, key_source).chunks.index.close()  # rebuilt
+            with sqlite3.connect(cache) as conn:
+                conn.execute("UPDATE chunks SET offset = offset + 1 WHERE position % 2 = 1")
+        code, out, err = run(*args, env=env)
+        assert code == 7, (args, code, out, err)
+        assert victim in out + err, (args, out, err)
+        assert "Traceback" not in err
+        assert (out + err).count("using a private one") <= 1, (args, err)
+        lied = "placed chunks wrongly" in err
+        assert lied == lying_cache, err  # a true cache is never called a liar
+        if lied:
+            assert not cache.exists()  # the next run rebuilds it
+    assert not (tmp_path / "out.db").exists()

@@ -41,8 +41,10 @@ def reloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = IndexCache.reload_privately
 
     def counting(self: IndexCache, reason: str) -> bool:
-        seen.append(str(self.path))
-        return real(self, reason)
+        rebuilt = real(self, reason)
+        if rebuilt:  # False: this process uses a private cache already
+            seen.append(str(self.path))
+        return rebuilt
 
     monkeypatch.setattr(IndexCache, "reload_privately", counting)
     return seen
@@ -440,3 +442,39 @@ def test_a_backup_runs_on_while_a_verify_beside_it_removes_the_lying_cache_file(
     prune(fresh)
     assert check_repository(_repo(tmp_path, "cache-c"), read_data=True).ok
     assert all(verify_backup(_repo(tmp_path), m, record=False).ok for m in [*kept, made])
+
+
+# --- check --read-data on a lying cache ----------------------------------------------------
+
+
+@pytest.mark.parametrize("lie", ["offsets-shifted", "pack-ids-swapped", "keys-swapped"])
+@pytest.mark.parametrize("damage", [False, True], ids=["clean", "one-blob-damaged"])
+def test_check_read_data_on_a_lying_cache_reports_only_real_damage(
+    scene: tuple[Repository, list[Manifest]],  # noqa: F811
+    tmp_path: Path,
+    reloads: list[str],
+    caplog: pytest.LogCaptureFixture,
+    lie: str,
+    damage: bool,
+) -> None:
+    """check --read-data reads packs whole with the entries the cache lists, not through
+    ``ChunkStore.load``: before, a lying cache made it report every blob it misplaced
+    as damaged and the packs' headers as not matching the index (exit 7 on a sound
+    repository, 48 problems for one pack, every run until the file was deleted)."""
+    repo, kept = scene
+    victim = _ids(kept)[3]
+    if damage:
+        _damage_blobs(repo, [victim])
+    path = repo.chunks.index.path
+    repo.chunks.index.close()
+    LIES[lie](path)
+    with caplog.at_level(logging.WARNING):
+        result = check_repository(_repo(tmp_path), read_data=True)
+    subjects = sorted({p.subject for p in result.problems})
+    assert subjects == ([victim] if damage else []), [p.message for p in result.problems]
+    assert len(reloads) == 1
+    lied = sum(LIED in r.getMessage() for r in caplog.records)
+    assert lied == 1
+    assert not path.exists()
+    again = check_repository(_repo(tmp_path), read_data=True)
+    assert sorted({p.subject for p in again.problems}) == subjects
