@@ -478,3 +478,55 @@ def test_check_read_data_on_a_lying_cache_reports_only_real_damage(
     assert not path.exists()
     again = check_repository(_repo(tmp_path), read_data=True)
     assert sorted({p.subject for p in again.problems}) == subjects
+
+
+@pytest.mark.parametrize("read_data", [False, True], ids=["check", "check-read-data"])
+@pytest.mark.parametrize(
+    "lie",
+    [
+        "DELETE FROM chunks WHERE position % 2 = 0",  # rows lost
+        "DELETE FROM packs WHERE num = (SELECT MAX(num) FROM packs)",  # a pack forgotten
+    ],
+    ids=["rows-lost", "pack-forgotten"],
+)
+def test_check_on_a_cache_that_lost_rows_reports_no_missing_chunk(
+    scene: tuple[Repository, list[Manifest]],  # noqa: F811
+    tmp_path: Path,
+    reloads: list[str],
+    caplog: pytest.LogCaptureFixture,
+    lie: str,
+    read_data: bool,
+) -> None:
+    """Before, plain check (no --read-data) on a cache that lost rows said every chunk
+    it lost was 'missing (no index object lists it and it is not loose)': exit 7 on a
+    sound repository (28 problems here), every run until the file was deleted."""
+    repo, _kept = scene
+    path = repo.chunks.index.path
+    repo.chunks.index.close()
+    _lie(path, lie)
+    with caplog.at_level(logging.WARNING):
+        result = check_repository(_repo(tmp_path), read_data=read_data)
+    assert result.problems == [], [p.message for p in result.problems]
+    assert len(reloads) == 1
+    assert sum(LIED in r.getMessage() for r in caplog.records) == 1
+    assert not path.exists()
+
+
+def test_check_of_a_pack_really_deleted_reports_it_with_one_rebuild_and_keeps_the_file(
+    scene: tuple[Repository, list[Manifest]],  # noqa: F811
+    tmp_path: Path,
+    reloads: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    repo, kept = scene
+    victim = _ids(kept)[0]
+    pack_id = repo.chunks.index.locations(victim)[0].pack_id
+    repo.storage.delete(pack_key_name(pack_id))
+    path = repo.chunks.index.path
+    with caplog.at_level(logging.WARNING):
+        result = check_repository(_repo(tmp_path), read_data=False)
+    assert victim in {p.subject for p in result.problems}
+    assert all(p.kind == "missing" for p in result.problems)
+    assert len(reloads) == 1  # one second look, which found the same: missing indeed
+    assert not any(LIED in r.getMessage() for r in caplog.records)
+    assert path.exists()

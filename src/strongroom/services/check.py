@@ -33,7 +33,7 @@ from strongroom.repository.layout import (
 from strongroom.repository.logs import LogArchive
 from strongroom.repository.manifest import Manifest
 from strongroom.repository.repository import Repository
-from strongroom.services.check_packs import PackCheck, check_packs
+from strongroom.services.check_packs import PackCheck, check_packs, index_lied
 from strongroom.services.wal_status import WalStatus, wal_status
 
 DEFAULT_WORKERS = 4
@@ -117,6 +117,9 @@ def check_repository(
         packs = check_packs(
             repo, sizes, read_data=read_data, subset=subset, rng=rng, workers=workers
         )
+    if packs is not None and index_lied(repo, set(users) - packs.stored - loose):
+        # the shared cache lost or moved rows: again, on a cache rebuilt from index/
+        return check_repository(repo, read_data=read_data, subset=subset, rng=rng, workers=workers)
     stored = loose | packs.stored if packs is not None else loose
 
     def still_needed_by(chunk_id: str) -> tuple[str, ...]:

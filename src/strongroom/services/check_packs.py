@@ -149,6 +149,31 @@ def check_packs(
     return result
 
 
+def index_lied(repo: Repository, unplaced: set[str]) -> bool:
+    """Whether the shared index cache lied about ``unplaced``: referenced chunks it puts
+    in no pack that exists (and that are not loose). A cache rebuilt privately from
+    ``index/`` (once per process) places any of them otherwise: then the shared file is
+    removed with a warning (the next run rebuilds it) and True is returned, for the
+    caller to check again on the rebuilt copy."""
+    if not unplaced:
+        return False
+    index = repo.chunks.index
+    before = {chunk_id: index.locations(chunk_id) for chunk_id in sorted(unplaced)}
+    if not index.reload_privately(f"{len(unplaced)} referenced chunk(s) not found in it"):
+        return False
+    if all(index.locations(chunk_id) == seen for chunk_id, seen in before.items()):
+        return False  # the index objects say the same: missing indeed
+    log.warning(
+        "the index cache %s placed chunks wrongly (%d referenced chunk(s) were in no pack "
+        "through it); checked again through a copy rebuilt from index/, and removed it: "
+        "the next run rebuilds it",
+        index.path,
+        len(unplaced),
+    )
+    index.remove_shared()
+    return True
+
+
 def _cache_lied(index: IndexCache, suspects: dict[str, list[ChunkLocation]]) -> bool:
     """Whether a cache rebuilt privately from ``index/`` lists any of the packs read as
     damaged otherwise than the shared cache did (False, and no rebuild, when this process
