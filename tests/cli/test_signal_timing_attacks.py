@@ -11,6 +11,7 @@ during interpreter start-up kills Python before strongroom can handle anything."
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -308,3 +309,55 @@ def test_real_damage_exits_7_with_one_rebuild_and_the_damaged_chunk_named(
         if lied:
             assert not cache.exists()  # the next run rebuilds it
     assert not (tmp_path / "out.db").exists()
+    temp_is_clean(env)  # the private caches rebuilt in $TMPDIR are gone with their runs
+
+
+# --- a signal after the manifest is written ---------------------------------------------
+
+_SIGNAL_AFTER_MANIFEST = (
+    "import os, signal, sys\n"
+    "from strongroom.repository.repository import Repository\n"
+    "real = Repository.write_manifest\n"
+    "def write_then_signal(self, manifest):\n"
+    "    real(self, manifest)\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next call\n"
+    "Repository.write_manifest = write_then_signal\n"
+    "from strongroom.cli.app import main\n"
+    "sys.argv[0] = 'strongroom'\n"
+    "main()\n"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="services/backup.py run_backup/recorded_backup: a signal landing after "
+    "repo.write_manifest (in the lock release, the run record, the post_backup hooks or "
+    "the metrics) stops the command with exit 143 and 'interrupted by SIGTERM; stopped "
+    "cleanly; nothing unfinished was recorded', while the backup is complete and listed "
+    "(no run record, no post_backup hook): seen at random moments in 7 of 12 signals "
+    "sent just after the manifest appeared. The line should say the backup was recorded "
+    "(a deferred section from the manifest write to the report), or the command exit 0",
+)
+def test_a_signal_just_after_the_manifest_is_written_says_the_backup_was_recorded(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    db = make_sqlite_db(tmp_path / "app.db", users=300, orders=900)
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_MANIFEST, "backup", str(db)],
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    (manifest,) = (tmp_path / "repo" / "backups").glob("*.json")  # it is recorded
+    assert _locks(tmp_path / "repo") == []
+    if result.returncode != 0:
+        line = assert_one_error(result.stderr, 143, result.returncode, "SIGTERM")
+        assert manifest.stem in line, line  # the user is told the backup exists
