@@ -4,7 +4,7 @@
     .venv/bin/python bench/chunk_size.py --scale 0.25    # quicker, on a quarter of it
 
 Generates the benchmark database (``bench/datagen.py``) on a throwaway server, dumps it with
-``pg_dump -Fc -Z0`` to a file, applies one day of churn (``datagen.churn_day(day=1)``, as
+``pg_dump -Fc -Z0`` to a file, applies one day of churn (``datagen_churn.churn_day(day=1)``, as
 ``bench/run.py``'s repeat backup does), and dumps again. Then, for each average chunk size
 (``--sizes``, KiB), both dumps are cut as a backup cuts them (FastCDC 2020 with min = avg/4
 and max = avg*4, FastCDC's own defaults; forced cuts after the archive header and the TOC,
@@ -46,6 +46,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import datagen  # noqa: E402
+import datagen_churn  # noqa: E402
 
 SIZES_KIB = (16, 24, 32, 48, 64, 128, 512)
 TARGET_NEW = 0.10  # issue 19: a repeat backup after one day of churn stores <= 10 % new
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dump(dumps[0])
             print("churn: day 1", flush=True)
             with server.connect(run.DB) as conn:
-                churn = datagen.churn_day(conn, day=1, seed=args.seed)
+                churn = datagen_churn.churn_day(conn, day=1, seed=args.seed)
             dump(dumps[1])
             with server.connect() as conn:
                 version = conn.execute("SHOW server_version").fetchone()

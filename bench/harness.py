@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import datagen
+import datagen_churn
 from proc_measure import BenchError, Measured, Running
 from report_format import mb, secs
 
@@ -199,7 +200,7 @@ class Bench:
                 conn, scale=scale, seed=self.args.seed, log=lambda m: self.say(m.strip())
             )
             conn.execute("VACUUM (ANALYZE)")
-            sizes = datagen.table_sizes(conn)
+            sizes = datagen_churn.table_sizes(conn)
             row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         seconds = time.monotonic() - started
         assert row is not None
@@ -212,7 +213,7 @@ class Bench:
 
     def churn(self, dbname: str, day: int) -> dict[str, int]:
         with self.server.connect(dbname) as conn:
-            result = datagen.churn_day(conn, day=day, seed=self.args.seed)
+            result = datagen_churn.churn_day(conn, day=day, seed=self.args.seed)
         return asdict(result)
 
     # --- measuring strongroom and a baseline alternately, best of --repeat

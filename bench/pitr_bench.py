@@ -14,7 +14,7 @@ app database (bench/datagen.py), then measures:
   archived per second, pg_stat_archiver's failed_count and the archive lag;
 * base backups: ``strongroom backup --physical`` against ``pg_basebackup -Ft -X fetch -D - >
   file`` (time, stored bytes), and a second base backup after one day of churn
-  (``datagen.churn_day``): its new stored bytes / the first's;
+  (``datagen_churn.churn_day``): its new stored bytes / the first's;
 * restore to a time (RTO): ``restore --to-datadir --to-time T --start`` (the second base
   backup + the WAL of ``--replay-minutes`` of churn) against laying the base backup down
   alone and against extracting and starting the ``pg_basebackup`` tar.
@@ -49,6 +49,7 @@ if str(BENCH) not in sys.path:  # the sibling modules, also when imported from e
     sys.path.insert(0, str(BENCH))
 
 import datagen  # noqa: E402
+import datagen_churn  # noqa: E402
 import pitr_report  # noqa: E402
 from pitr_place import (  # noqa: E402
     BacklogSampler,
@@ -308,7 +309,7 @@ class PitrBench:
         out["first"] = self.physical_backup()
         self.say("churn: day 1")
         with self.pg.connect(DB) as conn:
-            out["churn"] = asdict(datagen.churn_day(conn, day=1, seed=self.args.seed))
+            out["churn"] = asdict(datagen_churn.churn_day(conn, day=1, seed=self.args.seed))
         # the baseline first, as before the first pair: strongroom's second base backup
         # then starts right after the baseline's segment switch (the RTO replays from there)
         self.say("base backup: pg_basebackup (after one day of churn, kept for the RTO)")
@@ -334,7 +335,9 @@ class PitrBench:
         try:
             while True:
                 with self.pg.connect(DB) as conn:
-                    churn.append(asdict(datagen.churn_day(conn, day=day, seed=self.args.seed)))
+                    churn.append(
+                        asdict(datagen_churn.churn_day(conn, day=day, seed=self.args.seed))
+                    )
                 day += 1
                 if time.monotonic() - started >= window:
                     break

@@ -259,7 +259,7 @@ def notes(res: dict[str, Any]) -> list[str]:
         "with --checkpoint=fast; pg_basebackup's tar holds the WAL of its own span (-X fetch: "
         "to stdout it cannot stream WAL), strongroom's takes it from the archive (-X none). "
         "strongroom's stored bytes are the repository's growth outside logs/ (the WAL "
-        "archive). The second pair follows one simulated day of churn (datagen.churn_day).",
+        "archive). The second pair follows one simulated day of churn (datagen_churn.churn_day).",
         "RTO: the pg_basebackup tar is of the state strongroom's second base backup took "
         "right after it; "
         "'tar -x + pg_ctl start' is what recovers from it (crash recovery with its own WAL, "
