@@ -58,7 +58,7 @@ LONGEST_FIRST: tuple[str, ...] = (
     "tests/cli/test_cli_restructure_attacks.py",
     "tests/cli/test_cli_safe_restore.py",
     "tests/wal/test_wal_faults.py",
-    "tests/web/test_dashboard_attacks.py",
+    "tests/web/test_dashboard_browser_attacks.py",
     "tests/cli/test_cli_maintenance.py",
     "tests/wal/test_pitr_targets_attacks.py",
     "tests/cli/test_cli_urls.py",
