@@ -332,16 +332,6 @@ _SIGNAL_AFTER_MANIFEST = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/backup.py run_backup/recorded_backup: a signal landing after "
-    "repo.write_manifest (in the lock release, the run record, the post_backup hooks or "
-    "the metrics) stops the command with exit 143 and 'interrupted by SIGTERM; stopped "
-    "cleanly; nothing unfinished was recorded', while the backup is complete and listed "
-    "(no run record, no post_backup hook): seen at random moments in 7 of 12 signals "
-    "sent just after the manifest appeared. The line should say the backup was recorded "
-    "(a deferred section from the manifest write to the report), or the command exit 0",
-)
 def test_a_signal_just_after_the_manifest_is_written_says_the_backup_was_recorded(
     tmp_path: Path,
     env: dict[str, str],  # noqa: F811

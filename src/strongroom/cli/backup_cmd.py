@@ -23,8 +23,9 @@ from strongroom.wording import counted
 if TYPE_CHECKING:
     from strongroom.config import NotificationSettings
     from strongroom.notify.dispatch import Notifier
+    from strongroom.repository.manifest import Manifest
     from strongroom.repository.repository import Repository
-    from strongroom.services.backup import BackupReport
+    from strongroom.services.backup import BackupReport, BackupRun
 
 # The engines (psycopg, PyMySQL), the backup service, notifications and metrics are
 # imported when the command runs: ``backup --help`` and every other command do not pay
@@ -89,8 +90,8 @@ def backup(
     ] = False,
 ) -> None:
     """Back up a database into the repository (running the target's configured hooks)."""
-    from strongroom.services.backup import recorded_backup
-    from strongroom.services.hooks import HookFailedAfter, hooks_of
+    from strongroom.services.backup import RECORDED, recorded_backup, told_complete
+    from strongroom.services.hooks import hooks_of
 
     sources = Sources.load(config)
     settings = sources.configured(repo, key_file, s3_endpoint)
@@ -113,6 +114,7 @@ def backup(
         engine = open_engine(url)
     hooks = hooks_of(settings, target or engine.database_name())
     channels = _channels(sources)
+    run: BackupRun | None = None
     try:
         run = recorded_backup(
             repository,
@@ -122,15 +124,34 @@ def backup(
             progress=progress_sink(),
             hooks=hooks,
         )
-    finally:
-        _write_metrics(repository, metrics_file)
-    # the configured channels (or SLACK_WEBHOOK_URL…) hear of it, as from the scheduler
-    tags = tuple(tag or ())
+    finally:  # a signal from here on names the backup when it is complete
+        with told_complete(_completed(run), RECORDED):
+            _write_metrics(repository, metrics_file)
+    assert run is not None
+    with told_complete(_completed(run), RECORDED):
+        _announce(run, channels, repository, tuple(tag or ()))
+
+
+def _completed(run: BackupRun | None) -> Manifest | None:
+    """The manifest of the backup ``run`` completed, if it did."""
+    return None if run is None or run.report is None else run.report.manifest
+
+
+def _announce(
+    run: BackupRun,
+    channels: tuple[Notifier, NotificationSettings] | None,
+    repository: Repository,
+    tags: tuple[str, ...],
+) -> None:
+    """Notify the configured channels (or SLACK_WEBHOOK_URL…), as the scheduler does, then
+    print the report, or raise the run's error."""
     if channels is not None:
         from strongroom.services.notifications import notify_backup
 
         notify_backup(*channels, repository, run.record.target, tags, run)
     if run.error is not None:
+        from strongroom.services.hooks import HookFailedAfter
+
         if isinstance(run.error, HookFailedAfter) and run.report is not None:
             _print_report(run.report)  # post_backup failed: the backup exists, say what it is
         raise run.error

@@ -15,12 +15,14 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from strongroom.engines.base import Engine, LaidOutDump
 from strongroom.errors import InvalidName, StrongroomError
+from strongroom.interrupts import deferred, note_outcome
 from strongroom.logcontext import log_context
 from strongroom.malloc_arenas import limit_arenas
 from strongroom.pipeline.chunking import iter_chunks
@@ -290,12 +292,15 @@ def run_backup(
     backup_id = new_backup_id()
     with log_context(backup_id=backup_id, target=name):
         lock = acquire_shared(repo.storage, f"backup of {name}", wait=lock_wait)
+        report: BackupReport | None = None
         try:
-            return _back_up(
+            report = _back_up(
                 repo, engine, lock, backup_id, name, tags, progress, workers, created_by
             )
+            return report
         finally:
-            lock.release()
+            with told_complete(None if report is None else report.manifest, NOT_RECORDED):
+                lock.release()
 
 
 def _back_up(
@@ -360,9 +365,35 @@ def _back_up(
         chunk_order=repo.chunk_order(refs),
     )
     lock.ensure_held()  # a lease that lapsed may have let prune delete chunks we use
-    repo.write_manifest(manifest)
-    log.info("backup %s of %s complete", backup_id, manifest.target)
-    return BackupReport(manifest, outcomes.new_plain_bytes)
+    with deferred() as section:  # a signal during the write waits for it to end
+        repo.write_manifest(manifest)
+        section.outcome = completed(manifest, NOT_RECORDED)
+    with told_complete(manifest, NOT_RECORDED):
+        log.info("backup %s of %s complete", backup_id, manifest.target)
+        return BackupReport(manifest, outcomes.new_plain_bytes)
+
+
+NOT_RECORDED = "its run record and post_backup hooks did not run"
+RECORDED = "its run is recorded"
+
+
+@contextmanager
+def told_complete(manifest: Manifest | None, rest: str) -> Iterator[None]:
+    """Once the manifest is written the backup is complete: a signal raised inside this
+    block (``interrupts.Interrupted``) says so, naming the backup, then ``rest`` (what did
+    not happen), instead of the default "nothing unfinished was recorded". ``manifest``
+    ``None``: no backup was completed, nothing is noted."""
+    try:
+        yield
+    except BaseException as exc:
+        if manifest is not None:
+            note_outcome(exc, completed(manifest, rest))
+        raise
+
+
+def completed(manifest: Manifest, rest: str) -> str:
+    """What an interrupted command says of a backup that is complete."""
+    return f"backup {manifest.backup_id} of {manifest.target} is complete; {rest}"
 
 
 def checked_names(
@@ -476,9 +507,11 @@ def recorded_backup(
         except StrongroomError as exc:
             record = record_backup_run(repo, name, tags, started, scheduled_for, error=exc)
             return BackupRun(record, None, exc)
-        record = record_backup_run(repo, name, tags, started, scheduled_for, report=report)
+        with told_complete(report.manifest, NOT_RECORDED):
+            record = record_backup_run(repo, name, tags, started, scheduled_for, report=report)
         try:
-            run_post_backup(hooks, report, report.manifest.backup_id, engine)
+            with told_complete(report.manifest, f"{RECORDED}; its post_backup hooks stopped"):
+                run_post_backup(hooks, report, report.manifest.backup_id, engine)
         except HookFailedAfter as exc:
             return BackupRun(record, report, exc)
     return BackupRun(record, report)
