@@ -395,3 +395,27 @@ def test_init_refuses_chunker_parameters_out_of_range():
         Repository.init(
             MemoryStorage(), encryption=ENCRYPTION_NONE, chunker=ChunkerParams(max_size=99)
         )
+
+
+def test_threads_using_the_chunk_store_first_at_once_share_one(tmp_path):
+    """The break-it round saw two stores (and two cache rebuilds) when threads touched
+    ``Repository.chunks`` first at the same moment."""
+    import threading
+
+    storage = MemoryStorage()
+    Repository.init(storage, key_file=tmp_path / "k")
+    for _ in range(5):
+        repo = Repository.open(storage, KeySource(key_file=tmp_path / "k"))
+        start = threading.Barrier(8)
+        seen = []
+
+        def first_use(repo=repo, start=start, seen=seen):
+            start.wait()
+            seen.append(repo.chunks)
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(store) for store in seen}) == 1

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class Repository:
         self.config = config
         self.keyring = keyring
         self._chunks: ChunkStore | None = None
+        self._chunks_lock = threading.Lock()  # threads' first use: one store, one cache
         self._manifests: dict[str, Manifest] = {}  # manifests never change: safe to keep
         self._damaged: dict[str, DamagedBackup] = {}
         self._warned: set[str] = set()  # damaged manifests already warned about
@@ -189,6 +191,11 @@ class Repository:
     # --- chunks -------------------------------------------------------------------------
     @property
     def chunks(self) -> ChunkStore:
+        """The chunk store (made on first use, once, whichever thread asks first)."""
+        with self._chunks_lock:
+            return self._chunks or self._make_chunks()
+
+    def _make_chunks(self) -> ChunkStore:
         if self._chunks is None:
             sealer = self.keyring.sealer(for_reading=True)
             self._chunks = ChunkStore(
