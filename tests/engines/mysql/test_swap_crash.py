@@ -31,7 +31,7 @@ from strongroom.engines.mysql import MysqlEngine, swap_store
 from strongroom.engines.swap_journal import JournalEntry
 from strongroom.services.backup import run_backup
 from strongroom.services.repository_access import RepositoryLocation
-from tests.engines.mysql.test_definers_attacks import _start, _wait_for_lock
+from tests.engines.mysql.definers_helpers import _start, _wait_for_lock
 from tests.engines.mysql.test_swap_fidelity import APP_PASSWORD, _as_app, _definitions, _shop
 from tests.fixtures.mariadb import MariaDbServer
 from tests.helpers import cli_ok, run_cli
