@@ -2,94 +2,43 @@
 database exactly (``tests/fixtures/mysql_app.py``: built by the application's own account,
 fingerprinted without strongroom's code), in place, under another name beside the
 original, after the original is gone, and by a non-root account; and a copy under another
-name never reads or writes the original.
-"""
+name never reads or writes the original. The staged load is in
+``test_restore_exact_staging.py``, the qualifier rewrite in ``test_restore_exact_rewrite.py``."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 
-from strongroom.engines.mysql import MysqlEngine
 from strongroom.engines.mysql import swap as swap_module
-from strongroom.engines.mysql.qualifiers import Scope, Unrewritable, requalify, requalify_statement
 from strongroom.errors import RestoreFailed
-from strongroom.repository.repository import Repository
-from strongroom.services.backup import run_backup
-from strongroom.services.drill import verify_by_restore
-from strongroom.services.repository_access import RepositoryLocation
+from tests.engines.mysql.restore_exact_helpers import (
+    App,
+    Dump,
+    _dump,
+    _name,
+    _stage,
+    _tick_rows,
+    app,
+    env,
+    scheduler,
+)
 from tests.fixtures.mariadb import MariaDbServer
 from tests.fixtures.mysql_app import (
     APP_CHARSET,
     APP_COLLATION,
-    PLACEHOLDER,
-    AppAccount,
-    build_app_database,
     create_app_account,
     differences,
     drop_app_account,
     fingerprint,
-    normalize,
 )
-from tests.helpers import cli_ok, repository_env, run_cli
+from tests.helpers import cli_ok, run_cli
 
-
-def _name(url: str) -> str:
-    return url.rsplit("/", 1)[1]
-
-
-@dataclass
-class App:
-    server: MariaDbServer
-    name: str
-    url: str
-    account: AppAccount
-
-
-@contextmanager
-def _app(server: MariaDbServer, url: str, *, staging: bool) -> Iterator[App]:
-    name = _name(url)
-    account = create_app_account(server, [name], staging=staging)
-    try:
-        build_app_database(account, name)
-        yield App(server, name, url, account)
-    finally:
-        drop_app_account(server, account)
-
-
-@pytest.fixture()
-def app(mariadb_server: MariaDbServer, mysql_db: str) -> Iterator[App]:
-    """The app database; its account may also use the databases named ``<db>_…``."""
-    with _app(mariadb_server, mysql_db, staging=True) as made:
-        yield made
-
-
-@pytest.fixture()
-def env(tmp_path: Any) -> dict[str, str]:
-    env = {
-        "STRONGROOM_REPO": str(tmp_path / "repo"),
-        "STRONGROOM_KEY_FILE": str(tmp_path / "repo.key"),
-    }
-    cli_ok(run_cli("init", env=env))
-    return env
-
-
-@pytest.fixture()
-def scheduler(mariadb_server: MariaDbServer) -> Iterator[None]:
-    """The event scheduler as it was before the test, whatever the test did to it."""
-    (was,) = mariadb_server.query(None, "SELECT @@GLOBAL.event_scheduler")[0]
-    try:
-        yield
-    finally:
-        mariadb_server.query(None, f"SET GLOBAL event_scheduler = {was}")
+__all__ = ["app", "env", "scheduler"]  # fixtures
 
 
 def _as_app(app: App, database: str, statements: list[str]) -> list[Any]:
@@ -123,11 +72,6 @@ def _drift(app: App) -> None:
 
 def _no_leftovers(server: MariaDbServer) -> None:
     assert not [d for d in server.databases() if "_sr_" in d]
-
-
-def _tick_rows(server: MariaDbServer, database: str) -> list[str]:
-    rows = server.query(database, "SELECT what FROM audit WHERE what LIKE 'tick from %'")
-    return sorted({str(r[0]) for r in rows})
 
 
 # --- 3a: replace in place ----------------------------------------------------------------
@@ -229,27 +173,6 @@ def _assert_works_on_its_own(app: App, copy: str, *, original_exists: bool) -> N
 
 def _fingerprints_match(app: App, before: dict[str, Any], copy: str) -> None:
     assert differences(before, fingerprint(app.server, copy)) == []
-
-
-@dataclass(frozen=True)
-class Dump:
-    data: bytes
-    state: dict[str, Any] | None  # the engine state the manifest records
-
-
-def _dump(url: str) -> Dump:
-    with MysqlEngine(url).dump() as running:
-        data = running.stream.read()
-        result = running.finish()
-    return Dump(data, result.state)
-
-
-def _stage(url: str, dump: Dump) -> tuple[MysqlEngine, MysqlEngine]:
-    """What a restore does before its swap: a staged database beside ``url``, loaded."""
-    engine = MysqlEngine(url)
-    staged = engine.staging()
-    staged.restore([dump.data], state=dump.state)
-    return engine, staged
 
 
 def test_copies_beside_the_original_and_after_it_are_exact_and_use_their_own_tables(
@@ -404,132 +327,6 @@ def test_the_application_account_backs_up_and_restores_its_own_database(mariadb_
     _no_leftovers(mariadb_server)
 
 
-# --- the staged load acts on the staged database only (engines/mysql/staging.py) --------------
-def test_events_loaded_into_the_staged_database_do_not_fire_against_the_original(
-    mariadb_server, app, scheduler
-):
-    dump = _dump(app.url)
-    assert dump.state is not None
-    assert dump.state["events"] == {"purge_audit": "DISABLED", "tick": "ENABLED"}
-    app.server.query(app.name, "ALTER EVENT tick DISABLE")  # the original's own stays quiet
-    mariadb_server.query(None, "SET GLOBAL event_scheduler = ON")
-    engine, staged = _stage(app.url, dump)
-    try:
-        deadline = time.monotonic() + 3  # tick runs every second
-        while time.monotonic() < deadline and not _tick_rows(mariadb_server, app.name):
-            time.sleep(0.2)
-        assert _tick_rows(mariadb_server, app.name) == []
-        # nor may it change the staged copy before it is verified
-        assert _tick_rows(mariadb_server, staged.database_name()) == []
-        assert _event_statuses(mariadb_server, staged.database_name()) == {
-            "purge_audit": "DISABLED",
-            "tick": "DISABLED",
-        }
-        assert staged.event_statuses == {"purge_audit": "DISABLED", "tick": "ENABLED"}
-    finally:
-        mariadb_server.query(None, "SET GLOBAL event_scheduler = OFF")
-    # the swap gives each event the status it was backed up with
-    engine.swap_in(staged, keep_old=False, source_database=app.name)
-    assert _event_statuses(mariadb_server, app.name) == {
-        "purge_audit": "DISABLED",
-        "tick": "ENABLED",
-    }
-
-
-def _event_statuses(server: MariaDbServer, database: str) -> dict[str, str]:
-    rows = server.query(
-        None,
-        "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
-        (database,),
-    )
-    return {str(name): str(status) for name, status in rows}
-
-
-def test_a_drill_copy_never_runs_an_event(mariadb_server, app, scheduler, tmp_path):
-    """A restore drill loads into a scratch database beside the original and drops it:
-    with the event scheduler on, its copy of ``tick`` (which writes into the original)
-    must never run."""
-    env = repository_env(tmp_path)
-    location = RepositoryLocation(env["STRONGROOM_REPO"], key_file=Path(env["STRONGROOM_KEY_FILE"]))
-    Repository.init(location.storage(), key_file=Path(env["STRONGROOM_KEY_FILE"]))
-    repo = location.open()
-    manifest = run_backup(repo, MysqlEngine(app.url)).manifest
-    app.server.query(app.name, "ALTER EVENT tick DISABLE")
-    seen: dict[str, str] = {}
-
-    class Scratch(MysqlEngine):
-        def table_stats(self) -> Any:  # the drill verifies right after loading
-            time.sleep(2.5)  # tick runs every second
-            seen.update(_event_statuses(mariadb_server, self.database_name()))
-            seen["ticks"] = str(_tick_rows(mariadb_server, self.database_name()))
-            return super().table_stats()
-
-    scratch = Scratch(mariadb_server.url(f"{app.name}_drill"))
-    mariadb_server.query(None, "SET GLOBAL event_scheduler = ON")
-    try:
-        result = verify_by_restore(repo, manifest, scratch)
-    finally:
-        mariadb_server.query(None, "SET GLOBAL event_scheduler = OFF")
-    assert result.ok, result.detail
-    assert seen == {"purge_audit": "DISABLED", "tick": "DISABLED", "ticks": "[]"}
-    assert _tick_rows(mariadb_server, app.name) == []
-    assert not mariadb_server.database_exists(f"{app.name}_drill")
-
-
-def test_a_trigger_with_a_qualified_name_restores(mariadb_server, mysql_db):
-    """``CREATE TRIGGER db.t … ON db.t`` (as MySQL Workbench writes them) replays into the
-    staged database, not the original: in place, under another name, and once the
-    original is gone, with the text as it was written (quoted or not)."""
-    name = _name(mysql_db)
-    mariadb_server.execute(
-        name,
-        [
-            "CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(40))",
-            "CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(40))",
-            f"CREATE TRIGGER `{name}`.`t_bi` BEFORE INSERT ON `{name}`.`t` FOR EACH ROW"
-            " SET NEW.s = 'x'",
-            f"CREATE TRIGGER {name} . t_ai AFTER INSERT ON {name}.t FOR EACH ROW"
-            f" INSERT INTO {name}.audit (what) VALUES (CONCAT('{name}.t ', NEW.id))",
-        ],
-    )
-    before = fingerprint(mariadb_server, name)
-    dump = _dump(mysql_db)
-    engine, staged = _stage(mysql_db, dump)  # in place: "Trigger already exists" before
-    engine.swap_in(staged, keep_old=False, source_database=name)
-    assert differences(before, fingerprint(mariadb_server, name)) == []
-    for copy in (f"{name}_copy", f"{name}_copy2"):
-        if copy.endswith("2"):
-            mariadb_server.drop_database(name)  # unknown table before
-        engine, staged = _stage(mariadb_server.url(copy), dump)
-        engine.swap_in(staged, keep_old=False, source_database=name)
-        assert differences(before, fingerprint(mariadb_server, copy)) == []
-        mariadb_server.query(copy, "INSERT INTO t (id) VALUES (7)")
-        assert mariadb_server.query(copy, "SELECT s FROM t WHERE id = 7") == [("x",)]
-        assert mariadb_server.query(copy, "SELECT what FROM audit") == [(f"{name}.t 7",)]
-    assert mariadb_server.query(f"{name}_copy", "SELECT COUNT(*) FROM audit") == [(1,)]
-
-
-def test_comments_in_routine_and_trigger_bodies_are_restored(mariadb_server, mysql_db):
-    name = _name(mysql_db)
-    body = "BEGIN\n  -- why: see #12\n  RETURN 1; /* one */ # done\nEND"
-    trigger = "BEGIN\n  -- x\n  SET NEW.id = NEW.id /* y */ + 0; # z\nEND"
-    mariadb_server.execute(
-        name,
-        [
-            f"CREATE FUNCTION f() RETURNS INT DETERMINISTIC {body}",
-            "CREATE TABLE t (id INT PRIMARY KEY)",
-            f"CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW {trigger}",
-        ],
-    )
-    before = fingerprint(mariadb_server, name)
-    engine, staged = _stage(mysql_db, _dump(mysql_db))
-    shown = mariadb_server.query(staged.database_name(), "SHOW CREATE FUNCTION f")[0][2]
-    assert body in shown
-    engine.swap_in(staged, keep_old=False, source_database=name)
-    assert differences(before, fingerprint(mariadb_server, name)) == []
-    assert trigger in mariadb_server.query(name, "SHOW CREATE TRIGGER t_bi")[0][2]
-
-
 # --- the backup of a latin1 table ------------------------------------------------------------
 def test_a_latin1_table_with_a_text_column_backs_up(mariadb_server, mysql_db):
     name = _name(mysql_db)
@@ -571,110 +368,3 @@ def test_views_of_an_account_limited_to_its_own_database_restore(mariadb_server,
             assert cur.fetchone() == (3, 6)
     finally:
         drop_app_account(mariadb_server, account)
-
-
-# --- the rewrite itself (no server) ----------------------------------------------------------
-SCOPE = Scope(
-    fold_case=False,
-    keywords=frozenset({"SELECT", "ORDER", "STATUS"}),
-    objects=frozenset({"audit", "orders", "f", "t2", "products"}),
-    columns=frozenset({"id", "what", "price"}),
-)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # unquoted, backquoted, spaced, three-part, a call, a column list, `db`.*
-        ("INSERT INTO shop.audit (what) VALUES (1)", "INSERT INTO copy.audit (what) VALUES (1)"),
-        (
-            "SELECT `shop`.`audit`.id FROM `shop` . audit",
-            "SELECT `copy`.`audit`.id FROM `copy` . audit",
-        ),
-        ("SELECT shop.f(1), shop.orders.id", "SELECT copy.f(1), copy.orders.id"),
-        ("GRANT SELECT ON shop.* TO u", "GRANT SELECT ON copy.* TO u"),
-        # strings, comments, variables, a user name and a longer name are kept
-        (
-            "SELECT 'shop.audit', \"shop.audit\", 'it''s shop.x', 'a\\'shop.x' -- shop.x\n",
-            "SELECT 'shop.audit', \"shop.audit\", 'it''s shop.x', 'a\\'shop.x' -- shop.x\n",
-        ),
-        ("SELECT 1 # shop.audit\n/* shop.audit */", "SELECT 1 # shop.audit\n/* shop.audit */"),
-        (
-            "CREATE DEFINER=`shop`@`%` TRIGGER shop.t2 BEFORE INSERT ON shop.orders FOR EACH ROW"
-            " SET @shop = @@session.shop + (SELECT COUNT(*) FROM shop.audit)",
-            "CREATE DEFINER=`shop`@`%` TRIGGER copy.t2 BEFORE INSERT ON copy.orders FOR EACH ROW"
-            " SET @shop = @@session.shop + (SELECT COUNT(*) FROM copy.audit)",
-        ),
-        (
-            "SELECT shop_x.audit, xshop.audit, SHOP.audit",
-            "SELECT shop_x.audit, xshop.audit, SHOP.audit",
-        ),
-        # executable comments are code
-        ("SELECT 1 /*!50000 FROM shop.audit */", "SELECT 1 /*!50000 FROM copy.audit */"),
-        # a table named like the database: the qualifier is told apart by what follows
-        (
-            "SELECT shop.id FROM shop JOIN shop.audit a ON a.id = shop.id",
-            None,  # shop.id could be table.column: refused
-        ),
-        (
-            "INSERT INTO shop.audit SELECT id FROM shop",
-            "INSERT INTO copy.audit SELECT id FROM shop",
-        ),
-    ],
-)
-def test_only_qualifiers_naming_the_source_are_rewritten(text, expected):
-    if expected is None:
-        with pytest.raises(Unrewritable, match="could be either"):
-            requalify(text, "shop", "copy", SCOPE)
-    else:
-        assert requalify(text, "shop", "copy", SCOPE) == expected
-
-
-def test_the_rewrite_follows_the_sql_mode_the_server_and_the_target_name():
-    # ANSI_QUOTES: "shop" is a name; without it, a string
-    assert requalify('SELECT "shop".audit.id', "shop", "copy", SCOPE, sql_mode="ANSI_QUOTES") == (
-        'SELECT "copy".audit.id'
-    )
-    # NO_BACKSLASH_ESCAPES: the backslash ends nothing, the string ends at the next quote
-    text = "SELECT 'a\\', shop.audit.id"
-    assert requalify(text, "shop", "copy", SCOPE, sql_mode="NO_BACKSLASH_ESCAPES") == (
-        "SELECT 'a\\', copy.audit.id"
-    )
-    text = "SELECT 'a\\', shop.audit.id'"  # with backslash escapes: all one string
-    assert requalify(text, "shop", "copy", SCOPE) == text
-    # lower_case_table_names: case folds like the server does
-    assert requalify("SELECT SHOP.audit.id", "shop", "copy", Scope(True)) == "SELECT copy.audit.id"
-    # a target that is a keyword or not a plain name is quoted
-    assert requalify("SELECT shop.audit.id", "shop", "order", SCOPE) == "SELECT `order`.audit.id"
-    assert requalify("SELECT `shop`.audit.id", "shop", "a`b c", SCOPE) == "SELECT `a``b c`.audit.id"
-    unknown = Scope(False, keywords=None)  # a server without information_schema.KEYWORDS
-    assert requalify("SELECT shop.audit.id", "shop", "copy", unknown) == "SELECT `copy`.audit.id"
-    # bytes in the statement's own charset; other bytes come back as they were
-    latin1 = "INSERT INTO shop.audit VALUES ('é\x81')".encode("latin-1")
-    out = requalify_statement(
-        latin1, charset="latin1", sql_mode=None, source="shop", target="café", scope=SCOPE
-    )
-    assert out == "INSERT INTO café.audit VALUES ('é\x81')".encode("latin-1")
-    # a charset without a codec: kept if the name is not there, else refused
-    assert (
-        requalify_statement(
-            b"SELECT 1", charset="dec8", sql_mode=None, source="shop", target="x", scope=SCOPE
-        )
-        == b"SELECT 1"
-    )
-    with pytest.raises(Unrewritable, match="dec8"):
-        requalify_statement(
-            b"SELECT shop.audit.id",
-            charset="dec8",
-            sql_mode=None,
-            source="shop",
-            target="x",
-            scope=SCOPE,
-        )
-
-
-def test_the_fingerprint_normalizes_qualifiers_only():
-    text = "SELECT `db_1`.t.c, db_1 . t, 'db_1.t' /* db_1.t */ FROM db_1x.t, x.db_1"
-    assert normalize(text, "db_1") == (
-        f"SELECT `{PLACEHOLDER}`.t.c, {PLACEHOLDER} . t, 'db_1.t' /* db_1.t */ FROM db_1x.t, x.db_1"
-    )

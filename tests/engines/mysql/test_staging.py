@@ -2,7 +2,7 @@
 database never acts on the original. Events are created disabled (their statuses kept for
 the swap), qualifiers in trigger, routine and event names are re-pointed at the staged
 database; nothing else of the dump changes, strings and comments least of all, and rows
-pass through unread. The real-server side is in ``test_restore_exact.py``; here, the
+pass through unread. The real-server side is in ``test_restore_exact_staging.py``; here, the
 filter on dump texts as ``mariadb-dump``/``mysqldump`` write them."""
 
 from __future__ import annotations
