@@ -407,8 +407,17 @@ def apply_database_state(
 
 # --- pg_restore's errors ---------------------------------------------------------------
 _FROM_ENTRY = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (?P<what>.*)$")
+# ``pg_restore -j`` workers share one stderr and write a message's "pg_restore:", "error: "
+# and text apart: their prefixes interleave ("pg_restore:pg_restore:  error: error: could
+# not...", "error: pg_restore:could not...", or none), the text stays whole
 _QUERY_ERROR = re.compile(
-    r"^pg_restore: error: could not execute query: (?:ERROR|FATAL):\s+(?P<msg>.*)$"
+    r"^(?:pg_restore:|error:|\s)*could not execute query: (?:ERROR|FATAL):\s+(?P<msg>.*)$"
+)
+# an info line of --verbose that got another worker's "error: " (``pg_restore: error:
+# pg_restore: from TOC entry ...``, ``pg_restore: error: creating ACL ...``)
+_VERBOSE_INFO = re.compile(
+    r"^pg_restore: error:(?:pg_restore:|error:|\s)*(?:creating |processing item |launching "
+    r"item |finished item |from TOC entry |processing data for table |executing |entering )"
 )
 _ROLE_MISSING = re.compile(r'^role "(?P<role>.+)" does not exist$')
 _NOT_MEMBER = re.compile(
@@ -485,11 +494,10 @@ def classify_errors(
         if found:
             entry = found.group("what")
             continue
-        if not line.startswith("pg_restore: error:"):
-            continue
         query = _QUERY_ERROR.match(line)
         if query is None:
-            fatal.append(line.removeprefix("pg_restore: error: "))
+            if line.startswith("pg_restore: error:") and not _VERBOSE_INFO.match(line):
+                fatal.append(line.removeprefix("pg_restore: error: "))
             continue
         msg = query.group("msg").strip()
         role = _ROLE_MISSING.match(msg) or _NOT_MEMBER.match(msg)
