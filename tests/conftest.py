@@ -1,8 +1,10 @@
 """Shared test harness: real servers started by the tests, stopped by the tests."""
 
 import compileall
+import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,15 @@ def _own_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     without this a test's result would depend on which tests ran before it."""
     for name, empty in (("_registered", set()), ("_pending", []), ("_chunks", []), ("_quiet", 0)):
         monkeypatch.setattr(redaction, name, empty, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _own_environment() -> Iterator[None]:
+    """Variables a test sets in ``os.environ`` itself (``STRONGROOM_CACHE_DIR`` in a few
+    repository tests) end with it: one leaked into a later MySQL CLI test of the same
+    worker, whose index cache then lived in another test's temporary folder."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -283,8 +283,16 @@ def test_real_damage_exits_7_with_one_rebuild_and_the_damaged_chunk_named(
         repo = Repository.open(storage, KeySource(key_file=Path(env["STRONGROOM_KEY_FILE"])))
         (recorded,) = (tmp_path / "repo" / "backups").glob("*.json")
         manifest = repo.load_manifest(recorded.stem)
-        victim = sorted(manifest.unique_chunk_ids)[len(manifest.unique_chunk_ids) // 2]
-        loc = repo.chunks.index.locations(victim)[0]
+        # the last chunk read that the lie below leaves in place (an even position): the
+        # readers meet a lie first (a recheck on real damage first would fix the lie
+        # silently for that run: its private cache is right)
+        index = repo.chunks.index
+        victim = next(
+            c
+            for c in reversed(list(manifest.chunk_list.ids()))
+            if index.locations(c)[0].position % 2 == 0
+        )
+        loc = index.locations(victim)[0]
         cache = repo.chunks.index.path
         repo.chunks.index.close()
     key = pack_key_name(loc.pack_id)
@@ -310,6 +318,8 @@ def test_real_damage_exits_7_with_one_rebuild_and_the_damaged_chunk_named(
         assert (out + err).count("using a private one") <= 1, (args, err)
         lied = "placed chunks wrongly" in err
         assert lied == lying_cache, err  # a true cache is never called a liar
+        if not lying_cache:  # real damage: no warning of the recheck (it was one more
+            assert "WARNING" not in err, (args, err)  # line beside the error: CI, MySQL)
         if lied:
             assert not cache.exists()  # the next run rebuilds it
     assert not (tmp_path / "out.db").exists()

@@ -205,15 +205,19 @@ class IndexCache:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
                 Path(f"{path}{suffix}").unlink()
 
-    def _private_db(self, reason: str) -> sqlite3.Connection:
-        """A fresh cache in a temporary folder of this process (empty: the caller syncs)."""
+    def _private_db(self, reason: str, *, unusable: bool = True) -> sqlite3.Connection:
+        """A fresh cache in a temporary folder of this process (empty: the caller syncs).
+        ``unusable``: the shared file failed (a warning); else it is only rechecked (an
+        info line: real damage must stay one error line for the user)."""
         if self._private:
             raise CacheUnusable(f"the index cache cannot be used: {reason}")
         self._private = True
         temp = temp_cache_dir()
-        log.warning(
-            "index cache %s cannot be used (%s): using a private one in %s for this run",
+        log.log(
+            logging.WARNING if unusable else logging.INFO,
+            "index cache %s %s (%s): using a private one in %s for this run",
             self.path,
+            "cannot be used" if unusable else "is rechecked",
             reason[:200],
             temp,
         )
@@ -229,12 +233,12 @@ class IndexCache:
         damaged = not is_locked(exc) and "readonly" not in str(exc).replace(" ", "")
         self._switch_private(str(exc), remove_shared=damaged)
 
-    def _switch_private(self, reason: str, *, remove_shared: bool) -> None:
+    def _switch_private(self, reason: str, *, remove_shared: bool, unusable: bool = True) -> None:
         """Copy the loose listing into a private cache, reload every index object into
         it, and use it from now on (lock held by the caller); ``remove_shared`` deletes
         the shared file, so that the next run rebuilds it."""
         old = self._db
-        self._db = self._private_db(reason)
+        self._db = self._private_db(reason, unusable=unusable)
         for table in ("loose_listing", "packs_present"):
             with contextlib.suppress(sqlite3.DatabaseError):
                 rows = old.execute(f"SELECT * FROM private.{table}")
@@ -254,7 +258,7 @@ class IndexCache:
         with self._lock:
             if self._private:
                 return False
-            self._switch_private(reason, remove_shared=False)
+            self._switch_private(reason, remove_shared=False, unusable=False)
             return True
 
     def remove_shared(self) -> None:
