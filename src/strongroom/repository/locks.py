@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from strongroom.errors import LockLost, ObjectNotFound, RepositoryBusy, StorageError
-from strongroom.interrupts import join_thread
+from strongroom.interrupts import deferred, join_thread, pending
 from strongroom.processes import ProcessIdentity, process_start_ticks, this_process
 from strongroom.repository.ids import parse_iso
 from strongroom.repository.layout import LOCKS_PREFIX, lock_key
@@ -390,7 +390,18 @@ class RepositoryLock:
             )
 
     def release(self) -> None:
-        """Stop refreshing and delete the lock object (a failure leaves it to expire)."""
+        """Stop refreshing and delete the lock object (a failure leaves it to expire). A
+        signal in the main thread waits until it is done (``interrupts.deferred``): raised
+        between marking the lock released and deleting it, it left the lock behind. A
+        signal already pending (a deferred section that ended in an error, e.g. a failed
+        manifest write) is not raised here: that error is the command's message."""
+        if pending() is not None:  # a later signal cannot raise either (only the first does)
+            self._release()
+            return
+        with deferred():
+            self._release()
+
+    def _release(self) -> None:
         self._stop.set()
         thread = self._thread
         if thread is not None:

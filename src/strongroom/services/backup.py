@@ -278,13 +278,18 @@ def run_backup(
     workers: int = DEFAULT_WORKERS,
     lock_wait: float = BACKUP_WAIT,
     created_by: str | None = None,
+    told: str | None = None,
 ) -> BackupReport:
     """Take one backup; the manifest is written only after every chunk is stored.
 
     A shared repository lock is held from before ``chunks/`` is listed until the manifest
     is written, so ``prune`` never deletes a chunk this backup counts on. ``created_by``
     replaces the default ``user@host`` in the manifest (the web service names its user).
+    ``told``: what a signal once the manifest is written says did not happen, after naming
+    the backup (default: ``NOT_RECORDED``); ``""``: nothing, the caller says what it means
+    (a restore's safety backup: the original database is untouched).
     """
+    rest = NOT_RECORDED if told is None else told
     progress = progress or NoProgress()
     name, tags = checked_names(engine, target, tags)  # before anything is written
     settle_interrupted_swaps(engine)  # what a killed swap left (design.md, "Swap journal")
@@ -295,11 +300,12 @@ def run_backup(
         report: BackupReport | None = None
         try:
             report = _back_up(
-                repo, engine, lock, backup_id, name, tags, progress, workers, created_by
+                repo, engine, lock, backup_id, name, tags, progress, workers, created_by, rest
             )
             return report
         finally:
-            with told_complete(None if report is None else report.manifest, NOT_RECORDED):
+            told_of = None if report is None or not rest else report.manifest
+            with told_complete(told_of, rest):
                 lock.release()
 
 
@@ -313,6 +319,7 @@ def _back_up(
     progress: ProgressSink,
     workers: int,
     created_by: str | None = None,
+    rest: str = "",
 ) -> BackupReport:
     repo.chunks.prepare_known()  # after the shared lock: index cache + chunks/ listing
     writer = _ChunkWriter(repo, workers)
@@ -367,8 +374,8 @@ def _back_up(
     lock.ensure_held()  # a lease that lapsed may have let prune delete chunks we use
     with deferred() as section:  # a signal during the write waits for it to end
         repo.write_manifest(manifest)
-        section.outcome = completed(manifest, NOT_RECORDED)
-    with told_complete(manifest, NOT_RECORDED):
+        section.outcome = completed(manifest, rest) if rest else None
+    with told_complete(manifest if rest else None, rest):
         log.info("backup %s of %s complete", backup_id, manifest.target)
         return BackupReport(manifest, outcomes.new_plain_bytes)
 

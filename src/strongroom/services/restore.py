@@ -376,6 +376,7 @@ def _restore(
             engine,
             target=plan.destination_target or engine.database_name(),
             tags=(PRE_RESTORE_TAG,),
+            told="",  # a signal says the original is untouched (run_restore)
         )
         safety_id = safety.manifest.backup_id
     record = _begin_record(repo, manifest, engine, plan, safety_id)
