@@ -338,7 +338,9 @@ class PostgresEngine(PostgresServer):
         except BaseException as exc:
             outcome = self._after_failure(created)
             exc.add_note(f"restore into {self.where()} stopped; {outcome}")
-            logger.error("restore into %s stopped; %s", self.where(), outcome)
+            dropped = outcome == "the new database was dropped"  # nothing left: not an error
+            level = logging.INFO if dropped else logging.ERROR  # of its own (one line)
+            logger.log(level, "restore into %s stopped; %s", self.where(), outcome)
             raise
         problem: str | None = None
         if faithful:
