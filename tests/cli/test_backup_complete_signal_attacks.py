@@ -21,6 +21,7 @@ import pytest
 from strongroom import interrupts
 from tests.cli.test_signals import (  # noqa: F401 (the fixture)
     TIMEOUT,
+    alive,
     assert_one_error,
     env,
     run,
@@ -324,3 +325,40 @@ def test_deferred_and_told_complete_do_nothing_outside_the_main_thread() -> None
     assert errors[1].outcome == "backup 20261201T000000Z-abcd of app is complete; rest"
     assert Manifest  # imported: the real type told_complete names
     interrupts.reset()
+
+
+def test_a_signal_from_a_post_backup_hook_says_the_run_is_recorded(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+    db: Path,
+) -> None:
+    """A real hook sends SIGTERM to strongroom (its parent) and would go on for 30 s: the
+    command stops the hook, exits 143 naming the backup, its run recorded, the hooks
+    stopped; the hook after it never runs; no lock, no hook left running."""
+    config = tmp_path / "strongroom.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[repository]",
+                f'location = "{tmp_path / "repo"}"',
+                f'key_file = "{tmp_path / "repo.key"}"',
+                "[targets.shop]",
+                f'url = "sqlite://{db}"',
+                "[targets.shop.hooks]",
+                'post_backup = ["echo $$ > \\"$HOOK_PID\\"; kill -TERM $PPID; sleep 30",'
+                ' "touch \\"$HOOK_PID.second\\""]',
+            ]
+        )
+        + "\n"
+    )
+    pid_file = tmp_path / "hook.pid"
+    given = {**env, "HOOK_PID": str(pid_file)}
+    code, _, err = run("backup", "--config", str(config), "--target", "shop", env=given)
+    (backup_id,) = _manifests(env)
+    line = assert_one_error(err, 143, code, "interrupted by SIGTERM")
+    expected = f"backup {backup_id} of shop is complete; its run is recorded; its post_backup"
+    assert expected in line, line
+    assert len(_runs(env)) == 1
+    assert _locks(env) == []
+    assert not Path(f"{pid_file}.second").exists()
+    assert not alive(int(pid_file.read_text()))  # the hook was stopped with the command
