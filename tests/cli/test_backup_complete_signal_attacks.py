@@ -362,3 +362,27 @@ def test_a_signal_from_a_post_backup_hook_says_the_run_is_recorded(
     assert _locks(env) == []
     assert not Path(f"{pid_file}.second").exists()
     assert not alive(int(pid_file.read_text()))  # the hook was stopped with the command
+
+
+def test_a_signal_once_the_command_has_finished_exits_0(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+    db: Path,
+) -> None:
+    """The report is printed and the runner holds signals (interrupts.hold): a SIGTERM then
+    is a note, the exit stays 0, no error line."""
+    patch = """
+from strongroom import interrupts
+real = interrupts.hold
+def hold():
+    real()
+    sig()
+interrupts.hold = hold
+"""
+    result = _patched(patch, "backup", str(db), given=env)
+    assert result.returncode == 0, result.stderr
+    assert "error:" not in result.stderr, result.stderr
+    assert "SIGTERM: already finishing" in result.stderr, result.stderr
+    (backup_id,) = _manifests(env)
+    assert f"backup {backup_id} complete" in result.stdout
+    assert len(_runs(env)) == 1 and _locks(env) == []
