@@ -121,3 +121,24 @@ def test_objects_in_chunks_that_are_not_chunks_are_not_counted_as_chunks(repo, b
     repo.storage.put("chunks/ab/README", b"not a chunk")
     report = check_repository(repo)
     assert report.ok and report.stored_chunks == report.referenced_chunks
+
+
+def test_read_data_finds_a_manifest_whose_private_section_is_damaged(repo, backups):
+    """The fault campaign (seed 2030, damage-manifest #2) flipped a character of backup
+    B's private section: check --read-data passed (exit 0) and only a restore, which needs
+    the section's table statistics to verify, would have noticed."""
+    from strongroom.repository.layout import manifest_key
+
+    key = manifest_key(backups[1].backup_id)
+    doc = json.loads(repo.storage.get(key))
+    data = doc["private"]["data"]
+    middle = len(data) // 2
+    doc["private"]["data"] = (
+        data[:middle] + ("A" if data[middle] != "A" else "B") + data[middle + 1 :]
+    )
+    repo.storage.put(key, json.dumps(doc).encode())
+    report = check_repository(repo, read_data=True)
+    assert not report.ok
+    assert [(p.kind, p.subject) for p in report.problems] == [("manifest", backups[1].backup_id)]
+    assert "private section" in report.problems[0].message
+    assert check_repository(repo).ok  # without --read-data only chunks are listed
